@@ -191,7 +191,7 @@ def encode_transactions(
     weights = None
     if weight_col is not None:
         weights = _weights(column(table, weight_col, "weight column"), weight_col)
-    indptr, indices, summed = _build_csr(row_codes, item_codes.astype(np.int32), weights, len(rows))
+    indptr, indices, summed = _build_csr(row_codes, item_codes, weights, len(rows))
     return Encoded(indptr, indices, summed if weights is not None else None, rows, items)
 
 
@@ -205,6 +205,10 @@ def _factorize(col: pa.ChunkedArray, name: str) -> tuple[np.ndarray, Labels]:
         nan = pc.sum(pc.is_nan(col)).as_py() or 0
         if nan:
             raise ValueError(f"column {name!r} has {nan} NaN values (of {len(col)} rows); ids must not be NaN")
+    if pa.types.is_integer(col.type):
+        dense = _factorize_dense_ints(col)
+        if dense is not None:
+            return dense
     if pa.types.is_string_view(col.type):
         col = col.cast(pa.large_string())
     uniques = pc.unique(col)
@@ -212,6 +216,22 @@ def _factorize(col: pa.ChunkedArray, name: str) -> tuple[np.ndarray, Labels]:
     codes = pc.index_in(col, value_set=uniques)
     codes = codes.combine_chunks() if isinstance(codes, pa.ChunkedArray) else codes
     return codes.to_numpy(zero_copy_only=False).astype(np.int64, copy=False), Labels(uniques)
+
+
+def _factorize_dense_ints(col: pa.ChunkedArray) -> tuple[np.ndarray, Labels] | None:
+    """Integer ids spanning a compact range: a lookup table beats hashing (None when the range is wide)."""
+    bounds = pc.min_max(col)
+    lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+    span = hi - lo + 1
+    if span > 4 * len(col) + 1024 or span >= 2**31:
+        return None
+    values = col.combine_chunks().to_numpy(zero_copy_only=False)
+    offset = (values - lo).astype(np.int64, copy=False)
+    present = np.zeros(span, dtype=bool)
+    present[offset] = True
+    uniques = (np.flatnonzero(present) + lo).astype(values.dtype)
+    lut = np.cumsum(present, dtype=np.int64) - 1
+    return lut[offset], Labels(uniques)
 
 
 def _weights(col: pa.ChunkedArray, name: str) -> np.ndarray:
@@ -232,52 +252,61 @@ def _weights(col: pa.ChunkedArray, name: str) -> np.ndarray:
 
 @njit(cache=True, parallel=True)
 def _csr_kernel(row_codes, item_codes, weights, has_weights, n_rows):  # pragma: no cover - numba
-    """Bucket (row, item[, weight]) triples by row, sort each row, merge repeats (summing weights)."""
+    """Bucket (row, item[, weight]) by row, sort each row in place, merge repeats (weights add)."""
     n = row_codes.shape[0]
-    counts = np.zeros(n_rows + 1, dtype=np.int64)
+    start = np.zeros(n_rows + 1, dtype=np.int64)
     for k in range(n):
-        counts[row_codes[k] + 1] += 1
-    starts = np.cumsum(counts)
-    fill = starts[:-1].copy()
+        start[row_codes[k] + 1] += 1
+    for r in range(n_rows):
+        start[r + 1] += start[r]
+    fill = start[:-1].copy()
     items = np.empty(n, dtype=np.int32)
     w = np.empty(n if has_weights else 0, dtype=np.float64)
     for k in range(n):
         r = row_codes[k]
-        pos = fill[r]
-        items[pos] = item_codes[k]
+        p = fill[r]
+        items[p] = item_codes[k]
         if has_weights:
-            w[pos] = weights[k]
-        fill[r] = pos + 1
-    unique_len = np.zeros(n_rows + 1, dtype=np.int64)
+            w[p] = weights[k]
+        fill[r] = p + 1
+    kept = np.zeros(n_rows + 1, dtype=np.int64)
     for r in prange(n_rows):
-        lo = starts[r]
-        hi = starts[r + 1]
-        if hi - lo == 0:
-            continue
-        order = np.argsort(items[lo:hi], kind="mergesort")
-        seg_items = items[lo:hi][order]
-        out = 0
-        if has_weights:
-            seg_w = w[lo:hi][order]
-            for j in range(hi - lo):
-                if out > 0 and seg_items[j] == items[lo + out - 1]:
-                    w[lo + out - 1] += seg_w[j]
-                else:
-                    items[lo + out] = seg_items[j]
-                    w[lo + out] = seg_w[j]
-                    out += 1
+        lo = start[r]
+        hi = start[r + 1]
+        if hi - lo <= 32:  # insertion sort: rows are short, and this allocates nothing
+            for a in range(lo + 1, hi):
+                key = items[a]
+                kw = w[a] if has_weights else 0.0
+                b = a - 1
+                while b >= lo and items[b] > key:
+                    items[b + 1] = items[b]
+                    if has_weights:
+                        w[b + 1] = w[b]
+                    b -= 1
+                items[b + 1] = key
+                if has_weights:
+                    w[b + 1] = kw
         else:
-            for j in range(hi - lo):
-                if out == 0 or seg_items[j] != items[lo + out - 1]:
-                    items[lo + out] = seg_items[j]
-                    out += 1
-        unique_len[r + 1] = out
-    indptr = np.cumsum(unique_len)
-    total = indptr[n_rows]
-    out_items = np.empty(total, dtype=np.int32)
-    out_w = np.empty(total if has_weights else 0, dtype=np.float32)
+            order = np.argsort(items[lo:hi], kind="mergesort")
+            items[lo:hi] = items[lo:hi][order]
+            if has_weights:
+                w[lo:hi] = w[lo:hi][order]
+        out = lo
+        for p in range(lo, hi):
+            if out > lo and items[out - 1] == items[p]:
+                if has_weights:
+                    w[out - 1] += w[p]
+            else:
+                items[out] = items[p]
+                if has_weights:
+                    w[out] = w[p]
+                out += 1
+        kept[r + 1] = out - lo
+    indptr = np.cumsum(kept)
+    out_items = np.empty(indptr[n_rows], dtype=np.int32)
+    out_w = np.empty(indptr[n_rows] if has_weights else 0, dtype=np.float32)
     for r in prange(n_rows):
-        src = starts[r]
+        src = start[r]
         dst = indptr[r]
         for j in range(indptr[r + 1] - dst):
             out_items[dst + j] = items[src + j]
