@@ -1,0 +1,56 @@
+"""Ingest group: order lines from the configured source, and the product catalogue."""
+
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rusket_assets.assets.common import POOL, TABLE_IO, key
+from rusket_assets.resources import TransactionSource, Warehouse
+from rusket_assets.source import read_transactions
+
+GROUP = "ingest"
+
+
+@dg.asset(key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"})
+def raw_transactions(
+    context: dg.AssetExecutionContext, source: TransactionSource, warehouse: Warehouse
+) -> pa.Table:
+    """Order lines in the standard columns (basket_id, customer_id, product_id, quantity, revenue, ...).
+
+    Ids keep the source's types. Missing mapped columns, null ids and negative quantities or revenue
+    fail here, naming the column and the number of rows, and nothing downstream is written.
+    """
+    table = read_transactions(source, warehouse)
+    context.add_output_metadata(
+        {
+            "source": source.kind if source.kind == "synthetic" else f"{source.kind}: {source.path or source.table}",
+            "baskets": len(pc.unique(table["basket_id"])),
+            "customers": len(pc.unique(table["customer_id"])),
+            "products": len(pc.unique(table["product_id"])),
+        }
+    )
+    return table
+
+
+@dg.asset(
+    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+    deps=[key(GROUP, "raw_transactions")],
+)  # fmt: skip
+def products(warehouse: Warehouse) -> pa.Table:
+    """Product catalogue derived from the order lines: name, main category, price, reach and revenue."""
+    return warehouse.query(
+        """
+        select product_id,
+               any_value(product_name) as product_name,
+               mode(category) as category,
+               median(price) as price,
+               count(distinct basket_id) as n_baskets,
+               count(distinct customer_id) as n_customers,
+               cast(sum(quantity) as BIGINT) as quantity,
+               sum(revenue) as revenue
+        from ingest.raw_transactions
+        group by product_id
+        order by n_baskets desc, product_id
+        """
+    )

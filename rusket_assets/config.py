@@ -1,0 +1,79 @@
+"""Run configuration of the assets (editable in the launchpad)."""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import Field
+
+
+class MiningConfig(dg.Config):
+    """Frequent-itemset mining: support threshold (fraction of baskets) and longest itemset."""
+
+    min_support: float = Field(default=0.0005, description="Fraction of baskets in (0, 1], or a count >= 1.")
+    max_len: int | None = Field(default=3, description="Longest itemset to mine; None for no limit.")
+
+
+class RulesConfig(dg.Config):
+    """Association rules: the metric to filter on and its minimum value."""
+
+    metric: str = Field(default="confidence", description="confidence, lift, leverage, conviction, ...")
+    min_threshold: float = 0.01
+
+
+class AddOnsConfig(dg.Config):
+    """Cart add-ons: how many per product."""
+
+    top_n: int = 5
+
+
+class ALSConfig(dg.Config):
+    """Implicit ALS hyper-parameters."""
+
+    factors: int = 64
+    iterations: int = 15
+    alpha: float = 40.0
+    regularization: float = 0.01
+    weight: str = Field(default="quantity", description="Interaction strength: quantity, revenue or count.")
+    seed: int = 42
+
+
+class BPRConfig(dg.Config):
+    """BPR hyper-parameters."""
+
+    factors: int = 64
+    iterations: int = 100
+    learning_rate: float = 0.05
+    regularization: float = 0.01
+    seed: int = 42
+
+
+class EvaluationConfig(dg.Config):
+    """Holdout evaluation: cut-off, share of each customer's items held out, and seed."""
+
+    k: int = 10
+    test_fraction: float = 0.2
+    seed: int = 42
+
+
+class RecommendationConfig(dg.Config):
+    """Batch recommendations: top-N per customer and the CF/rules blend."""
+
+    top_n: int = 10
+
+
+class SimilarItemsConfig(dg.Config):
+    """Similar items per product."""
+
+    top_n: int = 10
+
+
+class PotentialConfig(dg.Config):
+    """Cross-sell potential: top categories per customer."""
+
+    top_n: int = 3
+
+
+class VectorsConfig(dg.Config):
+    """LanceDB export: normalise vectors (cosine search) or keep raw factors."""
+
+    normalize: bool = True

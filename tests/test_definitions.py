@@ -1,0 +1,58 @@
+"""The Definitions object, the workspace, the instance config and the refresh schedule."""
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from rusket_assets.assets.common import POOL
+from rusket_assets.definitions import defs
+from rusket_assets.schedules import refresh_schedule
+
+ROOT = Path(__file__).resolve().parents[1]
+GROUPS = {"ingest", "baskets", "personalization", "analytics", "vectors"}
+
+
+def test_definitions_validate_and_use_group_schemas():
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    keys = graph.get_all_asset_keys()
+    assert dg.AssetKey(["ingest", "raw_transactions"]) in keys
+    for key in keys:
+        node = graph.get(key)
+        assert node.group_name == key.path[0], key  # group = key prefix = DuckDB schema
+        assert node.group_name in GROUPS
+        assert node.assets_def.op.pool == POOL, key  # one DuckDB writer at a time
+
+
+def test_workspace_points_at_the_definitions():
+    workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())
+    target = workspace["load_from"][0]["python_module"]
+    assert (target["module_name"], target["attribute"]) == ("rusket_assets.definitions", "defs")
+
+
+def test_instance_config_keeps_state_in_project_and_limits_duckdb_writers(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+        assert instance.run_storage.__class__.__name__.startswith("Sqlite")
+        instance.run_storage.has_run("nothing")  # touches the storage so the files exist
+    config = yaml.safe_load((home / "dagster.yaml").read_text())
+    assert config["telemetry"]["enabled"] is False
+    assert list(home.rglob("*.db")), "sqlite storage should live inside DAGSTER_HOME"
+
+
+def test_daily_schedule_requests_a_run_of_the_whole_graph():
+    context = dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2026, 1, 2, 3, 0, tzinfo=dt.UTC)
+    )
+    result = refresh_schedule.evaluate_tick(context)
+    assert len(result.run_requests) == 1
+    assert refresh_schedule.cron_schedule == "0 3 * * *"
+    job = defs.resolve_job_def(refresh_schedule.job_name)
+    assert set(job.asset_layer.executable_asset_keys) == set(defs.resolve_all_asset_keys())
