@@ -1,0 +1,393 @@
+"""Shared base of the factor recommenders: building from transactions, recommending, exporting, saving."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numba
+import numpy as np
+
+from rusket_core.encoding import Encoded, Labels, encode_sparse, encode_transactions
+from rusket_core.factorization.topk import csr_rows, topk
+from rusket_core.frames import from_arrow, input_format, make_frame, resolve_format
+
+
+class FactorModel:
+    """A recommender scoring user u and item i as ``user_factors[u] @ item_factors[i]``.
+
+    Public attributes, set by ``fit`` (other modules build on them):
+
+    - ``user_factors``: (n_users, k) float32, C-contiguous; row u belongs to ``users.values[u]``.
+    - ``item_factors``: (n_items, k) float32, C-contiguous; row i belongs to ``items.values[i]``.
+    - ``users``, ``items``: :class:`~rusket_core.encoding.Labels`, the caller's own ids.
+    - ``user_items``: :class:`~rusket_core.encoding.Encoded`, the training interactions (users ×
+      items CSR; ``data`` holds the summed ratings, or None without a rating column).
+    - ``user_col``, ``item_col``, ``rating_col``: column names given to ``from_transactions``.
+
+    Outputs that are frames follow the library of the frame the model was built from (pandas when
+    fitted on a scipy matrix) unless ``format=`` says otherwise ("pandas", "polars", "arrow",
+    "spark").
+    """
+
+    _registry: ClassVar[dict[str, type[FactorModel]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        FactorModel._registry[cls.__name__] = cls
+
+    def __init__(self, num_threads: int | None = None) -> None:
+        if num_threads is not None and int(num_threads) < 1:
+            raise ValueError(f"num_threads must be >= 1 or None, got {num_threads}")
+        self.num_threads = num_threads
+        self.user_factors: np.ndarray | None = None
+        self.item_factors: np.ndarray | None = None
+        self.users: Labels | None = None
+        self.items: Labels | None = None
+        self.user_items: Encoded | None = None
+        self.user_col: str | None = None
+        self.item_col: str | None = None
+        self.rating_col: str | None = None
+        self._format: str | None = None
+        self._item_users: tuple[np.ndarray, np.ndarray] | None = None
+        self._unit_items: np.ndarray | None = None
+
+    # ------------------------------------------------------------------------------------------
+    # building and fitting
+
+    @classmethod
+    def from_transactions(
+        cls,
+        data: Any,
+        user_col: str,
+        item_col: str,
+        rating_col: str | None = None,
+        **params: Any,
+    ) -> FactorModel:
+        """An unfitted model holding long-format interactions; repeated (user, item) rows are summed.
+
+        ``rating_col`` values must be finite and >= 0 (confidence grows with them); without it
+        every interaction counts once. Call ``fit()`` to train.
+        """
+        model = cls(**params)
+        encoded = encode_transactions(data, user_col, item_col, weight_col=rating_col)
+        if encoded.data is not None:
+            _check_ratings(encoded.data, repr(rating_col))
+        model._set_interactions(encoded)
+        model.user_col, model.item_col, model.rating_col = user_col, item_col, rating_col
+        model._format = input_format(data)
+        return model
+
+    def fit(self, user_items: Any = None) -> FactorModel:
+        """Train on ``user_items`` (scipy sparse users × items, whose indices become the ids, or an
+        ``Encoded``), or on the interactions given to ``from_transactions`` when omitted."""
+        if user_items is not None:
+            if isinstance(user_items, Encoded):
+                encoded = user_items
+            else:
+                from scipy import sparse
+
+                if not sparse.issparse(user_items):
+                    raise TypeError(
+                        "fit() takes a scipy sparse users × items matrix or an Encoded; for a "
+                        f"DataFrame use {type(self).__name__}.from_transactions(df, user_col=..., "
+                        f"item_col=...), got {type(user_items).__name__}"
+                    )
+                encoded = encode_sparse(user_items)
+            if encoded.data is not None:
+                _check_ratings(encoded.data, "the interaction matrix")
+            self._set_interactions(encoded)
+        if self.user_items is None:
+            raise ValueError(
+                "nothing to fit: pass a users × items matrix or build the model with from_transactions()"
+            )
+        with self._threads():
+            self._fit(self.user_items)
+        self.user_factors = np.ascontiguousarray(self.user_factors, dtype=np.float32)
+        self.item_factors = np.ascontiguousarray(self.item_factors, dtype=np.float32)
+        self._unit_items = None
+        return self
+
+    def _fit(self, interactions: Encoded) -> None:
+        raise NotImplementedError
+
+    def _set_interactions(self, encoded: Encoded) -> None:
+        self.user_items = encoded
+        self.users, self.items = encoded.rows, encoded.items
+        self._item_users = None
+
+    @contextmanager
+    def _threads(self):
+        """Run with ``num_threads`` numba threads (when set), restoring the previous count."""
+        if self.num_threads is None:
+            yield
+            return
+        previous = numba.get_num_threads()
+        numba.set_num_threads(min(int(self.num_threads), numba.config.NUMBA_NUM_THREADS))
+        try:
+            yield
+        finally:
+            numba.set_num_threads(previous)
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters (scikit-learn style)."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    # ------------------------------------------------------------------------------------------
+    # recommending
+
+    def _check_fitted(self) -> None:
+        if self.user_factors is None or self.item_factors is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted yet: call fit() first")
+
+    def recommend_items(
+        self, user_id: Any, n: int = 10, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``n`` items for one user, best first: (item labels, float32 scores).
+
+        With ``exclude_seen`` the user's training items are never returned; fewer than ``n`` come
+        back only when fewer candidates exist. ``KeyError`` names an unknown user.
+        """
+        self._check_fitted()
+        u = self.users.index_of(user_id)
+        ptr, ind = self._seen_rows(np.array([u])) if exclude_seen else (None, None)
+        idx, scores = topk(self.user_factors[u : u + 1], self.item_factors, n, ptr, ind)
+        return self._labelled(self.items, idx[0], scores[0])
+
+    def recommend_users(
+        self, item_id: Any, n: int = 10, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Users most likely to want ``item_id``, best first: (user labels, float32 scores).
+
+        With ``exclude_seen`` users who already have the item in training are left out.
+        """
+        self._check_fitted()
+        i = self.items.index_of(item_id)
+        ptr = ind = None
+        if exclude_seen:
+            t_ptr, t_ind = self._transposed()
+            ptr, ind = csr_rows(t_ptr, t_ind, np.array([i]))
+        idx, scores = topk(self.item_factors[i : i + 1], self.user_factors, n, ptr, ind)
+        return self._labelled(self.users, idx[0], scores[0])
+
+    def similar_items(self, item_id: Any, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Items closest to ``item_id`` by cosine similarity of item factors, the item itself excluded."""
+        self._check_fitted()
+        i = self.items.index_of(item_id)
+        unit = self._unit_item_factors()
+        idx, scores = topk(unit[i : i + 1], unit, n, np.array([0, 1]), np.array([i]))
+        return self._labelled(self.items, idx[0], scores[0])
+
+    def batch_recommend(
+        self,
+        n: int = 10,
+        exclude_seen: bool = True,
+        users: Any = None,
+        format: str | None = None,
+    ) -> Any:
+        """Top-``n`` items for every user (or the given ``users``) as [user_id, item_id, score] rows.
+
+        Scores are computed block by block with the parallel top-k kernel, never as a dense
+        users × items matrix; rows come grouped by user, best first.
+        """
+        self._check_fitted()
+        rows = self._rows(self.users, users)
+        query = self.user_factors if rows is None else self.user_factors[rows]
+        ptr = ind = None
+        if exclude_seen:
+            ptr, ind = self._seen_rows(rows)
+        idx, scores = topk(query, self.item_factors, n, ptr, ind)
+        return self._long_frame(rows, idx, scores, self.users, self.items, ("user_id", "item_id"), format)
+
+    def batch_similar_items(self, n: int = 10, items: Any = None, format: str | None = None) -> Any:
+        """Most similar items (cosine) for every item (or the given ``items``) as
+        [item_id, similar_item_id, score] rows, the item itself excluded."""
+        self._check_fitted()
+        rows = self._rows(self.items, items)
+        unit = self._unit_item_factors()
+        query = unit if rows is None else unit[rows]
+        m = len(query)
+        self_idx = np.arange(m, dtype=np.int32) if rows is None else rows.astype(np.int32)
+        idx, scores = topk(query, unit, n, np.arange(m + 1, dtype=np.int64), self_idx)
+        return self._long_frame(
+            rows, idx, scores, self.items, self.items, ("item_id", "similar_item_id"), format
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # exporting
+
+    def export_user_factors(
+        self, normalize: bool = False, include_labels: bool = True, format: str | None = None
+    ) -> Any:
+        """User factors as [id, label, vector] (vector: fixed-size float32 list, LanceDB-ready)."""
+        self._check_fitted()
+        return self._factor_frame(self.user_factors, self.users, normalize, include_labels, format)
+
+    def export_item_factors(
+        self, normalize: bool = False, include_labels: bool = True, format: str | None = None
+    ) -> Any:
+        """Item factors as [id, label, vector] (vector: fixed-size float32 list, LanceDB-ready)."""
+        self._check_fitted()
+        return self._factor_frame(self.item_factors, self.items, normalize, include_labels, format)
+
+    def export_factors(
+        self, normalize: bool = False, include_labels: bool = True, format: str | None = None
+    ) -> Any:
+        """Item factors as [id, label, vector]; the same as :meth:`export_item_factors`."""
+        return self.export_item_factors(normalize, include_labels, format)
+
+    # ------------------------------------------------------------------------------------------
+    # saving
+
+    def save(self, path: str | Path) -> Path:
+        """Write factors, labels, training interactions and parameters to one ``.npz`` (no pickle)."""
+        self._check_fitted()
+        enc = self.user_items
+        meta = {
+            "model": type(self).__name__,
+            "params": self.get_params(),
+            "format": self._format,
+            "user_col": self.user_col,
+            "item_col": self.item_col,
+            "rating_col": self.rating_col,
+            "user_labels": _label_kind(self.users),
+            "item_labels": _label_kind(self.items),
+            "has_data": enc.data is not None,
+        }
+        arrays = {
+            "meta": np.array(json.dumps(meta)),
+            "user_factors": self.user_factors,
+            "item_factors": self.item_factors,
+            "user_labels": _labels_to_numpy(self.users, "user"),
+            "item_labels": _labels_to_numpy(self.items, "item"),
+            "indptr": enc.indptr,
+            "indices": enc.indices,
+            "data": enc.data if enc.data is not None else np.zeros(0, np.float32),
+        }
+        path = Path(path)
+        with path.open("wb") as fh:
+            np.savez(fh, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> FactorModel:
+        """Read a model written by :meth:`save`."""
+        with np.load(Path(path), allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+            model_cls = FactorModel._registry.get(meta["model"])
+            if model_cls is None:
+                raise ValueError(f"{path}: unknown model type {meta['model']!r}")
+            if cls is not FactorModel and not issubclass(model_cls, cls):
+                raise ValueError(f"{path} holds a {meta['model']}, not a {cls.__name__}")
+            model = model_cls(**meta["params"])
+            users = Labels(_labels_from_numpy(npz["user_labels"], meta["user_labels"]))
+            items = Labels(_labels_from_numpy(npz["item_labels"], meta["item_labels"]))
+            data = npz["data"] if meta["has_data"] else None
+            model._set_interactions(Encoded(npz["indptr"], npz["indices"], data, users, items))
+            model.user_factors = np.ascontiguousarray(npz["user_factors"], dtype=np.float32)
+            model.item_factors = np.ascontiguousarray(npz["item_factors"], dtype=np.float32)
+        model.user_col, model.item_col = meta["user_col"], meta["item_col"]
+        model.rating_col, model._format = meta["rating_col"], meta["format"]
+        return model
+
+    # ------------------------------------------------------------------------------------------
+    # helpers
+
+    def _seen_rows(self, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        enc = self.user_items
+        if rows is None:
+            return enc.indptr, enc.indices
+        return csr_rows(enc.indptr, enc.indices, rows)
+
+    def _transposed(self) -> tuple[np.ndarray, np.ndarray]:
+        """Item × user CSR of the training interactions (built on first use)."""
+        if self._item_users is None:
+            enc = self.user_items
+            order = np.argsort(enc.indices, kind="stable")
+            users_of = np.repeat(np.arange(enc.n_rows, dtype=np.int32), np.diff(enc.indptr))
+            ptr = np.zeros(enc.n_items + 1, dtype=np.int64)
+            np.cumsum(np.bincount(enc.indices, minlength=enc.n_items), out=ptr[1:])
+            self._item_users = (ptr, np.ascontiguousarray(users_of[order]))
+        return self._item_users
+
+    def _unit_item_factors(self) -> np.ndarray:
+        if self._unit_items is None:
+            self._unit_items = _normalized(self.item_factors)
+        return self._unit_items
+
+    @staticmethod
+    def _rows(labels: Labels, wanted: Any) -> np.ndarray | None:
+        if wanted is None:
+            return None
+        if np.isscalar(wanted) or isinstance(wanted, str):
+            wanted = [wanted]
+        return labels.indices_of(wanted)
+
+    @staticmethod
+    def _labelled(labels: Labels, idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keep = idx >= 0
+        return labels.take(idx[keep]), np.ascontiguousarray(scores[keep], dtype=np.float32)
+
+    def _output_format(self, format: str | None) -> str:
+        return resolve_format(format, default=self._format or "pandas")
+
+    def _long_frame(self, rows, idx, scores, row_labels, col_labels, names, format) -> Any:
+        keep = idx >= 0
+        counts = keep.sum(axis=1)
+        row_idx = np.arange(len(idx)) if rows is None else rows
+        columns = {
+            names[0]: row_labels.take(np.repeat(row_idx, counts)),
+            names[1]: col_labels.take(idx[keep]),
+            "score": np.ascontiguousarray(scores[keep], dtype=np.float32),
+        }
+        return make_frame(columns, self._output_format(format))
+
+    def _factor_frame(self, factors, labels, normalize, include_labels, format) -> Any:
+        import pyarrow as pa
+
+        vectors = _normalized(factors) if normalize else factors
+        n, k = vectors.shape
+        columns: dict[str, Any] = {"id": pa.array(np.arange(n, dtype=np.int64))}
+        if include_labels:
+            columns["label"] = labels.to_arrow()
+        columns["vector"] = pa.FixedSizeListArray.from_arrays(
+            pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)), k
+        )
+        return from_arrow(pa.table(columns), self._output_format(format))
+
+
+def _normalized(factors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero)."""
+    norms = np.linalg.norm(factors, axis=1, keepdims=True)
+    return np.ascontiguousarray(factors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def _check_ratings(data: np.ndarray, what: str) -> None:
+    bad = ~np.isfinite(data) | (data < 0)
+    if bad.any():
+        raise ValueError(
+            f"ratings in {what} must be finite and >= 0; {int(bad.sum())} are not "
+            f"(e.g. {data[np.flatnonzero(bad)[0]]!r})"
+        )
+
+
+def _label_kind(labels: Labels) -> str:
+    return "str" if labels.values.dtype.kind in "OU" else "native"
+
+
+def _labels_to_numpy(labels: Labels, what: str) -> np.ndarray:
+    """Labels as a pickle-free numpy array (strings become fixed-width unicode)."""
+    values = labels.values
+    if values.dtype.kind == "O":
+        if not all(isinstance(v, str) for v in values.tolist()):
+            raise ValueError(f"cannot save {what} labels of mixed or non-string object type")
+        return values.astype(str)
+    return values
+
+
+def _labels_from_numpy(values: np.ndarray, kind: str) -> np.ndarray:
+    return values.astype(object) if kind == "str" else values

@@ -1,0 +1,264 @@
+"""Numba kernels for the factor models: ALS row solves (CG and Cholesky), ALS loss, BPR SGD epochs.
+
+All kernels are pure functions over CSR arrays (``indptr`` int64, ``indices`` int32, ``data``
+float32) and C-contiguous float32 factor matrices, updated in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# ---------------------------------------------------------------------------------------------
+# ALS (Hu, Koren & Volinsky 2008): for row u with observed entries i and ratings r_ui,
+#   (YtY + reg*I + sum_i alpha*r_ui * y_i y_i^T) x_u = sum_i (1 + alpha*r_ui) y_i
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(inline="always")
+def _cg_row(x, indptr, indices, data, u, Y, G, alpha, cg_steps, r, p, ap):
+    """A few conjugate-gradient steps on row u's normal equations, warm-started from x."""
+    k = x.shape[0]
+    # r = b - A x
+    for a in range(k):
+        acc = np.float32(0.0)
+        for b in range(k):
+            acc += G[a, b] * x[b]
+        r[a] = -acc
+    for e in range(indptr[u], indptr[u + 1]):
+        y = Y[indices[e]]
+        c = alpha * data[e]
+        yx = np.float32(0.0)
+        for a in range(k):
+            yx += y[a] * x[a]
+        w = (np.float32(1.0) + c) - c * yx
+        for a in range(k):
+            r[a] += w * y[a]
+    rs_old = np.float32(0.0)
+    for a in range(k):
+        p[a] = r[a]
+        rs_old += r[a] * r[a]
+    if rs_old < 1e-20:
+        return
+    for _ in range(cg_steps):
+        for a in range(k):
+            acc = np.float32(0.0)
+            for b in range(k):
+                acc += G[a, b] * p[b]
+            ap[a] = acc
+        for e in range(indptr[u], indptr[u + 1]):
+            y = Y[indices[e]]
+            c = alpha * data[e]
+            yp = np.float32(0.0)
+            for a in range(k):
+                yp += y[a] * p[a]
+            w = c * yp
+            for a in range(k):
+                ap[a] += w * y[a]
+        pap = np.float32(0.0)
+        for a in range(k):
+            pap += p[a] * ap[a]
+        if pap <= 0.0:
+            return
+        step = rs_old / pap
+        rs_new = np.float32(0.0)
+        for a in range(k):
+            x[a] += step * p[a]
+            r[a] -= step * ap[a]
+            rs_new += r[a] * r[a]
+        if rs_new < 1e-20:
+            return
+        beta = rs_new / rs_old
+        for a in range(k):
+            p[a] = r[a] + beta * p[a]
+        rs_old = rs_new
+
+
+@njit(inline="always")
+def _cholesky_row(x, indptr, indices, data, u, Y, G64, alpha, A, b):
+    """Exact solve of row u's normal equations by Cholesky (float64 accumulation)."""
+    k = x.shape[0]
+    for a in range(k):
+        b[a] = 0.0
+        for c2 in range(a + 1):
+            A[a, c2] = G64[a, c2]
+    for e in range(indptr[u], indptr[u + 1]):
+        y = Y[indices[e]]
+        c = np.float64(alpha) * np.float64(data[e])
+        for a in range(k):
+            ya = np.float64(y[a])
+            b[a] += (1.0 + c) * ya
+            cya = c * ya
+            for c2 in range(a + 1):
+                A[a, c2] += cya * y[c2]
+    # in-place lower Cholesky factor
+    for j in range(k):
+        s = A[j, j]
+        for m in range(j):
+            s -= A[j, m] * A[j, m]
+        floor = 1e-12 * max(1.0, abs(A[j, j]))
+        if s < floor:
+            s = floor
+        d = np.sqrt(s)
+        A[j, j] = d
+        for i in range(j + 1, k):
+            t = A[i, j]
+            for m in range(j):
+                t -= A[i, m] * A[j, m]
+            A[i, j] = t / d
+    # L z = b, then L^T x = z
+    for i in range(k):
+        t = b[i]
+        for m in range(i):
+            t -= A[i, m] * b[m]
+        b[i] = t / A[i, i]
+    for i in range(k - 1, -1, -1):
+        t = b[i]
+        for m in range(i + 1, k):
+            t -= A[m, i] * b[m]
+        b[i] = t / A[i, i]
+    for a in range(k):
+        x[a] = np.float32(b[a])
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def als_update(indptr, indices, data, X, Y, G, G64, alpha, cg_steps, cholesky, bounds):
+    """Solve every row of X against fixed Y; rows split into cost-balanced chunks ``bounds``.
+
+    ``G`` / ``G64`` are ``Y^T Y + reg*I`` in float32 / float64. Each row depends only on its own
+    entries, so the result does not depend on the chunking or the thread count.
+    """
+    k = X.shape[1]
+    alpha32 = np.float32(alpha)
+    for c in prange(bounds.shape[0] - 1):
+        r = np.empty(k, np.float32)
+        p = np.empty(k, np.float32)
+        ap = np.empty(k, np.float32)
+        A = np.empty((k, k), np.float64)
+        b = np.empty(k, np.float64)
+        for u in range(bounds[c], bounds[c + 1]):
+            x = X[u]
+            if indptr[u + 1] == indptr[u]:
+                # no observations: b = 0, so the solution is exactly zero
+                for a in range(k):
+                    x[a] = 0.0
+            elif cholesky:
+                _cholesky_row(x, indptr, indices, data, u, Y, G64, alpha, A, b)
+            else:
+                _cg_row(x, indptr, indices, data, u, Y, G, alpha32, cg_steps, r, p, ap)
+
+
+@njit(parallel=True, cache=True)
+def als_loss(indptr, indices, data, X, Y, YtY, alpha, reg):
+    """Hu et al. objective: sum_all c_ui (p_ui - x_u.y_i)^2 + reg (|X|^2 + |Y|^2), in float64.
+
+    Uses sum_i (x_u.y_i)^2 = x_u^T YtY x_u so that no dense score matrix is formed.
+    """
+    n_rows, k = X.shape
+    total = 0.0
+    for u in prange(n_rows):
+        x = X[u]
+        part = 0.0
+        for a in range(k):
+            acc = 0.0
+            for b in range(k):
+                acc += YtY[a, b] * x[b]
+            part += acc * x[a] + reg * x[a] * x[a]
+        for e in range(indptr[u], indptr[u + 1]):
+            y = Y[indices[e]]
+            s = 0.0
+            for a in range(k):
+                s += np.float64(x[a]) * y[a]
+            c = 1.0 + alpha * data[e]
+            part += c * (1.0 - s) * (1.0 - s) - s * s
+        total += part
+    for i in range(Y.shape[0]):
+        for a in range(k):
+            total += reg * np.float64(Y[i, a]) * Y[i, a]
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# BPR (Rendle et al. 2009): Hogwild SGD over (u, i, j) triples with j checked against u's row.
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(inline="always")
+def _xorshift(s):
+    s ^= s << np.uint64(13)
+    s ^= s >> np.uint64(7)
+    s ^= s << np.uint64(17)
+    return s
+
+
+@njit(inline="always")
+def _in_row(indices, start, stop, j):
+    """Binary search for j in the sorted slice indices[start:stop]."""
+    lo = start
+    hi = stop
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        v = indices[mid]
+        if v < j:
+            lo = mid + 1
+        elif v > j:
+            hi = mid
+        else:
+            return True
+    return False
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def bpr_epoch(indptr, indices, entries, entry_users, X, Y, lr, reg, n_samples, seeds):
+    """One BPR epoch: exactly ``n_samples`` SGD steps split over ``len(seeds)`` chunks.
+
+    A sample draws a positive entry uniformly from ``entries`` (CSR positions whose user has at
+    least one negative item; ``entry_users`` gives their users), then a negative item uniformly
+    until it is not in the user's row. Returns per-chunk (steps done, steps already ranked right).
+    """
+    n_chunks = seeds.shape[0]
+    n_items = Y.shape[0]
+    k = X.shape[1]
+    n_entries = entries.shape[0]
+    lr32 = np.float32(lr)
+    reg32 = np.float32(reg)
+    done = np.zeros(n_chunks, np.int64)
+    correct = np.zeros(n_chunks, np.int64)
+    base = n_samples // n_chunks
+    extra = n_samples % n_chunks
+    for c in prange(n_chunks):
+        count = base + (1 if c < extra else 0)
+        s = seeds[c]
+        good = 0
+        for _ in range(count):
+            s = _xorshift(s)
+            e = np.int64(s >> np.uint64(11)) % n_entries
+            pos = entries[e]
+            u = entry_users[e]
+            i = indices[pos]
+            start = indptr[u]
+            stop = indptr[u + 1]
+            while True:
+                s = _xorshift(s)
+                j = np.int64(s >> np.uint64(11)) % n_items
+                if not _in_row(indices, start, stop, j):
+                    break
+            xu = X[u]
+            yi = Y[i]
+            yj = Y[j]
+            z = np.float32(0.0)
+            for a in range(k):
+                z += xu[a] * (yi[a] - yj[a])
+            if z > 0.0:
+                good += 1
+            g = np.float32(1.0) / (np.float32(1.0) + np.exp(z))
+            for a in range(k):
+                xa = xu[a]
+                ia = yi[a]
+                ja = yj[a]
+                xu[a] = xa + lr32 * (g * (ia - ja) - reg32 * xa)
+                yi[a] = ia + lr32 * (g * xa - reg32 * ia)
+                yj[a] = ja + lr32 * (-g * xa - reg32 * ja)
+        done[c] = count
+        correct[c] = good
+    return done, correct

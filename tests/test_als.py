@@ -1,0 +1,188 @@
+"""ALS: row solves against numpy, CG vs Cholesky, objective descent, degenerate input, planted quality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from rusket_core.evaluation import (
+    PopularityRecommender,
+    evaluate,
+    planted_interactions,
+    train_test_split,
+)
+from rusket_core.factorization import ALS
+from rusket_core.factorization.kernels import als_update
+
+
+def _random_csr(rng, n_rows, n_cols, density, empty_row=True, empty_col=True):
+    m = sp.random(n_rows, n_cols, density=density, random_state=rng, format="csr", dtype=np.float32)
+    m.data = (1 + 4 * m.data).astype(np.float32)
+    m = m.tolil()
+    if empty_row:
+        m[1, :] = 0
+    if empty_col:
+        m[:, 2] = 0
+    m = sp.csr_array(m)
+    m.eliminate_zeros()
+    m.sort_indices()
+    return m
+
+
+def _solve_rows(csr, X, Y, alpha, reg, cholesky, cg_steps=3):
+    G64 = Y.astype(np.float64).T @ Y.astype(np.float64) + reg * np.eye(Y.shape[1])
+    bounds = np.array([0, 2, X.shape[0]], dtype=np.int64)
+    als_update(
+        csr.indptr.astype(np.int64), csr.indices.astype(np.int32), csr.data.astype(np.float32),
+        X, Y, G64.astype(np.float32), G64, alpha, cg_steps, cholesky, bounds,
+    )  # fmt: skip
+
+
+def _numpy_rows(csr, Y, alpha, reg):
+    """Reference: solve (YtY + reg I + Y^T (C_u - I) Y) x = Y^T C_u p_u for every row, densely."""
+    dense = csr.toarray().astype(np.float64)
+    Y = Y.astype(np.float64)
+    out = np.zeros((dense.shape[0], Y.shape[1]))
+    for u, row in enumerate(dense):
+        c = np.where(row > 0, 1 + alpha * row, 1.0)
+        p = (row > 0).astype(np.float64)
+        A = Y.T @ (Y * c[:, None]) + reg * np.eye(Y.shape[1])
+        out[u] = np.linalg.solve(A, Y.T @ (c * p))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cholesky_row_solves_satisfy_normal_equations(seed):
+    rng = np.random.default_rng(seed)
+    csr = _random_csr(rng, 12, 9, 0.3)
+    Y = rng.normal(size=(9, 4)).astype(np.float32)
+    X = rng.normal(size=(12, 4)).astype(np.float32)
+    _solve_rows(csr, X, Y, alpha=3.0, reg=0.1, cholesky=True)
+    np.testing.assert_allclose(X, _numpy_rows(csr, Y, 3.0, 0.1), rtol=1e-4, atol=1e-5)
+    assert np.all(X[1] == 0)  # empty row: exactly zero
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cg_converges_to_the_cholesky_solution(seed):
+    rng = np.random.default_rng(seed)
+    csr = _random_csr(rng, 15, 10, 0.3)
+    Y = rng.normal(size=(10, 5)).astype(np.float32)
+    X0 = rng.normal(size=(15, 5)).astype(np.float32)
+    exact, cg = X0.copy(), X0.copy()
+    _solve_rows(csr, exact, Y, 2.0, 0.1, cholesky=True)
+    _solve_rows(csr, cg, Y, 2.0, 0.1, cholesky=False, cg_steps=12)
+    np.testing.assert_allclose(cg, exact, rtol=1e-3, atol=1e-4)
+
+
+def test_few_cg_steps_move_towards_the_solution():
+    rng = np.random.default_rng(3)
+    csr = _random_csr(rng, 20, 30, 0.2, empty_row=False)
+    Y = rng.normal(size=(30, 8)).astype(np.float32)
+    X0 = rng.normal(size=(20, 8)).astype(np.float32)
+    exact = X0.copy()
+    _solve_rows(csr, exact, Y, 2.0, 0.1, cholesky=True)
+    errors = []
+    for steps in (1, 2, 4):
+        x = X0.copy()
+        _solve_rows(csr, x, Y, 2.0, 0.1, cholesky=False, cg_steps=steps)
+        errors.append(np.linalg.norm(x - exact))
+    assert errors[0] > errors[1] > errors[2]
+
+
+@pytest.mark.parametrize("solver", ["cg", "cholesky"])
+def test_objective_decreases_over_iterations(solver):
+    csr = _random_csr(np.random.default_rng(4), 40, 25, 0.15)
+    losses = [
+        ALS(factors=6, iterations=it, alpha=5.0, regularization=0.1, solver=solver).fit(csr).training_loss()
+        for it in range(1, 7)
+    ]
+    assert all(b <= a * (1 + 1e-6) for a, b in zip(losses, losses[1:], strict=False)), losses
+    assert losses[-1] < losses[0]
+
+
+def test_cg_and_cholesky_models_agree_on_recommendations():
+    df = planted_interactions(n_users=200, n_items=80, n_interactions=3000, n_clusters=4, random_state=1)
+    cg = ALS.from_transactions(df, "user_id", "item_id", factors=8, iterations=10, cg_steps=3).fit()
+    ch = ALS.from_transactions(
+        df, "user_id", "item_id", factors=8, iterations=10, solver="cholesky"
+    ).fit()
+    overlap = [
+        len(set(cg.recommend_items(u, n=10)[0]) & set(ch.recommend_items(u, n=10)[0])) / 10
+        for u in range(0, 200, 10)
+    ]
+    assert np.mean(overlap) > 0.7
+
+
+def test_empty_rows_and_columns_stay_finite():
+    csr = _random_csr(np.random.default_rng(5), 30, 20, 0.1)
+    for solver in ("cg", "cholesky"):
+        model = ALS(factors=5, iterations=5, solver=solver).fit(csr)
+        assert np.isfinite(model.user_factors).all() and np.isfinite(model.item_factors).all()
+        assert np.all(model.user_factors[1] == 0) and np.all(model.item_factors[2] == 0)
+        items, scores = model.recommend_items(1, n=3)
+        assert len(items) == 3 and np.isfinite(scores).all()
+        assert np.isfinite(model.similar_items(2, n=3)[1]).all()
+
+
+def test_deterministic_for_a_seed_whatever_the_thread_count():
+    csr = _random_csr(np.random.default_rng(6), 50, 30, 0.1)
+    a = ALS(factors=8, iterations=4, random_state=7, num_threads=1).fit(csr)
+    b = ALS(factors=8, iterations=4, random_state=7).fit(csr)
+    c = ALS(factors=8, iterations=4, random_state=8).fit(csr)
+    np.testing.assert_array_equal(a.user_factors, b.user_factors)
+    np.testing.assert_array_equal(a.item_factors, b.item_factors)
+    assert not np.array_equal(a.item_factors, c.item_factors)
+    assert a.user_factors.dtype == np.float32 and a.user_factors.flags.c_contiguous
+
+
+def test_planted_clusters_beat_popularity_and_group_similar_items():
+    df = planted_interactions(
+        n_users=400, n_items=200, n_interactions=8000, n_clusters=8, in_cluster=0.9,
+        popularity_exponent=0.5, random_state=0,
+    )  # fmt: skip
+    train, test = train_test_split(df, "user_id", "item_id", 0.2, random_state=0)
+    als = ALS.from_transactions(train, "user_id", "item_id", factors=16, iterations=10).fit()
+    pop = PopularityRecommender.from_transactions(train, "user_id", "item_id").fit()
+    als_p = evaluate(als, None, test, k=10)["precision"]
+    pop_p = evaluate(pop, None, test, k=10)["precision"]
+    assert als_p > 3 * pop_p, (als_p, pop_p)
+    same = [np.mean(als.similar_items(i, n=10)[0] % 8 == i % 8) for i in range(0, 200, 7)]
+    assert np.mean(same) > 0.7  # chance is 1/8
+
+
+def test_from_transactions_sums_duplicates_and_checks_ratings():
+    df = pd.DataFrame({"c": [1, 1, 2, 2], "s": ["a", "a", "b", "a"], "r": [1.0, 2.0, 0.5, 0.0]})
+    model = ALS.from_transactions(df, user_col="c", item_col="s", rating_col="r", factors=2)
+    enc = model.user_items
+    assert enc.data.tolist() == [3.0, 0.0, 0.5]
+    assert model.fit() is model
+    for bad in (-1.0, np.nan, np.inf):
+        bad_df = df.assign(r=[1.0, bad, 1.0, 1.0])
+        with pytest.raises(ValueError, match="'r'"):
+            ALS.from_transactions(bad_df, "c", "s", rating_col="r")
+    with pytest.raises(ValueError, match="'missing'"):
+        ALS.from_transactions(df, "c", "s", rating_col="missing")
+
+
+def test_fit_on_a_matrix_uses_indices_as_ids_and_rejects_bad_input():
+    csr = sp.csr_array(np.array([[1, 0, 2], [0, 1, 0]], dtype=np.float32))
+    model = ALS(factors=2, iterations=2).fit(csr)
+    assert model.users.values.tolist() == [0, 1] and model.items.values.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        ALS(factors=2).fit(sp.csr_array(np.array([[1.0, -1.0]])))
+    with pytest.raises(TypeError, match="from_transactions"):
+        ALS().fit(pd.DataFrame({"a": [1]}))
+    with pytest.raises(ValueError, match="nothing to fit"):
+        ALS().fit()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"factors": 0}, {"iterations": -1}, {"alpha": -1}, {"regularization": -0.1},
+     {"solver": "lu"}, {"cg_steps": 0}, {"num_threads": 0}],
+)  # fmt: skip
+def test_invalid_parameters_raise(params):
+    with pytest.raises(ValueError, match=next(iter(params))):
+        ALS(**params)
