@@ -1,0 +1,164 @@
+"""The whole asset graph on a small generated store, read back from DuckDB and LanceDB."""
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rusket_assets.definitions import build_definitions
+from rusket_assets.resources import TransactionSource
+from rusket_assets.sample_data import generate_store
+
+SMALL = {"n_customers": 400, "n_products": 120, "n_categories": 10, "n_days": 30, "n_lines": 5_000, "seed": 3}
+RUN_CONFIG: dict = {"ops": {}}
+
+
+def build(tmp: Path, source: TransactionSource | None = None) -> dg.Definitions:
+    return build_definitions(
+        warehouse_path=str(tmp / "warehouse.duckdb"),
+        lancedb_uri=str(tmp / "lancedb"),
+        models_path=str(tmp / "models"),
+        source=source or TransactionSource(**SMALL),
+    )
+
+
+def run(defs: dg.Definitions, selection=None, run_config=None) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_job_def("refresh_all")
+    if selection is not None:
+        job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=set(selection))
+    return job.execute_in_process(
+        run_config=run_config or RUN_CONFIG, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+
+
+def error_text(error) -> str:
+    """The error message with its causes (the user's exception is the cause of Dagster's wrapper)."""
+    parts = []
+    while error is not None:
+        parts.append(error.message.strip())
+        error = error.cause
+    return " <- ".join(parts)
+
+
+def failure_messages(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    return {e.step_key: error_text(e.step_failure_data.error) for e in result.all_events if e.is_step_failure}
+
+
+def sql(tmp: Path, query: str) -> list[tuple]:
+    with duckdb.connect(str(tmp / "warehouse.duckdb")) as con:
+        return con.sql(query).fetchall()
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    result = run(build(tmp))
+    assert result.success, failure_messages(result)
+    return tmp, result
+
+
+def test_ingest_keeps_source_types(pipeline):
+    tmp, _ = pipeline
+    types = dict(
+        sql(tmp, "select column_name, data_type from information_schema.columns where table_schema = 'ingest' and table_name = 'raw_transactions'")
+    )
+    assert types["basket_id"] == "BIGINT"
+    assert types["customer_id"] == "BIGINT"
+    assert types["product_id"] == "VARCHAR"
+    assert types["ordered_at"] == "TIMESTAMP"
+    expected = generate_store(**SMALL).num_rows
+    assert sql(tmp, "select count(*) from ingest.raw_transactions") == [(expected,)]
+    assert sql(tmp, "select count(*), count(distinct product_id) from ingest.products") == [(120, 120)]
+
+
+def test_customer_saturation_covers_every_customer(pipeline):
+    tmp, _ = pipeline
+    rows = sql(
+        tmp,
+        """select count(*), count(distinct customer_id), min(decile), max(decile), max(share) <= 1,
+                  bool_and(n_distinct = (select count(distinct category) from ingest.raw_transactions t
+                                         where t.customer_id = s.customer_id))
+           from analytics.customer_saturation s""",
+    )
+    n_customers = sql(tmp, "select count(distinct customer_id) from ingest.raw_transactions")[0][0]
+    assert rows == [(n_customers, n_customers, 1, 10, True, True)]
+
+
+def test_every_asset_reports_row_count_and_schema(pipeline):
+    _, result = pipeline
+    for event in result.get_asset_materialization_events():
+        metadata = event.materialization.metadata
+        if "dagster/table_name" in metadata:
+            assert metadata["dagster/row_count"].value > 0, event.asset_key
+            assert metadata["dagster/column_schema"].schema.columns, event.asset_key
+            assert metadata["preview"].value.startswith("|"), event.asset_key
+
+
+def write_parquet(tmp: Path, table: pa.Table) -> str:
+    path = tmp / "orders.parquet"
+    pq.write_table(table, path)
+    return str(path)
+
+
+def parquet_source(path: str, **mapping) -> TransactionSource:
+    return TransactionSource(kind="parquet", path=path, **mapping)
+
+
+@pytest.mark.parametrize(
+    ("damage", "mapping", "message"),
+    [
+        ("drop_customer", {}, "source column 'customer_id' (mapped to customer_id) not found"),
+        ("null_ids", {}, "column 'customer_id' (customer_id) has 7 null values in"),
+        ("negative_quantity", {}, "column 'quantity' (quantity) has 3 negative values in"),
+        (None, {"basket_col": "invoice"}, "source column 'invoice' (mapped to basket_id) not found"),
+    ],
+)
+def test_bad_source_fails_ingest_and_writes_nothing(tmp_path, damage, mapping, message):
+    good = generate_store(**SMALL)
+    path = write_parquet(tmp_path, good)
+    selection = [dg.AssetKey(["ingest", "raw_transactions"]), dg.AssetKey(["ingest", "products"]), dg.AssetKey(["analytics", "customer_saturation"])]
+    assert run(build(tmp_path, parquet_source(path)), selection).success
+    before = sql(tmp_path, "select (select count(*) from ingest.raw_transactions), (select count(*) from analytics.customer_saturation)")
+
+    bad = good
+    if damage == "drop_customer":
+        bad = good.drop_columns(["customer_id"])
+    elif damage == "null_ids":
+        mask = pa.array([i % (good.num_rows // 7) == 0 and i // (good.num_rows // 7) < 7 for i in range(good.num_rows)])
+        ids = pa.compute.if_else(mask, pa.scalar(None, pa.int64()), good["customer_id"])
+        bad = good.set_column(good.schema.get_field_index("customer_id"), "customer_id", ids)
+    elif damage == "negative_quantity":
+        quantity = good["quantity"].to_pylist()
+        quantity[:3] = [-1, -2, -1]
+        bad = good.set_column(good.schema.get_field_index("quantity"), "quantity", pa.array(quantity, pa.int32()))
+    path = write_parquet(tmp_path, bad)
+    result = run(build(tmp_path, parquet_source(path, **mapping)), selection)
+    assert not result.success
+    messages = failure_messages(result)
+    assert list(messages) == ["ingest__raw_transactions"]
+    assert message in messages["ingest__raw_transactions"]
+    assert not result.get_asset_materialization_events()
+    after = sql(tmp_path, "select (select count(*) from ingest.raw_transactions), (select count(*) from analytics.customer_saturation)")
+    assert after == before
+
+
+def test_duckdb_table_source_with_column_mapping(tmp_path):
+    renamed = generate_store(**SMALL).rename_columns(
+        ["Invoice", "Customer", "SKU", "Name", "Cat", "Qty", "Price", "Revenue", "When"]
+    )
+    with duckdb.connect(str(tmp_path / "shop.duckdb")) as con:
+        con.execute("create schema sales")
+        con.register("renamed", renamed)
+        con.execute("create table sales.lines as select * from renamed")
+    source = TransactionSource(
+        kind="duckdb", database=str(tmp_path / "shop.duckdb"), table="sales.lines",
+        basket_col="Invoice", customer_col="Customer", product_col="SKU", product_name_col="Name",
+        category_col="Cat", quantity_col="Qty", price_col="Price", revenue_col="", timestamp_col="When",
+    )  # fmt: skip
+    result = run(build(tmp_path, source), [dg.AssetKey(["ingest", "raw_transactions"])])
+    assert result.success, failure_messages(result)
+    rows = sql(tmp_path, "select count(*), sum(abs(revenue - quantity * price)) < 1e-6 from ingest.raw_transactions")
+    assert rows == [(renamed.num_rows, True)]
