@@ -7,13 +7,15 @@ frozensets in a pandas frame are read as lists.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numba import njit, prange
 
-from rusket_core.encoding import Labels, encode_transactions
+from rusket_core.encoding import Encoded, Labels, encode_transactions
 from rusket_core.frames import column, input_format, make_frame, resolve_format, to_arrow_table
 
 RULE_COLUMNS = ("antecedents", "consequents", "antecedent support", "consequent support", "support")
@@ -178,3 +180,176 @@ def customer_saturation(
         },
         out_format,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# cross-sell potential
+
+
+@njit(parallel=True, cache=True)
+def _group_max_kernel(scores, group_indptr, out):
+    """out[r, g] = max of scores[r, group_indptr[g]:group_indptr[g + 1]] (columns are grouped items)."""
+    m, n_groups = out.shape
+    for r in prange(m):
+        for g in range(n_groups):
+            best = -np.inf
+            for p in range(group_indptr[g], group_indptr[g + 1]):
+                s = scores[r, p]
+                if s > best:
+                    best = s
+            out[r, g] = best
+
+
+def score_potential(
+    user_history: Any,
+    model: Any,
+    target_categories: Any,
+    user_col: str | None = None,
+    item_col: str | None = None,
+    top_n: int | None = None,
+    format: str | None = None,
+) -> Any:
+    """Propensity of each customer for each target not yet bought: a frame (user, target, score), best first.
+
+    ``user_history``: long-format purchases (pandas/polars/pyarrow; ``user_col`` / ``item_col``
+    default to the model's column names, or to the frame's two columns in order), an ``Encoded``, or
+    None for the model's training interactions. Every customer in it must be known to ``model``.
+    ``target_categories``: a list of target item labels (score = CF score ``user · item``), or a
+    mapping item -> category (a dict, or a two-column frame [item, category]) where the targets are
+    the categories and the score is the best CF score among the category's model items. A target
+    counts as bought when the customer bought the item (or any item of the category) in
+    ``user_history``; bought targets get no row. ``top_n`` keeps each customer's best n targets.
+    Scores come from BLAS blocks reduced by a parallel numba kernel and the shared top-k kernel;
+    the output (``MAX_POTENTIAL_ROWS`` at most without ``top_n``) is sorted by score descending,
+    ties by customer then target label order.
+    """
+    from rusket_core.factorization.topk import select_topk
+
+    for attr in ("user_factors", "item_factors", "users", "items"):
+        if getattr(model, attr, None) is None:
+            raise ValueError(f"model has no {attr!r}: pass a fitted factor model (ALS, BPR)")
+    out_format = resolve_format(format, like=user_history, default=getattr(model, "_format", None) or "pandas")
+    users, hist_items = _history(user_history, model, user_col, item_col)
+    rows = model.users.indices_of(users.values)
+    targets, group_ptr, group_items, item_labels, item_target = _targets(target_categories, model)
+    n_targets, m = len(targets), len(users)
+    width = n_targets if top_n is None else max(0, min(int(top_n), n_targets))
+    if top_n is None and m * n_targets > MAX_POTENTIAL_ROWS:
+        raise ValueError(
+            f"{m} customers × {n_targets} targets is more than {MAX_POTENTIAL_ROWS} rows; pass top_n="
+        )
+    hist_labels = hist_items.items.values
+    if len(item_labels) and len(hist_labels) and _kind(hist_labels) != _kind(item_labels.values):
+        raise KeyError(
+            f"history items are {hist_labels.dtype} but the target items are {item_labels.values.dtype}"
+        )
+    # bought targets per customer (CSR over customers)
+    hist_rows = np.repeat(np.arange(m, dtype=np.int64), np.diff(hist_items.indptr))
+    pos = item_labels.lookup.get_indexer(hist_labels)[hist_items.indices]
+    bought = item_target[np.maximum(pos, 0)] if len(item_target) else np.zeros(len(pos), np.int64)
+    ok = (pos >= 0) & (bought >= 0)
+    key = np.unique(hist_rows[ok] * max(n_targets, 1) + bought[ok])
+    b_rows, b_targets = key // max(n_targets, 1), (key % max(n_targets, 1)).astype(np.int32)
+    b_ptr = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(np.bincount(b_rows, minlength=m), out=b_ptr[1:])
+    out_t = np.full((m, width), -1, dtype=np.int32)
+    out_s = np.full((m, width), -np.inf, dtype=np.float32)
+    if m and width:
+        V = np.ascontiguousarray(model.item_factors[group_items].T, dtype=np.float32)
+        step = int(max(1, min(m, (1 << 22) // max(len(group_items), 1))))
+        grouped = np.empty((step, n_targets), dtype=np.float32)
+        for start in range(0, m, step):
+            stop = min(m, start + step)
+            block = np.ascontiguousarray(model.user_factors[rows[start:stop]] @ V, dtype=np.float32)
+            _group_max_kernel(block, group_ptr, grouped[: stop - start])
+            lo, hi = b_ptr[start], b_ptr[stop]
+            out_t[start:stop], out_s[start:stop] = select_topk(
+                grouped[: stop - start], width, b_ptr[start : stop + 1] - lo, b_targets[lo:hi]
+            )
+    keep = out_t >= 0
+    user_pos = np.repeat(np.arange(m), keep.sum(axis=1))
+    t_idx, scores = out_t[keep], out_s[keep]
+    order = np.lexsort((t_idx, user_pos, -scores))
+    return make_frame(
+        {
+            "user": _label_array(users, user_pos[order]),
+            "target": _label_array(targets, t_idx[order]),
+            "score": scores[order],
+        },
+        out_format,
+    )
+
+
+def _history(user_history: Any, model: Any, user_col: str | None, item_col: str | None) -> tuple[Labels, Encoded]:
+    """(customers, their purchases as an Encoded over the history's own item labels)."""
+    if user_history is None:
+        enc = model.user_items
+        if enc is None:
+            raise ValueError("user_history=None needs a model holding its training interactions")
+        return enc.rows, enc
+    if isinstance(user_history, Encoded):
+        return user_history.rows, user_history
+    table = to_arrow_table(user_history)
+    if user_col is None and item_col is None:
+        names = table.column_names
+        if getattr(model, "user_col", None) in names and getattr(model, "item_col", None) in names:
+            user_col, item_col = model.user_col, model.item_col
+        elif len(names) == 2:
+            user_col, item_col = names
+        else:
+            raise ValueError(f"name the history's columns with user_col= and item_col=; columns: {names}")
+    if user_col is None or item_col is None:
+        raise ValueError("give both user_col and item_col (or neither)")
+    enc = encode_transactions(table, user_col, item_col)
+    return enc.rows, enc
+
+
+def _targets(target_categories: Any, model: Any) -> tuple[Labels, np.ndarray, np.ndarray, Labels, np.ndarray]:
+    """Targets, their scored model items (CSR group_ptr / group_items), and item label -> target index."""
+    mapping = None
+    if isinstance(target_categories, Mapping):
+        mapping = (np.asarray(list(target_categories.keys())), np.asarray(list(target_categories.values())))
+    elif _is_frame(target_categories):
+        table = to_arrow_table(target_categories)
+        if table.num_columns != 2:
+            raise ValueError(
+                f"a target mapping frame needs exactly two columns [item, category]; got {table.column_names}"
+            )
+        for name in table.column_names:
+            if table.column(name).null_count:
+                raise ValueError(f"target mapping column {name!r} has {table.column(name).null_count} null values")
+        mapping = (table.column(0).to_numpy(), table.column(1).to_numpy())
+    if mapping is None:
+        if isinstance(target_categories, pa.Array | pa.ChunkedArray):
+            values = np.asarray(target_categories.to_pylist())
+        elif hasattr(target_categories, "to_numpy"):  # a pandas or polars Series of item labels
+            values = np.asarray(target_categories.to_numpy())
+        else:
+            values = np.asarray(list(target_categories))
+        if values.dtype.kind == "U":
+            values = values.astype(object)
+        targets = Labels.from_values(values)
+        items = model.items.indices_of(targets.values)
+        ptr = np.arange(len(targets) + 1, dtype=np.int64)
+        return targets, ptr, items, targets, np.arange(len(targets), dtype=np.int64)
+    item_values, cat_values = (v.astype(object) if v.dtype.kind == "U" else v for v in mapping)
+    item_labels = Labels(item_values)  # an item with two categories is an error, not a silent choice
+    targets = Labels.from_values(cat_values)
+    item_target = targets.indices_of(cat_values)
+    model_pos = model.items.lookup.get_indexer(item_values)
+    known = model_pos >= 0
+    order = np.lexsort((model_pos[known], item_target[known]))
+    group_items = model_pos[known][order]
+    ptr = np.zeros(len(targets) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(item_target[known], minlength=len(targets)), out=ptr[1:])
+    return targets, ptr, group_items.astype(np.int64), item_labels, item_target
+
+
+def _is_frame(obj: Any) -> bool:
+    """A pandas/polars DataFrame or pyarrow Table (a Series is a list of targets, not a mapping)."""
+    return isinstance(obj, pa.Table | pa.RecordBatch) or (hasattr(obj, "columns") and hasattr(obj, "shape"))
+
+
+def _kind(values: np.ndarray) -> str:
+    """Label type family: "O" strings, "i" integers, else the numpy kind."""
+    return "O" if values.dtype.kind in "OU" else ("i" if values.dtype.kind in "iu" else values.dtype.kind)

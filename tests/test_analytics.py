@@ -8,7 +8,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from rusket_core.analytics import customer_saturation, find_substitutes
+from rusket_core.analytics import customer_saturation, find_substitutes, score_potential
+from rusket_core.encoding import Encoded, Labels
+from rusket_core.factorization import ALS
 
 
 def _rules() -> pd.DataFrame:
@@ -118,3 +120,87 @@ def test_customer_saturation_errors():
     df.loc[2, "category_id"] = None
     with pytest.raises(ValueError, match="'category_id' has 1 null"):
         customer_saturation(df, "customer_id", category_col="category_id")
+
+
+def _model() -> ALS:
+    """Users 1001 (bought A) and 1002 (bought B, C); 2-D factors so CF scores are easy to read off."""
+    model = ALS(factors=2)
+    model.users = Labels(np.array([1001, 1002]))
+    model.items = Labels(np.array(["A", "B", "C", "D"], dtype=object))
+    model.user_factors = np.array([[1, 0], [0, 1]], dtype=np.float32)
+    model.item_factors = np.array([[1, 0], [0.5, 0.5], [0.2, 0.9], [0.9, 0.1]], dtype=np.float32)
+    model.user_items = Encoded(
+        np.array([0, 1, 3]), np.array([0, 1, 2], dtype=np.int32), None, model.users, model.items
+    )
+    return model
+
+
+def test_score_potential_items_hand_computed():
+    hist = pd.DataFrame({"customer_id": [1001, 1002, 1002], "sku": ["A", "B", "C"]})
+    out = score_potential(user_history=hist, model=_model(), target_categories=["B", "C", "D"])
+    assert isinstance(out, pd.DataFrame)
+    # 1001: B .5, C .2, D .9; 1002 bought B and C: D .1
+    assert out[["user", "target"]].values.tolist() == [[1001, "D"], [1001, "B"], [1001, "C"], [1002, "D"]]
+    assert out["score"].tolist() == pytest.approx([0.9, 0.5, 0.2, 0.1])
+    top = score_potential(hist, _model(), np.array(["B", "C", "D"]), top_n=1, format="polars")
+    assert isinstance(top, pl.DataFrame)
+    assert top.rows() == [(1001, "D", pytest.approx(0.9)), (1002, "D", pytest.approx(0.1))]
+
+
+def test_score_potential_categories_hand_computed():
+    # categories x {A, B}, y {C, Q}, z {D}; Q is unknown to the model (scored never, bought still counts)
+    mapping = {"A": "x", "B": "x", "C": "y", "D": "z", "Q": "y"}
+    out = score_potential(None, _model(), mapping)  # history = the model's training interactions
+    assert out[["user", "target"]].values.tolist() == [[1001, "z"], [1001, "y"], [1002, "z"]]
+    assert out["score"].tolist() == pytest.approx([0.9, 0.2, 0.1])
+    hist = pl.DataFrame({"u": [1001, 1002], "i": ["Q", "D"]})
+    frame = pl.DataFrame({"item": ["A", "B", "C", "D", "Q"], "category": ["x", "x", "y", "z", "y"]})
+    out = score_potential(hist, _model(), frame)
+    assert isinstance(out, pl.DataFrame)
+    # 1001 bought y through Q; x = max(A 1, B .5); 1002 bought z: x = max(0, .5), y = C .9
+    assert out.rows() == [
+        (1001, "x", pytest.approx(1.0)),
+        (1001, "z", pytest.approx(0.9)),  # ties on score: customer, then target label order
+        (1002, "y", pytest.approx(0.9)),
+        (1002, "x", pytest.approx(0.5)),
+    ]
+
+
+def test_score_potential_matches_brute_force():
+    rng = np.random.default_rng(7)
+    n_users, n_items = 30, 40
+    model = ALS(factors=3)
+    model.users = Labels(np.arange(n_users) * 10)
+    model.items = Labels(np.arange(n_items))
+    model.user_factors = rng.normal(size=(n_users, 3)).astype(np.float32)
+    model.item_factors = rng.normal(size=(n_items, 3)).astype(np.float32)
+    bought = rng.random((n_users, n_items)) < 0.15
+    u, i = np.nonzero(bought)
+    hist = pa.table({"user": model.users.values[u], "item": i})
+    category = rng.integers(0, 6, n_items)
+    mapping = pd.DataFrame({"item": np.arange(n_items), "category": category})
+    out = score_potential(hist, model, mapping, user_col="user", item_col="item")
+    assert isinstance(out, pa.Table)
+    scores = model.user_factors @ model.item_factors.T
+    expected = {}
+    for user in np.unique(u):
+        for c in range(6):
+            members = category == c
+            if not (bought[user] & members).any():
+                expected[(user * 10, c)] = scores[user, members].max()
+    got = dict(zip(zip(out["user"].to_pylist(), out["target"].to_pylist(), strict=True), out["score"].to_pylist(), strict=True))
+    assert got.keys() == expected.keys()
+    assert all(got[k] == pytest.approx(v, rel=1e-5) for k, v in expected.items())
+    assert (np.diff(out["score"].to_numpy()) <= 0).all()
+
+
+def test_score_potential_errors():
+    hist = pd.DataFrame({"customer_id": [1001, 4242], "sku": ["A", "B"]})
+    with pytest.raises(KeyError, match="4242"):
+        score_potential(hist, _model(), ["B"])
+    with pytest.raises(KeyError, match="'Z'"):
+        score_potential(None, _model(), ["B", "Z"])
+    with pytest.raises(ValueError, match="user_col"):
+        score_potential(hist.assign(extra=1), _model(), ["B"])
+    with pytest.raises(ValueError, match="two columns"):
+        score_potential(None, _model(), pd.DataFrame({"a": ["A"], "b": ["x"], "c": [1]}))

@@ -1,0 +1,638 @@
+"""Hybrid recommender: a factor model's CF scores, association rules for carts, and item embeddings.
+
+``Recommender`` works over any fitted factor model exposing ``user_factors``, ``item_factors``,
+``users``, ``items`` and ``user_items`` (ALS, BPR). Items named by the rules but unknown to the model
+can still be recommended for carts; similarity and popularity fills come from the model's items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numba
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from numba import njit, prange
+
+from rusket_core.analytics import numeric_column, rules_table
+from rusket_core.encoding import Labels
+from rusket_core.factorization.topk import BLOCK_SCORES, csr_rows, select_topk
+from rusket_core.frames import input_format, make_frame, resolve_format, to_arrow_table
+
+#: ``source`` values in cart recommendations, in fallback order
+SOURCES = ("rules", "similar", "popular")
+
+_KEY_COLUMNS = ("label", "item", "item_id", "id")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# kernels
+
+
+@njit(parallel=True, cache=True)
+def _blend_kernel(cf, sem, has_sem, excl_indptr, excl_indices, alpha, n_chunks):
+    """In place: cf[r] = alpha * minmax(cf) + (1 - alpha) * minmax(sem) over row r's candidates.
+
+    Min-max runs over the candidate (non-excluded) items of the row; a constant signal contributes 0;
+    rows without a semantic target keep the CF part alone (weight 1); excluded items become -inf.
+    """
+    m, n_items = cf.shape
+    per = (m + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        mask = np.zeros(n_items, np.bool_)
+        for r in range(c * per, min(m, (c + 1) * per)):
+            for e in range(excl_indptr[r], excl_indptr[r + 1]):
+                mask[excl_indices[e]] = True
+            use_sem = has_sem[r]
+            cmin, cmax, smin, smax = np.inf, -np.inf, np.inf, -np.inf
+            for j in range(n_items):
+                if mask[j]:
+                    continue
+                x = cf[r, j]
+                cmin = min(cmin, x)
+                cmax = max(cmax, x)
+                if use_sem:
+                    y = sem[r, j]
+                    smin = min(smin, y)
+                    smax = max(smax, y)
+            cspan = cmax - cmin
+            sspan = smax - smin
+            wc = alpha if use_sem else 1.0
+            ws = 1.0 - alpha if use_sem else 0.0
+            for j in range(n_items):
+                if mask[j]:
+                    cf[r, j] = -np.inf
+                    continue
+                x = (cf[r, j] - cmin) / cspan if cspan > 0 else 0.0
+                y = (sem[r, j] - smin) / sspan if use_sem and sspan > 0 else 0.0
+                cf[r, j] = wc * x + ws * y
+            for e in range(excl_indptr[r], excl_indptr[r + 1]):
+                mask[excl_indices[e]] = False
+
+
+@njit(inline="always")
+def _rule_better(c1, l1, j1, c2, l2, j2):
+    """Rule ranking: higher confidence, then higher lift, then lower item index."""
+    return c1 > c2 or (c1 == c2 and (l1 > l2 or (l1 == l2 and j1 < j2)))
+
+
+@njit(parallel=True, cache=True)
+def _cart_rules_kernel(
+    cart_indptr, cart_items, first_ptr, rule_ids, ant_indptr, ant_items, con_indptr, con_items,
+    conf, lift, n_vocab, out_idx, out_conf, out_lift, out_count, n_chunks,
+):  # fmt: skip
+    """Per cart: consequents of rules whose antecedents lie in the cart, best (confidence, lift) first.
+
+    Rules are looked up by their smallest antecedent item (``first_ptr`` / ``rule_ids``), so a cart
+    only visits rules that can match. An item's score is its best matching rule.
+    """
+    m = len(cart_indptr) - 1
+    n = out_idx.shape[1]
+    per = (m + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        in_cart = np.zeros(n_vocab, np.bool_)
+        best_conf = np.full(n_vocab, -np.inf)
+        best_lift = np.full(n_vocab, -np.inf)
+        touched = np.empty(n_vocab, np.int64)
+        for q in range(c * per, min(m, (c + 1) * per)):
+            for e in range(cart_indptr[q], cart_indptr[q + 1]):
+                in_cart[cart_items[e]] = True
+            nt = 0
+            for e in range(cart_indptr[q], cart_indptr[q + 1]):
+                a = cart_items[e]
+                for p in range(first_ptr[a], first_ptr[a + 1]):
+                    r = rule_ids[p]
+                    ok = True
+                    for x in range(ant_indptr[r], ant_indptr[r + 1]):
+                        if not in_cart[ant_items[x]]:
+                            ok = False
+                            break
+                    if not ok:
+                        continue
+                    for x in range(con_indptr[r], con_indptr[r + 1]):
+                        j = con_items[x]
+                        if in_cart[j]:
+                            continue
+                        if best_conf[j] == -np.inf:
+                            touched[nt] = j
+                            nt += 1
+                        if conf[r] > best_conf[j] or (conf[r] == best_conf[j] and lift[r] > best_lift[j]):
+                            best_conf[j] = conf[r]
+                            best_lift[j] = lift[r]
+            cnt = 0
+            for t in range(nt):
+                j = touched[t]
+                cj, lj = best_conf[j], best_lift[j]
+                pos = cnt
+                while pos > 0 and _rule_better(cj, lj, j, out_conf[q, pos - 1], out_lift[q, pos - 1], out_idx[q, pos - 1]):
+                    pos -= 1
+                if pos < n:
+                    for s in range(min(cnt, n - 1), pos, -1):
+                        out_idx[q, s] = out_idx[q, s - 1]
+                        out_conf[q, s] = out_conf[q, s - 1]
+                        out_lift[q, s] = out_lift[q, s - 1]
+                    out_idx[q, pos] = j
+                    out_conf[q, pos] = cj
+                    out_lift[q, pos] = lj
+                    cnt = min(cnt + 1, n)
+                best_conf[j] = -np.inf
+                best_lift[j] = -np.inf
+            out_count[q] = cnt
+            for e in range(cart_indptr[q], cart_indptr[q + 1]):
+                in_cart[cart_items[e]] = False
+
+
+@njit(parallel=True, cache=True)
+def _fill_kernel(
+    cart_indptr, cart_items, rule_idx, rule_conf, rule_count, sim_idx, sim_val, pop_order, pop_score,
+    n_vocab, out_idx, out_score, out_source, out_count, n_chunks,
+):  # fmt: skip
+    """Per cart: rule items, then similar items, then popular items, skipping cart and repeated items."""
+    m = len(cart_indptr) - 1
+    n = out_idx.shape[1]
+    per = (m + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        taken = np.zeros(n_vocab, np.bool_)
+        for q in range(c * per, min(m, (c + 1) * per)):
+            for e in range(cart_indptr[q], cart_indptr[q + 1]):
+                taken[cart_items[e]] = True
+            k = 0
+            for t in range(rule_count[q]):
+                j = rule_idx[q, t]
+                out_idx[q, k], out_score[q, k], out_source[q, k] = j, rule_conf[q, t], 0
+                taken[j] = True
+                k += 1
+            for t in range(sim_idx.shape[1]):
+                if k == n:
+                    break
+                j = sim_idx[q, t]
+                if j < 0:
+                    break
+                if taken[j]:
+                    continue
+                out_idx[q, k], out_score[q, k], out_source[q, k] = j, sim_val[q, t], 1
+                taken[j] = True
+                k += 1
+            for t in range(len(pop_order)):
+                if k == n:
+                    break
+                j = pop_order[t]
+                if taken[j]:
+                    continue
+                out_idx[q, k], out_score[q, k], out_source[q, k] = j, pop_score[t], 2
+                taken[j] = True
+                k += 1
+            out_count[q] = k
+            for e in range(cart_indptr[q], cart_indptr[q + 1]):
+                taken[cart_items[e]] = False
+            for t in range(k):
+                taken[out_idx[q, t]] = False
+
+
+def _n_chunks(m: int) -> int:
+    return int(max(1, min(m, 4 * numba.get_num_threads())))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the recommender
+
+
+class Recommender:
+    """CF recommendations blended with item-embedding similarity, and rule-based cart add-ons.
+
+    ``model``: a fitted factor model (ALS / BPR). ``rules_df``: an association-rules frame (lists of
+    labels in ``antecedents`` / ``consequents`` plus ``confidence`` and ``lift``), multi-item rules
+    included. ``item_embeddings``: an (n_items, d) array aligned to ``model.items``, a mapping
+    label -> vector, or a frame with a label column (``label``, ``item``, ``item_id`` or ``id``, or the
+    only non-vector column) and one vector column (``vector``, or the only list column) — e.g.
+    ``export_item_factors()`` of another model. Model items missing from the embeddings get a zero
+    vector (cosine 0); their count is ``missing_embeddings``.
+    """
+
+    def __init__(self, model: Any, rules_df: Any = None, item_embeddings: Any = None) -> None:
+        for attr in ("user_factors", "item_factors", "users", "items", "user_items"):
+            if getattr(model, attr, None) is None:
+                raise ValueError(f"model has no {attr!r}: pass a fitted factor model (ALS, BPR)")
+        self.model = model
+        self.rules_df = rules_df
+        self._format = resolve_format(None, like=rules_df, default=getattr(model, "_format", None) or "pandas")
+        self._unit = _unit_rows(model.item_factors)
+        counts = model.user_items.item_counts()
+        self._pop_model = np.lexsort((np.arange(len(counts)), -counts)).astype(np.int64)
+        self._pop_score = (counts[self._pop_model] / max(model.user_items.n_rows, 1)).astype(np.float64)
+        self._build_rules(rules_df)
+        self.missing_embeddings = 0
+        self._emb = self._emb_labels = self._emb_all = None
+        if item_embeddings is not None:
+            self._build_embeddings(item_embeddings)
+
+    # ------------------------------------------------------------------------------------------
+    # users
+
+    def recommend_for_user(
+        self,
+        user_id: Any,
+        n: int = 10,
+        alpha: float = 0.7,
+        target_item_for_semantic: Any = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``n`` unseen items for one user: (item labels, scores), best first.
+
+        Without ``item_embeddings`` this is the model's CF ranking (``model.recommend_items``, raw
+        scores). With them: ``alpha * CF + (1 - alpha) * cosine(item, target)``, each min-max
+        normalised over the user's unseen items (scores in [0, 1]). The target is
+        ``target_item_for_semantic`` or else the user's strongest interaction (largest summed rating
+        in the training data, ties to the first item in label order; the model keeps no timestamps, so
+        "most recent" is not available). A user with no interactions and no target gets CF alone.
+        """
+        frame_rows = self._user_rows([user_id])
+        targets = None if target_item_for_semantic is None else [target_item_for_semantic]
+        idx, scores = self._user_topk(frame_rows, n, alpha, targets)
+        keep = idx[0] >= 0
+        return self.model.items.take(idx[0][keep]), np.ascontiguousarray(scores[0][keep], dtype=np.float32)
+
+    def recommend_for_users(
+        self,
+        users: Any = None,
+        n: int = 10,
+        alpha: float = 0.7,
+        targets: Any = None,
+        format: str | None = None,
+    ) -> Any:
+        """Batch :meth:`recommend_for_user` for every user (or ``users``): [user_id, item_id, score] rows.
+
+        ``targets`` (optional) gives one semantic target item per requested user (aligned with
+        ``users``); by default each user's strongest interaction. Computed block by block (BLAS
+        scores, a parallel numba blend and the shared top-k kernel), never a dense users × items matrix.
+        """
+        rows = np.arange(len(self.model.users), dtype=np.int64) if users is None else self._user_rows(users)
+        if targets is not None:
+            targets = list(targets)
+            if len(targets) != len(rows):
+                raise ValueError(f"targets has {len(targets)} entries for {len(rows)} users")
+        idx, scores = self._user_topk(rows, n, alpha, targets)
+        keep = idx >= 0
+        return make_frame(
+            {
+                "user_id": self.model.users.take(np.repeat(rows, keep.sum(axis=1))),
+                "item_id": self.model.items.take(idx[keep]),
+                "score": np.ascontiguousarray(scores[keep], dtype=np.float32),
+            },
+            resolve_format(format, default=getattr(self.model, "_format", None) or "pandas"),
+        )
+
+    def _user_rows(self, users: Any) -> np.ndarray:
+        if np.isscalar(users) or isinstance(users, str):
+            users = [users]
+        return self.model.users.indices_of(users)
+
+    def _user_topk(self, rows: np.ndarray, n: int, alpha: float, targets: list | None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n (model item index, score) per user row, -1 padded; the blend when embeddings exist."""
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+        model = self.model
+        enc = model.user_items
+        ptr, ind = csr_rows(enc.indptr, enc.indices, rows)
+        n_items = len(model.items)
+        width = max(0, min(int(n), n_items))
+        if self._emb is None:
+            from rusket_core.factorization.topk import topk
+
+            return topk(model.user_factors[rows], model.item_factors, width, ptr, ind)
+        target_vecs, has_sem = self._target_vectors(rows, targets)
+        m = len(rows)
+        out_idx = np.full((m, width), -1, dtype=np.int32)
+        out_val = np.full((m, width), -np.inf, dtype=np.float32)
+        if not m or not width:
+            return out_idx, out_val
+        step = int(max(1, min(m, BLOCK_SCORES // max(n_items, 1))))
+        for start in range(0, m, step):
+            stop = min(m, start + step)
+            cf = model.user_factors[rows[start:stop]] @ model.item_factors.T
+            cf = np.ascontiguousarray(cf, dtype=np.float32)
+            sem = np.ascontiguousarray(target_vecs[start:stop] @ self._emb.T, dtype=np.float32)
+            lo, hi = ptr[start], ptr[stop]
+            bptr, bind = ptr[start : stop + 1] - lo, ind[lo:hi]
+            _blend_kernel(cf, sem, has_sem[start:stop], bptr, bind, np.float32(alpha), _n_chunks(stop - start))
+            out_idx[start:stop], out_val[start:stop] = select_topk(cf, width, bptr, bind)
+        return out_idx, out_val
+
+    def _target_vectors(self, rows: np.ndarray, targets: list | None) -> tuple[np.ndarray, np.ndarray]:
+        """Unit embedding of each user's semantic target (given, or the strongest interaction)."""
+        d = self._emb.shape[1]
+        if targets is not None:
+            pos = self._emb_labels.indices_of(targets)
+            return self._emb_all[pos], np.ones(len(rows), dtype=np.bool_)
+        strongest = strongest_items(self.model.user_items)[rows]
+        has = strongest >= 0
+        vecs = np.zeros((len(rows), d), dtype=np.float32)
+        vecs[has] = self._emb[strongest[has]]
+        return vecs, has
+
+    # ------------------------------------------------------------------------------------------
+    # carts
+
+    def recommend_for_cart(self, cart: Any, n: int = 10, format: str | None = None) -> Any:
+        """Add-ons for one cart as a frame [item, score, source], best first within each source.
+
+        Sources, in fallback order: ``"rules"`` (consequents of rules whose antecedents are all in
+        the cart, ranked by confidence then lift; score = confidence of the best such rule),
+        ``"similar"`` (model items with positive mean cosine similarity of factors to the cart's
+        items; score = that mean cosine), ``"popular"`` (model items by the share of users who have
+        them; score = that share). Never a cart item; cart items unknown to the model and the rules
+        are allowed (they match nothing). Fewer than ``n`` rows only when the catalogue runs out.
+        """
+        out = self.recommend_for_carts([list(_as_list(cart))], n=n, format="arrow")
+        out = out.drop_columns(["cart_id", "rank"])
+        return make_frame(dict(zip(out.column_names, out.columns, strict=True)), resolve_format(format, default=self._format))
+
+    def recommend_for_carts(
+        self,
+        carts: Any,
+        n: int = 10,
+        cart_col: str | None = None,
+        item_col: str | None = None,
+        format: str | None = None,
+    ) -> Any:
+        """Batch :meth:`recommend_for_cart`: [cart_id, rank, item, score, source] rows, by cart then rank.
+
+        ``carts``: a list of carts (ids 0..m-1), a mapping cart_id -> items, or a long frame with
+        ``cart_col`` / ``item_col`` (one row per cart × item). Numba kernels do the rule matching
+        and the fallback merge; similarity scores come from BLAS blocks and the shared top-k kernel.
+        """
+        cart_ids, indptr, items, like = self._encode_carts(carts, cart_col, item_col)
+        m, width = len(cart_ids), max(0, int(n))
+        vocab = self._vocab
+        n_vocab = len(vocab)
+        r_idx = np.full((m, width), -1, dtype=np.int64)
+        r_conf = np.zeros((m, width), dtype=np.float64)
+        r_lift = np.zeros((m, width), dtype=np.float64)
+        r_count = np.zeros(m, dtype=np.int64)
+        if m and width:
+            rules = self._rules
+            _cart_rules_kernel(
+                indptr, items, rules["first_ptr"], rules["rule_ids"], rules["ant_indptr"], rules["ant_items"],
+                rules["con_indptr"], rules["con_items"], rules["conf"], rules["lift"], n_vocab,
+                r_idx, r_conf, r_lift, r_count, _n_chunks(m),
+            )  # fmt: skip
+        sim_idx, sim_val = self._cart_similar(indptr, items, r_count, width)
+        out_idx = np.full((m, width), -1, dtype=np.int64)
+        out_score = np.zeros((m, width), dtype=np.float64)
+        out_source = np.zeros((m, width), dtype=np.int8)
+        out_count = np.zeros(m, dtype=np.int64)
+        if m and width:
+            _fill_kernel(
+                indptr, items, r_idx, r_conf, r_count, sim_idx, sim_val,
+                self._model_to_vocab[self._pop_model], self._pop_score, n_vocab,
+                out_idx, out_score, out_source, out_count, _n_chunks(m),
+            )  # fmt: skip
+        keep = np.arange(width)[None, :] < out_count[:, None]
+        sources = pa.DictionaryArray.from_arrays(pa.array(out_source[keep]), pa.array(list(SOURCES)))
+        return make_frame(
+            {
+                "cart_id": cart_ids.take(pa.array(np.repeat(np.arange(m), out_count))),
+                "rank": (np.nonzero(keep)[1] + 1).astype(np.int64),
+                "item": vocab.to_arrow().take(pa.array(out_idx[keep])),
+                "score": out_score[keep],
+                "source": sources.cast(pa.string()),
+            },
+            resolve_format(format, like=like, default=self._format),
+        )
+
+    def _cart_similar(self, indptr, items, r_count, width) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``width`` model items (vocabulary ids) by mean cosine to each cart needing a fill."""
+        from scipy import sparse
+
+        m = len(indptr) - 1
+        sim_idx = np.full((m, width), -1, dtype=np.int64)
+        sim_val = np.zeros((m, width), dtype=np.float64)
+        need = np.flatnonzero(r_count < width)
+        if not len(need) or not width:
+            return sim_idx, sim_val
+        ptr, vocab_items = csr_rows(indptr, items, need)
+        model_items = self._vocab_to_model[vocab_items]
+        known = model_items >= 0
+        row_of = np.repeat(np.arange(len(need)), np.diff(ptr))[known]
+        model_items = model_items[known]
+        n_known = np.bincount(row_of, minlength=len(need))
+        weights = 1.0 / n_known[row_of]
+        n_model = len(self.model.items)
+        carts = sparse.csr_array((weights.astype(np.float32), (row_of, model_items)), shape=(len(need), n_model))
+        cart_vecs = np.asarray(carts @ self._unit, dtype=np.float32)
+        excl_ptr = np.zeros(len(need) + 1, dtype=np.int64)
+        np.cumsum(n_known, out=excl_ptr[1:])
+        order = np.argsort(row_of, kind="stable")
+        excl_ind = model_items[order].astype(np.int32)
+        step = int(max(1, min(len(need), BLOCK_SCORES // max(n_model, 1))))
+        for start in range(0, len(need), step):
+            stop = min(len(need), start + step)
+            block = np.ascontiguousarray(cart_vecs[start:stop] @ self._unit.T, dtype=np.float32)
+            block[~(block > 0)] = -np.inf  # only positively similar items count as "similar"
+            lo, hi = excl_ptr[start], excl_ptr[stop]
+            idx, val = select_topk(block, width, excl_ptr[start : stop + 1] - lo, excl_ind[lo:hi])
+            ok = idx >= 0
+            mapped = np.where(ok, self._model_to_vocab[np.maximum(idx, 0)], -1)
+            sim_idx[need[start:stop], : idx.shape[1]] = mapped
+            sim_val[need[start:stop], : idx.shape[1]] = np.where(ok, val, 0.0)
+        return sim_idx, sim_val
+
+    def _encode_carts(self, carts, cart_col, item_col) -> tuple[pa.Array, np.ndarray, np.ndarray, Any]:
+        """Carts as (cart ids, CSR indptr, vocabulary ids of known items, frame for the output format)."""
+        like = None
+        if isinstance(carts, Mapping):
+            cart_ids = pa.array(list(carts.keys()))
+            baskets = [list(_as_list(v)) for v in carts.values()]
+        elif isinstance(carts, list | tuple):
+            cart_ids = pa.array(np.arange(len(carts), dtype=np.int64))
+            baskets = [list(_as_list(v)) for v in carts]
+        else:
+            try:
+                input_format(carts)
+            except TypeError:
+                raise TypeError(
+                    f"carts must be a list of carts, a mapping cart_id -> items or a long frame; got {type(carts).__name__}"
+                ) from None
+            if cart_col is None or item_col is None:
+                raise ValueError("a frame of carts needs cart_col= and item_col= (one row per cart × item)")
+            like = carts
+            table = to_arrow_table(carts)
+            from rusket_core.frames import column
+
+            cart_values = column(table, cart_col, "cart column")
+            item_values = column(table, item_col, "item column")
+            for name, col in ((cart_col, cart_values), (item_col, item_values)):
+                if col.null_count:
+                    raise ValueError(f"column {name!r} has {col.null_count} null values")
+            cart_labels = Labels.from_values(cart_values)
+            codes = cart_labels.indices_of(cart_values)
+            vocab_ids = self._vocab_ids(item_values.combine_chunks().to_numpy(zero_copy_only=False))
+            return cart_labels.to_arrow(), *_csr_from_codes(codes, vocab_ids, len(cart_labels)), like
+        lengths = np.array([len(b) for b in baskets], dtype=np.int64)
+        flat = [x for b in baskets for x in b]
+        flat_arr = np.asarray(flat, dtype=object) if flat and isinstance(flat[0], str) else np.asarray(flat)
+        vocab_ids = self._vocab_ids(flat_arr)
+        codes = np.repeat(np.arange(len(baskets), dtype=np.int64), lengths)
+        return cart_ids, *_csr_from_codes(codes, vocab_ids, len(baskets)), like
+
+    def _vocab_ids(self, labels: np.ndarray) -> np.ndarray:
+        """Vocabulary ids of cart items (-1 when unknown); a label of the wrong type is a KeyError."""
+        if not len(labels):
+            return np.empty(0, dtype=np.int64)
+        kind = self._vocab.values.dtype.kind
+        if labels.dtype.kind == "O":
+            wrong = [x for x in labels[:1].tolist() if isinstance(x, str) != (kind in "OU")]
+        else:
+            wrong = [] if (labels.dtype.kind in "iu" and kind in "iu") or labels.dtype.kind == kind else [labels[0]]
+        if wrong:
+            raise KeyError(f"cart item {wrong[0]!r} does not match the item ids' type ({self._vocab.values.dtype})")
+        return self._vocab.lookup.get_indexer(labels).astype(np.int64)
+
+    # ------------------------------------------------------------------------------------------
+    # building
+
+    def _build_rules(self, rules_df: Any) -> None:
+        """Union vocabulary of model and rule items, and the rules as CSR arrays indexed by first antecedent."""
+        model_items = self.model.items
+        empty = np.empty(0, dtype=np.int64)
+        if rules_df is None:
+            self._vocab = model_items
+            ant_ptr, ant_items, con_ptr, con_items = np.zeros(1, np.int64), empty, np.zeros(1, np.int64), empty
+            conf = lift = np.empty(0)
+        else:
+            table = rules_table(rules_df, required=("antecedents", "consequents", "confidence", "lift"))
+            conf, lift = numeric_column(table, "confidence"), numeric_column(table, "lift")
+            if np.isnan(conf).any() or np.isnan(lift).any():
+                raise ValueError("rules columns 'confidence' and 'lift' must not be NaN")
+            ant_ptr, ant_labels = _list_parts(table, "antecedents")
+            con_ptr, con_labels = _list_parts(table, "consequents")
+            rule_labels = np.concatenate([ant_labels, con_labels])
+            if len(rule_labels) and _kind(rule_labels) != _kind(model_items.values):
+                raise ValueError(
+                    f"rule items are {rule_labels.dtype} but the model's items are {model_items.values.dtype}"
+                )
+            self._vocab = Labels.from_values(np.concatenate([model_items.values, rule_labels]))
+            ant_items = self._vocab.indices_of(ant_labels)
+            con_items = self._vocab.indices_of(con_labels)
+        self._model_to_vocab = self._vocab.indices_of(model_items.values)
+        self._vocab_to_model = np.full(len(self._vocab), -1, dtype=np.int64)
+        self._vocab_to_model[self._model_to_vocab] = np.arange(len(model_items))
+        n_rules = len(ant_ptr) - 1
+        lengths = np.diff(ant_ptr)
+        if n_rules and (lengths.min() == 0 or np.diff(con_ptr).min() == 0):
+            raise ValueError("every rule needs at least one antecedent and one consequent item")
+        # smallest antecedent item of each rule
+        first = np.minimum.reduceat(ant_items, ant_ptr[:-1]) if n_rules else empty
+        rule_ids = np.argsort(first, kind="stable").astype(np.int64)
+        first_ptr = np.zeros(len(self._vocab) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(first, minlength=len(self._vocab)), out=first_ptr[1:])
+        self._rules = {
+            "first_ptr": first_ptr,
+            "rule_ids": rule_ids,
+            "ant_indptr": ant_ptr.astype(np.int64),
+            "ant_items": ant_items.astype(np.int64),
+            "con_indptr": con_ptr.astype(np.int64),
+            "con_items": con_items.astype(np.int64),
+            "conf": np.ascontiguousarray(conf, dtype=np.float64),
+            "lift": np.ascontiguousarray(lift, dtype=np.float64),
+        }
+
+    def _build_embeddings(self, item_embeddings: Any) -> None:
+        """Unit embeddings aligned to the model's items, plus all given vectors keyed by label."""
+        items = self.model.items
+        if isinstance(item_embeddings, np.ndarray):
+            matrix = item_embeddings
+            if matrix.ndim != 2 or matrix.shape[0] != len(items):
+                raise ValueError(
+                    f"item_embeddings array must be (n_items={len(items)}, d) aligned to model.items, got {matrix.shape}"
+                )
+            labels = items
+        elif isinstance(item_embeddings, Mapping):
+            labels = Labels(list(item_embeddings.keys()))
+            matrix = np.stack([np.asarray(v, dtype=np.float32) for v in item_embeddings.values()])
+        else:
+            labels, matrix = _embedding_frame(item_embeddings)
+        matrix = np.asarray(matrix, dtype=np.float32)
+        if not np.isfinite(matrix).all():
+            raise ValueError("item_embeddings contain NaN or inf values")
+        unit = _unit_rows(matrix)
+        pos = labels.lookup.get_indexer(items.values) if labels is not items else np.arange(len(items))
+        self.missing_embeddings = int((pos < 0).sum())
+        aligned = np.zeros((len(items), matrix.shape[1]), dtype=np.float32)
+        aligned[pos >= 0] = unit[pos[pos >= 0]]
+        self._emb, self._emb_labels, self._emb_all = aligned, labels, unit
+
+
+# ---------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def strongest_items(enc: Any) -> np.ndarray:
+    """Per row of an Encoded matrix, the item index with the largest weight (ties: lowest index); -1 if empty."""
+    counts = np.diff(enc.indptr)
+    rows = np.repeat(np.arange(enc.n_rows), counts)
+    order = np.lexsort((enc.indices, -enc.weights(), rows))
+    out = np.full(enc.n_rows, -1, dtype=np.int64)
+    nonempty = counts > 0
+    out[nonempty] = enc.indices[order[enc.indptr[:-1][nonempty]]]
+    return out
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return np.ascontiguousarray(matrix / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def _kind(values: np.ndarray) -> str:
+    return "O" if values.dtype.kind in "OU" else ("i" if values.dtype.kind in "iu" else values.dtype.kind)
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) or np.isscalar(value) else value
+
+
+def _list_parts(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, flat labels) of a list-of-labels rules column."""
+    col = table.column(name).combine_chunks()
+    if col.null_count:
+        raise ValueError(f"rules column {name!r} has {col.null_count} null values")
+    lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int64)
+    ptr = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=ptr[1:])
+    return ptr, pc.list_flatten(col).to_numpy(zero_copy_only=False)
+
+
+def _csr_from_codes(codes: np.ndarray, vocab_ids: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (indptr, ids) grouping the known ids (>= 0) by code, duplicates within a row removed."""
+    known = vocab_ids >= 0
+    codes, vocab_ids = codes[known], vocab_ids[known]
+    key = np.unique(codes * (vocab_ids.max(initial=0) + 1) + vocab_ids)
+    width = vocab_ids.max(initial=0) + 1
+    rows, ids = key // width, key % width
+    indptr = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=m), out=indptr[1:])
+    return indptr, ids.astype(np.int64)
+
+
+def _embedding_frame(frame: Any) -> tuple[Labels, np.ndarray]:
+    """(labels, vectors) from a frame with one label column and one list-of-floats vector column."""
+    table = to_arrow_table(frame)
+    types = dict(zip(table.column_names, table.schema.types, strict=True))
+    lists = [c for c, t in types.items() if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)]
+    vector = "vector" if "vector" in lists else (lists[0] if len(lists) == 1 else None)
+    if vector is None:
+        raise ValueError(f"item_embeddings frame needs one vector column ('vector' or a single list column); got {table.column_names}")
+    others = [c for c in table.column_names if c not in lists]
+    key = next((c for c in _KEY_COLUMNS if c in others), others[0] if len(others) == 1 else None)
+    if key is None:
+        raise ValueError(f"item_embeddings frame needs a label column ({', '.join(_KEY_COLUMNS)}); got {table.column_names}")
+    col = table.column(vector).combine_chunks()
+    if col.null_count:
+        raise ValueError(f"item_embeddings column {vector!r} has {col.null_count} null vectors")
+    lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+    if len(lengths) and (lengths != lengths[0]).any():
+        raise ValueError(f"item_embeddings column {vector!r} holds vectors of different lengths")
+    d = int(lengths[0]) if len(lengths) else 0
+    flat = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float32)
+    return Labels(table.column(key)), flat.reshape(len(lengths), d)

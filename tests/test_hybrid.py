@@ -1,0 +1,238 @@
+"""Hybrid recommender: CF/embedding blend for users, rules → similar → popular fallback for carts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+
+from rusket_core.encoding import Encoded, Labels
+from rusket_core.factorization import ALS
+from rusket_core.hybrid import Recommender, strongest_items
+
+
+def _model(user_factors, item_factors, users, items, indptr, indices, data=None) -> ALS:
+    """A 'fitted' model with hand-set factors and training interactions."""
+    model = ALS(factors=np.shape(user_factors)[1])
+    model.users, model.items = Labels(users), Labels(items)
+    model.user_factors = np.ascontiguousarray(user_factors, dtype=np.float32)
+    model.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
+    data = None if data is None else np.asarray(data, dtype=np.float32)
+    model.user_items = Encoded(
+        np.asarray(indptr, dtype=np.int64), np.asarray(indices, dtype=np.int32), data, model.users, model.items
+    )
+    return model
+
+
+def _toy() -> ALS:
+    # users 1001 (bought A) and 1002 (bought B ×2, C ×5); items A..D in 2-D
+    return _model(
+        [[1, 0], [0, 1]],
+        [[1, 0], [0.5, 0.5], [0.2, 0.9], [0.9, 0.1]],
+        np.array([1001, 1002]),
+        np.array(["A", "B", "C", "D"], dtype=object),
+        [0, 1, 3],
+        [0, 1, 2],
+        [1, 2, 5],
+    )
+
+
+EMB = np.array([[1, 0], [0, 1], [1, 1], [-1, 0]], dtype=np.float32)
+
+
+def test_without_embeddings_is_the_models_ranking():
+    model = _toy()
+    items, scores = Recommender(model).recommend_for_user(1001, n=5)
+    ref_items, ref_scores = model.recommend_items(1001, n=5)
+    assert items.tolist() == ref_items.tolist() == ["D", "B", "C"]
+    np.testing.assert_array_equal(scores, ref_scores)
+
+
+def test_blend_hand_computed():
+    rec = Recommender(_toy(), item_embeddings=EMB)
+    # user 1001, candidates B, C, D. CF 0.5, 0.2, 0.9 -> minmax 3/7, 0, 1.
+    # default target = strongest (only) interaction A: cosines 0, 1/√2, -1 -> minmax 1/(1+1/√2), 1, 0
+    items, scores = rec.recommend_for_user(user_id=1001, n=5, alpha=0.7)
+    s = 1 / np.sqrt(2)
+    assert items.tolist() == ["D", "B", "C"]
+    np.testing.assert_allclose(scores, [0.7, 0.7 * 3 / 7 + 0.3 / (1 + s), 0.3], rtol=1e-6)
+    # explicit target B: cosines 1, 1/√2, 0 -> already in [0, 1]
+    items, scores = rec.recommend_for_user(user_id=1001, n=5, alpha=0.7, target_item_for_semantic="B")
+    assert items.tolist() == ["D", "B", "C"]
+    np.testing.assert_allclose(scores, [0.7, 0.3 + 0.3, 0.3 * s], rtol=1e-6)
+    # alpha 0: semantic order alone; alpha 1: CF order, normalised
+    items, scores = rec.recommend_for_user(1001, n=2, alpha=0.0, target_item_for_semantic="B")
+    assert items.tolist() == ["B", "C"] and scores.tolist() == pytest.approx([1.0, s])
+    items, scores = rec.recommend_for_user(1001, n=5, alpha=1.0)
+    assert items.tolist() == ["D", "B", "C"] and scores.tolist() == pytest.approx([1.0, 3 / 7, 0.0])
+    with pytest.raises(ValueError, match="alpha"):
+        rec.recommend_for_user(1001, alpha=1.5)
+    with pytest.raises(KeyError, match="4242"):
+        rec.recommend_for_user(4242)
+
+
+def test_default_target_is_strongest_interaction():
+    model = _toy()
+    assert strongest_items(model.user_items).tolist() == [0, 2]  # 1002: C (5) beats B (2)
+    rec = Recommender(model, item_embeddings=EMB)
+    # candidates A, D: CF 0, 0.1 -> 0, 1; cosine to C: 1/√2, -1/√2 -> 1, 0; to B: 0, 0 -> constant, 0
+    default = rec.recommend_for_user(1002, n=2, alpha=0.4)
+    explicit = rec.recommend_for_user(1002, n=2, alpha=0.4, target_item_for_semantic="C")
+    assert default[0].tolist() == explicit[0].tolist() == ["A", "D"]
+    np.testing.assert_array_equal(default[1], explicit[1])
+    np.testing.assert_allclose(default[1], [0.6, 0.4], rtol=1e-6)
+    weaker = rec.recommend_for_user(1002, n=2, alpha=0.4, target_item_for_semantic="B")
+    assert weaker[0].tolist() == ["D", "A"] and weaker[1].tolist() == pytest.approx([0.4, 0.0])
+
+
+def test_embeddings_as_frame_or_mapping_match_the_array():
+    model = _toy()
+    by_array = Recommender(model, item_embeddings=EMB).recommend_for_user(1001, n=3, alpha=0.4)
+    frame = pl.DataFrame({"item": ["D", "C", "B", "A", "Z"], "vector": [v.tolist() for v in [*EMB[::-1], EMB[0]]]})
+    by_frame = Recommender(model, item_embeddings=frame).recommend_for_user(1001, n=3, alpha=0.4)
+    mapping = dict(zip("ABCD", EMB, strict=True))
+    by_map = Recommender(model, item_embeddings=mapping).recommend_for_user(1001, n=3, alpha=0.4)
+    for got in (by_frame, by_map):
+        assert got[0].tolist() == by_array[0].tolist()
+        np.testing.assert_allclose(got[1], by_array[1], rtol=1e-6)
+    # a target known only to the embeddings ("Z" = A's vector) works like A
+    z = Recommender(model, item_embeddings=frame).recommend_for_user(1001, 3, 0.4, target_item_for_semantic="Z")
+    np.testing.assert_allclose(z[1], by_array[1], rtol=1e-6)
+    partial = Recommender(model, item_embeddings={"A": EMB[0], "B": EMB[1]})
+    assert partial.missing_embeddings == 2
+    with pytest.raises(ValueError, match="aligned to model.items"):
+        Recommender(model, item_embeddings=EMB[:3])
+
+
+def _blend_reference(model, emb, alpha):
+    """Plain-numpy blend for every user: CF and cosine to the strongest item, min-max over unseen items."""
+    unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    seen = model.user_items.to_scipy().toarray() > 0
+    weights = model.user_items.to_scipy().toarray()
+    out = np.full(seen.shape, -np.inf)
+    for u in range(seen.shape[0]):
+        cand = ~seen[u]
+        if not cand.any():
+            continue
+        cf = model.user_factors[u] @ model.item_factors.T
+        c = cf[cand]
+        x = (cf - c.min()) / (c.max() - c.min()) if c.max() > c.min() else np.zeros_like(cf)
+        if seen[u].any():
+            target = np.flatnonzero(weights[u] == weights[u].max())[0]
+            sem = unit @ unit[target]
+            s = sem[cand]
+            y = (sem - s.min()) / (s.max() - s.min()) if s.max() > s.min() else np.zeros_like(sem)
+            blend = alpha * x + (1 - alpha) * y
+        else:
+            blend = x
+        out[u, cand] = blend[cand]
+    return out
+
+
+def test_batch_matches_reference_and_single_calls():
+    rng = np.random.default_rng(3)
+    n_users, n_items = 40, 25
+    dense = (rng.random((n_users, n_items)) < 0.2) * rng.integers(1, 4, (n_users, n_items))
+    dense[5] = 0  # a user with no history: CF alone
+    dense[6] = 1  # a user who has seen everything: no rows
+    indptr = np.r_[0, np.cumsum((dense > 0).sum(axis=1))]
+    indices = np.nonzero(dense)[1]
+    model = _model(
+        rng.normal(size=(n_users, 4)),
+        rng.normal(size=(n_items, 4)),
+        np.arange(100, 100 + n_users),
+        np.array([f"i{j:02d}" for j in range(n_items)], dtype=object),
+        indptr,
+        indices,
+        dense[dense > 0],
+    )
+    emb = rng.normal(size=(n_items, 3)).astype(np.float32)
+    rec = Recommender(model, item_embeddings=emb)
+    ref = _blend_reference(model, emb, 0.6)
+    batch = rec.recommend_for_users(n=5, alpha=0.6, format="pandas")
+    assert set(batch.columns) == {"user_id", "item_id", "score"}
+    assert 106 not in set(batch["user_id"])
+    for u, user in enumerate(model.users.values):
+        items, scores = rec.recommend_for_user(int(user), n=5, alpha=0.6)
+        assert np.isfinite(scores).all() and (np.diff(scores) <= 0).all()
+        expected = np.sort(ref[u][np.isfinite(ref[u])])[::-1][:5]
+        np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+        idx = model.items.indices_of(items)
+        assert not (dense[u, idx] > 0).any()
+        rows = batch[batch["user_id"] == user]
+        assert rows["item_id"].tolist() == items.tolist()
+        np.testing.assert_allclose(rows["score"].to_numpy(), scores, rtol=1e-6)
+    # without embeddings the batch is the model's batch_recommend
+    plain = Recommender(model).recommend_for_users(n=4, format="pandas")
+    pd.testing.assert_frame_equal(plain, model.batch_recommend(n=4, format="pandas"))
+
+
+def _cart_model() -> ALS:
+    # items in 2-D: A (1,0), B (0,1), C (-1,0), D (.8,.6), E (0,-1); popularity C > B > E > A = D
+    return _model(
+        [[1, 0], [0, 1], [1, 1]],
+        [[1, 0], [0, 1], [-1, 0], [0.8, 0.6], [0, -1]],
+        np.array([1, 2, 3]),
+        np.array(list("ABCDE"), dtype=object),
+        [0, 2, 5, 6],
+        [1, 2, 1, 2, 4, 2],
+    )
+
+
+CART_RULES = pd.DataFrame(
+    {
+        "antecedents": [["A"], ["A"], ["A", "X"], ["A"], ["Y"], ["A", "B"]],
+        "consequents": [["B"], ["E"], ["C"], ["A"], ["D"], ["F", "C"]],
+        "confidence": [0.5, 0.5, 0.99, 1.0, 0.9, 0.7],
+        "lift": [2.0, 3.0, 5.0, 9.0, 9.0, 1.5],
+    }
+)
+
+
+def test_cart_fallback_order_rules_then_similar_then_popular():
+    rec = Recommender(_cart_model(), rules_df=CART_RULES)
+    out = rec.recommend_for_cart(["A"], n=4)
+    assert isinstance(out, pd.DataFrame)
+    # rules: E and B tie on confidence, E has the higher lift; (A, X) -> C needs X; A -> A is in the cart
+    # similar: only D has positive cosine to A; popular: C (3 users) is the only item left
+    assert out["item"].tolist() == ["E", "B", "D", "C"]
+    assert out["source"].tolist() == ["rules", "rules", "similar", "popular"]
+    assert out["score"].tolist() == pytest.approx([0.5, 0.5, 0.8, 1.0])
+    # a two-item antecedent fires when both are in the cart (F is known only to the rules; C and F
+    # tie on confidence and lift, label order decides)
+    both = rec.recommend_for_cart(["B", "A"], n=3)
+    assert both["item"].tolist() == ["C", "F", "E"]
+    assert both["score"].tolist() == pytest.approx([0.7, 0.7, 0.5])
+    assert both["source"].tolist() == ["rules", "rules", "rules"]
+    # no rules match an unknown item: popularity, most popular first
+    new = rec.recommend_for_cart(["Q"], n=3, format="polars")
+    assert isinstance(new, pl.DataFrame)
+    assert new["item"].to_list() == ["C", "B", "E"]
+    assert new["source"].to_list() == ["popular"] * 3
+    assert new["score"].to_list() == pytest.approx([1.0, 2 / 3, 1 / 3])
+    # the catalogue runs out: everything but the cart, never a cart item
+    everything = rec.recommend_for_cart(["A", "C"], n=10)
+    assert sorted(everything["item"]) == ["B", "D", "E"] and "A" not in set(everything["item"])
+    with pytest.raises(KeyError, match="type"):
+        rec.recommend_for_cart([1, 2], n=3)
+
+
+def test_batch_carts_match_single_carts():
+    rec = Recommender(_cart_model(), rules_df=pl.from_pandas(CART_RULES))
+    carts = {"c1": ["A"], "c2": ["B", "A"], "c3": ["Q"], "c4": []}
+    batch = rec.recommend_for_carts(carts, n=4, format="pandas")
+    assert list(batch.columns) == ["cart_id", "rank", "item", "score", "source"]
+    for cart_id, cart in carts.items():
+        rows = batch[batch["cart_id"] == cart_id]
+        single = rec.recommend_for_cart(cart, n=4, format="pandas")
+        assert rows["rank"].tolist() == list(range(1, len(single) + 1))
+        assert rows["item"].tolist() == single["item"].tolist()
+        assert rows["source"].tolist() == single["source"].tolist()
+    long = pl.DataFrame({"cart": [7, 7, 8], "sku": ["B", "A", "Q"]})
+    by_frame = rec.recommend_for_carts(long, n=4, cart_col="cart", item_col="sku")
+    assert isinstance(by_frame, pl.DataFrame)
+    assert by_frame.filter(pl.col("cart_id") == 7)["item"].to_list() == batch[batch["cart_id"] == "c2"]["item"].tolist()
+    assert by_frame.filter(pl.col("cart_id") == 8)["item"].to_list() == batch[batch["cart_id"] == "c3"]["item"].tolist()
+    with pytest.raises(ValueError, match="cart_col"):
+        rec.recommend_for_carts(long, n=2)
