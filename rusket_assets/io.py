@@ -150,13 +150,16 @@ def save_model(model: Any, directory: str | Path, name: str) -> Path:
     if not cls.__module__.startswith("rusket_core"):
         raise TypeError(f"only rusket_core models can be stored, got {cls.__module__}.{cls.__name__}")
     version = f"{name}-{uuid.uuid4().hex[:12]}"
+    (directory / version).mkdir()
     model.save(str(directory / version / "model"))
     pointer = directory / f"{name}.json"
+    previous = json.loads(pointer.read_text())["version"] if pointer.exists() else None
     tmp = directory / f".{name}.{uuid.uuid4().hex}.json"
     tmp.write_text(json.dumps({"class": f"{cls.__module__}:{cls.__qualname__}", "version": version}))
     os.replace(tmp, pointer)
+    # Keep the previous version one round longer: a reader may have just read the old pointer.
     for old in directory.glob(f"{name}-*"):
-        if old.name != version:
+        if old.name not in (version, previous):
             shutil.rmtree(old, ignore_errors=True)
     return directory / version
 

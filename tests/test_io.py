@@ -161,3 +161,26 @@ def test_markdown_table_escapes_and_truncates():
     assert "x\\|y" in lines[2]
     assert "(8)" in lines[2]
     assert len(lines) == 4
+
+
+def test_model_store_publishes_versions_atomically(tmp_path):
+    from rusket_assets.io import load_model, save_model
+    from rusket_core import ALS
+
+    lines = pa.table({"u": [1, 1, 2, 3, 3], "i": ["a", "b", "b", "a", "c"]})
+    first = ALS.from_transactions(lines, user_col="u", item_col="i", factors=4, iterations=2).fit()
+    v1 = save_model(first, tmp_path, "m")
+    second = ALS.from_transactions(lines, user_col="u", item_col="i", factors=3, iterations=2).fit()
+    v2 = save_model(second, tmp_path, "m")
+    loaded = load_model(tmp_path, "m")
+    assert isinstance(loaded, ALS)
+    assert loaded.item_factors.shape == (3, 3)
+    np.testing.assert_array_equal(loaded.item_factors, second.item_factors)
+    assert list(loaded.items.values) == ["a", "b", "c"]
+    assert v1.exists() and v2.exists()  # the previous version survives one more round
+    save_model(first, tmp_path, "m")
+    assert not v1.exists() and v2.exists()
+    with pytest.raises(TypeError, match="rusket_core"):
+        save_model(object(), tmp_path, "m")
+    with pytest.raises(FileNotFoundError, match="materialise"):
+        load_model(tmp_path, "missing")

@@ -13,7 +13,12 @@ from rusket_assets.resources import TransactionSource
 from rusket_assets.sample_data import generate_store
 
 SMALL = {"n_customers": 400, "n_products": 120, "n_categories": 10, "n_days": 30, "n_lines": 5_000, "seed": 3}
-RUN_CONFIG: dict = {"ops": {}}
+RUN_CONFIG: dict = {
+    "ops": {
+        "personalization__als_model": {"config": {"factors": 32, "iterations": 6}},
+        "personalization__bpr_model": {"config": {"factors": 16, "iterations": 30}},
+    }
+}
 
 
 def build(tmp: Path, source: TransactionSource | None = None) -> dg.Definitions:
@@ -85,6 +90,41 @@ def test_customer_saturation_covers_every_customer(pipeline):
     )
     n_customers = sql(tmp, "select count(distinct customer_id) from ingest.raw_transactions")[0][0]
     assert rows == [(n_customers, n_customers, 1, 10, True, True)]
+
+
+def test_factor_tables_are_typed_vectors(pipeline):
+    tmp, _ = pipeline
+    types = dict(
+        sql(tmp, "select table_name || '.' || column_name, data_type from information_schema.columns where table_schema = 'personalization'")
+    )
+    assert types["user_factors.vector"] == "FLOAT[32]"
+    assert types["item_factors.vector"] == "FLOAT[32]"
+    assert types["user_factors.customer_id"] == "BIGINT"
+    assert types["item_factors.product_id"] == "VARCHAR"
+    n_customers, n_products = sql(tmp, "select count(distinct customer_id), count(distinct product_id) from ingest.raw_transactions")[0]
+    assert sql(tmp, "select count(*) from personalization.user_factors") == [(n_customers,)]
+    assert sql(tmp, "select count(*), count(category) from personalization.item_factors") == [(n_products, n_products)]
+
+
+def test_model_evaluation_beats_popularity(pipeline):
+    tmp, result = pipeline
+    rows = {r[0]: r[1:] for r in sql(tmp, "select model, precision, ndcg, coverage from personalization.model_evaluation")}
+    assert set(rows) == {"als", "bpr", "popularity"}
+    assert rows["als"][0] > rows["popularity"][0]
+    assert all(0 <= v <= 1 for r in rows.values() for v in r)
+    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["als_beats_popularity"] and checks["user_factors_finite"] and checks["item_factors_finite"]
+
+
+def test_similar_items_exclude_the_item_itself(pipeline):
+    tmp, _ = pipeline
+    rows = sql(
+        tmp,
+        """select count(*) filter (where product_id = similar_product_id), count(distinct product_id),
+                  min(rank), max(rank), bool_and(score <= 1.0001)
+           from personalization.similar_items""",
+    )
+    assert rows == [(0, 120, 1, 10, True)]
 
 
 def test_every_asset_reports_row_count_and_schema(pipeline):

@@ -1,0 +1,155 @@
+"""Personalization group: ALS and BPR models, their factors, holdout evaluation and similar items."""
+
+import time
+
+import dagster as dg
+import pyarrow as pa
+
+from rusket_assets.assets.common import MODEL_IO, POOL, TABLE_IO, lookup, upstream, with_rank
+from rusket_assets.config import ALSConfig, BPRConfig, EvaluationConfig, SimilarItemsConfig
+
+GROUP = "personalization"
+RAW = {"raw_transactions": upstream("ingest", "raw_transactions")}
+WEIGHTS = {"quantity": "quantity", "revenue": "revenue", "count": None}
+INTERACTION_COLUMNS = ["customer_id", "product_id", "quantity", "revenue"]
+
+
+def _interactions(raw_transactions: pa.Table) -> pa.Table:
+    return raw_transactions.select(INTERACTION_COLUMNS)
+
+
+def _weight_column(weight: str) -> str | None:
+    if weight not in WEIGHTS:
+        raise ValueError(f"weight must be one of {sorted(WEIGHTS)}, got {weight!r}")
+    return WEIGHTS[weight]
+
+
+@dg.asset(key_prefix=GROUP, group_name=GROUP, io_manager_key=MODEL_IO, pool=POOL, kinds={"numba"}, ins=RAW)
+def als_model(context: dg.AssetExecutionContext, config: ALSConfig, raw_transactions: pa.Table):
+    """Implicit ALS on customer × product interactions (confidence 1 + alpha * weight), saved as a model file."""
+    from rusket_core import ALS
+
+    start = time.perf_counter()
+    model = ALS.from_transactions(
+        _interactions(raw_transactions),
+        user_col="customer_id",
+        item_col="product_id",
+        rating_col=_weight_column(config.weight),
+        factors=config.factors,
+        iterations=config.iterations,
+        alpha=config.alpha,
+        regularization=config.regularization,
+        random_state=config.seed,
+    ).fit()
+    context.add_output_metadata(
+        {
+            "training_seconds": time.perf_counter() - start,
+            "customers": len(model.users),
+            "products": len(model.items),
+            "factors": model.factors,
+            "training_loss": model.training_loss(),
+        }
+    )
+    return model
+
+
+@dg.asset(key_prefix=GROUP, group_name=GROUP, io_manager_key=MODEL_IO, pool=POOL, kinds={"numba"}, ins=RAW)
+def bpr_model(context: dg.AssetExecutionContext, config: BPRConfig, raw_transactions: pa.Table):
+    """Bayesian personalised ranking on customer × product interactions, saved as a model file."""
+    from rusket_core import BPR
+
+    start = time.perf_counter()
+    model = BPR.from_transactions(
+        _interactions(raw_transactions),
+        user_col="customer_id",
+        item_col="product_id",
+        factors=config.factors,
+        iterations=config.iterations,
+        learning_rate=config.learning_rate,
+        regularization=config.regularization,
+        random_state=config.seed,
+    ).fit()
+    accuracy = getattr(model, "ranking_accuracy_", None)
+    context.add_output_metadata(
+        {
+            "training_seconds": time.perf_counter() - start,
+            "customers": len(model.users),
+            "products": len(model.items),
+            "factors": model.factors,
+            **({"ranking_accuracy": float(accuracy[-1])} if accuracy is not None and len(accuracy) else {}),
+        }
+    )
+    return model
+
+
+@dg.asset(
+    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+    ins={"als_model": upstream(GROUP, "als_model")},
+)  # fmt: skip
+def user_factors(als_model) -> pa.Table:
+    """ALS customer vectors: customer_id (source type) and vector FLOAT[factors]."""
+    table = als_model.export_user_factors(format="arrow")
+    return pa.table({"customer_id": table["label"], "vector": table["vector"]})
+
+
+@dg.asset(
+    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+    ins={"als_model": upstream(GROUP, "als_model"), "products": upstream("ingest", "products")},
+)  # fmt: skip
+def item_factors(als_model, products: pa.Table) -> pa.Table:
+    """ALS product vectors with name and category: product_id, product_name, category, vector FLOAT[factors]."""
+    table = als_model.export_item_factors(format="arrow")
+    info = lookup(table["label"], products, "product_id", ["product_name", "category"])
+    return pa.table({"product_id": table["label"], **info, "vector": table["vector"]})
+
+
+@dg.asset(
+    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+    ins={**RAW, "als_model": upstream(GROUP, "als_model"), "bpr_model": upstream(GROUP, "bpr_model")},
+)  # fmt: skip
+def model_evaluation(
+    context: dg.AssetExecutionContext, config: EvaluationConfig, raw_transactions: pa.Table, als_model, bpr_model
+) -> pa.Table:
+    """Holdout ranking quality of ALS and BPR (same parameters) against the popularity baseline.
+
+    Each customer's items are split at random (seeded) into train and test; each model is refitted
+    on train and scored on test: precision, recall, ndcg, MAP at k, and catalogue coverage.
+    """
+    from rusket_core.evaluation import PopularityRecommender, evaluate, train_test_split
+
+    train, test = train_test_split(
+        _interactions(raw_transactions), "customer_id", "product_id", config.test_fraction, config.seed
+    )
+    rows = []
+    for name, model in (("als", als_model), ("bpr", bpr_model), ("popularity", PopularityRecommender())):
+        start = time.perf_counter()
+        fresh = type(model).from_transactions(
+            train, user_col="customer_id", item_col="product_id", rating_col=model.rating_col, **model.get_params()
+        ).fit()
+        seconds = time.perf_counter() - start
+        metrics = evaluate(fresh, test=test, k=config.k)
+        rows.append({"model": name, **{m: metrics[m] for m in ("precision", "recall", "ndcg", "map", "coverage")},
+                     "k": config.k, "n_users": metrics["n_users"], "fit_seconds": seconds})  # fmt: skip
+    table = pa.Table.from_pylist(rows)
+    k = config.k
+    context.add_output_metadata(
+        {
+            f"{metric}@{k} {row['model']}": float(row[metric])
+            for row in rows
+            for metric in ("precision", "ndcg")
+        }
+        | {f"coverage {row['model']}": float(row["coverage"]) for row in rows}
+        | {"test_interactions": test.num_rows}
+    )
+    return table
+
+
+@dg.asset(
+    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+    ins={"als_model": upstream(GROUP, "als_model")},
+)  # fmt: skip
+def similar_items(config: SimilarItemsConfig, als_model) -> pa.Table:
+    """For each product, the most similar products by cosine of ALS item factors (itself excluded)."""
+    table = als_model.batch_similar_items(n=config.top_n, format="arrow")
+    table = table.rename_columns(["product_id", "similar_product_id", "score"])
+    return with_rank(table, "product_id")
