@@ -202,3 +202,24 @@ def test_duckdb_table_source_with_column_mapping(tmp_path):
     assert result.success, failure_messages(result)
     rows = sql(tmp_path, "select count(*), sum(abs(revenue - quantity * price)) < 1e-6 from ingest.raw_transactions")
     assert rows == [(renamed.num_rows, True)]
+
+
+def test_cross_sell_potential_only_unbought_categories(pipeline):
+    tmp, _ = pipeline
+    rows = sql(
+        tmp,
+        """select count(*), max(rank), count(distinct customer_id),
+                  count(*) filter (where exists (select 1 from ingest.raw_transactions t
+                                                 where t.customer_id = p.customer_id and t.category = p.category))
+           from analytics.cross_sell_potential p""",
+    )
+    n, max_rank, customers, bought = rows[0]
+    assert bought == 0
+    assert max_rank == 3
+    # every customer with a category left to buy gets a row
+    expected = sql(
+        tmp,
+        """select count(*) from (select customer_id from ingest.raw_transactions group by customer_id
+           having count(distinct category) < (select count(distinct category) from ingest.raw_transactions))""",
+    )[0][0]
+    assert customers == expected
