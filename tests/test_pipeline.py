@@ -223,3 +223,23 @@ def test_cross_sell_potential_only_unbought_categories(pipeline):
            having count(distinct category) < (select count(distinct category) from ingest.raw_transactions))""",
     )[0][0]
     assert customers == expected
+
+
+def test_lancedb_item_vectors_search_like_similar_items(pipeline):
+    import lancedb
+    import numpy as np
+
+    tmp, _ = pipeline
+    db = lancedb.connect(str(tmp / "lancedb"))
+    items = db.open_table("item_vectors").to_arrow()
+    assert items.num_rows == 120
+    assert {"label", "product_name", "category", "vector"} <= set(items.column_names)
+    assert items.schema.field("vector").type.list_size == 32
+    users = db.open_table("user_vectors")
+    assert users.count_rows() == sql(tmp, "select count(*) from personalization.user_factors")[0][0]
+    product = sql(tmp, "select product_id from ingest.products order by n_baskets desc limit 1")[0][0]
+    vector = np.asarray(items.filter(pa.compute.equal(items["label"], product))["vector"][0].as_py(), dtype=np.float32)
+    hits = db.open_table("item_vectors").search(vector).distance_type("cosine").limit(6).to_arrow()["label"].to_pylist()
+    expected = [r[0] for r in sql(tmp, f"select similar_product_id from personalization.similar_items where product_id = '{product}' order by rank limit 5")]
+    assert hits[0] == product
+    assert hits[1:] == expected

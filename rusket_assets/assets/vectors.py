@@ -1,0 +1,71 @@
+"""Vectors group: ALS product and customer vectors in LanceDB for nearest-neighbour search."""
+
+import dagster as dg
+import pyarrow as pa
+
+from rusket_assets.assets.common import POOL, lookup, upstream
+from rusket_assets.config import VectorsConfig
+from rusket_assets.resources import VectorStore
+
+GROUP = "vectors"
+METRIC = "cosine"
+
+
+class _ItemsWithInfo:
+    """A fitted model whose item export also carries product name and category (for ``to_lancedb``)."""
+
+    def __init__(self, model, products: pa.Table) -> None:
+        self.model, self.products = model, products
+
+    def export_item_factors(self, **kwargs) -> pa.Table:
+        table = self.model.export_item_factors(**{**kwargs, "format": "arrow"})
+        info = lookup(table["label"], self.products, "product_id", ["product_name", "category"])
+        for name, values in info.items():
+            table = table.append_column(name, values)
+        return table
+
+
+def _describe(tbl, uri: str) -> dict:
+    indices = tbl.list_indices()
+    data = tbl.head(5)
+    return {
+        "uri": dg.MetadataValue.path(uri),
+        "table": tbl.name,
+        "dagster/row_count": tbl.count_rows(),
+        "dimensions": tbl.schema.field("vector").type.list_size,
+        "index": ", ".join(str(getattr(i, "index_type", i)) for i in indices) or "none (exact flat scan)",
+        "preview": dg.MetadataValue.md(_preview(data)),
+    }
+
+
+def _preview(table: pa.Table) -> str:
+    from rusket_assets.io import markdown_table
+
+    return markdown_table(table)
+
+
+@dg.asset(
+    key_prefix=GROUP, group_name=GROUP, pool=POOL, kinds={"lancedb"},
+    ins={"als_model": upstream("personalization", "als_model"), "products": upstream("ingest", "products")},
+)  # fmt: skip
+def item_vectors(config: VectorsConfig, vectors: VectorStore, als_model, products: pa.Table) -> dg.MaterializeResult:
+    """LanceDB table ``item_vectors``: ALS product vectors with label, name and category (cosine search)."""
+    from rusket_core.export import to_lancedb
+
+    vectors.connect()  # creates the directory
+    tbl = to_lancedb(_ItemsWithInfo(als_model, products), vectors.uri, "item_vectors", kind="item",
+                     metric=METRIC, normalize=config.normalize)  # fmt: skip
+    return dg.MaterializeResult(metadata=_describe(tbl, vectors.uri))
+
+
+@dg.asset(
+    key_prefix=GROUP, group_name=GROUP, pool=POOL, kinds={"lancedb"},
+    ins={"als_model": upstream("personalization", "als_model")},
+)  # fmt: skip
+def user_vectors(config: VectorsConfig, vectors: VectorStore, als_model) -> dg.MaterializeResult:
+    """LanceDB table ``user_vectors``: ALS customer vectors with the customer id as label."""
+    from rusket_core.export import to_lancedb
+
+    vectors.connect()
+    tbl = to_lancedb(als_model, vectors.uri, "user_vectors", kind="user", metric=METRIC, normalize=config.normalize)
+    return dg.MaterializeResult(metadata=_describe(tbl, vectors.uri))
