@@ -243,3 +243,36 @@ def test_lancedb_item_vectors_search_like_similar_items(pipeline):
     expected = [r[0] for r in sql(tmp, f"select similar_product_id from personalization.similar_items where product_id = '{product}' order by rank limit 5")]
     assert hits[0] == product
     assert hits[1:] == expected
+
+
+FACTOR_ASSETS = [
+    dg.AssetKey(["ingest", "raw_transactions"]),
+    dg.AssetKey(["ingest", "products"]),
+    dg.AssetKey(["personalization", "als_model"]),
+    dg.AssetKey(["personalization", "user_factors"]),
+    dg.AssetKey(["personalization", "item_factors"]),
+]
+
+
+def als_config(**values) -> dict:
+    return {"ops": {"personalization__als_model": {"config": {"iterations": 3, **values}}}}
+
+
+def test_config_change_replaces_tables_with_new_shape_and_failure_keeps_them(tmp_path):
+    defs = build(tmp_path)
+    vector_type = "select data_type from information_schema.columns where table_name = 'item_factors' and column_name = 'vector'"
+    assert run(defs, FACTOR_ASSETS, als_config(factors=32)).success
+    assert sql(tmp_path, vector_type) == [("FLOAT[32]",)]
+    assert run(defs, FACTOR_ASSETS, als_config(factors=16)).success
+    assert sql(tmp_path, vector_type) == [("FLOAT[16]",)]
+    before = sql(tmp_path, "select * from personalization.user_factors order by customer_id")
+
+    # A step that fails (invalid hyper-parameter) leaves the previous tables and model readable.
+    result = run(defs, FACTOR_ASSETS[2:], als_config(factors=8, regularization=-1.0))
+    assert not result.success
+    assert "regularization" in failure_messages(result)["personalization__als_model"]
+    assert sql(tmp_path, vector_type) == [("FLOAT[16]",)]
+    assert sql(tmp_path, "select * from personalization.user_factors order by customer_id") == before
+    from rusket_assets.io import load_model
+
+    assert load_model(tmp_path / "models", "personalization__als_model").factors == 16
