@@ -252,24 +252,35 @@ def score_potential(
     b_rows, b_targets = key // max(n_targets, 1), (key % max(n_targets, 1)).astype(np.int32)
     b_ptr = np.zeros(m + 1, dtype=np.int64)
     np.cumsum(np.bincount(b_rows, minlength=m), out=b_ptr[1:])
-    out_t = np.full((m, width), -1, dtype=np.int32)
-    out_s = np.full((m, width), -np.inf, dtype=np.float32)
+    parts_u, parts_t, parts_s = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, np.float32)]
     if m and width:
         V = np.ascontiguousarray(model.item_factors[group_items].T, dtype=np.float32)
+        singletons = len(group_items) == n_targets  # item targets: one model item per target
         step = int(max(1, min(m, (1 << 22) // max(len(group_items), 1))))
         grouped = np.empty((step, n_targets), dtype=np.float32)
         for start in range(0, m, step):
             stop = min(m, start + step)
             block = np.ascontiguousarray(model.user_factors[rows[start:stop]] @ V, dtype=np.float32)
-            _group_max_kernel(block, group_ptr, grouped[: stop - start])
+            if singletons:
+                g = block
+            else:
+                g = grouped[: stop - start]
+                _group_max_kernel(block, group_ptr, g)
             lo, hi = b_ptr[start], b_ptr[stop]
-            out_t[start:stop], out_s[start:stop] = select_topk(
-                grouped[: stop - start], width, b_ptr[start : stop + 1] - lo, b_targets[lo:hi]
-            )
-    keep = out_t >= 0
-    user_pos = np.repeat(np.arange(m), keep.sum(axis=1))
-    t_idx, scores = out_t[keep], out_s[keep]
-    order = np.lexsort((t_idx, user_pos, -scores))
+            if top_n is None:
+                g[b_rows[lo:hi] - start, b_targets[lo:hi]] = -np.inf  # bought: no row
+                r, t = np.nonzero(g > -np.inf)
+                parts_u.append(r + start)
+                parts_t.append(t)
+                parts_s.append(g[r, t])
+            else:
+                idx, val = select_topk(g, width, b_ptr[start : stop + 1] - lo, b_targets[lo:hi])
+                keep = idx >= 0
+                parts_u.append(np.nonzero(keep)[0] + start)
+                parts_t.append(idx[keep])
+                parts_s.append(val[keep])
+    user_pos, t_idx, scores = (np.concatenate(p) for p in (parts_u, parts_t, parts_s))
+    order = _descending_order(scores)
     return make_frame(
         {
             "user": _label_array(users, user_pos[order]),
@@ -353,3 +364,16 @@ def _is_frame(obj: Any) -> bool:
 def _kind(values: np.ndarray) -> str:
     """Label type family: "O" strings, "i" integers, else the numpy kind."""
     return "O" if values.dtype.kind in "OU" else ("i" if values.dtype.kind in "iu" else values.dtype.kind)
+
+
+def _descending_order(scores: np.ndarray) -> np.ndarray:
+    """Positions sorting float32 ``scores`` descending, equal scores in their original order.
+
+    One ``np.sort`` of 64-bit keys (order-preserving score bits above the position) instead of a
+    stable argsort, which is several times slower on tens of millions of rows.
+    """
+    bits = (np.asarray(scores, dtype=np.float32) + np.float32(0.0)).view(np.uint32)  # -0.0 -> +0.0
+    ascending = np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(0x80000000))
+    keys = ((~ascending).astype(np.uint64) << np.uint64(32)) | np.arange(len(bits), dtype=np.uint64)
+    keys.sort()
+    return (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)

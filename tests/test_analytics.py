@@ -8,7 +8,12 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from rusket_core.analytics import customer_saturation, find_substitutes, score_potential
+from rusket_core.analytics import (
+    _descending_order,
+    customer_saturation,
+    find_substitutes,
+    score_potential,
+)
 from rusket_core.encoding import Encoded, Labels
 from rusket_core.factorization import ALS
 
@@ -204,3 +209,11 @@ def test_score_potential_errors():
         score_potential(hist.assign(extra=1), _model(), ["B"])
     with pytest.raises(ValueError, match="two columns"):
         score_potential(None, _model(), pd.DataFrame({"a": ["A"], "b": ["x"], "c": [1]}))
+
+
+def test_descending_order_is_a_stable_descending_sort():
+    rng = np.random.default_rng(1)
+    scores = rng.choice(np.array([-np.inf, -2.5, -0.0, 0.0, 1e-30, 0.5, 3.0, np.inf], dtype=np.float32), 500)
+    np.testing.assert_array_equal(_descending_order(scores), np.argsort(-scores, kind="stable"))
+    scores = rng.normal(size=1000).astype(np.float32)
+    np.testing.assert_array_equal(_descending_order(scores), np.argsort(-scores, kind="stable"))
