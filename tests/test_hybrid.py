@@ -236,3 +236,62 @@ def test_batch_carts_match_single_carts():
     assert by_frame.filter(pl.col("cart_id") == 8)["item"].to_list() == batch[batch["cart_id"] == "c3"]["item"].tolist()
     with pytest.raises(ValueError, match="cart_col"):
         rec.recommend_for_carts(long, n=2)
+
+
+def _carts_reference(model, rules, cart, n):
+    """Plain-Python cart add-ons: best matching rule per item, then positive mean cosine, then popularity."""
+    best = {}
+    for ant, con, conf, lift in rules.itertuples(index=False):
+        if set(ant) <= set(cart):
+            for item in con:
+                if item not in cart and (conf, lift) > best.get(item, (-1.0, -1.0)):
+                    best[item] = (conf, lift)
+    out = [(item, "rules") for item in sorted(best, key=lambda i: (-best[i][0], -best[i][1], i))]
+    taken = set(cart) | {item for item, _ in out}
+    labels = model.items.values.tolist()
+    unit = model.item_factors / np.linalg.norm(model.item_factors, axis=1, keepdims=True)
+    known = [labels.index(x) for x in cart if x in labels]
+    if known:
+        sim = unit @ unit[known].mean(axis=0)
+        for j in np.argsort(-sim, kind="stable"):
+            if sim[j] > 0 and labels[j] not in taken:
+                out.append((labels[j], "similar"))
+                taken.add(labels[j])
+    counts = model.user_items.item_counts()
+    for j in np.lexsort((np.arange(len(counts)), -counts)):
+        if labels[j] not in taken:
+            out.append((labels[j], "popular"))
+            taken.add(labels[j])
+    return out[:n]
+
+
+def test_carts_match_brute_force_reference():
+    rng = np.random.default_rng(11)
+    n_users, n_items = 30, 20
+    dense = rng.random((n_users, n_items)) < 0.25
+    model = _model(
+        rng.normal(size=(n_users, 3)),
+        rng.normal(size=(n_items, 3)),
+        np.arange(n_users),
+        np.arange(0, 2 * n_items, 2),  # even labels; odd labels 1..9 exist only in the rules
+        np.r_[0, np.cumsum(dense.sum(axis=1))],
+        np.nonzero(dense)[1],
+    )
+    universe = np.r_[model.items.values, np.arange(1, 10, 2)]
+    ants = [sorted(rng.choice(universe, rng.integers(1, 3), replace=False).tolist()) for _ in range(60)]
+    cons = [rng.choice(universe, rng.integers(1, 3), replace=False).tolist() for _ in range(60)]
+    rules = pd.DataFrame(
+        {
+            "antecedents": ants,
+            "consequents": cons,
+            "confidence": rng.choice([0.2, 0.5, 0.8], 60),
+            "lift": rng.choice([1.0, 2.0], 60),
+        }
+    )
+    rec = Recommender(model, rules_df=rules)
+    carts = [sorted(rng.choice(universe, rng.integers(0, 4), replace=False).tolist()) for _ in range(25)]
+    batch = rec.recommend_for_carts(carts, n=8, format="pandas")
+    for q, cart in enumerate(carts):
+        rows = batch[batch["cart_id"] == q]
+        got = list(zip(rows["item"].tolist(), rows["source"].tolist(), strict=True))
+        assert got == _carts_reference(model, rules, cart, 8), f"cart {cart}"
