@@ -239,7 +239,7 @@ def score_potential(
             f"{m} customers × {n_targets} targets is more than {MAX_POTENTIAL_ROWS} rows; pass top_n="
         )
     hist_labels = hist_items.items.values
-    if len(item_labels) and len(hist_labels) and _kind(hist_labels) != _kind(item_labels.values):
+    if len(item_labels) and len(hist_labels) and label_kind(hist_labels) != label_kind(item_labels.values):
         raise KeyError(
             f"history items are {hist_labels.dtype} but the target items are {item_labels.values.dtype}"
         )
@@ -361,7 +361,7 @@ def _is_frame(obj: Any) -> bool:
     return isinstance(obj, pa.Table | pa.RecordBatch) or (hasattr(obj, "columns") and hasattr(obj, "shape"))
 
 
-def _kind(values: np.ndarray) -> str:
+def label_kind(values: np.ndarray) -> str:
     """Label type family: "O" strings, "i" integers, else the numpy kind."""
     return "O" if values.dtype.kind in "OU" else ("i" if values.dtype.kind in "iu" else values.dtype.kind)
 

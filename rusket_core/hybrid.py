@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit, prange
 
-from rusket_core.analytics import numeric_column, rules_table
+from rusket_core.analytics import label_kind, numeric_column, rules_table
 from rusket_core.encoding import Labels
-from rusket_core.factorization.topk import BLOCK_SCORES, csr_rows, select_topk
-from rusket_core.frames import input_format, make_frame, resolve_format, to_arrow_table
+from rusket_core.factorization.topk import BLOCK_SCORES, csr_rows, select_topk, topk
+from rusket_core.frames import column, input_format, make_frame, resolve_format, to_arrow_table
 
 #: ``source`` values in cart recommendations, in fallback order
 SOURCES = ("rules", "similar", "popular")
@@ -298,8 +298,8 @@ class Recommender:
         n_items = len(model.items)
         width = max(0, min(int(n), n_items))
         if self._emb is None:
-            from rusket_core.factorization.topk import topk
-
+            if targets is not None:
+                raise ValueError("a semantic target needs item_embeddings= on the Recommender")
             return topk(model.user_factors[rows], model.item_factors, width, ptr, ind)
         target_vecs, has_sem = self._target_vectors(rows, targets)
         m = len(rows)
@@ -458,8 +458,6 @@ class Recommender:
                 raise ValueError("a frame of carts needs cart_col= and item_col= (one row per cart × item)")
             like = carts
             table = to_arrow_table(carts)
-            from rusket_core.frames import column
-
             cart_values = column(table, cart_col, "cart column")
             item_values = column(table, item_col, "item column")
             for name, col in ((cart_col, cart_values), (item_col, item_values)):
@@ -508,7 +506,7 @@ class Recommender:
             ant_ptr, ant_labels = _list_parts(table, "antecedents")
             con_ptr, con_labels = _list_parts(table, "consequents")
             rule_labels = np.concatenate([ant_labels, con_labels])
-            if len(rule_labels) and _kind(rule_labels) != _kind(model_items.values):
+            if len(rule_labels) and label_kind(rule_labels) != label_kind(model_items.values):
                 raise ValueError(
                     f"rule items are {rule_labels.dtype} but the model's items are {model_items.values.dtype}"
                 )
@@ -582,10 +580,6 @@ def strongest_items(enc: Any) -> np.ndarray:
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return np.ascontiguousarray(matrix / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
-def _kind(values: np.ndarray) -> str:
-    return "O" if values.dtype.kind in "OU" else ("i" if values.dtype.kind in "iu" else values.dtype.kind)
 
 
 def _as_list(value: Any) -> Any:

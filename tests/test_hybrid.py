@@ -47,6 +47,8 @@ def test_without_embeddings_is_the_models_ranking():
     ref_items, ref_scores = model.recommend_items(1001, n=5)
     assert items.tolist() == ref_items.tolist() == ["D", "B", "C"]
     np.testing.assert_array_equal(scores, ref_scores)
+    with pytest.raises(ValueError, match="item_embeddings"):
+        Recommender(model).recommend_for_user(1001, n=5, target_item_for_semantic="B")
 
 
 def test_blend_hand_computed():
