@@ -70,6 +70,60 @@ def bpr_beats_popularity(warehouse: Warehouse) -> dg.AssetCheckResult:
     )
 
 
+@dg.asset_check(asset=key("baskets", "frequent_itemsets"), pool=POOL, blocking=True)
+def itemset_supports_in_range(warehouse: Warehouse) -> dg.AssetCheckResult:
+    """Every itemset has a support in (0, 1] and at least one item."""
+    bad, rows = warehouse.query(
+        """select count(*) filter (where not (support > 0 and support <= 1) or len(itemset) < 1), count(*)
+           from baskets.frequent_itemsets"""
+    ).to_pylist()[0].values()
+    return dg.AssetCheckResult(passed=bad == 0, metadata={"bad_rows": bad, "rows": rows})
+
+
+@dg.asset_check(asset=key("baskets", "association_rules"), pool=POOL, blocking=True)
+def rule_metrics_in_range(warehouse: Warehouse) -> dg.AssetCheckResult:
+    """Supports in (0, 1], confidence in (0, 1], lift > 0, and antecedents disjoint from consequents."""
+    result = warehouse.query(
+        """select
+             count(*) filter (where not (support > 0 and support <= 1 and antecedent_support > 0
+                  and antecedent_support <= 1 and consequent_support > 0 and consequent_support <= 1)) as bad_support,
+             count(*) filter (where not (confidence > 0 and confidence <= 1 + 1e-9)) as bad_confidence,
+             count(*) filter (where not (lift > 0)) as bad_lift,
+             count(*) filter (where len(list_intersect(antecedents, consequents)) > 0) as overlapping,
+             count(*) as rules
+           from baskets.association_rules"""
+    ).to_pylist()[0]
+    bad = result["bad_support"] + result["bad_confidence"] + result["bad_lift"] + result["overlapping"]
+    return dg.AssetCheckResult(passed=bad == 0, metadata=result)
+
+
+@dg.asset_check(asset=key("personalization", "user_recommendations"), pool=POOL, blocking=True)
+def no_seen_items_in_recommendations(warehouse: Warehouse) -> dg.AssetCheckResult:
+    """No customer is recommended a product they already bought."""
+    seen, rows = warehouse.query(
+        """select count(*) filter (where exists (select 1 from ingest.raw_transactions t
+                   where t.customer_id = r.customer_id and t.product_id = r.product_id)), count(*)
+           from personalization.user_recommendations r"""
+    ).to_pylist()[0].values()
+    return dg.AssetCheckResult(passed=seen == 0 and rows > 0, metadata={"seen_items": seen, "rows": rows})
+
+
+@dg.asset_check(asset=key("baskets", "cart_addons"), pool=POOL)
+def addons_exclude_the_product(warehouse: Warehouse) -> dg.AssetCheckResult:
+    """No product is its own add-on."""
+    bad = warehouse.scalar("select count(*) from baskets.cart_addons where addon_product_id = product_id")
+    return dg.AssetCheckResult(passed=bad == 0, metadata={"self_addons": bad})
+
+
 def all_checks() -> list[dg.AssetChecksDefinition]:
     """Every asset check of the project."""
-    return [user_factors_finite, item_factors_finite, als_beats_popularity, bpr_beats_popularity]
+    return [
+        itemset_supports_in_range,
+        rule_metrics_in_range,
+        addons_exclude_the_product,
+        user_factors_finite,
+        item_factors_finite,
+        als_beats_popularity,
+        bpr_beats_popularity,
+        no_seen_items_in_recommendations,
+    ]

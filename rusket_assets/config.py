@@ -9,7 +9,7 @@ from pydantic import Field
 class MiningConfig(dg.Config):
     """Frequent-itemset mining: support threshold (fraction of baskets) and longest itemset."""
 
-    min_support: float = Field(default=0.0005, description="Fraction of baskets in (0, 1], or a count >= 1.")
+    min_support: float = Field(default=0.0003, description="Fraction of baskets in (0, 1], or a count >= 1.")
     max_len: int | None = Field(default=3, description="Longest itemset to mine; None for no limit.")
 
 
@@ -24,6 +24,19 @@ class AddOnsConfig(dg.Config):
     """Cart add-ons: how many per product."""
 
     top_n: int = 5
+
+
+class GraphConfig(dg.Config):
+    """Product graph: rules kept as edges (lift at least ``min_lift``) and the Louvain seed."""
+
+    min_lift: float = 1.0
+    seed: int = 0
+
+
+class SubstitutesConfig(dg.Config):
+    """Substitutes: product pairs bought together less than chance."""
+
+    max_lift: float = 0.8
 
 
 class ALSConfig(dg.Config):
@@ -56,9 +69,11 @@ class EvaluationConfig(dg.Config):
 
 
 class RecommendationConfig(dg.Config):
-    """Batch recommendations: top-N per customer and the CF/rules blend."""
+    """Batch recommendations: top-N per customer and the blend of model, embeddings and rules."""
 
     top_n: int = 10
+    alpha: float = Field(default=0.7, description="Weight of ALS scores against BPR-embedding similarity.")
+    rules_weight: float = Field(default=0.3, description="Weight of rule confidence (last basket as cart).")
 
 
 class SimilarItemsConfig(dg.Config):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from rusket_assets.assets import analytics, ingest, personalization, vectors
+from rusket_assets.assets import analytics, baskets, ingest, personalization, vectors
 from rusket_assets.io import DuckDBTableIOManager, ModelIOManager
 from rusket_assets.resources import (
     DEFAULT_LANCEDB,
@@ -16,7 +16,7 @@ from rusket_assets.resources import (
     Warehouse,
 )
 
-ASSET_MODULES = [ingest, personalization, analytics, vectors]
+ASSET_MODULES = [ingest, baskets, personalization, analytics, vectors]
 
 
 def all_assets() -> list[dg.AssetsDefinition]:

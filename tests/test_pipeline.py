@@ -17,6 +17,7 @@ RUN_CONFIG: dict = {
     "ops": {
         "personalization__als_model": {"config": {"factors": 32, "iterations": 6}},
         "personalization__bpr_model": {"config": {"factors": 16, "iterations": 30}},
+        "baskets__frequent_itemsets": {"config": {"min_support": 0.004}},
     }
 }
 
@@ -127,6 +128,94 @@ def test_similar_items_exclude_the_item_itself(pipeline):
     assert rows == [(0, 120, 1, 10, True)]
 
 
+def test_itemsets_and_rules_are_typed_and_in_bounds(pipeline):
+    tmp, result = pipeline
+    types = dict(
+        sql(tmp, "select table_name || '.' || column_name, data_type from information_schema.columns where table_schema = 'baskets'")
+    )
+    assert types["frequent_itemsets.itemset"] == "VARCHAR[]"
+    assert types["association_rules.antecedents"] == "VARCHAR[]"
+    assert types["association_rules.antecedent_support"] == "DOUBLE"
+    n_baskets = sql(tmp, "select count(distinct basket_id) from ingest.raw_transactions")[0][0]
+    # supports are fractions of baskets, counts agree, and pairs exist
+    rows = sql(
+        tmp,
+        f"""select count(*), bool_and(support > 0 and support <= 1), bool_and(abs(support * {n_baskets} - count) < 1e-6),
+                   max(length) >= 2 from baskets.frequent_itemsets""",
+    )[0]
+    assert rows[0] > 0 and rows[1:] == (True, True, True)
+    # a rule's support is the support of antecedents ∪ consequents as mined
+    rules = sql(
+        tmp,
+        """select count(*), bool_and(confidence > 0 and confidence <= 1), bool_and(abs(confidence - support / antecedent_support) < 1e-9),
+                  bool_and(abs(lift - confidence / consequent_support) < 1e-9),
+                  bool_and(exists (select 1 from baskets.frequent_itemsets f
+                                   where list_sort(f.itemset) = list_sort(list_concat(r.antecedents, r.consequents))
+                                     and abs(f.support - r.support) < 1e-12))
+           from baskets.association_rules r""",
+    )[0]
+    assert rules[0] > 0 and rules[1:] == (True, True, True, True)
+    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["itemset_supports_in_range"] and checks["rule_metrics_in_range"]
+
+
+def test_user_recommendations_never_repeat_a_purchase(pipeline):
+    tmp, result = pipeline
+    seen, rows, customers, max_rank, bad_scores = sql(
+        tmp,
+        """select count(*) filter (where exists (select 1 from ingest.raw_transactions t
+                                                where t.customer_id = r.customer_id and t.product_id = r.product_id)),
+                  count(*), count(distinct customer_id), max(rank), count(*) filter (where not isfinite(score))
+           from personalization.user_recommendations r""",
+    )[0]
+    assert seen == 0 and bad_scores == 0
+    assert customers == sql(tmp, "select count(distinct customer_id) from ingest.raw_transactions")[0][0]
+    assert max_rank == 10 and rows == customers * 10
+    ordered = sql(
+        tmp,
+        """select bool_and(score >= next_score) from (select score, lead(score) over (partition by customer_id order by rank) as next_score
+           from personalization.user_recommendations) where next_score is not null""",
+    )
+    assert ordered == [(True,)]
+    sources = {r[0] for r in sql(tmp, "select distinct source from personalization.user_recommendations")}
+    assert sources <= {"model", "rules", "model+rules"} and "model" in sources
+    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["no_seen_items_in_recommendations"]
+
+
+def test_cart_addons_follow_rules_first(pipeline):
+    tmp, _ = pipeline
+    rows = sql(
+        tmp,
+        """select count(*) filter (where addon_product_id = product_id), count(distinct product_id), max(rank),
+                  count(*) filter (where source = 'rules')
+           from baskets.cart_addons""",
+    )[0]
+    assert rows[0] == 0 and rows[1] == 120 and rows[2] == 5 and rows[3] > 0
+    # a rule-sourced add-on's score is the confidence of the one-item rule product -> add-on
+    mismatched = sql(
+        tmp,
+        """select count(*) from baskets.cart_addons a where source = 'rules' and not exists (
+               select 1 from baskets.association_rules r
+               where r.antecedents = [a.product_id] and list_contains(r.consequents, a.addon_product_id)
+                 and abs(r.confidence - a.score) < 1e-9)""",
+    )
+    assert mismatched == [(0,)]
+
+
+def test_product_graph_and_substitutes(pipeline):
+    tmp, _ = pipeline
+    graph = sql(
+        tmp,
+        """select count(*), count(distinct product_id), abs(sum(pagerank) - 1) < 1e-6,
+                  count(*) filter (where is_gateway) = count(distinct community), count(category)
+           from baskets.product_graph""",
+    )[0]
+    assert graph[0] > 0 and graph[0] == graph[1] and graph[2] and graph[3] and graph[4] == graph[0]
+    subs = sql(tmp, "select count(*), coalesce(bool_and(lift < 0.8), true), coalesce(bool_and(product_a < product_b), true) from analytics.product_substitutes")[0]
+    assert subs[1:] == (True, True)
+
+
 def test_every_asset_reports_row_count_and_schema(pipeline):
     _, result = pipeline
     for event in result.get_asset_materialization_events():
@@ -210,7 +299,7 @@ def test_cross_sell_potential_only_unbought_categories(pipeline):
         tmp,
         """select count(*), max(rank), count(distinct customer_id),
                   count(*) filter (where exists (select 1 from ingest.raw_transactions t
-                                                 where t.customer_id = p.customer_id and t.category = p.category))
+                                                 where t.customer_id = p.customer_id and t.category = p.target))
            from analytics.cross_sell_potential p""",
     )
     n, max_rank, customers, bought = rows[0]

@@ -4,8 +4,8 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rusket_assets.assets.common import POOL, TABLE_IO, upstream, with_rank
-from rusket_assets.config import PotentialConfig
+from rusket_assets.assets.common import POOL, TABLE_IO, lookup, upstream, with_rank
+from rusket_assets.config import PotentialConfig, SubstitutesConfig
 
 GROUP = "analytics"
 
@@ -48,22 +48,57 @@ def customer_saturation(context: dg.AssetExecutionContext, raw_transactions: pa.
 def cross_sell_potential(
     context: dg.AssetExecutionContext, config: PotentialConfig, raw_transactions: pa.Table, products: pa.Table, als_model
 ) -> pa.Table:
-    """Per customer, the categories not bought yet with the highest propensity (best ALS score in the category)."""
+    """Per customer, the categories not bought yet with the highest propensity (best ALS score in the category).
+
+    Without a category column in the source, the targets are the products themselves (column
+    ``target`` holds product ids then).
+    """
     from rusket_core import score_potential
 
     mapping = products.select(["product_id", "category"]).filter(pc.is_valid(products["category"]))
-    if mapping.num_rows == 0:
-        raise ValueError("cross_sell_potential needs product categories: map the source's category column")
+    by_category = mapping.num_rows > 0
     table = score_potential(
         user_history=raw_transactions.select(["customer_id", "product_id"]),
         model=als_model,
-        target_categories=mapping,
+        target_categories=mapping if by_category else products["product_id"].to_pylist(),
         user_col="customer_id",
         item_col="product_id",
         top_n=config.top_n,
         format="arrow",
     )
-    table = table.rename_columns(["customer_id", "category", "score"])
+    table = table.rename_columns(["customer_id", "target", "score"])
     table = with_rank(table.sort_by([("customer_id", "ascending"), ("score", "descending")]), "customer_id")
-    context.add_output_metadata({"categories": len(pc.unique(mapping["category"]))})
+    context.add_output_metadata(
+        {"targets": "categories" if by_category else "products", "target_count": len(pc.unique(table["target"]))}
+    )
+    return table
+
+
+@dg.asset(
+    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+    ins={"association_rules": upstream("baskets", "association_rules"), "products": upstream("ingest", "products")},
+)  # fmt: skip
+def product_substitutes(
+    context: dg.AssetExecutionContext, config: SubstitutesConfig, association_rules: pa.Table, products: pa.Table
+) -> pa.Table:
+    """Product pairs bought together less often than chance (lift < ``max_lift``), weakest first."""
+    from rusket_assets.assets.baskets import rules_for_library
+    from rusket_core import find_substitutes
+
+    pairs = find_substitutes(rules_for_library(association_rules), max_lift=config.max_lift, format="arrow")
+    names_a = lookup(pairs["item_a"], products, "product_id", ["product_name", "category"])
+    names_b = lookup(pairs["item_b"], products, "product_id", ["product_name", "category"])
+    table = pa.table(
+        {
+            "product_a": pairs["item_a"],
+            "product_b": pairs["item_b"],
+            "name_a": names_a["product_name"],
+            "name_b": names_b["product_name"],
+            "category_a": names_a["category"],
+            "category_b": names_b["category"],
+            **{name: pairs[name] for name in pairs.column_names[2:]},
+        }
+    )
+    same = int(pc.sum(pc.equal(table["category_a"], table["category_b"])).as_py() or 0) if table.num_rows else 0
+    context.add_output_metadata({"pairs": table.num_rows, "same_category_pairs": same})
     return table

@@ -5,8 +5,14 @@ import time
 import dagster as dg
 import pyarrow as pa
 
-from rusket_assets.assets.common import MODEL_IO, POOL, TABLE_IO, lookup, upstream, with_rank
-from rusket_assets.config import ALSConfig, BPRConfig, EvaluationConfig, SimilarItemsConfig
+from rusket_assets.assets.common import MODEL_IO, POOL, TABLE_IO, key, lookup, upstream, with_rank
+from rusket_assets.config import (
+    ALSConfig,
+    BPRConfig,
+    EvaluationConfig,
+    RecommendationConfig,
+    SimilarItemsConfig,
+)
 
 GROUP = "personalization"
 RAW = {"raw_transactions": upstream("ingest", "raw_transactions")}
@@ -153,3 +159,84 @@ def similar_items(config: SimilarItemsConfig, als_model) -> pa.Table:
     table = als_model.batch_similar_items(n=config.top_n, format="arrow")
     table = table.rename_columns(["product_id", "similar_product_id", "score"])
     return with_rank(table, "product_id")
+
+
+@dg.asset(
+    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb", "numba"},
+    ins={
+        **RAW,
+        "als_model": upstream(GROUP, "als_model"),
+        "bpr_model": upstream(GROUP, "bpr_model"),
+        "association_rules": upstream("baskets", "association_rules"),
+    },
+    # The blocking quality check on model_evaluation gates publishing new recommendations.
+    deps=[key(GROUP, "model_evaluation")],
+)  # fmt: skip
+def user_recommendations(
+    context: dg.AssetExecutionContext,
+    config: RecommendationConfig,
+    raw_transactions: pa.Table,
+    als_model,
+    bpr_model,
+    association_rules: pa.Table,
+) -> pa.Table:
+    """Top-N unseen products per customer: a hybrid of ALS, BPR-embedding similarity and basket rules.
+
+    Model part: ``Recommender.recommend_for_users`` blends ALS scores with the cosine similarity of
+    BPR item vectors to the customer's strongest product (``alpha``), normalised to [0, 1]. Rules
+    part: the customer's last basket as a cart, rule add-ons scored by confidence. Final score =
+    (1 - rules_weight) * model + rules_weight * rules; ``source`` says which parts proposed the
+    product. Products the customer already bought are never listed.
+    """
+    import polars as pl
+
+    from rusket_assets.assets.baskets import rules_for_library
+    from rusket_core import Recommender
+
+    top_n, weight = config.top_n, config.rules_weight
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"rules_weight must be in [0, 1], got {weight}")
+    embeddings = bpr_model.export_item_factors(format="arrow").select(["label", "vector"])
+    recommender = Recommender(model=als_model, rules_df=rules_for_library(association_rules), item_embeddings=embeddings)
+    n_candidates = 2 * top_n
+    model_part = pl.from_arrow(recommender.recommend_for_users(n=n_candidates, alpha=config.alpha, format="arrow"))
+    model_part = model_part.rename({"user_id": "customer_id", "item_id": "product_id", "score": "model_score"})
+
+    lines = pl.from_arrow(raw_transactions.select(["basket_id", "customer_id", "product_id", "ordered_at"]))
+    last_basket = (
+        lines.sort(["customer_id", "ordered_at", "basket_id"], nulls_last=False)
+        .group_by("customer_id")
+        .agg(pl.col("basket_id").last())
+    )
+    carts = lines.join(last_basket, on=["customer_id", "basket_id"]).select("customer_id", "product_id")
+    addons = recommender.recommend_for_carts(
+        carts.to_arrow(), n=n_candidates, cart_col="customer_id", item_col="product_id", format="arrow"
+    )
+    rules_part = (
+        pl.from_arrow(addons)
+        .filter(pl.col("source") == "rules")
+        .select(pl.col("cart_id").alias("customer_id"), pl.col("item").alias("product_id"), pl.col("score").alias("rule_score"))
+    )  # fmt: skip
+    seen = lines.select("customer_id", "product_id").unique()
+    ranked = (
+        model_part.join(rules_part, on=["customer_id", "product_id"], how="full", coalesce=True)
+        .join(seen, on=["customer_id", "product_id"], how="anti")
+        .with_columns(
+            score=(1 - weight) * pl.col("model_score").fill_null(0.0) + weight * pl.col("rule_score").fill_null(0.0),
+            source=pl.when(pl.col("model_score").is_not_null() & pl.col("rule_score").is_not_null())
+            .then(pl.lit("model+rules"))
+            .when(pl.col("rule_score").is_not_null())
+            .then(pl.lit("rules"))
+            .otherwise(pl.lit("model")),
+        )
+        .sort(["customer_id", "score", "product_id"], descending=[False, True, False])
+        .with_columns(rank=pl.int_range(1, pl.len() + 1).over("customer_id").cast(pl.Int32))
+        .filter(pl.col("rank") <= top_n)
+        .select("customer_id", "rank", "product_id", "score", "model_score", "rule_score", "source")
+    )
+    shares = ranked.group_by("source").len().to_dicts()
+    context.add_output_metadata(
+        {f"from_{row['source']}": row["len"] for row in shares}
+        | {"customers": ranked["customer_id"].n_unique(), "missing_embeddings": recommender.missing_embeddings}
+    )
+    return ranked.to_arrow()

@@ -1,0 +1,153 @@
+"""Baskets group: frequent itemsets, association rules, cart add-ons and the product graph."""
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rusket_assets.assets.common import POOL, TABLE_IO, lookup, upstream
+from rusket_assets.config import AddOnsConfig, GraphConfig, MiningConfig, RulesConfig
+
+GROUP = "baskets"
+# Rule columns named as rusket_core (mlxtend) names them, and as stored in DuckDB (snake_case).
+RULE_RENAMES = {"antecedent support": "antecedent_support", "consequent support": "consequent_support"}
+
+
+def rules_for_library(rules: pa.Table) -> pa.Table:
+    """The stored rules table with the column names rusket_core expects."""
+    back = {v: k for k, v in RULE_RENAMES.items()}
+    return rules.rename_columns([back.get(name, name) for name in rules.column_names])
+
+
+@dg.asset(
+    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb", "numba"},
+    ins={"raw_transactions": upstream("ingest", "raw_transactions")},
+)  # fmt: skip
+def frequent_itemsets(context: dg.AssetExecutionContext, config: MiningConfig, raw_transactions: pa.Table) -> pa.Table:
+    """Itemsets of products bought together in at least ``min_support`` of baskets (FP-growth, exact).
+
+    Columns: itemset (list of product ids, e.g. VARCHAR[]), length, support (fraction), count.
+    """
+    import time
+
+    from rusket_core import FPGrowth
+
+    start = time.perf_counter()
+    model = FPGrowth.from_transactions(
+        raw_transactions.select(["basket_id", "product_id"]),
+        transaction_col="basket_id",
+        item_col="product_id",
+        min_support=config.min_support,
+        max_len=config.max_len,
+    )
+    itemsets = model.mine(format="arrow")
+    lengths = pc.list_value_length(itemsets["itemsets"])
+    context.add_output_metadata(
+        {
+            "baskets": model.n_transactions,
+            "min_count": model.min_count,
+            "mining_seconds": time.perf_counter() - start,
+            "itemset_count": itemsets.num_rows,
+            "pairs_and_larger": int(pc.sum(pc.greater(lengths, 1)).as_py() or 0),
+        }
+    )
+    return pa.table(
+        {
+            "itemset": itemsets["itemsets"],
+            "length": pc.cast(lengths, pa.int32()),
+            "support": itemsets["support"],
+            "count": itemsets["count"],
+        }
+    )
+
+
+@dg.asset(
+    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb", "numba"},
+    ins={"frequent_itemsets": upstream(GROUP, "frequent_itemsets")},
+)  # fmt: skip
+def association_rules(context: dg.AssetExecutionContext, config: RulesConfig, frequent_itemsets: pa.Table) -> pa.Table:
+    """Rules antecedents -> consequents from the stored itemsets (no re-mining), with every metric.
+
+    Kept: rules whose ``metric`` is at least ``min_threshold``. Columns: antecedents, consequents,
+    antecedent_support, consequent_support, support, confidence, lift, leverage, conviction,
+    zhangs_metric, jaccard, certainty, kulczynski.
+    """
+    from rusket_core import association_rules as rules_from
+
+    itemsets = pa.table({"itemsets": frequent_itemsets["itemset"], "support": frequent_itemsets["support"]})
+    rules = rules_from(itemsets, metric=config.metric, min_threshold=config.min_threshold, format="arrow")
+    rules = rules.rename_columns([RULE_RENAMES.get(name, name) for name in rules.column_names])
+    context.add_output_metadata(
+        {
+            "rule_count": rules.num_rows,
+            "mean_confidence": float(pc.mean(rules["confidence"]).as_py() or 0.0),
+            "max_lift": float(pc.max(rules["lift"]).as_py() or 0.0),
+        }
+    )
+    return rules
+
+
+@dg.asset(
+    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb", "numba"},
+    ins={
+        "association_rules": upstream(GROUP, "association_rules"),
+        "products": upstream("ingest", "products"),
+        "als_model": upstream("personalization", "als_model"),
+    },
+)  # fmt: skip
+def cart_addons(
+    context: dg.AssetExecutionContext, config: AddOnsConfig, association_rules: pa.Table, products: pa.Table, als_model
+) -> pa.Table:
+    """Top add-ons for a cart holding one product, for every product ("frequently bought together").
+
+    Rules first (confidence, then lift), then ALS item similarity, then popularity; ``source`` says
+    which. Columns: product_id, rank, addon_product_id, score, source.
+    """
+    from rusket_core import Recommender
+
+    recommender = Recommender(model=als_model, rules_df=rules_for_library(association_rules))
+    carts = pa.table({"cart": products["product_id"], "item": products["product_id"]})
+    addons = recommender.recommend_for_carts(carts, n=config.top_n, cart_col="cart", item_col="item", format="arrow")
+    table = pa.table(
+        {
+            "product_id": addons["cart_id"],
+            "rank": pc.cast(addons["rank"], pa.int32()),
+            "addon_product_id": addons["item"],
+            "score": addons["score"],
+            "source": addons["source"],
+        }
+    )
+    counts = pc.value_counts(table["source"]).to_pylist()
+    context.add_output_metadata({f"from_{c['values']}": c["counts"] for c in counts})
+    return table
+
+
+@dg.asset(
+    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb", "networkx"},
+    ins={"association_rules": upstream(GROUP, "association_rules"), "products": upstream("ingest", "products")},
+)  # fmt: skip
+def product_graph(
+    context: dg.AssetExecutionContext, config: GraphConfig, association_rules: pa.Table, products: pa.Table
+) -> pa.Table:
+    """Products as a graph of one-to-one rules (lift >= ``min_lift``): Louvain community and pagerank.
+
+    Columns: product_id, product_name, category, community (0 = largest), community_size, pagerank,
+    support, rank_in_community, is_gateway (highest pagerank of its community).
+    """
+    from rusket_core.viz import product_communities, to_networkx
+
+    rules = rules_for_library(association_rules)
+    rules = rules.filter(pc.greater_equal(rules["lift"], config.min_lift))
+    graph = to_networkx(rules, edge_attr="lift")
+    table = product_communities(graph, weight="lift", seed=config.seed, format="arrow")
+    info = lookup(table["item"], products, "product_id", ["product_name", "category"])
+    table = table.rename_columns(["product_id", *table.column_names[1:]])
+    for i, (name, values) in enumerate(info.items()):
+        table = table.add_column(1 + i, name, values)
+    context.add_output_metadata(
+        {
+            "nodes": graph.number_of_nodes(),
+            "edges": graph.number_of_edges(),
+            "communities": len(pc.unique(table["community"])) if table.num_rows else 0,
+        }
+    )
+    return table
