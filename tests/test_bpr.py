@@ -30,11 +30,10 @@ def test_kernel_splits_samples_over_chunks_without_loss(n_samples):
     csr = sp.csr_array(np.array([[1, 0, 1, 0], [0, 1, 0, 0]], dtype=np.float32))
     X = np.full((2, 3), 0.1, np.float32)
     Y = np.full((4, 3), 0.1, np.float32)
-    entries = np.arange(3, dtype=np.int64)
-    entry_users = np.array([0, 0, 1], dtype=np.int32)
+    users = np.array([0, 1], dtype=np.int32)
     seeds = np.array([11, 12, 13], dtype=np.uint64)
     done, _ = bpr_epoch(
-        csr.indptr.astype(np.int64), csr.indices.astype(np.int32), entries, entry_users,
+        csr.indptr.astype(np.int64), csr.indices.astype(np.int32), users,
         X, Y, 0.01, 0.0, n_samples, seeds,
     )  # fmt: skip
     assert done.sum() == n_samples and done.max() - done.min() <= 1
@@ -54,7 +53,7 @@ def test_users_with_every_item_are_skipped_not_looped_on():
     dense = np.array([[1, 1, 1], [1, 0, 0], [1, 1, 1]], dtype=np.float32)
     model = BPR(factors=3, iterations=5).fit(sp.csr_array(dense))
     assert np.isfinite(model.user_factors).all() and np.isfinite(model.item_factors).all()
-    assert model.samples_.tolist() == [7] * 5  # still nnz steps, drawn from user 1's entry
+    assert model.samples_.tolist() == [7] * 5  # still nnz steps, all drawn from user 1
     everything = sp.csr_array(np.ones((2, 2), dtype=np.float32))
     assert np.isfinite(BPR(factors=2, iterations=2).fit(everything).user_factors).all()
 

@@ -13,7 +13,9 @@ from rusket_core.factorization.kernels import bpr_epoch
 class BPR(FactorModel):
     """Pairwise ranking factors: each epoch takes exactly ``nnz`` SGD steps on (user, seen, unseen).
 
-    Negatives are drawn uniformly and redrawn until they are not in the user's training row.
+    A step draws a user uniformly (so light users weigh as much as heavy ones, as ranking metrics
+    averaged over users do), one of their items, and a negative item drawn uniformly and redrawn
+    until it is not in the user's training row.
     Threads update shared factors without locks (Hogwild), so results are reproducible for a
     given ``random_state`` only with one thread. After ``fit``, ``samples_`` holds the steps taken
     per epoch and ``ranking_accuracy_`` the share of samples already ranked right per epoch.
@@ -51,21 +53,19 @@ class BPR(FactorModel):
         scale = np.float32(0.1 / np.sqrt(k))
         self.user_factors = (rng.standard_normal((n_users, k), dtype=np.float32) * scale).astype(np.float32)
         self.item_factors = (rng.standard_normal((n_items, k), dtype=np.float32) * scale).astype(np.float32)
-        # positives of users that have at least one unseen item (others have no negative to draw)
+        # users with at least one positive and one negative item: the only ones a sample can use
         lengths = np.diff(indptr)
-        has_negative = lengths < n_items
-        entries = np.flatnonzero(np.repeat(has_negative, lengths)).astype(np.int64)
-        entry_users = np.repeat(np.arange(n_users, dtype=np.int32), lengths)[entries]
+        users = np.flatnonzero((lengths > 0) & (lengths < n_items)).astype(np.int32)
         n_samples = len(indices)
         self.samples_ = np.zeros(self.iterations, dtype=np.int64)
         self.ranking_accuracy_ = np.zeros(self.iterations, dtype=np.float64)
-        if len(entries) == 0:
+        if len(users) == 0:
             return
         n_chunks = numba.get_num_threads()
         for epoch in range(self.iterations):
             seeds = rng.integers(1, np.iinfo(np.int64).max, size=n_chunks, dtype=np.int64).astype(np.uint64)
             done, correct = bpr_epoch(
-                indptr, indices, entries, entry_users, self.user_factors, self.item_factors,
+                indptr, indices, users, self.user_factors, self.item_factors,
                 self.learning_rate, self.regularization, n_samples, seeds,
             )  # fmt: skip
             self.samples_[epoch] = done.sum()

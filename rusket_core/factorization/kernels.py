@@ -192,6 +192,12 @@ def _xorshift(s):
 
 
 @njit(inline="always")
+def _below(s, n):
+    """Map a random 64-bit state to [0, n) by multiply-shift (no division; n < 2**32)."""
+    return np.int64(((s >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32))
+
+
+@njit(inline="always")
 def _in_row(indices, start, stop, j):
     """Binary search for j in the sorted slice indices[start:stop]."""
     lo = start
@@ -209,17 +215,17 @@ def _in_row(indices, start, stop, j):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def bpr_epoch(indptr, indices, entries, entry_users, X, Y, lr, reg, n_samples, seeds):
+def bpr_epoch(indptr, indices, users, X, Y, lr, reg, n_samples, seeds):
     """One BPR epoch: exactly ``n_samples`` SGD steps split over ``len(seeds)`` chunks.
 
-    A sample draws a positive entry uniformly from ``entries`` (CSR positions whose user has at
-    least one negative item; ``entry_users`` gives their users), then a negative item uniformly
-    until it is not in the user's row. Returns per-chunk (steps done, steps already ranked right).
+    A sample draws a user uniformly from ``users`` (those with at least one positive and one
+    negative item), one of their positives uniformly, then a negative item uniformly until it is
+    not in the user's row. Returns per-chunk (steps done, steps already ranked right).
     """
     n_chunks = seeds.shape[0]
     n_items = Y.shape[0]
     k = X.shape[1]
-    n_entries = entries.shape[0]
+    n_users = users.shape[0]
     lr32 = np.float32(lr)
     reg32 = np.float32(reg)
     done = np.zeros(n_chunks, np.int64)
@@ -232,15 +238,14 @@ def bpr_epoch(indptr, indices, entries, entry_users, X, Y, lr, reg, n_samples, s
         good = 0
         for _ in range(count):
             s = _xorshift(s)
-            e = np.int64(s >> np.uint64(11)) % n_entries
-            pos = entries[e]
-            u = entry_users[e]
-            i = indices[pos]
+            u = users[_below(s, n_users)]
             start = indptr[u]
             stop = indptr[u + 1]
+            s = _xorshift(s)
+            i = indices[start + _below(s, stop - start)]
             while True:
                 s = _xorshift(s)
-                j = np.int64(s >> np.uint64(11)) % n_items
+                j = _below(s, n_items)
                 if not _in_row(indices, start, stop, j):
                     break
             xu = X[u]

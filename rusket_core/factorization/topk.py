@@ -7,12 +7,14 @@ the number of users. The hybrid recommender calls ``select_topk`` directly on it
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numba
 import numpy as np
 from numba import njit, prange
 
-#: scores held in memory at once by ``topk`` (rows per block = this / n_items)
-BLOCK_SCORES = 1 << 22
+#: scores held per thread at once by ``topk`` (rows per block = this / n_items)
+BLOCK_SCORES = 1 << 21
 
 
 @njit(inline="always")
@@ -39,6 +41,57 @@ def _sift_down(hv, hi, size, pos):
             return
 
 
+@njit(inline="always")
+def _select_row(row, mask, excl_indices, e0, e1, hv, hi, out_idx, out_val):
+    """Best len(out_idx) entries of one score row into out_idx/out_val (best first, -1 padded)."""
+    n = out_idx.shape[0]
+    n_items = row.shape[0]
+    for e in range(e0, e1):
+        mask[excl_indices[e]] = True
+    size = 0
+    j = 0
+    # fill phase: the first n candidates
+    while j < n_items and size < n:
+        s = row[j]
+        if not mask[j] and s > -np.inf:  # excluded, NaN and -inf are never candidates
+            pos = size
+            size += 1
+            hv[pos] = s
+            hi[pos] = j
+            while pos > 0:  # sift up (min-heap on the ranking order: worst at the root)
+                parent = (pos - 1) >> 1
+                if _worse(hv[pos], hi[pos], hv[parent], hi[parent]):
+                    hv[pos], hv[parent] = hv[parent], hv[pos]
+                    hi[pos], hi[parent] = hi[parent], hi[pos]
+                    pos = parent
+                else:
+                    break
+        j += 1
+    # scan phase: only scores above the current worst can enter
+    thresh = hv[0] if size else np.float32(np.inf)
+    while j < n_items:
+        s = row[j]
+        if s > thresh and not mask[j]:
+            hv[0] = s
+            hi[0] = j
+            _sift_down(hv, hi, size, 0)
+            thresh = hv[0]
+        j += 1
+    for e in range(e0, e1):
+        mask[excl_indices[e]] = False
+    for q in range(size, n):
+        out_idx[q] = -1
+        out_val[q] = -np.inf
+    # pop the worst into the last free slot: output ends up best first
+    while size > 0:
+        size -= 1
+        out_idx[size] = hi[0]
+        out_val[size] = hv[0]
+        hv[0] = hv[size]
+        hi[0] = hi[size]
+        _sift_down(hv, hi, size, 0)
+
+
 @njit(parallel=True, cache=True)
 def _select_kernel(scores, excl_indptr, excl_indices, out_idx, out_val, n_chunks):
     m, n_items = scores.shape
@@ -49,51 +102,29 @@ def _select_kernel(scores, excl_indptr, excl_indices, out_idx, out_val, n_chunks
         hv = np.empty(n, np.float32)
         hi = np.empty(n, np.int32)
         for r in range(c * per, min(m, (c + 1) * per)):
-            for e in range(excl_indptr[r], excl_indptr[r + 1]):
-                mask[excl_indices[e]] = True
-            row = scores[r]
-            size = 0
-            j = 0
-            # fill phase: the first n candidates
-            while j < n_items and size < n:
-                s = row[j]
-                if not mask[j] and s > -np.inf:  # excluded, NaN and -inf are never candidates
-                    pos = size
-                    size += 1
-                    hv[pos] = s
-                    hi[pos] = j
-                    while pos > 0:  # sift up (min-heap on the ranking order: worst at the root)
-                        parent = (pos - 1) >> 1
-                        if _worse(hv[pos], hi[pos], hv[parent], hi[parent]):
-                            hv[pos], hv[parent] = hv[parent], hv[pos]
-                            hi[pos], hi[parent] = hi[parent], hi[pos]
-                            pos = parent
-                        else:
-                            break
-                j += 1
-            # scan phase: only scores above the current worst can enter
-            thresh = hv[0] if size else np.float32(np.inf)
-            while j < n_items:
-                s = row[j]
-                if s > thresh and not mask[j]:
-                    hv[0] = s
-                    hi[0] = j
-                    _sift_down(hv, hi, size, 0)
-                    thresh = hv[0]
-                j += 1
-            for e in range(excl_indptr[r], excl_indptr[r + 1]):
-                mask[excl_indices[e]] = False
-            for q in range(size, n):
-                out_idx[r, q] = -1
-                out_val[r, q] = -np.inf
-            # pop the worst into the last free slot: output ends up best first
-            while size > 0:
-                size -= 1
-                out_idx[r, size] = hi[0]
-                out_val[r, size] = hv[0]
-                hv[0] = hv[size]
-                hi[0] = hi[size]
-                _sift_down(hv, hi, size, 0)
+            _select_row(scores[r], mask, excl_indices, excl_indptr[r], excl_indptr[r + 1], hv, hi, out_idx[r], out_val[r])
+
+
+@njit(parallel=True, cache=True)
+def _topk_kernel(query, items_t, excl_indptr, excl_indices, out_idx, out_val, block_rows, n_chunks):
+    """Score ``block_rows`` queries at a time (one BLAS product per block, per thread) and select."""
+    m = query.shape[0]
+    n_items = items_t.shape[1]
+    n = out_idx.shape[1]
+    n_blocks = (m + block_rows - 1) // block_rows
+    per = (n_blocks + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        buf = np.empty((block_rows, n_items), np.float32)
+        mask = np.zeros(n_items, np.bool_)
+        hv = np.empty(n, np.float32)
+        hi = np.empty(n, np.int32)
+        for b in range(c * per, min(n_blocks, (c + 1) * per)):
+            r0 = b * block_rows
+            r1 = min(m, r0 + block_rows)
+            block = buf[: r1 - r0]
+            np.dot(query[r0:r1], items_t, block)
+            for r in range(r0, r1):
+                _select_row(block[r - r0], mask, excl_indices, excl_indptr[r], excl_indptr[r + 1], hv, hi, out_idx[r], out_val[r])
 
 
 def _exclusion(m: int, exclude_indptr, exclude_indices) -> tuple[np.ndarray, np.ndarray]:
@@ -157,21 +188,9 @@ def topk(
     if not m or not width:
         return out_idx, out_val
     rows = int(max(1, min(m, BLOCK_SCORES // max(n_items, 1))))
-    buf = np.empty((rows, n_items), dtype=np.float32)
-    items_t = items.T
-    for start in range(0, m, rows):
-        stop = min(m, start + rows)
-        block = buf[: stop - start]
-        np.matmul(query[start:stop], items_t, out=block)
-        lo, hi = indptr[start], indptr[stop]
-        _select_kernel(
-            block,
-            indptr[start : stop + 1] - lo,
-            indices[lo:hi],
-            out_idx[start:stop],
-            out_val[start:stop],
-            _n_chunks(stop - start),
-        )
+    n_chunks = int(max(1, min((m + rows - 1) // rows, numba.get_num_threads())))
+    with _single_threaded_blas(n_chunks > 1):  # parallelism comes from numba threads, one product each
+        _topk_kernel(query, np.ascontiguousarray(items.T), indptr, indices, out_idx, out_val, rows, n_chunks)
     return out_idx, out_val
 
 
@@ -185,6 +204,31 @@ def csr_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple
     total = int(out_ptr[-1])
     pos = np.arange(total, dtype=np.int64) - np.repeat(out_ptr[:-1] - starts, lengths)
     return out_ptr, np.ascontiguousarray(indices[pos], dtype=np.int32)
+
+
+_blas_controller: list = []
+
+
+@contextmanager
+def _single_threaded_blas(active: bool = True):
+    """Limit BLAS to one thread while numba threads each run their own products.
+
+    Without it the BLAS and numba thread pools oversubscribe the cores. Needs threadpoolctl
+    (optional: without it products run with the BLAS default).
+    """
+    if active and not _blas_controller:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover - optional
+            _blas_controller.append(None)
+        else:
+            _blas_controller.append(ThreadpoolController())
+    controller = _blas_controller[0] if active else None
+    if controller is None:
+        yield
+        return
+    with controller.limit(limits=1, user_api="blas"):
+        yield
 
 
 def _n_chunks(m: int) -> int:
