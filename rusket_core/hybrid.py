@@ -46,29 +46,33 @@ def _blend_kernel(cf, sem, has_sem, excl_indptr, excl_indices, alpha, n_chunks):
             for e in range(excl_indptr[r], excl_indptr[r + 1]):
                 mask[excl_indices[e]] = True
             use_sem = has_sem[r]
-            cmin, cmax, smin, smax = np.inf, -np.inf, np.inf, -np.inf
+            cmin, cmax = np.float32(np.inf), np.float32(-np.inf)
+            smin, smax = np.float32(np.inf), np.float32(-np.inf)
             for j in range(n_items):
-                if mask[j]:
-                    continue
-                x = cf[r, j]
-                cmin = min(cmin, x)
-                cmax = max(cmax, x)
-                if use_sem:
-                    y = sem[r, j]
-                    smin = min(smin, y)
-                    smax = max(smax, y)
-            cspan = cmax - cmin
-            sspan = smax - smin
-            wc = alpha if use_sem else 1.0
-            ws = 1.0 - alpha if use_sem else 0.0
+                if not mask[j]:
+                    x = cf[r, j]
+                    cmin = min(cmin, x)
+                    cmax = max(cmax, x)
+            if use_sem:
+                for j in range(n_items):
+                    if not mask[j]:
+                        y = sem[r, j]
+                        smin = min(smin, y)
+                        smax = max(smax, y)
+            # the blend is affine in (cf, sem): score = ac * cf + as_ * sem + b
+            ac = np.float32(0.0)
+            as_ = np.float32(0.0)
+            if cmax > cmin:
+                ac = np.float32((alpha if use_sem else 1.0) / (cmax - cmin))
+            if use_sem and smax > smin:
+                as_ = np.float32((1.0 - alpha) / (smax - smin))
+            b = np.float32(-(ac * cmin if ac != 0 else 0.0) - (as_ * smin if as_ != 0 else 0.0))
+            row = cf[r]
+            srow = sem[r]
             for j in range(n_items):
-                if mask[j]:
-                    cf[r, j] = -np.inf
-                    continue
-                x = (cf[r, j] - cmin) / cspan if cspan > 0 else 0.0
-                y = (sem[r, j] - smin) / sspan if use_sem and sspan > 0 else 0.0
-                cf[r, j] = wc * x + ws * y
+                row[j] = ac * row[j] + as_ * srow[j] + b
             for e in range(excl_indptr[r], excl_indptr[r + 1]):
+                row[excl_indices[e]] = -np.inf
                 mask[excl_indices[e]] = False
 
 
