@@ -365,3 +365,31 @@ def test_config_change_replaces_tables_with_new_shape_and_failure_keeps_them(tmp
     from rusket_assets.io import load_model
 
     assert load_model(tmp_path / "models", "personalization__als_model").factors == 16
+
+
+RECOMMENDATION_ASSETS = [
+    dg.AssetKey(["ingest", "raw_transactions"]),
+    dg.AssetKey(["baskets", "frequent_itemsets"]),
+    dg.AssetKey(["baskets", "association_rules"]),
+    dg.AssetKey(["personalization", "als_model"]),
+    dg.AssetKey(["personalization", "bpr_model"]),
+    dg.AssetKey(["personalization", "model_evaluation"]),
+    dg.AssetKey(["personalization", "user_recommendations"]),
+]
+
+
+def test_weak_model_does_not_publish_recommendations(tmp_path):
+    defs = build(tmp_path)
+    assert run(defs, RECOMMENDATION_ASSETS, RUN_CONFIG).success
+    before = sql(tmp_path, "select * from personalization.user_recommendations order by customer_id, rank")
+
+    # ALS without a single training iteration keeps its random start: worse than popularity.
+    weak = {"ops": {**RUN_CONFIG["ops"], "personalization__als_model": {"config": {"factors": 32, "iterations": 0}}}}
+    result = run(defs, RECOMMENDATION_ASSETS, weak)
+    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["als_beats_popularity"] is False
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert dg.AssetKey(["personalization", "model_evaluation"]) in materialized
+    assert dg.AssetKey(["personalization", "user_recommendations"]) not in materialized
+    after = sql(tmp_path, "select * from personalization.user_recommendations order by customer_id, rank")
+    assert after == before
