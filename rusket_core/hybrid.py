@@ -433,10 +433,9 @@ class Recommender:
         for start in range(0, len(need), step):
             stop = min(len(need), start + step)
             block = np.ascontiguousarray(cart_vecs[start:stop] @ self._unit.T, dtype=np.float32)
-            block[~(block > 0)] = -np.inf  # only positively similar items count as "similar"
             lo, hi = excl_ptr[start], excl_ptr[stop]
             idx, val = select_topk(block, width, excl_ptr[start : stop + 1] - lo, excl_ind[lo:hi])
-            ok = idx >= 0
+            ok = (idx >= 0) & (val > 0)  # only positively similar items count as "similar"
             mapped = np.where(ok, self._model_to_vocab[np.maximum(idx, 0)], -1)
             sim_idx[need[start:stop], : idx.shape[1]] = mapped
             sim_val[need[start:stop], : idx.shape[1]] = np.where(ok, val, 0.0)
