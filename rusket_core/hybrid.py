@@ -18,7 +18,13 @@ from numba import njit, prange
 
 from rusket_core.analytics import label_kind, numeric_column, rules_table
 from rusket_core.encoding import Labels
-from rusket_core.factorization.topk import BLOCK_SCORES, csr_rows, select_topk, topk
+from rusket_core.factorization.topk import (
+    BLOCK_SCORES,
+    _select_row,  # the shared top-k row selection, inlined into the blend kernel
+    _single_threaded_blas,
+    csr_rows,
+    topk,
+)
 from rusket_core.frames import column, input_format, make_frame, resolve_format, to_arrow_table
 
 #: ``source`` values in cart recommendations, in fallback order
@@ -31,49 +37,72 @@ _KEY_COLUMNS = ("label", "item", "item_id", "id")
 # kernels
 
 
-@njit(parallel=True, cache=True)
-def _blend_kernel(cf, sem, has_sem, excl_indptr, excl_indices, alpha, n_chunks):
-    """In place: cf[r] = alpha * minmax(cf) + (1 - alpha) * minmax(sem) over row r's candidates.
+@njit(inline="always")
+def _blend_row(row, srow, use_sem, mask, excl_indices, e0, e1, alpha):
+    """In place: row = alpha * minmax(row) + (1 - alpha) * minmax(srow) over the row's candidates.
 
-    Min-max runs over the candidate (non-excluded) items of the row; a constant signal contributes 0;
-    rows without a semantic target keep the CF part alone (weight 1); excluded items become -inf.
+    Min-max runs over the candidate (non-excluded) items; a constant signal contributes 0; without
+    a semantic target the CF part is used alone (weight 1); excluded items become -inf.
     """
-    m, n_items = cf.shape
-    per = (m + n_chunks - 1) // n_chunks
+    n_items = row.shape[0]
+    for e in range(e0, e1):
+        mask[excl_indices[e]] = True
+    cmin, cmax = np.float32(np.inf), np.float32(-np.inf)
+    smin, smax = np.float32(np.inf), np.float32(-np.inf)
+    for j in range(n_items):
+        if not mask[j]:
+            x = row[j]
+            cmin = min(cmin, x)
+            cmax = max(cmax, x)
+    if use_sem:
+        for j in range(n_items):
+            if not mask[j]:
+                y = srow[j]
+                smin = min(smin, y)
+                smax = max(smax, y)
+    # the blend is affine in (cf, sem): score = ac * cf + as_ * sem + b
+    ac = np.float32(0.0)
+    as_ = np.float32(0.0)
+    if cmax > cmin:
+        ac = np.float32((alpha if use_sem else 1.0) / (cmax - cmin))
+    if use_sem and smax > smin:
+        as_ = np.float32((1.0 - alpha) / (smax - smin))
+    b = np.float32(-(ac * cmin if ac != 0 else 0.0) - (as_ * smin if as_ != 0 else 0.0))
+    for j in range(n_items):
+        row[j] = ac * row[j] + as_ * srow[j] + b
+    for e in range(e0, e1):
+        row[excl_indices[e]] = -np.inf
+        mask[excl_indices[e]] = False
+
+
+@njit(parallel=True, cache=True)
+def _blend_topk_kernel(
+    query, items_t, target, emb_t, has_sem, excl_indptr, excl_indices, alpha, out_idx, out_val,
+    block_rows, n_chunks,
+):  # fmt: skip
+    """Per block of users (one pair of BLAS products per block, per thread): CF and cosine scores,
+    the blend, then the shared top-k row selection."""
+    m = query.shape[0]
+    n_items = items_t.shape[1]
+    n = out_idx.shape[1]
+    n_blocks = (m + block_rows - 1) // block_rows
+    per = (n_blocks + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):
+        cf = np.empty((block_rows, n_items), np.float32)
+        sem = np.empty((block_rows, n_items), np.float32)
         mask = np.zeros(n_items, np.bool_)
-        for r in range(c * per, min(m, (c + 1) * per)):
-            for e in range(excl_indptr[r], excl_indptr[r + 1]):
-                mask[excl_indices[e]] = True
-            use_sem = has_sem[r]
-            cmin, cmax = np.float32(np.inf), np.float32(-np.inf)
-            smin, smax = np.float32(np.inf), np.float32(-np.inf)
-            for j in range(n_items):
-                if not mask[j]:
-                    x = cf[r, j]
-                    cmin = min(cmin, x)
-                    cmax = max(cmax, x)
-            if use_sem:
-                for j in range(n_items):
-                    if not mask[j]:
-                        y = sem[r, j]
-                        smin = min(smin, y)
-                        smax = max(smax, y)
-            # the blend is affine in (cf, sem): score = ac * cf + as_ * sem + b
-            ac = np.float32(0.0)
-            as_ = np.float32(0.0)
-            if cmax > cmin:
-                ac = np.float32((alpha if use_sem else 1.0) / (cmax - cmin))
-            if use_sem and smax > smin:
-                as_ = np.float32((1.0 - alpha) / (smax - smin))
-            b = np.float32(-(ac * cmin if ac != 0 else 0.0) - (as_ * smin if as_ != 0 else 0.0))
-            row = cf[r]
-            srow = sem[r]
-            for j in range(n_items):
-                row[j] = ac * row[j] + as_ * srow[j] + b
-            for e in range(excl_indptr[r], excl_indptr[r + 1]):
-                row[excl_indices[e]] = -np.inf
-                mask[excl_indices[e]] = False
+        hv = np.empty(n, np.float32)
+        hi = np.empty(n, np.int32)
+        for b in range(c * per, min(n_blocks, (c + 1) * per)):
+            r0 = b * block_rows
+            r1 = min(m, r0 + block_rows)
+            np.dot(query[r0:r1], items_t, cf[: r1 - r0])
+            np.dot(target[r0:r1], emb_t, sem[: r1 - r0])
+            for r in range(r0, r1):
+                row = cf[r - r0]
+                e0, e1 = excl_indptr[r], excl_indptr[r + 1]
+                _blend_row(row, sem[r - r0], has_sem[r], mask, excl_indices, e0, e1, alpha)
+                _select_row(row, mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
 
 
 @njit(inline="always")
@@ -251,9 +280,9 @@ class Recommender:
         in the training data, ties to the first item in label order; the model keeps no timestamps, so
         "most recent" is not available). A user with no interactions and no target gets CF alone.
         """
-        frame_rows = self._user_rows([user_id])
+        rows = self._user_rows([user_id])
         targets = None if target_item_for_semantic is None else [target_item_for_semantic]
-        idx, scores = self._user_topk(frame_rows, n, alpha, targets)
+        idx, scores = self._user_topk(rows, n, alpha, targets)
         keep = idx[0] >= 0
         return self.model.items.take(idx[0][keep]), np.ascontiguousarray(scores[0][keep], dtype=np.float32)
 
@@ -307,20 +336,20 @@ class Recommender:
             return topk(model.user_factors[rows], model.item_factors, width, ptr, ind)
         target_vecs, has_sem = self._target_vectors(rows, targets)
         m = len(rows)
-        out_idx = np.full((m, width), -1, dtype=np.int32)
-        out_val = np.full((m, width), -np.inf, dtype=np.float32)
+        out_idx = np.empty((m, width), dtype=np.int32)
+        out_val = np.empty((m, width), dtype=np.float32)
         if not m or not width:
             return out_idx, out_val
-        step = int(max(1, min(m, BLOCK_SCORES // max(n_items, 1))))
-        for start in range(0, m, step):
-            stop = min(m, start + step)
-            cf = model.user_factors[rows[start:stop]] @ model.item_factors.T
-            cf = np.ascontiguousarray(cf, dtype=np.float32)
-            sem = np.ascontiguousarray(target_vecs[start:stop] @ self._emb.T, dtype=np.float32)
-            lo, hi = ptr[start], ptr[stop]
-            bptr, bind = ptr[start : stop + 1] - lo, ind[lo:hi]
-            _blend_kernel(cf, sem, has_sem[start:stop], bptr, bind, np.float32(alpha), _n_chunks(stop - start))
-            out_idx[start:stop], out_val[start:stop] = select_topk(cf, width, bptr, bind)
+        block_rows = int(max(1, min(m, BLOCK_SCORES // max(n_items, 1))))
+        n_chunks = int(max(1, min((m + block_rows - 1) // block_rows, numba.get_num_threads())))
+        with _single_threaded_blas(n_chunks > 1):  # parallelism from numba threads, one product each
+            _blend_topk_kernel(
+                np.ascontiguousarray(model.user_factors[rows], dtype=np.float32),
+                np.ascontiguousarray(model.item_factors.T, dtype=np.float32),
+                np.ascontiguousarray(target_vecs, dtype=np.float32),
+                np.ascontiguousarray(self._emb.T),
+                has_sem, ptr, ind, np.float32(alpha), out_idx, out_val, block_rows, n_chunks,
+            )  # fmt: skip
         return out_idx, out_val
 
     def _target_vectors(self, rows: np.ndarray, targets: list | None) -> tuple[np.ndarray, np.ndarray]:
@@ -427,18 +456,11 @@ class Recommender:
         cart_vecs = np.asarray(carts @ self._unit, dtype=np.float32)
         excl_ptr = np.zeros(len(need) + 1, dtype=np.int64)
         np.cumsum(n_known, out=excl_ptr[1:])
-        order = np.argsort(row_of, kind="stable")
-        excl_ind = model_items[order].astype(np.int32)
-        step = int(max(1, min(len(need), BLOCK_SCORES // max(n_model, 1))))
-        for start in range(0, len(need), step):
-            stop = min(len(need), start + step)
-            block = np.ascontiguousarray(cart_vecs[start:stop] @ self._unit.T, dtype=np.float32)
-            lo, hi = excl_ptr[start], excl_ptr[stop]
-            idx, val = select_topk(block, width, excl_ptr[start : stop + 1] - lo, excl_ind[lo:hi])
-            ok = (idx >= 0) & (val > 0)  # only positively similar items count as "similar"
-            mapped = np.where(ok, self._model_to_vocab[np.maximum(idx, 0)], -1)
-            sim_idx[need[start:stop], : idx.shape[1]] = mapped
-            sim_val[need[start:stop], : idx.shape[1]] = np.where(ok, val, 0.0)
+        excl_ind = model_items[np.argsort(row_of, kind="stable")].astype(np.int32)
+        idx, val = topk(cart_vecs, self._unit, width, excl_ptr, excl_ind)
+        ok = (idx >= 0) & (val > 0)  # only positively similar items count as "similar"
+        sim_idx[need, : idx.shape[1]] = np.where(ok, self._model_to_vocab[np.maximum(idx, 0)], -1)
+        sim_val[need, : idx.shape[1]] = np.where(ok, val, 0.0)
         return sim_idx, sim_val
 
     def _encode_carts(self, carts, cart_col, item_col) -> tuple[pa.Array, np.ndarray, np.ndarray, Any]:
