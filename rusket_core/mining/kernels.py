@@ -33,17 +33,6 @@ METRICS: tuple[str, ...] = (
 )
 
 
-@njit(cache=True)
-def _grow_i64(a, used, need):
-    """Return ``a`` or a larger copy holding its first ``used`` values, with room for ``need``."""
-    if need <= a.shape[0]:
-        return a
-    size = max(need, 2 * a.shape[0] + 16)
-    b = np.empty(size, np.int64)
-    b[:used] = a[:used]
-    return b
-
-
 def mine_tree(indptr, indices, rank_of, rank_count, min_count, max_len):
     """Mine all itemsets with count >= ``min_count`` (and length <= ``max_len``; 0 = no limit).
 
@@ -51,25 +40,27 @@ def mine_tree(indptr, indices, rank_of, rank_count, min_count, max_len):
     ``rank_count[rank]`` its count.  Returns the prefix tree ``(parent, rank, count)``
     where ``parent`` is -1 for single items; parents always precede their children.
     """
-    items, occ_ptr, occ, order = project(indptr, indices, rank_of, rank_count.shape[0])
+    items, occ_ptr, occ, cost = project(indptr, indices, rank_of, rank_count.shape[0])
+    order = np.argsort(-cost, kind="stable")  # biggest subtrees first for better balance
     # subtrees differ widely in size: hand them out one at a time
     old = numba.set_parallel_chunksize(1)
     try:
-        return grow(items, occ_ptr, occ, order, rank_count, min_count, max_len)
+        tree = grow(items, occ_ptr, occ, order, rank_count, min_count, max_len)
     finally:
         numba.set_parallel_chunksize(old)
+    return tree[:, 0], tree[:, 1], tree[:, 2]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def project(indptr, indices, rank_of, n_freq):
     """Baskets as sorted rank runs ended by -1 (only baskets with >= 2 frequent items), plus
-    for each rank the positions just after it (CSR ``occ_ptr``/``occ``) and the ranks
-    ordered by estimated subtree cost, largest first."""
+    for each rank the positions just after it (CSR ``occ_ptr``/``occ``) and an estimate of
+    the work below it (total suffix length).  Sequential: a few linear passes."""
     n_rows = indptr.shape[0] - 1
 
     # 1. Project baskets on frequent items, as rank runs + sentinel; drop baskets with < 2.
     row_len = np.zeros(n_rows, np.int64)
-    for r in prange(n_rows):
+    for r in range(n_rows):
         m = 0
         for p in range(indptr[r], indptr[r + 1]):
             if rank_of[indices[p]] >= 0:
@@ -83,16 +74,20 @@ def project(indptr, indices, rank_of, n_freq):
     nnz = row_ptr[n_rows]
     items = np.empty(nnz + 1, np.int32)
     items[nnz] = -1
-    for r in prange(n_rows):
+    for r in range(n_rows):
         if row_len[r] == 0:
             continue
-        q = row_ptr[r]
+        lo = row_ptr[r]
+        q = lo
         for p in range(indptr[r], indptr[r + 1]):
             k = rank_of[indices[p]]
-            if k >= 0:
-                items[q] = k
+            if k >= 0:  # insertion sort: baskets are short
+                j = q
+                while j > lo and items[j - 1] > k:
+                    items[j] = items[j - 1]
+                    j -= 1
+                items[j] = k
                 q += 1
-        items[row_ptr[r]:q] = np.sort(items[row_ptr[r]:q])
         items[q] = -1
 
     # 2. Top-level occurrences: for each rank, the suffix starts after it (non-empty suffixes).
@@ -116,45 +111,60 @@ def project(indptr, indices, rank_of, n_freq):
         for p in range(row_ptr[r], end - 1):
             occ[fill[items[p]]] = p + 1
             fill[items[p]] += 1
-    order = np.argsort(-cost)  # biggest subtrees first for better balance
-    return items, occ_ptr, occ, order
+    return items, occ_ptr, occ, cost
+
+
+@njit(cache=True)
+def _grow(a, used, need):
+    """Return ``a`` or a larger copy keeping its first ``used`` values (explicit loop: numba
+    compiles slice assignment slowly)."""
+    if need <= a.shape[0]:
+        return a
+    b = np.empty(max(need, 2 * a.shape[0]), a.dtype)
+    for i in range(used):
+        b[i] = a[i]
+    return b
+
+
+@njit(cache=True)
+def _grow_rows(a, used, need):
+    """``_grow`` for the rows of a 2-D array."""
+    if need <= a.shape[0]:
+        return a
+    b = np.empty((max(need, 2 * a.shape[0]), a.shape[1]), a.dtype)
+    for i in range(used):
+        for j in range(a.shape[1]):
+            b[i, j] = a[i, j]
+    return b
 
 
 @njit(cache=True)
 def _search(items, occ, a0, b0, root, rank_count, min_count, max_len):
     """Depth-first search of the itemsets whose first item is ``root``; returns its prefix
-    tree ``(parent, rank, count)`` with the node of ``{root}`` first.
+    tree as rows ``(parent, rank, count)`` with the node of ``{root}`` first.
 
     A node is expanded by counting the items in its suffixes, then (database reduction)
     copying those suffixes restricted to its frequent extensions into a local stack and
     delivering, for each extension, the positions just after it in that copy.
     """
     n_freq = rank_count.shape[0]
-    nd_parent = np.empty(64, np.int64)
-    nd_item = np.empty(64, np.int32)
-    nd_count = np.empty(64, np.int64)
-    nd_parent[0] = -1
-    nd_item[0] = root
-    nd_count[0] = rank_count[root]
+    nodes = np.empty((64, 3), np.int64)
+    nodes[0, 0] = -1
+    nodes[0, 1] = root
+    nodes[0, 2] = rank_count[root]
     n_nodes = 1
     if (max_len != 0 and max_len < 2) or b0 - a0 < min_count:
-        return nd_parent[:1].copy(), nd_item[:1].copy(), nd_count[:1].copy()
+        return nodes[:1].copy()
     cnt = np.zeros(n_freq, np.int64)
     slot = np.zeros(n_freq, np.int64)  # 1 + extension index while delivering, else 0
-    touched = np.empty(n_freq, np.int32)
+    touched = np.empty(n_freq, np.int64)
     db = np.empty(64, np.int32)  # reduced databases, one per open frame
     d_top = 0
     ostk = np.empty(64, np.int64)  # occurrence lists, one slice per extension
     o_top = 0
-    e_node = np.empty(64, np.int64)  # extensions: tree node and occurrence slice
-    e_beg = np.empty(64, np.int64)
-    e_end = np.empty(64, np.int64)
+    ext = np.empty((64, 3), np.int64)  # extensions: tree node, occurrence slice begin, end
     e_top = 0
-    f_beg = np.empty(64, np.int64)  # frames: extension range, cursor, stack marks
-    f_cur = np.empty(64, np.int64)
-    f_end = np.empty(64, np.int64)
-    f_omark = np.empty(64, np.int64)
-    f_dmark = np.empty(64, np.int64)
+    frames = np.empty((n_freq + 2, 5), np.int64)  # first ext, next ext, end ext, o_top, d_top
     n_frames = 0
     # the node to expand: suffixes start at src[a:b] in arr
     arr = items
@@ -186,40 +196,25 @@ def _search(items, occ, a0, b0, root, rank_count, min_count, max_len):
                 n_ext += 1
                 need += cnt[touched[k]]
         if n_ext > 0:
-            nd_parent = _grow_i64(nd_parent, n_nodes, n_nodes + n_ext)
-            nd_count = _grow_i64(nd_count, n_nodes, n_nodes + n_ext)
-            if nd_item.shape[0] < nd_parent.shape[0]:
-                grown = np.empty(nd_parent.shape[0], np.int32)
-                grown[:n_nodes] = nd_item[:n_nodes]
-                nd_item = grown
+            nodes = _grow_rows(nodes, n_nodes, n_nodes + n_ext)
             e_first = e_top
-            if go_deeper:
-                ostk = _grow_i64(ostk, o_top, o_top + need)
-                e_node = _grow_i64(e_node, e_top, e_top + n_ext)
-                e_beg = _grow_i64(e_beg, e_top, e_top + n_ext)
-                e_end = _grow_i64(e_end, e_top, e_top + n_ext)
-                f_beg = _grow_i64(f_beg, n_frames, n_frames + 1)
-                f_cur = _grow_i64(f_cur, n_frames, n_frames + 1)
-                f_end = _grow_i64(f_end, n_frames, n_frames + 1)
-                f_omark = _grow_i64(f_omark, n_frames, n_frames + 1)
-                f_dmark = _grow_i64(f_dmark, n_frames, n_frames + 1)
-                if d_top + visits + (b - a) > db.shape[0]:
-                    grown = np.empty(max(d_top + visits + (b - a), 2 * db.shape[0]), np.int32)
-                    grown[:d_top] = db[:d_top]
-                    db = grown
-                    if depth > 1:
-                        arr = db
             o_mark = o_top
+            if go_deeper:
+                ostk = _grow(ostk, o_top, o_top + need)
+                ext = _grow_rows(ext, e_top, e_top + n_ext)
+                db = _grow(db, d_top, d_top + visits + (b - a))
+                if depth > 1:
+                    arr = db
             for k in range(n_t):
                 v = touched[k]
                 if cnt[v] >= min_count:
-                    nd_parent[n_nodes] = node
-                    nd_item[n_nodes] = v
-                    nd_count[n_nodes] = cnt[v]
+                    nodes[n_nodes, 0] = node
+                    nodes[n_nodes, 1] = v
+                    nodes[n_nodes, 2] = cnt[v]
                     if go_deeper:
-                        e_node[e_top] = n_nodes
-                        e_beg[e_top] = o_top
-                        e_end[e_top] = o_top
+                        ext[e_top, 0] = n_nodes
+                        ext[e_top, 1] = o_top
+                        ext[e_top, 2] = o_top
                         e_top += 1
                         slot[v] = e_top
                         o_top += cnt[v]
@@ -247,79 +242,67 @@ def _search(items, occ, a0, b0, root, rank_count, min_count, max_len):
                     v = db[q]
                     if v >= 0 and db[q + 1] >= 0:
                         s = slot[v] - 1
-                        ostk[e_end[s]] = q + 1
-                        e_end[s] += 1
+                        ostk[ext[s, 2]] = q + 1
+                        ext[s, 2] += 1
                 for k in range(e_first, e_top):
-                    slot[nd_item[e_node[k]]] = 0
-                f_beg[n_frames] = e_first
-                f_cur[n_frames] = e_first
-                f_end[n_frames] = e_top
-                f_omark[n_frames] = o_mark
-                f_dmark[n_frames] = d_mark
+                    slot[nodes[ext[k, 0], 1]] = 0
+                frames[n_frames, 0] = e_first
+                frames[n_frames, 1] = e_first
+                frames[n_frames, 2] = e_top
+                frames[n_frames, 3] = o_mark
+                frames[n_frames, 4] = d_mark
                 n_frames += 1
         for k in range(n_t):
             cnt[touched[k]] = 0
         # ---- next node: the next extension on the deepest open frame with enough support
         found = False
-        while n_frames > 0:
+        while n_frames > 0 and not found:
             fr = n_frames - 1
-            while f_cur[fr] < f_end[fr]:
-                k = f_cur[fr]
-                f_cur[fr] += 1
-                if e_end[k] - e_beg[k] >= min_count:
+            while frames[fr, 1] < frames[fr, 2]:
+                k = frames[fr, 1]
+                frames[fr, 1] += 1
+                if ext[k, 2] - ext[k, 1] >= min_count:
                     found = True
                     arr = db
                     src = ostk
-                    a = e_beg[k]
-                    b = e_end[k]
-                    node = e_node[k]
+                    a = ext[k, 1]
+                    b = ext[k, 2]
+                    node = ext[k, 0]
                     depth = fr + 2
                     break
-            if found:
-                break
-            o_top = f_omark[fr]
-            e_top = f_beg[fr]
-            d_top = f_dmark[fr]
-            n_frames -= 1
+            if not found:
+                e_top = frames[fr, 0]
+                o_top = frames[fr, 3]
+                d_top = frames[fr, 4]
+                n_frames -= 1
         if not found:
             break
-    return nd_parent[:n_nodes].copy(), nd_item[:n_nodes].copy(), nd_count[:n_nodes].copy()
+    return nodes[:n_nodes].copy()
 
 
 @njit(cache=True, parallel=True)
 def grow(items, occ_ptr, occ, order, rank_count, min_count, max_len):
     """Depth-first occurrence-delivery search, one parallel task per first item; returns
-    the concatenated prefix tree ``(parent, rank, count)``."""
+    the concatenated prefix tree as rows ``(parent, rank, count)``."""
     n_freq = rank_count.shape[0]
-    # 3. One independent depth-first search per first item.
-    t_parent = [np.empty(0, np.int64) for _ in range(n_freq)]
-    t_item = [np.empty(0, np.int32) for _ in range(n_freq)]
-    t_count = [np.empty(0, np.int64) for _ in range(n_freq)]
+    trees = [np.empty((0, 3), np.int64) for _ in range(n_freq)]
     for t in prange(n_freq):
         root = order[t]
-        tp, ti, tc = _search(
-            items, occ, occ_ptr[root], occ_ptr[root + 1], root, rank_count, min_count, max_len
-        )
-        t_parent[t] = tp
-        t_item[t] = ti
-        t_count[t] = tc
-
-    # 4. Concatenate the task trees (parents shifted to global ids).
-    start = np.zeros(n_freq + 1, np.int64)
+        trees[t] = _search(items, occ, occ_ptr[root], occ_ptr[root + 1], root, rank_count, min_count, max_len)
+    # concatenate the task trees (parents shifted to global ids)
+    total = 0
     for t in range(n_freq):
-        start[t + 1] = start[t] + t_parent[t].shape[0]
-    total = start[n_freq]
-    parent = np.empty(total, np.int64)
-    item = np.empty(total, np.int32)
-    count = np.empty(total, np.int64)
-    for t in prange(n_freq):
-        s0 = start[t]
-        tp = t_parent[t]
-        for i in range(tp.shape[0]):
-            parent[s0 + i] = tp[i] + s0 if tp[i] >= 0 else -1
-            item[s0 + i] = t_item[t][i]
-            count[s0 + i] = t_count[t][i]
-    return parent, item, count
+        total += trees[t].shape[0]
+    out = np.empty((total, 3), np.int64)
+    s0 = 0
+    for t in range(n_freq):
+        tree = trees[t]
+        for i in range(tree.shape[0]):
+            out[s0 + i, 0] = tree[i, 0] + s0 if tree[i, 0] >= 0 else -1
+            out[s0 + i, 1] = tree[i, 1]
+            out[s0 + i, 2] = tree[i, 2]
+        s0 += tree.shape[0]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,14 +322,15 @@ def _hash_items(buf, m):
 
 
 @njit(cache=True)
-def _lookup(table, offsets, items, buf, m):
-    """Index of the itemset equal to ``buf[:m]`` in the open-addressing ``table``, or -1."""
+def _probe(table, offsets, items, buf, m):
+    """Slot of the itemset equal to ``buf[:m]`` in the open-addressing ``table``: the slot
+    holding it, or the empty slot where it would go."""
     mask = np.uint64(table.shape[0] - 1)
     h = _hash_items(buf, m) & mask
     while True:
         s = table[h]
         if s < 0:
-            return -1
+            return h
         a = offsets[s]
         if offsets[s + 1] - a == m:
             same = True
@@ -355,7 +339,7 @@ def _lookup(table, offsets, items, buf, m):
                     same = False
                     break
             if same:
-                return s
+                return h
         h = (h + np.uint64(1)) & mask
 
 
@@ -387,26 +371,70 @@ def _metric(code, s_ac, s_a, s_c):
     return (conf + s_ac / s_c) / 2.0
 
 
-@njit(cache=True)
-def _subset_support(table, offsets, items, support, s):
-    """Supports of every subset of itemset ``s`` indexed by bit mask (-1 where not listed)."""
+@njit(cache=True, error_model="numpy")
+def _count_rules(table, offsets, items, support, s, sub, metric, min_threshold, max_consequent):
+    """Fill ``sub[mask]`` with the support of each subset of itemset ``s`` and count its rules
+    passing the threshold; returns (rules, antecedent items, consequent items, missing?)."""
     a = offsets[s]
     k = offsets[s + 1] - a
-    sub = np.full(1 << k, -1.0)
     buf = np.empty(k, np.int64)
-    for mask in range(1, 1 << k):
+    full = (1 << k) - 1
+    sub[full] = support[s]
+    for mask in range(1, full):
         m = 0
         for p in range(k):
             if (mask >> p) & 1:
                 buf[m] = items[a + p]
                 m += 1
-        hit = _lookup(table, offsets, items, buf, m)
-        if hit >= 0:
-            sub[mask] = support[hit]
-    return sub
+        hit = table[_probe(table, offsets, items, buf, m)]
+        sub[mask] = support[hit] if hit >= 0 else -1.0
+    n_rules = 0
+    n_ant = 0
+    missing = 0
+    for mask in range(1, full):
+        na = 0
+        for p in range(k):
+            na += (mask >> p) & 1
+        if max_consequent > 0 and k - na > max_consequent:
+            continue
+        if sub[mask] < 0.0 or sub[full ^ mask] < 0.0:
+            missing = 1
+        elif _metric(metric, sub[full], sub[mask], sub[full ^ mask]) >= min_threshold:
+            n_rules += 1
+            n_ant += na
+    return n_rules, n_ant, n_rules * k - n_ant, missing
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
+def _write_rules(offsets, items, s, sub, metric, min_threshold, max_consequent, r, pa_, pc_,
+                 ant_off, ant, con_off, con, s_a, s_c, s_ac):
+    """Write the passing rules of itemset ``s`` from rule ``r`` / item positions ``pa_``, ``pc_`` on."""
+    a = offsets[s]
+    k = offsets[s + 1] - a
+    full = (1 << k) - 1
+    for mask in range(1, full):
+        na = 0
+        for p in range(k):
+            na += (mask >> p) & 1
+        if max_consequent > 0 and k - na > max_consequent:
+            continue
+        if _metric(metric, sub[full], sub[mask], sub[full ^ mask]) >= min_threshold:
+            for p in range(k):
+                if (mask >> p) & 1:
+                    ant[pa_] = items[a + p]
+                    pa_ += 1
+                else:
+                    con[pc_] = items[a + p]
+                    pc_ += 1
+            ant_off[r + 1] = pa_
+            con_off[r + 1] = pc_
+            s_a[r] = sub[mask]
+            s_c[r] = sub[full ^ mask]
+            s_ac[r] = sub[full]
+            r += 1
+
+
+@njit(cache=True)
 def rules_kernel(offsets, items, support, metric, min_threshold, max_consequent):
     """All rules A -> C (A, C non-empty, A | C a listed itemset) whose ``metric`` >= ``min_threshold``.
 
@@ -414,6 +442,9 @@ def rules_kernel(offsets, items, support, metric, min_threshold, max_consequent)
     ``max_consequent`` > 0 limits the consequent size.  Returns ``status`` (0 ok; 1 + i when
     itemset i is listed twice; -(1 + i) when a subset of itemset i is missing; -(2 + n) when
     an itemset has over 30 items) and the rules as CSR antecedents/consequents plus supports.
+    Subset supports come from a hash table of the itemsets, looked up once per subset.
+    Sequential on purpose: the work is random hash probes (memory-bound), and on this 2-core
+    machine a ``prange`` version was no faster while doubling the JIT compile time.
     """
     n = offsets.shape[0] - 1
     size = 16
@@ -421,105 +452,50 @@ def rules_kernel(offsets, items, support, metric, min_threshold, max_consequent)
         size *= 2
     table = np.full(size, -1, np.int64)
     status = 0
-    buf = np.empty(64, np.int64)
+    sub_off = np.zeros(n + 1, np.int64)
     for s in range(n):
-        m = offsets[s + 1] - offsets[s]
-        if m > 30:
+        k = offsets[s + 1] - offsets[s]
+        if k > 30:
             status = -(2 + n)
             break
-        for p in range(m):
-            buf[p] = items[offsets[s] + p]
-        h = _hash_items(buf, m) & np.uint64(size - 1)
-        while table[h] >= 0:
-            t = table[h]
-            if offsets[t + 1] - offsets[t] == m:
-                same = True
-                for p in range(m):
-                    if items[offsets[t] + p] != buf[p]:
-                        same = False
-                        break
-                if same:
-                    status = 1 + s
-                    break
-            h = (h + np.uint64(1)) & np.uint64(size - 1)
-        if status != 0:
+        sub_off[s + 1] = sub_off[s] + ((1 << k) if k >= 2 else 0)
+        h = _probe(table, offsets, items, items[offsets[s]:offsets[s + 1]], k)
+        if table[h] >= 0:
+            status = 1 + s
             break
         table[h] = s
-    n_rules = np.zeros(n + 1, np.int64)
-    n_ant = np.zeros(n + 1, np.int64)
-    n_con = np.zeros(n + 1, np.int64)
-    missing = np.zeros(n, np.int64)
+    counts = np.zeros((n + 1, 4), np.int64)
+    sub = np.empty(sub_off[n] if status == 0 else 0)
     if status == 0:
-        for s in prange(n):
-            k = offsets[s + 1] - offsets[s]
-            if k < 2:
-                continue
-            sub = _subset_support(table, offsets, items, support, s)
-            full = (1 << k) - 1
-            s_ac = support[s]
-            for mask in range(1, full):
-                na = 0
-                for p in range(k):
-                    na += (mask >> p) & 1
-                if max_consequent > 0 and k - na > max_consequent:
-                    continue
-                s_a = sub[mask]
-                s_c = sub[full ^ mask]
-                if s_a < 0.0 or s_c < 0.0:
-                    missing[s] = 1
-                    continue
-                if _metric(metric, s_ac, s_a, s_c) >= min_threshold:
-                    n_rules[s + 1] += 1
-                    n_ant[s + 1] += na
-                    n_con[s + 1] += k - na
         for s in range(n):
-            if missing[s]:
+            if offsets[s + 1] - offsets[s] >= 2:
+                nr, na, nc, miss = _count_rules(
+                    table, offsets, items, support, s, sub[sub_off[s]:sub_off[s + 1]],
+                    metric, min_threshold, max_consequent,
+                )
+                counts[s + 1, 0] = nr
+                counts[s + 1, 1] = na
+                counts[s + 1, 2] = nc
+                counts[s + 1, 3] = miss
+        for s in range(n):
+            if counts[s + 1, 3] and status == 0:
                 status = -(1 + s)
-                break
-    for s in range(n):
-        n_rules[s + 1] += n_rules[s]
-        n_ant[s + 1] += n_ant[s]
-        n_con[s + 1] += n_con[s]
-    total = n_rules[n] if status == 0 else 0
+            for j in range(3):
+                counts[s + 1, j] += counts[s, j]
+    total = counts[n, 0] if status == 0 else 0
     ant_off = np.zeros(total + 1, np.int64)
     con_off = np.zeros(total + 1, np.int64)
-    ant = np.empty(n_ant[n] if status == 0 else 0, np.int64)
-    con = np.empty(n_con[n] if status == 0 else 0, np.int64)
-    s_a_out = np.empty(total)
-    s_c_out = np.empty(total)
-    s_ac_out = np.empty(total)
+    ant = np.empty(counts[n, 1] if status == 0 else 0, np.int64)
+    con = np.empty(counts[n, 2] if status == 0 else 0, np.int64)
+    s_a = np.empty(total)
+    s_c = np.empty(total)
+    s_ac = np.empty(total)
     if status == 0:
-        for s in prange(n):
-            k = offsets[s + 1] - offsets[s]
-            if k < 2 or n_rules[s + 1] == n_rules[s]:
-                continue
-            a0 = offsets[s]
-            sub = _subset_support(table, offsets, items, support, s)
-            full = (1 << k) - 1
-            s_ac = support[s]
-            r = n_rules[s]
-            pa_ = n_ant[s]
-            pc_ = n_con[s]
-            for mask in range(1, full):
-                na = 0
-                for p in range(k):
-                    na += (mask >> p) & 1
-                if max_consequent > 0 and k - na > max_consequent:
-                    continue
-                s_a = sub[mask]
-                s_c = sub[full ^ mask]
-                if _metric(metric, s_ac, s_a, s_c) >= min_threshold:
-                    for p in range(k):
-                        if (mask >> p) & 1:
-                            ant[pa_] = items[a0 + p]
-                            pa_ += 1
-                        else:
-                            con[pc_] = items[a0 + p]
-                            pc_ += 1
-                    ant_off[r + 1] = pa_
-                    con_off[r + 1] = pc_
-                    s_a_out[r] = s_a
-                    s_c_out[r] = s_c
-                    s_ac_out[r] = s_ac
-                    r += 1
-    return status, ant_off, ant, con_off, con, s_a_out, s_c_out, s_ac_out
+        for s in range(n):
+            if counts[s + 1, 0] > counts[s, 0]:
+                _write_rules(
+                    offsets, items, s, sub[sub_off[s]:sub_off[s + 1]], metric, min_threshold,
+                    max_consequent, counts[s, 0], counts[s, 1], counts[s, 2],
+                    ant_off, ant, con_off, con, s_a, s_c, s_ac,
+                )
+    return status, ant_off, ant, con_off, con, s_a, s_c, s_ac
