@@ -10,18 +10,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit, prange
 
 from rusket_core.encoding import Encoded, Labels, encode_transactions
+from rusket_core.factorization.topk import (
+    BLOCK_SCORES,
+    _select_row,  # the shared top-k row selection, inlined into the potential kernel
+    _single_threaded_blas,
+)
 from rusket_core.frames import column, input_format, make_frame, resolve_format, to_arrow_table
 
 RULE_COLUMNS = ("antecedents", "consequents", "antecedent support", "consequent support", "support")
 
 #: largest (users × targets) output ``score_potential`` builds without ``top_n``
-MAX_POTENTIAL_ROWS = 200_000_000
+MAX_POTENTIAL_ROWS = 50_000_000
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -187,17 +193,51 @@ def customer_saturation(
 
 
 @njit(parallel=True, cache=True)
-def _group_max_kernel(scores, group_indptr, out):
-    """out[r, g] = max of scores[r, group_indptr[g]:group_indptr[g + 1]] (columns are grouped items)."""
-    m, n_groups = out.shape
-    for r in prange(m):
-        for g in range(n_groups):
-            best = -np.inf
-            for p in range(group_indptr[g], group_indptr[g + 1]):
-                s = scores[r, p]
-                if s > best:
-                    best = s
-            out[r, g] = best
+def _potential_kernel(
+    query, items_t, group_ptr, singletons, excl_indptr, excl_indices, all_scores, out_idx, out_val,
+    block_rows, n_chunks,
+):  # fmt: skip
+    """Per block of customers (one BLAS product per block, per thread): each target's best item score.
+
+    Columns of ``items_t`` are the targets' items grouped by target (``group_ptr``); a customer's
+    bought targets (exclusion CSR) get -inf. When ``all_scores`` has a row per customer the target
+    scores are stored there; otherwise the shared top-k row selection keeps the best ``out_idx``
+    width per customer.
+    """
+    m = query.shape[0]
+    n_cols = items_t.shape[1]
+    n_targets = len(group_ptr) - 1
+    keep_all = all_scores.shape[0] == m
+    n = out_idx.shape[1]
+    n_blocks = (m + block_rows - 1) // block_rows
+    per = (n_blocks + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        buf = np.empty((block_rows, n_cols), np.float32)
+        row_buf = np.empty(n_targets, np.float32)
+        mask = np.zeros(n_targets, np.bool_)
+        hv = np.empty(n, np.float32)
+        hi = np.empty(n, np.int32)
+        for b in range(c * per, min(n_blocks, (c + 1) * per)):
+            r0 = b * block_rows
+            r1 = min(m, r0 + block_rows)
+            np.dot(query[r0:r1], items_t, buf[: r1 - r0])
+            for r in range(r0, r1):
+                src = buf[r - r0]
+                e0, e1 = excl_indptr[r], excl_indptr[r + 1]
+                if singletons and not keep_all:  # one item per target: select straight from the scores
+                    _select_row(src, mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
+                    continue
+                dst = all_scores[r] if keep_all else row_buf
+                for g in range(n_targets):
+                    best = np.float32(-np.inf)
+                    for p in range(group_ptr[g], group_ptr[g + 1]):
+                        if src[p] > best:
+                            best = src[p]
+                    dst[g] = best
+                for e in range(e0, e1):
+                    dst[excl_indices[e]] = -np.inf
+                if not keep_all:
+                    _select_row(dst, mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
 
 
 def score_potential(
@@ -223,8 +263,6 @@ def score_potential(
     the output (``MAX_POTENTIAL_ROWS`` at most without ``top_n``) is sorted by score descending,
     ties by customer then target label order.
     """
-    from rusket_core.factorization.topk import select_topk
-
     for attr in ("user_factors", "item_factors", "users", "items"):
         if getattr(model, attr, None) is None:
             raise ValueError(f"model has no {attr!r}: pass a fitted factor model (ALS, BPR)")
@@ -248,38 +286,32 @@ def score_potential(
     pos = item_labels.lookup.get_indexer(hist_labels)[hist_items.indices]
     bought = item_target[np.maximum(pos, 0)] if len(item_target) else np.zeros(len(pos), np.int64)
     ok = (pos >= 0) & (bought >= 0)
-    key = np.unique(hist_rows[ok] * max(n_targets, 1) + bought[ok])
-    b_rows, b_targets = key // max(n_targets, 1), (key % max(n_targets, 1)).astype(np.int32)
+    # rows of the history CSR are in customer order already; a target bought twice is harmless
+    b_rows, b_targets = hist_rows[ok], np.ascontiguousarray(bought[ok], dtype=np.int32)
     b_ptr = np.zeros(m + 1, dtype=np.int64)
     np.cumsum(np.bincount(b_rows, minlength=m), out=b_ptr[1:])
-    parts_u, parts_t, parts_s = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, np.float32)]
+    user_pos, t_idx = np.empty(0, np.int64), np.empty(0, np.int64)
+    scores = np.empty(0, np.float32)
     if m and width:
-        V = np.ascontiguousarray(model.item_factors[group_items].T, dtype=np.float32)
-        singletons = len(group_items) == n_targets  # item targets: one model item per target
-        step = int(max(1, min(m, (1 << 22) // max(len(group_items), 1))))
-        grouped = np.empty((step, n_targets), dtype=np.float32)
-        for start in range(0, m, step):
-            stop = min(m, start + step)
-            block = np.ascontiguousarray(model.user_factors[rows[start:stop]] @ V, dtype=np.float32)
-            if singletons:
-                g = block
-            else:
-                g = grouped[: stop - start]
-                _group_max_kernel(block, group_ptr, g)
-            lo, hi = b_ptr[start], b_ptr[stop]
-            if top_n is None:
-                g[b_rows[lo:hi] - start, b_targets[lo:hi]] = -np.inf  # bought: no row
-                r, t = np.nonzero(g > -np.inf)
-                parts_u.append(r + start)
-                parts_t.append(t)
-                parts_s.append(g[r, t])
-            else:
-                idx, val = select_topk(g, width, b_ptr[start : stop + 1] - lo, b_targets[lo:hi])
-                keep = idx >= 0
-                parts_u.append(np.nonzero(keep)[0] + start)
-                parts_t.append(idx[keep])
-                parts_s.append(val[keep])
-    user_pos, t_idx, scores = (np.concatenate(p) for p in (parts_u, parts_t, parts_s))
+        keep_all = top_n is None
+        singletons = bool(np.array_equal(group_ptr, np.arange(n_targets + 1)))
+        all_scores = np.empty((m if keep_all else 0, n_targets), dtype=np.float32)
+        out_idx = np.empty((m, 0 if keep_all else width), dtype=np.int32)
+        out_val = np.empty(out_idx.shape, dtype=np.float32)
+        block_rows = int(max(1, min(m, BLOCK_SCORES // max(len(group_items), 1))))
+        n_chunks = int(max(1, min((m + block_rows - 1) // block_rows, numba.get_num_threads())))
+        with _single_threaded_blas(n_chunks > 1):  # parallelism from numba threads, one product each
+            _potential_kernel(
+                np.ascontiguousarray(model.user_factors[rows], dtype=np.float32),
+                np.ascontiguousarray(model.item_factors[group_items].T, dtype=np.float32),
+                group_ptr, singletons, b_ptr, b_targets, all_scores, out_idx, out_val, block_rows, n_chunks,
+            )  # fmt: skip
+        if keep_all:
+            user_pos, t_idx = np.nonzero(all_scores > -np.inf)  # bought and empty targets: no row
+            scores = all_scores[user_pos, t_idx]
+        else:
+            keep = out_idx >= 0
+            user_pos, t_idx, scores = np.nonzero(keep)[0], out_idx[keep], out_val[keep]
     order = _descending_order(scores)
     return make_frame(
         {

@@ -197,6 +197,16 @@ def test_score_potential_matches_brute_force():
     assert got.keys() == expected.keys()
     assert all(got[k] == pytest.approx(v, rel=1e-5) for k, v in expected.items())
     assert (np.diff(out["score"].to_numpy()) <= 0).all()
+    # top_n keeps each customer's best two categories of the same scores
+    top = score_potential(hist, model, mapping, user_col="user", item_col="item", top_n=2)
+    best_two = {}
+    for (user, c), v in sorted(expected.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1])):
+        if sum(k[0] == user for k in best_two) < 2:
+            best_two[(user, c)] = v
+    got_top = zip(top["user"].to_pylist(), top["target"].to_pylist(), top["score"].to_pylist(), strict=True)
+    got_top = {(u, t): v for u, t, v in got_top}
+    assert got_top.keys() == best_two.keys()
+    assert all(got_top[k] == pytest.approx(v, rel=1e-5) for k, v in best_two.items())
 
 
 def test_score_potential_errors():
