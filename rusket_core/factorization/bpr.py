@@ -13,9 +13,10 @@ from rusket_core.factorization.kernels import bpr_epoch
 class BPR(FactorModel):
     """Pairwise ranking factors: each epoch takes exactly ``nnz`` SGD steps on (user, seen, unseen).
 
-    A step draws a user uniformly (so light users weigh as much as heavy ones, as ranking metrics
-    averaged over users do), one of their items, and a negative item drawn uniformly and redrawn
-    until it is not in the user's training row.
+    Every user gets the same share of steps (so light users weigh as much as heavy ones, as
+    ranking metrics averaged over users do, like MyMediaLite's uniform-user sampling); a step
+    pairs one of the user's items with a negative item drawn uniformly and redrawn until it is
+    not in the user's training row.
     Threads update shared factors without locks (Hogwild), so results are reproducible for a
     given ``random_state`` only with one thread. After ``fit``, ``samples_`` holds the steps taken
     per epoch and ``ranking_accuracy_`` the share of samples already ranked right per epoch.

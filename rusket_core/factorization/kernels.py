@@ -216,11 +216,14 @@ def _in_row(indices, start, stop, j):
 
 @njit(parallel=True, fastmath=True, cache=True)
 def bpr_epoch(indptr, indices, users, X, Y, lr, reg, n_samples, seeds):
-    """One BPR epoch: exactly ``n_samples`` SGD steps split over ``len(seeds)`` chunks.
+    """One BPR epoch: exactly ``n_samples`` SGD steps, every user of ``users`` getting an equal share.
 
-    A sample draws a user uniformly from ``users`` (those with at least one positive and one
-    negative item), one of their positives uniformly, then a negative item uniformly until it is
-    not in the user's row. Returns per-chunk (steps done, steps already ranked right).
+    ``users`` (those with at least one positive and one negative item) are split into
+    ``len(seeds)`` contiguous chunks, one per thread, with quotas that add up to ``n_samples``;
+    within a chunk each user in turn takes its share (equal up to one) of steps, so its factors
+    stay in cache. A step draws one of the user's positives uniformly, then a negative item
+    uniformly until it is not in the user's row. Returns per-chunk (steps done, steps already
+    ranked right).
     """
     n_chunks = seeds.shape[0]
     n_items = Y.shape[0]
@@ -230,40 +233,44 @@ def bpr_epoch(indptr, indices, users, X, Y, lr, reg, n_samples, seeds):
     reg32 = np.float32(reg)
     done = np.zeros(n_chunks, np.int64)
     correct = np.zeros(n_chunks, np.int64)
-    base = n_samples // n_chunks
-    extra = n_samples % n_chunks
     for c in prange(n_chunks):
-        count = base + (1 if c < extra else 0)
+        u0 = c * n_users // n_chunks
+        u1 = (c + 1) * n_users // n_chunks
+        quota = n_samples * u1 // n_users - n_samples * u0 // n_users
+        n_mine = u1 - u0
         s = seeds[c]
         good = 0
-        for _ in range(count):
-            s = _xorshift(s)
-            u = users[_below(s, n_users)]
+        count = 0
+        for t in range(n_mine):
+            u = users[u0 + t]
+            steps = (t + 1) * quota // n_mine - t * quota // n_mine
             start = indptr[u]
             stop = indptr[u + 1]
-            s = _xorshift(s)
-            i = indices[start + _below(s, stop - start)]
-            while True:
-                s = _xorshift(s)
-                j = _below(s, n_items)
-                if not _in_row(indices, start, stop, j):
-                    break
             xu = X[u]
-            yi = Y[i]
-            yj = Y[j]
-            z = np.float32(0.0)
-            for a in range(k):
-                z += xu[a] * (yi[a] - yj[a])
-            if z > 0.0:
-                good += 1
-            g = np.float32(1.0) / (np.float32(1.0) + np.exp(z))
-            for a in range(k):
-                xa = xu[a]
-                ia = yi[a]
-                ja = yj[a]
-                xu[a] = xa + lr32 * (g * (ia - ja) - reg32 * xa)
-                yi[a] = ia + lr32 * (g * xa - reg32 * ia)
-                yj[a] = ja + lr32 * (-g * xa - reg32 * ja)
+            for _ in range(steps):
+                s = _xorshift(s)
+                i = indices[start + _below(s, stop - start)]
+                while True:
+                    s = _xorshift(s)
+                    j = _below(s, n_items)
+                    if not _in_row(indices, start, stop, j):
+                        break
+                yi = Y[i]
+                yj = Y[j]
+                z = np.float32(0.0)
+                for a in range(k):
+                    z += xu[a] * (yi[a] - yj[a])
+                if z > 0.0:
+                    good += 1
+                g = np.float32(1.0) / (np.float32(1.0) + np.exp(z))
+                for a in range(k):
+                    xa = xu[a]
+                    ia = yi[a]
+                    ja = yj[a]
+                    xu[a] = xa + lr32 * (g * (ia - ja) - reg32 * xa)
+                    yi[a] = ia + lr32 * (g * xa - reg32 * ia)
+                    yj[a] = ja + lr32 * (-g * xa - reg32 * ja)
+            count += steps
         done[c] = count
         correct[c] = good
     return done, correct
