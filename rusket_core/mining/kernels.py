@@ -17,6 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numba import njit, prange
+from numba.typed import List
 
 METRICS: tuple[str, ...] = (
     "antecedent support",
@@ -43,11 +44,13 @@ def mine_tree(indptr, indices, rank_of, rank_count, min_count, max_len):
     items, occ_ptr, occ, cost = project(indptr, indices, rank_of, rank_count.shape[0])
     order = np.argsort(-cost, kind="stable")  # biggest subtrees first for better balance
     # subtrees differ widely in size: hand them out one at a time
+    trees = _new_trees(len(order))
     old = numba.set_parallel_chunksize(1)
     try:
-        tree = grow(items, occ_ptr, occ, order, rank_count, min_count, max_len)
+        grow(items, occ_ptr, occ, order, rank_count, min_count, max_len, trees)
     finally:
         numba.set_parallel_chunksize(old)
+    tree = _concat_trees(trees)
     return tree[:, 0], tree[:, 1], tree[:, 2]
 
 
@@ -280,22 +283,24 @@ def _search(items, occ, a0, b0, root, rank_count, min_count, max_len):
     return nodes[:n_nodes].copy()
 
 
-@njit(cache=True, parallel=True)
-def grow(items, occ_ptr, occ, order, rank_count, min_count, max_len):
-    """Depth-first occurrence-delivery search, one parallel task per first item; returns
-    the concatenated prefix tree as rows ``(parent, rank, count)``."""
-    n_freq = rank_count.shape[0]
-    trees = [np.empty((0, 3), np.int64) for _ in range(n_freq)]
-    for t in prange(n_freq):
-        root = order[t]
-        trees[t] = _search(items, occ, occ_ptr[root], occ_ptr[root + 1], root, rank_count, min_count, max_len)
-    # concatenate the task trees (parents shifted to global ids)
+@njit(cache=True)
+def _new_trees(n):
+    """A typed list of ``n`` empty trees for ``grow`` to fill."""
+    trees = List()
+    for _ in range(n):
+        trees.append(np.empty((0, 3), np.int64))
+    return trees
+
+
+@njit(cache=True)
+def _concat_trees(trees):
+    """Stack the task trees, shifting parent ids to global rows."""
     total = 0
-    for t in range(n_freq):
+    for t in range(len(trees)):
         total += trees[t].shape[0]
     out = np.empty((total, 3), np.int64)
     s0 = 0
-    for t in range(n_freq):
+    for t in range(len(trees)):
         tree = trees[t]
         for i in range(tree.shape[0]):
             out[s0 + i, 0] = tree[i, 0] + s0 if tree[i, 0] >= 0 else -1
@@ -303,6 +308,15 @@ def grow(items, occ_ptr, occ, order, rank_count, min_count, max_len):
             out[s0 + i, 2] = tree[i, 2]
         s0 += tree.shape[0]
     return out
+
+
+@njit(cache=True, parallel=True)
+def grow(items, occ_ptr, occ, order, rank_count, min_count, max_len, trees):
+    """Depth-first occurrence-delivery search, one parallel task per first item; task ``t``
+    stores its prefix tree (rows ``(parent, rank, count)``) in ``trees[t]``."""
+    for t in prange(order.shape[0]):
+        root = order[t]
+        trees[t] = _search(items, occ, occ_ptr[root], occ_ptr[root + 1], root, rank_count, min_count, max_len)
 
 
 # ---------------------------------------------------------------------------------------------
