@@ -259,8 +259,8 @@ def score_potential(
     the categories and the score is the best CF score among the category's model items. A target
     counts as bought when the customer bought the item (or any item of the category) in
     ``user_history``; bought targets get no row. ``top_n`` keeps each customer's best n targets.
-    Scores come from BLAS blocks reduced by a parallel numba kernel and the shared top-k kernel;
-    the output (``MAX_POTENTIAL_ROWS`` at most without ``top_n``) is sorted by score descending,
+    One parallel numba kernel scores blocks of customers (a single-threaded BLAS product per block
+    and thread, the per-target max, the shared top-k row selection); the output (``MAX_POTENTIAL_ROWS`` at most without ``top_n``) is sorted by score descending,
     ties by customer then target label order.
     """
     for attr in ("user_factors", "item_factors", "users", "items"):
