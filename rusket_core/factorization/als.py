@@ -6,7 +6,7 @@ import numba
 import numpy as np
 
 from rusket_core.encoding import Encoded
-from rusket_core.factorization.base import FactorModel
+from rusket_core.factorization.base import FactorModel, transpose_csr
 from rusket_core.factorization.kernels import als_loss, als_update
 
 SOLVERS = ("cg", "cholesky")
@@ -54,7 +54,7 @@ class ALS(FactorModel):
 
     def _fit(self, interactions: Encoded) -> None:
         ui = _csr(interactions)
-        iu = _transpose(ui, interactions.n_items)
+        iu = transpose_csr(*ui, interactions.n_items)
         rng = np.random.default_rng(self.random_state)
         k = self.factors
         # zero-mean rows of about unit norm: with a small regularization the initial scale sticks,
@@ -98,16 +98,6 @@ def _csr(enc: Encoded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         np.ascontiguousarray(enc.indices, dtype=np.int32),
         np.ascontiguousarray(enc.weights(), dtype=np.float32),
     )
-
-
-def _transpose(csr, n_cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Column-major view of a CSR as another CSR (rows sorted within each column)."""
-    indptr, indices, data = csr
-    order = np.argsort(indices, kind="stable")
-    rows = np.repeat(np.arange(len(indptr) - 1, dtype=np.int32), np.diff(indptr))
-    ptr = np.zeros(n_cols + 1, dtype=np.int64)
-    np.cumsum(np.bincount(indices, minlength=n_cols), out=ptr[1:])
-    return ptr, np.ascontiguousarray(rows[order]), np.ascontiguousarray(data[order])
 
 
 def _balanced_bounds(indptr: np.ndarray, k: int) -> np.ndarray:

@@ -307,11 +307,8 @@ class FactorModel:
         """Item × user CSR of the training interactions (built on first use)."""
         if self._item_users is None:
             enc = self.user_items
-            order = np.argsort(enc.indices, kind="stable")
-            users_of = np.repeat(np.arange(enc.n_rows, dtype=np.int32), np.diff(enc.indptr))
-            ptr = np.zeros(enc.n_items + 1, dtype=np.int64)
-            np.cumsum(np.bincount(enc.indices, minlength=enc.n_items), out=ptr[1:])
-            self._item_users = (ptr, np.ascontiguousarray(users_of[order]))
+            ptr, ind, _ = transpose_csr(enc.indptr, enc.indices, None, enc.n_items)
+            self._item_users = (ptr, ind)
         return self._item_users
 
     def _unit_item_factors(self) -> np.ndarray:
@@ -358,6 +355,18 @@ class FactorModel:
             pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)), k
         )
         return from_arrow(pa.table(columns), self._output_format(format))
+
+
+def transpose_csr(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray | None, n_cols: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The column-major view of a CSR as another CSR (int64 offsets, int32 sorted row indices)."""
+    order = np.argsort(indices, kind="stable")  # stable: rows stay sorted within each column
+    rows = np.repeat(np.arange(len(indptr) - 1, dtype=np.int32), np.diff(indptr))
+    ptr = np.zeros(n_cols + 1, dtype=np.int64)
+    np.cumsum(np.bincount(indices, minlength=n_cols), out=ptr[1:])
+    out_data = None if data is None else np.ascontiguousarray(data[order])
+    return ptr, np.ascontiguousarray(rows[order]), out_data
 
 
 def _normalized(factors: np.ndarray) -> np.ndarray:
