@@ -153,6 +153,13 @@ def test_function_accepts_mlxtend_style_frozensets_and_counts():
     assert np.allclose(np.sort(again["confidence"]), np.sort(got["confidence"]))
 
 
+def test_an_empty_itemsets_frame_gives_an_empty_rules_frame():
+    empty = FPGrowth([["a"], ["b"]], min_support=1.0).mine()
+    rules = association_rules(empty, min_threshold=0.0)
+    assert len(rules) == 0 and tuple(rules.columns) == RULE_COLUMNS
+    assert association_rules(pa.table({"support": pa.array([], pa.float64()), "itemsets": pa.array([], pa.list_(pa.string()))})).num_rows == 0
+
+
 def test_integer_labels_stay_integers_in_rules():
     rules = FPGrowth([[1, 2], [1, 2], [2, 3]], min_support=2).association_rules(min_threshold=0.5)
     assert {(tuple(a), tuple(c)) for a, c in zip(rules["antecedents"], rules["consequents"], strict=True)} == {

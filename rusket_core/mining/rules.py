@@ -150,6 +150,8 @@ def itemsets_from_frame(
         bad = support[(support <= 0) | (support > 1)][0]
         raise ValueError(f"column 'support' must hold fractions in (0, 1], found {bad}")
     sets = table.column("itemsets").combine_chunks()
+    if table.num_rows == 0:
+        return np.zeros(1, np.int64), np.empty(0, np.int64), support, Labels(np.empty(0, np.int64))
     if not (pa.types.is_list(sets.type) or pa.types.is_large_list(sets.type)):
         raise ValueError(f"column 'itemsets' must hold lists of items, got {sets.type}")
     if sets.null_count:
