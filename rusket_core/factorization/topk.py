@@ -233,3 +233,8 @@ def _single_threaded_blas(active: bool = True):
 
 def _n_chunks(m: int) -> int:
     return int(max(1, min(m, 4 * numba.get_num_threads())))
+
+
+#: public names for kernels that fuse their own scoring with the shared selection
+select_row = _select_row
+single_threaded_blas = _single_threaded_blas
