@@ -18,6 +18,8 @@ class ALS(FactorModel):
     ``solver="cg"`` runs ``cg_steps`` conjugate-gradient steps per row warm-started from the previous
     factors (Takács et al. 2011); ``"cholesky"`` solves each row exactly. Users, then items, are
     solved in parallel; results depend only on ``random_state`` (not on the thread count).
+    Confidence grows linearly with the rating, so heavy-tailed ratings (revenue) are best
+    compressed first (e.g. ``log1p``) to keep the row systems well conditioned.
     """
 
     def __init__(

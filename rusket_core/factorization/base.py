@@ -28,6 +28,8 @@ class FactorModel:
       items CSR; ``data`` holds the summed ratings, or None without a rating column).
     - ``user_col``, ``item_col``, ``rating_col``: column names given to ``from_transactions``.
 
+    All rankings go through :func:`rusket_core.factorization.topk.topk` (blocked scoring, parallel
+    selection, seen-item exclusion CSR), which other recommenders can call on these factors too.
     Outputs that are frames follow the library of the frame the model was built from (pandas when
     fitted on a scipy matrix) unless ``format=`` says otherwise ("pandas", "polars", "arrow",
     "spark").
