@@ -191,13 +191,14 @@ def _search(items, occ, a0, b0, root, rank_count, min_count, max_len):
                 q += 1
                 v = arr[q]
             visits += q - src[i]
-        go_deeper = max_len == 0 or depth + 1 < max_len
         n_ext = 0
         need = 0
         for k in range(n_t):
             if cnt[touched[k]] >= min_count:
                 n_ext += 1
                 need += cnt[touched[k]]
+        # children can only grow with the other extensions: none when there is just one
+        go_deeper = (max_len == 0 or depth + 1 < max_len) and n_ext >= 2
         if n_ext > 0:
             nodes = _grow_rows(nodes, n_nodes, n_nodes + n_ext)
             e_first = e_top
