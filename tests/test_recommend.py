@@ -261,3 +261,14 @@ def test_topk_blocks_match_a_dense_product(monkeypatch):
     ptr, ind = csr_rows(seen.indptr, seen.indices, rows)
     for r, row in enumerate(rows):
         assert ind[ptr[r] : ptr[r + 1]].tolist() == seen.indices[seen.indptr[row] : seen.indptr[row + 1]].tolist()
+
+
+def test_duckdb_relation_input(purchases):
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("purchases", purchases)
+    rel = con.sql("select customer_id, sku, revenue from purchases")
+    model = ALS.from_transactions(rel, "customer_id", "sku", rating_col="revenue", factors=4, iterations=2).fit()
+    assert isinstance(model.batch_recommend(n=2), pa.Table)  # a relation reads as arrow
+    assert model.users.values.tolist() == sorted(purchases.customer_id.unique().tolist())
