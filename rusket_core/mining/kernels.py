@@ -19,6 +19,9 @@ import numpy as np
 from numba import njit, prange
 from numba.typed import List
 
+_FNV_OFFSET = np.uint64(14695981039346656037)
+_FNV_PRIME = np.uint64(1099511628211)
+
 METRICS: tuple[str, ...] = (
     "antecedent support",
     "consequent support",
@@ -147,8 +150,9 @@ def _search(items, occ, a0, b0, root, rank_count, min_count, max_len):
     tree as rows ``(parent, rank, count)`` with the node of ``{root}`` first.
 
     A node is expanded by counting the items in its suffixes, then (database reduction)
-    copying those suffixes restricted to its frequent extensions into a local stack and
-    delivering, for each extension, the positions just after it in that copy.
+    copying those suffixes restricted to its frequent extensions into a local stack, merging
+    identical copies into one weighted row (a row ends with ``-weight``), and delivering, for
+    each extension, the positions just after it in that copy.
     """
     n_freq = rank_count.shape[0]
     nodes = np.empty((64, 3), np.int64)
@@ -165,10 +169,13 @@ def _search(items, occ, a0, b0, root, rank_count, min_count, max_len):
     d_top = 0
     ostk = np.empty(64, np.int64)  # occurrence lists, one slice per extension
     o_top = 0
-    ext = np.empty((64, 3), np.int64)  # extensions: tree node, occurrence slice begin, end
+    ext = np.empty((64, 4), np.int64)  # extensions: tree node, occurrence slice, support left
     e_top = 0
     frames = np.empty((n_freq + 2, 5), np.int64)  # first ext, next ext, end ext, o_top, d_top
     n_frames = 0
+    htab = np.empty(64, np.int64)  # row-merging hash table: row start, valid when hgen == gen
+    hgen = np.zeros(64, np.int64)
+    gen = 0
     # the node to expand: suffixes start at src[a:b] in arr
     arr = items
     src = occ
@@ -177,26 +184,26 @@ def _search(items, occ, a0, b0, root, rank_count, min_count, max_len):
     node = 0
     depth = 1
     while True:
-        # ---- count the items in the suffixes
+        # ---- count the items in the suffixes (each row carries its weight at the end)
         n_t = 0
         visits = 0
         for i in range(a, b):
-            q = src[i]
-            v = arr[q]
-            while v >= 0:
+            q0 = src[i]
+            q = q0
+            while arr[q] >= 0:
+                q += 1
+            w = -arr[q]
+            for p in range(q0, q):
+                v = arr[p]
                 if cnt[v] == 0:
                     touched[n_t] = v
                     n_t += 1
-                cnt[v] += 1
-                q += 1
-                v = arr[q]
-            visits += q - src[i]
+                cnt[v] += w
+            visits += q - q0
         n_ext = 0
-        need = 0
         for k in range(n_t):
             if cnt[touched[k]] >= min_count:
                 n_ext += 1
-                need += cnt[touched[k]]
         # children can only grow with the other extensions: none when there is just one
         go_deeper = (max_len == 0 or depth + 1 < max_len) and n_ext >= 2
         if n_ext > 0:
@@ -204,11 +211,19 @@ def _search(items, occ, a0, b0, root, rank_count, min_count, max_len):
             e_first = e_top
             o_mark = o_top
             if go_deeper:
-                ostk = _grow(ostk, o_top, o_top + need)
+                ostk = _grow(ostk, o_top, o_top + visits)
                 ext = _grow_rows(ext, e_top, e_top + n_ext)
                 db = _grow(db, d_top, d_top + visits + (b - a))
                 if depth > 1:
                     arr = db
+                size = 64
+                while size < 2 * (b - a):
+                    size *= 2
+                if htab.shape[0] < size:
+                    htab = np.empty(size, np.int64)
+                    hgen = np.zeros(size, np.int64)
+                    gen = 0
+                gen += 1
             for k in range(n_t):
                 v = touched[k]
                 if cnt[v] >= min_count:
@@ -217,37 +232,71 @@ def _search(items, occ, a0, b0, root, rank_count, min_count, max_len):
                     nodes[n_nodes, 2] = cnt[v]
                     if go_deeper:
                         ext[e_top, 0] = n_nodes
-                        ext[e_top, 1] = o_top
-                        ext[e_top, 2] = o_top
+                        ext[e_top, 1] = 0  # occurrences counted first, slices laid out below
+                        ext[e_top, 3] = 0
                         e_top += 1
                         slot[v] = e_top
-                        o_top += cnt[v]
                     n_nodes += 1
             if go_deeper:
-                # reduced database: suffixes restricted to the extensions, >= 2 items each
+                # reduced database: suffixes restricted to the extensions (>= 2 items), merged
                 d_mark = d_top
+                hmask = np.uint64(size - 1)
                 for i in range(a, b):
                     q = src[i]
-                    v = arr[q]
                     start = d_top
-                    while v >= 0:
+                    h = _FNV_OFFSET
+                    while arr[q] >= 0:
+                        v = arr[q]
                         if slot[v] > 0:
                             db[d_top] = v
                             d_top += 1
+                            h = (h ^ np.uint64(v + 1)) * _FNV_PRIME
                         q += 1
-                        v = arr[q]
-                    if d_top - start >= 2:
-                        db[d_top] = -1
-                        d_top += 1
-                    else:
+                    w = -arr[q]
+                    m = d_top - start
+                    if m < 2:
                         d_top = start
-                # deliver the position after each item that has a non-empty suffix
-                for q in range(d_mark, d_top - 1):
-                    v = db[q]
-                    if v >= 0 and db[q + 1] >= 0:
-                        s = slot[v] - 1
-                        ostk[ext[s, 2]] = q + 1
+                        continue
+                    hs = (h ^ (h >> np.uint64(29))) & hmask
+                    while True:
+                        if hgen[hs] != gen:  # new row: keep it
+                            hgen[hs] = gen
+                            htab[hs] = start
+                            db[d_top] = -w
+                            d_top += 1
+                            for p in range(start, start + m - 1):
+                                ext[slot[db[p]] - 1, 1] += 1
+                            break
+                        r0 = htab[hs]
+                        same = db[r0 + m] < 0
+                        if same:
+                            for p in range(m):
+                                if db[r0 + p] != db[start + p]:
+                                    same = False
+                                    break
+                        if same:  # identical row: add the weight, drop the copy
+                            db[r0 + m] -= w
+                            d_top = start
+                            break
+                        hs = (hs + np.uint64(1)) & hmask
+                # lay out the occurrence slices, then deliver the position after each item
+                for k in range(e_first, e_top):
+                    n_occ = ext[k, 1]
+                    ext[k, 1] = o_top
+                    ext[k, 2] = o_top
+                    o_top += n_occ
+                q = d_mark
+                while q < d_top:
+                    e = q
+                    while db[e] >= 0:
+                        e += 1
+                    w = -db[e]
+                    for p in range(q, e - 1):
+                        s = slot[db[p]] - 1
+                        ostk[ext[s, 2]] = p + 1
                         ext[s, 2] += 1
+                        ext[s, 3] += w
+                    q = e + 1
                 for k in range(e_first, e_top):
                     slot[nodes[ext[k, 0], 1]] = 0
                 frames[n_frames, 0] = e_first
@@ -265,7 +314,7 @@ def _search(items, occ, a0, b0, root, rank_count, min_count, max_len):
             while frames[fr, 1] < frames[fr, 2]:
                 k = frames[fr, 1]
                 frames[fr, 1] += 1
-                if ext[k, 2] - ext[k, 1] >= min_count:
+                if ext[k, 3] >= min_count:
                     found = True
                     arr = db
                     src = ostk
@@ -323,8 +372,6 @@ def grow(items, occ_ptr, occ, order, rank_count, min_count, max_len, trees):
 # ---------------------------------------------------------------------------------------------
 # association rules
 
-_FNV_OFFSET = np.uint64(14695981039346656037)
-_FNV_PRIME = np.uint64(1099511628211)
 
 
 @njit(cache=True)
