@@ -106,6 +106,8 @@ class FPGrowth:
         max_len: int | None = None,
         item_names: Iterable[Any] | None = None,
     ) -> None:
+        min_count_for(min_support, 1)  # refuse bad parameters before encoding anything
+        self._max_len = _check_max_len(max_len)
         self.encoded: Encoded = encode(data, item_names=None if item_names is None else list(item_names))
         try:
             self._format = input_format(data)
@@ -114,7 +116,6 @@ class FPGrowth:
         self.min_support = min_support
         self.max_len = max_len
         self.min_count = min_count_for(min_support, self.encoded.n_rows)
-        self._max_len = _check_max_len(max_len)
         self._itemsets: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._addon_rules: RuleArrays | None = None
 
@@ -128,6 +129,8 @@ class FPGrowth:
         max_len: int | None = None,
     ) -> FPGrowth:
         """Build from long format (one row per basket × item) in pandas, polars or pyarrow."""
+        min_count_for(min_support, 1)
+        _check_max_len(max_len)
         model = cls(encode_transactions(data, transaction_col, item_col), min_support, max_len)
         model._format = input_format(data)
         return model
