@@ -1,15 +1,22 @@
 """Numba kernels for exact frequent-itemset mining and association-rule generation.
 
-Mining is a depth-first pattern growth with occurrence delivery (the scheme LCM uses):
-items are renumbered by ascending support, each basket becomes a sorted run of ranks
-ended by a ``-1`` sentinel, and an itemset is represented by the positions just after
-its last item in every basket that holds it.  Extending an itemset only scans those
-suffixes, so no candidate is ever generated that does not occur.  The subtrees rooted
-at different first items are independent and run in parallel (dynamic scheduling).
+Mining is a depth-first pattern growth with occurrence delivery and database reduction
+(the scheme of LCM): items are renumbered by ascending support, each basket becomes a
+sorted run of ranks ended by ``-weight`` (``-1`` for a real basket), and an itemset is
+represented by the positions just after its last item in the rows that hold it.  Expanding
+an itemset counts the items of those suffixes (so no candidate that does not occur is ever
+considered), copies the suffixes restricted to the frequent extensions, merges identical
+copies into one weighted row (the big win on dense data) and hands each extension the
+positions after it.  The subtrees rooted at different first items are independent and run
+in parallel (``prange``, one task at a time, largest first).
 
-Each task returns its itemsets as a prefix tree (parent, item, count): an itemset is
-its parent's itemset plus one item, which keeps the output small; ``expand_tree``
-turns it into flat item lists.
+Each task returns its itemsets as a prefix tree (parent, item, count): an itemset is its
+parent's itemset plus one item, which keeps the output small; ``mine_csr`` in
+``fpgrowth.py`` expands it into flat item lists.
+
+Rules: every itemset is put in an open-addressing hash table; an itemset of size k looks
+up its 2**k - 2 proper subsets once each and emits the rules A -> S \\ A passing the
+threshold (counted, then written, so the output is allocated exactly).
 """
 
 from __future__ import annotations
