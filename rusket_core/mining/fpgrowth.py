@@ -28,6 +28,8 @@ def min_count_for(min_support: Any, n_rows: int) -> int:
         ms = float(min_support)
         if math.isnan(ms) or not 0.0 < ms <= 1.0:
             raise ValueError(f"min_support as a fraction must be in (0, 1], got {min_support!r}")
+        if n_rows <= 0:
+            return 1
         # smallest count c with c / n >= ms, immune to rounding in ms * n
         c = max(1, math.ceil(ms * n_rows))
         while c > 1 and (c - 1) / n_rows >= ms:
@@ -47,7 +49,9 @@ def _check_max_len(max_len: Any) -> int:
     return int(max_len)
 
 
-def mine_csr(indptr: np.ndarray, indices: np.ndarray, n_items: int, min_count: int, max_len: int = 0):
+def mine_csr(
+    indptr: np.ndarray, indices: np.ndarray, n_items: int, min_count: int, max_len: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact frequent itemsets of a CSR basket matrix: ``(offsets, item ids sorted per itemset, counts)``
     ordered by count descending, then length, then discovery order."""
     counts = np.bincount(indices, minlength=n_items).astype(np.int64)
