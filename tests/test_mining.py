@@ -217,3 +217,14 @@ def test_nothing_frequent_gives_an_empty_frame_with_the_columns():
     frame = FPGrowth([["a"], ["b"]], min_support=1.0).mine()
     assert len(frame) == 0 and list(frame.columns) == ["support", "count", "itemsets"]
     assert len(FPGrowth([["a"], ["b"]], min_support=1.0).association_rules(min_threshold=0.0)) == 0
+
+
+def test_recommend_items_argument_errors_and_edge_cases():
+    model = FPGrowth([["a", "b"], ["a", "b"], ["b", "c"]], min_support=1)
+    assert model.recommend_items(["a"], n=0) == []
+    assert model.recommend_items([], n=3) == []
+    assert model.recommend_items({"a"}, n=5) == ["b"]
+    with pytest.raises(ValueError, match="n must be"):
+        model.recommend_items(["a"], n=-1)
+    with pytest.raises(ValueError, match="single string"):
+        model.recommend_items("a")
