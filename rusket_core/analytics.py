@@ -19,8 +19,8 @@ from numba import njit, prange
 from rusket_core.encoding import Encoded, Labels, encode_transactions
 from rusket_core.factorization.topk import (
     BLOCK_SCORES,
-    _select_row,  # the shared top-k row selection, inlined into the potential kernel
-    _single_threaded_blas,
+    select_row,  # the shared top-k row selection, inlined into the potential kernel
+    single_threaded_blas,
 )
 from rusket_core.frames import column, input_format, make_frame, resolve_format, to_arrow_table
 
@@ -225,7 +225,7 @@ def _potential_kernel(
                 src = buf[r - r0]
                 e0, e1 = excl_indptr[r], excl_indptr[r + 1]
                 if singletons and not keep_all:  # one item per target: select straight from the scores
-                    _select_row(src, mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
+                    select_row(src, mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
                     continue
                 dst = all_scores[r] if keep_all else row_buf
                 for g in range(n_targets):
@@ -237,7 +237,7 @@ def _potential_kernel(
                 for e in range(e0, e1):
                     dst[excl_indices[e]] = -np.inf
                 if not keep_all:
-                    _select_row(dst, mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
+                    select_row(dst, mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
 
 
 def score_potential(
@@ -300,7 +300,7 @@ def score_potential(
         out_val = np.empty(out_idx.shape, dtype=np.float32)
         block_rows = int(max(1, min(m, BLOCK_SCORES // max(len(group_items), 1))))
         n_chunks = int(max(1, min((m + block_rows - 1) // block_rows, numba.get_num_threads())))
-        with _single_threaded_blas(n_chunks > 1):  # parallelism from numba threads, one product each
+        with single_threaded_blas(n_chunks > 1):  # parallelism from numba threads, one product each
             _potential_kernel(
                 np.ascontiguousarray(model.user_factors[rows], dtype=np.float32),
                 np.ascontiguousarray(model.item_factors[group_items].T, dtype=np.float32),

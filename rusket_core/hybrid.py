@@ -20,9 +20,9 @@ from rusket_core.analytics import label_kind, numeric_column, rules_table
 from rusket_core.encoding import Labels
 from rusket_core.factorization.topk import (
     BLOCK_SCORES,
-    _select_row,  # the shared top-k row selection, inlined into the blend kernel
-    _single_threaded_blas,
     csr_rows,
+    select_row,  # the shared top-k row selection, inlined into the blend kernel
+    single_threaded_blas,
     topk,
 )
 from rusket_core.frames import column, input_format, make_frame, resolve_format, to_arrow_table
@@ -102,7 +102,7 @@ def _blend_topk_kernel(
                 row = cf[r - r0]
                 e0, e1 = excl_indptr[r], excl_indptr[r + 1]
                 _blend_row(row, sem[r - r0], has_sem[r], mask, excl_indices, e0, e1, alpha)
-                _select_row(row, mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
+                select_row(row, mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
 
 
 @njit(inline="always")
@@ -342,7 +342,7 @@ class Recommender:
             return out_idx, out_val
         block_rows = int(max(1, min(m, BLOCK_SCORES // max(n_items, 1))))
         n_chunks = int(max(1, min((m + block_rows - 1) // block_rows, numba.get_num_threads())))
-        with _single_threaded_blas(n_chunks > 1):  # parallelism from numba threads, one product each
+        with single_threaded_blas(n_chunks > 1):  # parallelism from numba threads, one product each
             _blend_topk_kernel(
                 np.ascontiguousarray(model.user_factors[rows], dtype=np.float32),
                 np.ascontiguousarray(model.item_factors.T, dtype=np.float32),
