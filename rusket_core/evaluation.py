@@ -96,6 +96,8 @@ def leave_last_out(data: Any, user_col: str, item_col: str, time_col: str) -> tu
 
 
 def _codes(table: pa.Table, name: str) -> np.ndarray:
+    if table.num_rows == 0:
+        raise ValueError("input is empty: no interactions to split")
     col = column(table, name)
     if col.null_count:
         raise ValueError(f"column {name!r} has {col.null_count} nulls")

@@ -83,6 +83,8 @@ def test_leave_last_out_holds_out_the_latest_item():
         leave_last_out(df.assign(t=[1, None, 2, 3, 4, 5, 6]), "u", "i", "t")
     with pytest.raises(ValueError, match="'nope'"):
         train_test_split(df, "nope", "i")
+    with pytest.raises(ValueError, match="empty"):
+        train_test_split(df.iloc[:0], "u", "i")
     with pytest.raises(ValueError, match="test_fraction"):
         train_test_split(df, "u", "i", test_fraction=1.0)
 
