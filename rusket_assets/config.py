@@ -11,6 +11,9 @@ class MiningConfig(dg.Config):
 
     min_support: float = Field(default=0.0003, description="Fraction of baskets in (0, 1], or a count >= 1.")
     max_len: int | None = Field(default=3, description="Longest itemset to mine; None for no limit.")
+    min_baskets: int = Field(
+        default=10, description="Floor on the absolute basket count (keeps small data sets from mining every combination)."
+    )
 
 
 class RulesConfig(dg.Config):

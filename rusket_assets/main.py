@@ -83,6 +83,39 @@ def step_seconds(instance, run_id: str) -> dict[str, float]:
     return seconds
 
 
+PID_TAG = "rusket/pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def release_stale_runs(instance) -> list[str]:
+    """Fail runs this command started in a process that no longer exists, freeing their pool slots.
+
+    A killed ``python -m rusket_assets.main`` leaves its run STARTED and its "duckdb" pool slot
+    claimed, which would block every later run; runs launched from the UI are left to Dagster's
+    own run monitoring.
+    """
+    import dagster as dg
+
+    statuses = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]
+    released = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=statuses, tags={"rusket/launcher": "main"})):
+        pid = int(run.tags.get(PID_TAG, "0"))
+        if pid and pid != os.getpid() and not _alive(pid):
+            instance.report_run_failed(run, message=f"process {pid} running this job ended without finishing it")
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            released.append(run.run_id)
+    return released
+
+
 def materialise_all(
     log_level: str = "INFO", defs=None, instance=None, source: dict | None = None
 ) -> tuple[bool, dict[str, float]]:
@@ -104,7 +137,10 @@ def materialise_all(
     own_instance = instance is None
     instance = instance or dg.DagsterInstance.get()
     try:
-        result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
+        for run_id in release_stale_runs(instance):
+            print(f"released run {run_id} left unfinished by a killed process", file=sys.stderr)
+        tags = {"rusket/launcher": "main", PID_TAG: str(os.getpid())}
+        result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False, tags=tags)
         timings = step_seconds(instance, result.run_id)
     finally:
         if own_instance:

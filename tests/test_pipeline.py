@@ -15,7 +15,8 @@ from rusket_assets.sample_data import generate_store
 SMALL = {"n_customers": 400, "n_products": 120, "n_categories": 10, "n_days": 30, "n_lines": 5_000, "seed": 3}
 RUN_CONFIG: dict = {
     "ops": {
-        "personalization__als_model": {"config": {"factors": 32, "iterations": 6}},
+        # small data: few factors and a mild alpha beat popularity clearly (the blocking check)
+        "personalization__als_model": {"config": {"factors": 8, "iterations": 6, "alpha": 10.0, "regularization": 0.1}},
         "personalization__bpr_model": {"config": {"factors": 16, "iterations": 30}},
         "baskets__frequent_itemsets": {"config": {"min_support": 0.004}},
     }
@@ -98,8 +99,8 @@ def test_factor_tables_are_typed_vectors(pipeline):
     types = dict(
         sql(tmp, "select table_name || '.' || column_name, data_type from information_schema.columns where table_schema = 'personalization'")
     )
-    assert types["user_factors.vector"] == "FLOAT[32]"
-    assert types["item_factors.vector"] == "FLOAT[32]"
+    assert types["user_factors.vector"] == "FLOAT[8]"
+    assert types["item_factors.vector"] == "FLOAT[8]"
     assert types["user_factors.customer_id"] == "BIGINT"
     assert types["item_factors.product_id"] == "VARCHAR"
     n_customers, n_products = sql(tmp, "select count(distinct customer_id), count(distinct product_id) from ingest.raw_transactions")[0]
@@ -323,7 +324,7 @@ def test_lancedb_item_vectors_search_like_similar_items(pipeline):
     items = db.open_table("item_vectors").to_arrow()
     assert items.num_rows == 120
     assert {"label", "product_name", "category", "vector"} <= set(items.column_names)
-    assert items.schema.field("vector").type.list_size == 32
+    assert items.schema.field("vector").type.list_size == 8
     users = db.open_table("user_vectors")
     assert users.count_rows() == sql(tmp, "select count(*) from personalization.user_factors")[0][0]
     product = sql(tmp, "select product_id from ingest.products order by n_baskets desc limit 1")[0][0]
@@ -384,7 +385,7 @@ def test_weak_model_does_not_publish_recommendations(tmp_path):
     before = sql(tmp_path, "select * from personalization.user_recommendations order by customer_id, rank")
 
     # ALS without a single training iteration keeps its random start: worse than popularity.
-    weak = {"ops": {**RUN_CONFIG["ops"], "personalization__als_model": {"config": {"factors": 32, "iterations": 0}}}}
+    weak = {"ops": {**RUN_CONFIG["ops"], "personalization__als_model": {"config": {"factors": 8, "iterations": 0}}}}
     result = run(defs, RECOMMENDATION_ASSETS, weak)
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["als_beats_popularity"] is False

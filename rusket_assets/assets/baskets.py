@@ -25,18 +25,26 @@ def rules_for_library(rules: pa.Table) -> pa.Table:
 def frequent_itemsets(context: dg.AssetExecutionContext, config: MiningConfig, raw_transactions: pa.Table) -> pa.Table:
     """Itemsets of products bought together in at least ``min_support`` of baskets (FP-growth, exact).
 
+    The threshold never goes below ``min_baskets`` baskets, so a small source does not mine every
+    combination of every basket.
+
     Columns: itemset (list of product ids, e.g. VARCHAR[]), length, support (fraction), count.
     """
+    import math
     import time
 
     from rusket_core import FPGrowth
 
     start = time.perf_counter()
+    n_baskets = len(pc.unique(raw_transactions["basket_id"]))
+    min_support = config.min_support
+    if min_support < 1 and math.ceil(min_support * n_baskets) < config.min_baskets:
+        min_support = int(config.min_baskets)  # an absolute count
     model = FPGrowth.from_transactions(
         raw_transactions.select(["basket_id", "product_id"]),
         transaction_col="basket_id",
         item_col="product_id",
-        min_support=config.min_support,
+        min_support=min_support,
         max_len=config.max_len,
     )
     itemsets = model.mine(format="arrow")
