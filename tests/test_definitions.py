@@ -1,7 +1,10 @@
 """The Definitions object, the workspace, the instance config and the refresh schedule."""
 
 import datetime as dt
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -56,3 +59,30 @@ def test_daily_schedule_requests_a_run_of_the_whole_graph():
     assert refresh_schedule.cron_schedule == "0 3 * * *"
     job = defs.resolve_job_def(refresh_schedule.job_name)
     assert set(job.asset_layer.executable_asset_keys) == set(defs.resolve_all_asset_keys())
+
+
+def test_main_releases_pool_slots_of_a_killed_run(tmp_path, monkeypatch):
+    from rusket_assets.main import PID_TAG, release_stale_runs
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pids = {"killed": int(finished.stdout), "alive": os.getpid()}
+    with dg.DagsterInstance.get() as instance:
+        runs = {}
+        for name, pid in pids.items():
+            run = dg.DagsterRun(
+                job_name="refresh_all", status=dg.DagsterRunStatus.STARTED,
+                tags={"rusket/launcher": "main", PID_TAG: str(pid)},
+            )  # fmt: skip
+            runs[name] = instance.add_run(run)
+        storage = instance.event_log_storage
+        assert storage.initialize_concurrency_limit_to_default(POOL)  # one slot, from dagster.yaml
+        storage.claim_concurrency_slot(POOL, runs["killed"].run_id, "ingest__raw_transactions")
+        assert storage.get_concurrency_info(POOL).claimed_slots
+        assert release_stale_runs(instance) == [runs["killed"].run_id]
+        assert not storage.get_concurrency_info(POOL).claimed_slots
+        assert instance.get_run_by_id(runs["killed"].run_id).status == dg.DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(runs["alive"].run_id).status == dg.DagsterRunStatus.STARTED
