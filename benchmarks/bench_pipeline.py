@@ -36,7 +36,7 @@ with dg.DagsterInstance.ephemeral() as instance:
     ok, steps = materialise_all("ERROR", defs=defs, instance=instance)
 t2 = time.perf_counter()
 rows = defs.resources["warehouse"].query(
-    "select table_schema || '.' || table_name as t, estimated_size as n from duckdb_tables() order by t"
+    "select schema_name || '.' || table_name as t, estimated_size as n from duckdb_tables() order by t"
 ).to_pylist()
 print(json.dumps({"ok": ok, "import": t1 - t0, "run": t2 - t1, "steps": steps,
                   "tables": {r["t"]: r["n"] for r in rows}}))
