@@ -155,9 +155,10 @@ def materialise_all(
     return result.success, timings
 
 
-def show_results() -> None:
+def show_results(defs=None) -> None:
     """Print the storage locations, a sample SQL query with its result and a vector search."""
-    from rusket_assets.definitions import defs
+    if defs is None:
+        from rusket_assets.definitions import defs
 
     warehouse = defs.resources["warehouse"]
     vectors = defs.resources["vectors"]
@@ -171,6 +172,32 @@ def show_results() -> None:
             con.sql(SAMPLE_QUERY).show(max_width=140)
         else:
             print("(personalization.user_recommendations was not materialised)")
+            return
+        product = con.sql(SAMPLE_QUERY).fetchall()[0][1]
+    show_neighbours(vectors.uri, product)
+
+
+def show_neighbours(uri: str, product) -> None:
+    """Print a LanceDB nearest-neighbour query for ``product`` and its result."""
+    from pathlib import Path
+
+    if not (Path(uri) / "item_vectors.lance").exists():
+        print("(vectors/item_vectors was not materialised)")
+        return
+    import lancedb
+
+    label = f"'{product}'" if isinstance(product, str) else str(product)
+    code = (
+        f"tbl = lancedb.connect({uri!r}).open_table('item_vectors')\n"
+        f"vec = tbl.search().where(\"label = {label}\").limit(1).to_arrow()['vector'][0].as_py()\n"
+        "tbl.search(vec).distance_type('cosine').limit(5).select(['label', 'product_name', 'category', '_distance'])"
+    )
+    print(f"\nNearest products in LanceDB (python, `import lancedb`):\n{code}\n")
+    tbl = lancedb.connect(uri).open_table("item_vectors")
+    vec = tbl.search().where(f"label = {label}").limit(1).to_arrow()["vector"][0].as_py()
+    hits = tbl.search(vec).distance_type("cosine").limit(5)
+    for row in hits.select(["label", "product_name", "category", "_distance"]).to_arrow().to_pylist():
+        print(f"  {row['label']!s:12} {row['product_name']!s:30} {row['category']!s:14} distance {row['_distance']:.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -394,3 +394,17 @@ def test_weak_model_does_not_publish_recommendations(tmp_path):
     assert dg.AssetKey(["personalization", "user_recommendations"]) not in materialized
     after = sql(tmp_path, "select * from personalization.user_recommendations order by customer_id, rank")
     assert after == before
+
+
+def test_main_prints_locations_query_and_neighbours(pipeline, capsys):
+    from rusket_assets.main import parse_args, show_results, source_config
+
+    tmp, _ = pipeline
+    show_results(build(tmp))
+    out = capsys.readouterr().out
+    assert str(tmp / "warehouse.duckdb") in out and str(tmp / "lancedb") in out
+    assert "from personalization.user_recommendations r" in out
+    assert "10 rows" in out
+    assert out.count("distance ") == 5
+    args = parse_args(["--source-kind", "parquet", "--source-path", "x/*.parquet", "--map", "basket=Invoice", "--map", "category="])
+    assert source_config(args) == {"kind": "parquet", "path": "x/*.parquet", "basket_col": "Invoice", "category_col": ""}
