@@ -408,3 +408,29 @@ def test_main_prints_locations_query_and_neighbours(pipeline, capsys):
     assert out.count("distance ") == 5
     args = parse_args(["--source-kind", "parquet", "--source-path", "x/*.parquet", "--map", "basket=Invoice", "--map", "category="])
     assert source_config(args) == {"kind": "parquet", "path": "x/*.parquet", "basket_col": "Invoice", "category_col": ""}
+
+
+def test_default_synthetic_store_has_the_promised_size_and_structure():
+    import numpy as np
+    import polars as pl
+
+    store = generate_store()
+    assert store.equals(generate_store())  # deterministic for a seed
+    df = pl.from_arrow(store)
+    assert df["customer_id"].n_unique() == 20_000
+    assert df["product_id"].n_unique() == 2_000
+    assert df["category"].n_unique() == 40
+    assert 270_000 <= df.height <= 330_000
+    span = df["ordered_at"].max() - df["ordered_at"].min()
+    assert span.days <= 90
+    assert (df["price"] > 0).all() and (df["quantity"] >= 1).all()
+    assert df.select(pl.struct("order_id", "product_id").is_unique().all()).item()
+    # popularity skew: the top 10% of products take a large share of the lines
+    counts = np.sort(df["product_id"].value_counts()["count"].to_numpy())[::-1]
+    assert counts[:200].sum() / counts.sum() > 0.35
+    # category affinity: customers with 10+ lines buy mostly in three of the 40 categories
+    per_customer = df.group_by("customer_id", "category").len().sort("len", descending=True)
+    top3 = per_customer.group_by("customer_id").agg(
+        share=pl.col("len").head(3).sum() / pl.col("len").sum(), lines=pl.col("len").sum()
+    )
+    assert top3.filter(pl.col("lines") >= 10)["share"].mean() > 0.7
