@@ -9,8 +9,10 @@ find:
   categories of one segment (what ALS/BPR pick up);
 - complementary products: popular "anchor" products pull a partner from a related category into
   the basket (what association rules and cart add-ons find);
-- substitutes: pairs of popular products in one category are rarely bought together
-  (lift well below 1, what ``find_substitutes`` finds).
+- substitutes: the second most popular product of a category is mostly dropped from baskets that
+  hold the most popular one (lift below 1). Few such pairs stay frequent enough to become rules;
+  at the default support the pairs ``find_substitutes`` reports are mostly popular products of
+  different customer segments, which are also bought together less than chance.
 """
 
 from __future__ import annotations
@@ -186,7 +188,7 @@ def generate_store(spec: StoreSpec | None = None, **overrides: int) -> pa.Table:
     drop[np.flatnonzero(is_b)[has_a & (rng.random(len(has_a)) < 0.8)]] = True
     line_order, line_prod = line_order[~drop], line_prod[~drop]
 
-    quantity = (1 + rng.geometric(0.65, len(line_order)) - 1).astype(np.int32)
+    quantity = rng.geometric(0.65, len(line_order)).astype(np.int32)
     price = prod["price"][line_prod]
     ordered_at = START + seconds[line_order].astype("timedelta64[s]")
     return pa.table(
