@@ -38,8 +38,11 @@ t2 = time.perf_counter()
 rows = defs.resources["warehouse"].query(
     "select schema_name || '.' || table_name as t, estimated_size as n from duckdb_tables() order by t"
 ).to_pylist()
+quality = defs.resources["warehouse"].query(
+    "select model, precision, ndcg, coverage, fit_seconds from personalization.model_evaluation"
+).to_pylist()
 print(json.dumps({"ok": ok, "import": t1 - t0, "run": t2 - t1, "steps": steps,
-                  "tables": {r["t"]: r["n"] for r in rows}}))
+                  "tables": {r["t"]: r["n"] for r in rows}, "quality": quality}))
 """
 
 
@@ -102,6 +105,10 @@ def write_results(runs: list[tuple[str, dict]], steps: list[str]) -> None:
               "|---|" + "---:|" * len(runs)]  # fmt: skip
     for step in steps:
         lines.append(f"| {step} | " + " | ".join(f"{r['steps'].get(step, float('nan')):.2f}" for _, r in runs) + " |")
+    lines += ["", "Holdout quality (model_evaluation, last run; 20% of each customer's products held out, k = 10):",
+              "", "| model | precision@10 | ndcg@10 | coverage | refit on train (s) |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for q in runs[-1][1]["quality"]:
+        lines.append(f"| {q['model']} | {q['precision']:.4f} | {q['ndcg']:.4f} | {q['coverage']:.3f} | {q['fit_seconds']:.2f} |")
     lines += ["", "Table sizes (rows, last run):", "", "| table | rows |", "|---|---:|"]
     for table, n in runs[-1][1]["tables"].items():
         lines.append(f"| {table} | {n} |")
