@@ -434,3 +434,22 @@ def test_default_synthetic_store_has_the_promised_size_and_structure():
         share=pl.col("len").head(3).sum() / pl.col("len").sum(), lines=pl.col("len").sum()
     )
     assert top3.filter(pl.col("lines") >= 10)["share"].mean() > 0.7
+
+
+def test_csv_glob_source(tmp_path):
+    import pyarrow.csv as pacsv
+
+    store = generate_store(**SMALL)
+    half = store.num_rows // 2
+    (tmp_path / "csv").mkdir()
+    pacsv.write_csv(store.slice(0, half), tmp_path / "csv" / "part-1.csv")
+    pacsv.write_csv(store.slice(half), tmp_path / "csv" / "part-2.csv")
+    source = TransactionSource(kind="csv", path=str(tmp_path / "csv" / "*.csv"))
+    result = run(build(tmp_path, source), [dg.AssetKey(["ingest", "raw_transactions"])])
+    assert result.success, failure_messages(result)
+    assert sql(tmp_path, "select count(*), count(distinct basket_id) from ingest.raw_transactions")[0] == (
+        store.num_rows,
+        len(pa.compute.unique(store["order_id"])),
+    )
+    types = dict(sql(tmp_path, "select column_name, data_type from information_schema.columns where table_name = 'raw_transactions'"))
+    assert types["customer_id"] == "BIGINT" and types["ordered_at"] == "TIMESTAMP"
