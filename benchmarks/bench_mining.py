@@ -1,7 +1,9 @@
 """Benchmark: frequent itemsets + rules on this project, rusket and mlxtend, same workloads, one run.
 
-Each (library, workload) runs in its own subprocess so that peak RSS is measured fairly
-(``ru_maxrss`` of that process: data loading + encoding + mining + rules).  For this project
+Each (library, workload) runs in its own subprocess so that peak RSS is measured fairly: "data
+MB" is the worker's RSS after loading the long-format frame, "peak MB" the largest RSS of the
+worker sampled from the parent every 5 ms (loading + encoding + mining + rules).  ``ru_maxrss``
+is not used: Linux carries a parent's high-water mark across fork/exec.  For this project
 the first subprocess starts with an empty numba cache ("cold": JIT compilation included), the
 second reuses the cache ("cache": compiled code loaded from disk) and then repeats the whole
 pipeline in-process ("warm").  rusket needs no compilation: its first run is "cold", a repeat
@@ -16,9 +18,9 @@ generation returned as an Arrow table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -73,8 +75,11 @@ def load(workload: str):
     return pd.read_parquet(data_path(workload)), "basket", "item"
 
 
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def rss_mb(pid: int | None = None) -> float:
+    """Resident set size of a process (default: this one) in MB."""
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / 2**20
 
 
 def run_ours(df, tcol, icol, min_support, min_conf):
@@ -129,23 +134,41 @@ def run_mlxtend(df, tcol, icol, min_support, min_conf):
 def worker(lib: str, workload: str, repeat: int) -> None:
     """Run one library on one workload (in this process) and print one JSON line."""
     _, min_support, min_conf, _ = WORKLOADS[workload]
+    import gc
+
     df, tcol, icol = load(workload)
-    base = peak_mb()
+    gc.collect()
+    base = rss_mb()
     fn = {"ours": run_ours, "rusket": run_rusket, "mlxtend": run_mlxtend}[lib]
     runs = [fn(df, tcol, icol, min_support, min_conf) for _ in range(repeat)]
-    print(json.dumps({"lib": lib, "workload": workload, "runs": runs, "base_mb": base, "peak_mb": peak_mb()}))
+    print(json.dumps({"lib": lib, "workload": workload, "runs": runs, "base_mb": base}))
 
 
 def spawn(lib: str, workload: str, repeat: int, env: dict, timeout: float) -> dict:
+    """Run a worker, sampling its RSS from here every 5 ms (independent of the worker's GIL)."""
+    import psutil
+
     cmd = [sys.executable, __file__, "--worker", lib, workload, "--repeat", str(repeat)]
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"lib": lib, "workload": workload, "error": f"timeout after {timeout:.0f}s"}
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True, cwd=ROOT)
+        watched = psutil.Process(proc.pid)
+        peak = 0.0
+        start = time.perf_counter()
+        while proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                peak = max(peak, watched.memory_info().rss / 2**20)
+            if time.perf_counter() - start > timeout:
+                proc.kill()
+                proc.wait()
+                return {"lib": lib, "workload": workload, "error": f"timeout after {timeout:.0f}s"}
+            time.sleep(0.005)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
-        return {"lib": lib, "workload": workload, "error": (proc.stderr or "no output").strip().splitlines()[-1]}
-    return json.loads(lines[-1])
+        return {"lib": lib, "workload": workload, "error": (stderr or "no output").strip().splitlines()[-1]}
+    return {**json.loads(lines[-1]), "peak_mb": peak}
 
 
 def fmt(x: float) -> str:
@@ -155,6 +178,7 @@ def fmt(x: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worker", nargs=2, metavar=("LIB", "WORKLOAD"))
+    ap.add_argument("--generate", metavar="WORKLOAD")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     ap.add_argument("--libs", nargs="+", default=list(LIBS), choices=LIBS)
@@ -163,11 +187,15 @@ def main() -> None:
     if args.worker:
         worker(*args.worker, args.repeat)
         return
+    if args.generate:
+        data_path(args.generate)
+        return
 
     results = []
     for workload in args.workloads:
         desc, min_support, min_conf, mlx_ok = WORKLOADS[workload]
-        data_path(workload)
+        # generate data in a child so that this parent stays small (workers fork from it)
+        subprocess.run([sys.executable, __file__, "--generate", workload], check=True, cwd=ROOT)
         print(f"\n== {workload}: {desc}; min_support={min_support}, rules: confidence >= {min_conf}")
         print(f"{'library':<16}{'encode s':>9}{'mine s':>9}{'rules s':>9}{'itemsets':>10}{'rules':>10}"
               f"{'data MB':>9}{'peak MB':>9}{'rules->arrow s':>16}")
