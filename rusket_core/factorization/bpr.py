@@ -7,7 +7,7 @@ import numpy as np
 
 from rusket_core.encoding import Encoded
 from rusket_core.factorization.base import FactorModel
-from rusket_core.factorization.kernels import bpr_epoch
+from rusket_core.factorization.kernels import bpr_epochs
 
 
 class BPR(FactorModel):
@@ -63,11 +63,10 @@ class BPR(FactorModel):
         if len(users) == 0:
             return
         n_chunks = numba.get_num_threads()
-        for epoch in range(self.iterations):
-            seeds = rng.integers(1, np.iinfo(np.int64).max, size=n_chunks, dtype=np.int64).astype(np.uint64)
-            done, correct = bpr_epoch(
-                indptr, indices, users, self.user_factors, self.item_factors,
-                self.learning_rate, self.regularization, n_samples, seeds,
-            )  # fmt: skip
-            self.samples_[epoch] = done.sum()
-            self.ranking_accuracy_[epoch] = correct.sum() / max(1, done.sum())
+        seeds = rng.integers(1, np.iinfo(np.int64).max, size=n_chunks, dtype=np.int64).astype(np.uint64)
+        done, correct = bpr_epochs(
+            indptr, indices, users, self.user_factors, self.item_factors,
+            self.learning_rate, self.regularization, n_samples, self.iterations, seeds,
+        )  # fmt: skip
+        self.samples_ = done.sum(axis=1)
+        self.ranking_accuracy_ = correct.sum(axis=1) / np.maximum(1, self.samples_)

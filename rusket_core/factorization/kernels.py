@@ -215,15 +215,15 @@ def _in_row(indices, start, stop, j):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def bpr_epoch(indptr, indices, users, X, Y, lr, reg, n_samples, seeds):
-    """One BPR epoch: exactly ``n_samples`` SGD steps, every user of ``users`` getting an equal share.
+def bpr_epochs(indptr, indices, users, X, Y, lr, reg, n_samples, n_epochs, seeds):
+    """``n_epochs`` BPR epochs of exactly ``n_samples`` SGD steps each, every user getting an equal share.
 
     ``users`` (those with at least one positive and one negative item) are split into
-    ``len(seeds)`` contiguous chunks, one per thread, with quotas that add up to ``n_samples``;
-    within a chunk each user in turn takes its share (equal up to one) of steps, so its factors
-    stay in cache. A step draws one of the user's positives uniformly, then a negative item
-    uniformly until it is not in the user's row. Returns per-chunk (steps done, steps already
-    ranked right).
+    ``len(seeds)`` contiguous chunks, one per thread, with per-epoch quotas that add up to
+    ``n_samples``; within a chunk each user in turn takes its share (equal up to one) of steps, so
+    its factors stay in cache. Threads run their epochs without waiting for each other (Hogwild).
+    A step draws one of the user's positives uniformly, then a negative item uniformly until it is
+    not in the user's row. Returns (steps done, steps already ranked right), each (n_epochs, chunks).
     """
     n_chunks = seeds.shape[0]
     n_items = Y.shape[0]
@@ -231,46 +231,47 @@ def bpr_epoch(indptr, indices, users, X, Y, lr, reg, n_samples, seeds):
     n_users = users.shape[0]
     lr32 = np.float32(lr)
     reg32 = np.float32(reg)
-    done = np.zeros(n_chunks, np.int64)
-    correct = np.zeros(n_chunks, np.int64)
+    done = np.zeros((n_epochs, n_chunks), np.int64)
+    correct = np.zeros((n_epochs, n_chunks), np.int64)
     for c in prange(n_chunks):
         u0 = c * n_users // n_chunks
         u1 = (c + 1) * n_users // n_chunks
         quota = n_samples * u1 // n_users - n_samples * u0 // n_users
         n_mine = u1 - u0
         s = seeds[c]
-        good = 0
-        count = 0
-        for t in range(n_mine):
-            u = users[u0 + t]
-            steps = (t + 1) * quota // n_mine - t * quota // n_mine
-            start = indptr[u]
-            stop = indptr[u + 1]
-            xu = X[u]
-            for _ in range(steps):
-                s = _xorshift(s)
-                i = indices[start + _below(s, stop - start)]
-                while True:
+        for epoch in range(n_epochs):
+            good = 0
+            count = 0
+            for t in range(n_mine):
+                u = users[u0 + t]
+                steps = (t + 1) * quota // n_mine - t * quota // n_mine
+                start = indptr[u]
+                stop = indptr[u + 1]
+                xu = X[u]
+                for _ in range(steps):
                     s = _xorshift(s)
-                    j = _below(s, n_items)
-                    if not _in_row(indices, start, stop, j):
-                        break
-                yi = Y[i]
-                yj = Y[j]
-                z = np.float32(0.0)
-                for a in range(k):
-                    z += xu[a] * (yi[a] - yj[a])
-                if z > 0.0:
-                    good += 1
-                g = np.float32(1.0) / (np.float32(1.0) + np.exp(z))
-                for a in range(k):
-                    xa = xu[a]
-                    ia = yi[a]
-                    ja = yj[a]
-                    xu[a] = xa + lr32 * (g * (ia - ja) - reg32 * xa)
-                    yi[a] = ia + lr32 * (g * xa - reg32 * ia)
-                    yj[a] = ja + lr32 * (-g * xa - reg32 * ja)
-            count += steps
-        done[c] = count
-        correct[c] = good
+                    i = indices[start + _below(s, stop - start)]
+                    while True:
+                        s = _xorshift(s)
+                        j = _below(s, n_items)
+                        if not _in_row(indices, start, stop, j):
+                            break
+                    yi = Y[i]
+                    yj = Y[j]
+                    z = np.float32(0.0)
+                    for a in range(k):
+                        z += xu[a] * (yi[a] - yj[a])
+                    if z > 0.0:
+                        good += 1
+                    g = np.float32(1.0) / (np.float32(1.0) + np.exp(z))
+                    for a in range(k):
+                        xa = xu[a]
+                        ia = yi[a]
+                        ja = yj[a]
+                        xu[a] = xa + lr32 * (g * (ia - ja) - reg32 * xa)
+                        yi[a] = ia + lr32 * (g * xa - reg32 * ia)
+                        yj[a] = ja + lr32 * (-g * xa - reg32 * ja)
+                count += steps
+            done[epoch, c] = count
+            correct[epoch, c] = good
     return done, correct
