@@ -12,6 +12,8 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
+from rusket_assets.sample_data import StoreSpec
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("RUSKET_DATA_DIR", PROJECT_ROOT / "data"))
 DEFAULT_WAREHOUSE = str(DATA_DIR / "warehouse.duckdb")
@@ -118,13 +120,13 @@ class TransactionSource(dg.ConfigurableResource):
     timestamp_col: str = "ordered_at"
     product_name_col: str = "product_name"
     price_col: str = "price"
-    # Synthetic store size (kind="synthetic").
-    n_customers: int = 20_000
-    n_products: int = 2_000
-    n_categories: int = 40
-    n_days: int = 90
-    n_lines: int = 300_000
-    seed: int = 7
+    # Synthetic store size (kind="synthetic"); defaults are the bundled store's (sample_data.StoreSpec).
+    n_customers: int = StoreSpec.n_customers
+    n_products: int = StoreSpec.n_products
+    n_categories: int = StoreSpec.n_categories
+    n_days: int = StoreSpec.n_days
+    n_lines: int = StoreSpec.n_lines
+    seed: int = StoreSpec.seed
 
     def roles(self) -> dict[str, str]:
         """Role -> source column for every mapped role (empty mappings left out)."""

@@ -6,7 +6,7 @@ import numba
 import numpy as np
 
 from rusket_core.encoding import Encoded
-from rusket_core.factorization.base import FactorModel, transpose_csr
+from rusket_core.factorization.base import FactorModel, check_int, check_real, transpose_csr
 from rusket_core.factorization.kernels import als_loss, als_update
 
 SOLVERS = ("cg", "cholesky")
@@ -34,24 +34,14 @@ class ALS(FactorModel):
         num_threads: int | None = None,
     ) -> None:
         super().__init__(num_threads)
-        if int(factors) < 1:
-            raise ValueError(f"factors must be >= 1, got {factors}")
-        if int(iterations) < 0:
-            raise ValueError(f"iterations must be >= 0, got {iterations}")
-        if not np.isfinite(alpha) or alpha < 0:
-            raise ValueError(f"alpha must be finite and >= 0, got {alpha}")
-        if not np.isfinite(regularization) or regularization < 0:
-            raise ValueError(f"regularization must be finite and >= 0, got {regularization}")
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-        if int(cg_steps) < 1:
-            raise ValueError(f"cg_steps must be >= 1, got {cg_steps}")
-        self.factors = int(factors)
-        self.iterations = int(iterations)
-        self.alpha = float(alpha)
-        self.regularization = float(regularization)
+        self.factors = check_int("factors", factors, 1)
+        self.iterations = check_int("iterations", iterations, 0)
+        self.alpha = check_real("alpha", alpha)
+        self.regularization = check_real("regularization", regularization)
         self.solver = solver
-        self.cg_steps = int(cg_steps)
+        self.cg_steps = check_int("cg_steps", cg_steps, 1)
         self.random_state = random_state
 
     def _fit(self, interactions: Encoded) -> None:

@@ -16,6 +16,21 @@ from rusket_core.factorization.topk import csr_rows, topk
 from rusket_core.frames import from_arrow, input_format, make_frame, resolve_format
 
 
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int, or a ValueError naming the parameter when it is below ``minimum``."""
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_real(name: str, value: Any, minimum: float = 0, strict: bool = False) -> float:
+    """``value`` as a finite float >= ``minimum`` (> when ``strict``), or a ValueError naming it."""
+    ok = np.isfinite(value) and (value > minimum if strict else value >= minimum)
+    if not ok:
+        raise ValueError(f"{name} must be finite and {'>' if strict else '>='} {minimum}, got {value}")
+    return float(value)
+
+
 class FactorModel:
     """A recommender scoring user u and item i as ``user_factors[u] @ item_factors[i]``.
 

@@ -6,7 +6,7 @@ import numba
 import numpy as np
 
 from rusket_core.encoding import Encoded
-from rusket_core.factorization.base import FactorModel
+from rusket_core.factorization.base import FactorModel, check_int, check_real
 from rusket_core.factorization.kernels import bpr_epochs
 
 
@@ -32,18 +32,10 @@ class BPR(FactorModel):
         num_threads: int | None = None,
     ) -> None:
         super().__init__(num_threads)
-        if int(factors) < 1:
-            raise ValueError(f"factors must be >= 1, got {factors}")
-        if not np.isfinite(learning_rate) or learning_rate <= 0:
-            raise ValueError(f"learning_rate must be finite and > 0, got {learning_rate}")
-        if not np.isfinite(regularization) or regularization < 0:
-            raise ValueError(f"regularization must be finite and >= 0, got {regularization}")
-        if int(iterations) < 0:
-            raise ValueError(f"iterations must be >= 0, got {iterations}")
-        self.factors = int(factors)
-        self.learning_rate = float(learning_rate)
-        self.regularization = float(regularization)
-        self.iterations = int(iterations)
+        self.factors = check_int("factors", factors, 1)
+        self.learning_rate = check_real("learning_rate", learning_rate, strict=True)
+        self.regularization = check_real("regularization", regularization)
+        self.iterations = check_int("iterations", iterations, 0)
         self.random_state = random_state
 
     def _fit(self, interactions: Encoded) -> None:
