@@ -60,6 +60,8 @@ class BPRConfig(dg.Config):
     iterations: int = 100
     learning_rate: float = 0.05
     regularization: float = 0.01
+    loss: str = Field(default="rational", description="Pair loss: rational (default) or logistic (BPR-Opt).")
+    schedule: str = Field(default="linear", description="Learning rate over epochs: linear (to 0) or constant.")
     seed: int = 42
 
 

@@ -34,7 +34,7 @@ def test_kernel_splits_samples_over_chunks_without_loss(n_samples):
     seeds = np.array([11, 12, 13], dtype=np.uint64)
     done, _ = bpr_epochs(
         csr.indptr.astype(np.int64), csr.indices.astype(np.int32), users,
-        X, Y, 0.01, 0.0, n_samples, 2, seeds,
+        X, Y, 0.01, 0.0, n_samples, 2, seeds, True, 1.0,
     )  # fmt: skip
     # three chunks for two users: one chunk idles, nothing is lost in either epoch
     assert done.sum(axis=1).tolist() == [n_samples, n_samples]
@@ -48,6 +48,46 @@ def test_negatives_are_never_positives():
     assert model.ranking_accuracy_[-20:].min() == 1.0
     scores = model.item_factors @ model.user_factors[0]
     assert np.argmin(scores) == 9
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0])
+@pytest.mark.parametrize("loss", ["rational", "logistic"])
+def test_two_epochs_match_the_hand_computed_updates(loss, decay):
+    # one user owning item 0 of 2: the only possible sample is (u=0, i=0, j=1), once per epoch
+    X = np.array([[0.5, -1.0]], np.float32)
+    Y = np.array([[1.0, 0.5], [-0.5, 2.0]], np.float32)
+    x, yi, yj = X[0].astype(np.float64), Y[0].astype(np.float64), Y[1].astype(np.float64)
+    lr, reg = 0.1, 0.2
+    signs = []
+    for rate in (lr, lr * (1 - decay / 2)):  # linear schedule: epoch e of 2 runs at lr * (1 - e/2)
+        z = x @ (yi - yj)  # first epoch: 0.5*1.5 - 1*(-1.5) = 2.25
+        signs.append(int(z > 0))
+        weight = 0.5 - 0.5 * z / (1 + abs(z)) if loss == "rational" else 1 / (1 + np.exp(z))
+        x, yi, yj = (
+            x + rate * (weight * (yi - yj) - reg * x),
+            yi + rate * (weight * x - reg * yi),
+            yj + rate * (-weight * x - reg * yj),
+        )
+    done, correct = bpr_epochs(
+        np.array([0, 1], np.int64), np.array([0], np.int32), np.array([0], np.int32),
+        X, Y, lr, reg, 1, 2, np.array([5], np.uint64), loss == "rational", decay,
+    )  # fmt: skip
+    assert done.tolist() == [[1], [1]] and correct.ravel().tolist() == signs
+    np.testing.assert_allclose(X[0], x, rtol=1e-5)
+    np.testing.assert_allclose(Y[0], yi, rtol=1e-5)
+    np.testing.assert_allclose(Y[1], yj, rtol=1e-5)
+
+
+def test_losses_differ_only_in_the_weight_of_right_ranked_pairs():
+    csr = sp.random(60, 40, density=0.15, random_state=4, format="csr", dtype=np.float32)
+    a = BPR(factors=4, iterations=3, random_state=1, num_threads=1, loss="rational").fit(csr)
+    b = BPR(factors=4, iterations=3, random_state=1, num_threads=1, loss="logistic").fit(csr)
+    assert not np.allclose(a.item_factors, b.item_factors)
+    assert a.get_params()["loss"] == "rational" and b.get_params()["loss"] == "logistic"
+    with pytest.raises(ValueError, match="loss"):
+        BPR(loss="hinge")
+    with pytest.raises(ValueError, match="schedule"):
+        BPR(schedule="cosine")
 
 
 def test_users_with_every_item_are_skipped_not_looped_on():

@@ -73,6 +73,8 @@ def bpr_model(context: dg.AssetExecutionContext, config: BPRConfig, raw_transact
         iterations=config.iterations,
         learning_rate=config.learning_rate,
         regularization=config.regularization,
+        loss=config.loss,
+        schedule=config.schedule,
         random_state=config.seed,
     ).fit()
     accuracy = getattr(model, "ranking_accuracy_", None)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from rusket_core.intrinsics import prefetch_row
+
 # ---------------------------------------------------------------------------------------------
 # ALS (Hu, Koren & Volinsky 2008): for row u with observed entries i and ratings r_ui,
 #   (YtY + reg*I + sum_i alpha*r_ui * y_i y_i^T) x_u = sum_i (1 + alpha*r_ui) y_i
@@ -198,24 +200,20 @@ def _below(s, n):
 
 
 @njit(inline="always")
-def _in_row(indices, start, stop, j):
-    """Binary search for j in the sorted slice indices[start:stop]."""
-    lo = start
-    hi = stop
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        v = indices[mid]
-        if v < j:
-            lo = mid + 1
-        elif v > j:
-            hi = mid
-        else:
-            return True
-    return False
+def _draw_pair(s, indices, start, stop, owner, u, n_items):
+    """One (positive, negative) pair for user u: a positive from its row, a negative redrawn until
+    ``owner`` (set to u for each of u's items) says it is not one of u's items."""
+    s = _xorshift(s)
+    i = indices[start + _below(s, stop - start)]
+    while True:
+        s = _xorshift(s)
+        j = _below(s, n_items)
+        if owner[j] != u:
+            return s, i, j
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def bpr_epochs(indptr, indices, users, X, Y, lr, reg, n_samples, n_epochs, seeds):
+def bpr_epochs(indptr, indices, users, X, Y, lr, reg, n_samples, n_epochs, seeds, rational, decay):
     """``n_epochs`` BPR epochs of exactly ``n_samples`` SGD steps each, every user getting an equal share.
 
     ``users`` (those with at least one positive and one negative item) are split into
@@ -223,39 +221,52 @@ def bpr_epochs(indptr, indices, users, X, Y, lr, reg, n_samples, n_epochs, seeds
     ``n_samples``; within a chunk each user in turn takes its share (equal up to one) of steps, so
     its factors stay in cache. Threads run their epochs without waiting for each other (Hogwild).
     A step draws one of the user's positives uniformly, then a negative item uniformly until it is
-    not in the user's row. Returns (steps done, steps already ranked right), each (n_epochs, chunks).
+    not in the user's row (checked in O(1) against a per-thread owner array marked on the user's
+    turn); the next step's item rows are prefetched while the current one is applied.
+    The pair weight is 1 - sigma(z) with the logistic sigma, or with the rational
+    sigma(z) = 1/2 + z / (2 (1 + |z|)) when ``rational``. The learning rate of epoch e is
+    ``lr * (1 - decay * e / n_epochs)``: constant for ``decay`` 0, linear towards 0 for 1.
+    Returns (steps done, steps already ranked right), each (n_epochs, chunks).
     """
     n_chunks = seeds.shape[0]
     n_items = Y.shape[0]
     k = X.shape[1]
     n_users = users.shape[0]
-    lr32 = np.float32(lr)
-    reg32 = np.float32(reg)
+    half = np.float32(0.5)
+    one = np.float32(1.0)
     done = np.zeros((n_epochs, n_chunks), np.int64)
     correct = np.zeros((n_epochs, n_chunks), np.int64)
     for c in prange(n_chunks):
+        owner = np.full(n_items, -1, np.int64)
         u0 = c * n_users // n_chunks
         u1 = (c + 1) * n_users // n_chunks
         quota = n_samples * u1 // n_users - n_samples * u0 // n_users
         n_mine = u1 - u0
         s = seeds[c]
         for epoch in range(n_epochs):
+            rate = lr * (1.0 - decay * epoch / n_epochs)
+            lr32 = np.float32(rate)
+            shrink = np.float32(1.0 - rate * reg)
             good = 0
             count = 0
             for t in range(n_mine):
-                u = users[u0 + t]
                 steps = (t + 1) * quota // n_mine - t * quota // n_mine
+                if steps == 0:
+                    continue
+                u = users[u0 + t]
                 start = indptr[u]
                 stop = indptr[u + 1]
+                for p in range(start, stop):
+                    owner[indices[p]] = u
                 xu = X[u]
-                for _ in range(steps):
-                    s = _xorshift(s)
-                    i = indices[start + _below(s, stop - start)]
-                    while True:
-                        s = _xorshift(s)
-                        j = _below(s, n_items)
-                        if not _in_row(indices, start, stop, j):
-                            break
+                s, i, j = _draw_pair(s, indices, start, stop, owner, u, n_items)
+                for step in range(steps):
+                    i_next = i
+                    j_next = j
+                    if step + 1 < steps:
+                        s, i_next, j_next = _draw_pair(s, indices, start, stop, owner, u, n_items)
+                        prefetch_row(Y, i_next)
+                        prefetch_row(Y, j_next)
                     yi = Y[i]
                     yj = Y[j]
                     z = np.float32(0.0)
@@ -263,14 +274,17 @@ def bpr_epochs(indptr, indices, users, X, Y, lr, reg, n_samples, n_epochs, seeds
                         z += xu[a] * (yi[a] - yj[a])
                     if z > 0.0:
                         good += 1
-                    g = np.float32(1.0) / (np.float32(1.0) + np.exp(z))
+                    g = half - half * z / (one + abs(z)) if rational else one / (one + np.exp(z))
+                    step_g = lr32 * g
                     for a in range(k):
                         xa = xu[a]
                         ia = yi[a]
                         ja = yj[a]
-                        xu[a] = xa + lr32 * (g * (ia - ja) - reg32 * xa)
-                        yi[a] = ia + lr32 * (g * xa - reg32 * ia)
-                        yj[a] = ja + lr32 * (-g * xa - reg32 * ja)
+                        xu[a] = shrink * xa + step_g * (ia - ja)
+                        yi[a] = shrink * ia + step_g * xa
+                        yj[a] = shrink * ja - step_g * xa
+                    i = i_next
+                    j = j_next
                 count += steps
             done[epoch, c] = count
             correct[epoch, c] = good
