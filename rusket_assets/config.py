@@ -97,3 +97,6 @@ class VectorsConfig(dg.Config):
     """LanceDB export: normalise vectors (cosine search) or keep raw factors."""
 
     normalize: bool = True
+    keep_versions_hours: float = Field(
+        default=1.0, ge=0.0, description="Older LanceDB table versions (and their files) are pruned after this long."
+    )

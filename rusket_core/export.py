@@ -7,6 +7,7 @@ index took 0.5 s, 6.5 s and 21 s. Below ``INDEX_MIN_ROWS`` a flat (exact) scan i
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,9 @@ import pyarrow as pa
 
 #: tables with fewer rows are left without an ANN index (an exact flat scan is as fast)
 INDEX_MIN_ROWS = 50_000
+#: older table versions are pruned once they are this old, so readers of the previous version
+#: can finish while a scheduled refresh does not leave one dead copy of the vectors per run
+KEEP_VERSIONS = timedelta(hours=1)
 
 KINDS = ("item", "user")
 METRICS = ("cosine", "l2", "dot")
@@ -35,6 +39,7 @@ def to_lancedb(
     metric: str = "cosine",
     normalize: bool = False,
     index_min_rows: int = INDEX_MIN_ROWS,
+    keep_versions: timedelta | None = KEEP_VERSIONS,
 ) -> Any:
     """Replace LanceDB table ``table`` at ``uri`` with the model's item (or user) vectors; return the table.
 
@@ -44,7 +49,9 @@ def to_lancedb(
     available). Overwriting drops the old index; when the table has at least ``index_min_rows`` rows
     an IVF-PQ index (``metric`` distance) is built in a second commit, so a query landing between
     the two commits runs as an exact flat scan over the new rows. Columns: ``id`` (row index),
-    ``label`` (the model's own ids) and ``vector`` (fixed-size float32).
+    ``label`` (the model's own ids) and ``vector`` (fixed-size float32). Afterwards versions older
+    than ``keep_versions`` and the files only they use are deleted (``None`` keeps every version;
+    the current version is never deleted).
     """
     import lancedb
 
@@ -59,6 +66,8 @@ def to_lancedb(
         dim = data.schema.field("vector").type.list_size
         # lancedb 0.40: with ``config=`` the first positional argument names the column
         tbl.create_index("vector", config=IvfPq(distance_type=metric, num_sub_vectors=_sub_vectors(dim)))
+    if keep_versions is not None:
+        tbl.optimize(cleanup_older_than=keep_versions)
     return tbl
 
 

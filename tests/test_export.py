@@ -64,6 +64,31 @@ def test_replace_is_one_new_version(tmp_path):
     assert fresh.to_arrow()["label"].to_pylist()[:2] == ["sku0000", "sku0001"]
 
 
+def _disk_bytes(path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@pytest.mark.filterwarnings("ignore:optimize.cleanup_older_than=0. removes every version")
+def test_old_versions_are_pruned_after_their_retention(tmp_path):
+    from datetime import timedelta
+
+    import lancedb
+
+    uri = tmp_path / "lance"
+    for seed in range(4):  # a refresh schedule: the same table replaced again and again
+        kept = to_lancedb(_model(10, 500, 16, seed=seed), str(uri), "vectors", keep_versions=None)
+    assert len(kept.list_versions()) == 4
+    size_all = _disk_bytes(uri)
+    tbl = to_lancedb(_model(10, 500, 16, seed=9), str(uri), "vectors", keep_versions=timedelta(0))
+    assert [v["version"] for v in tbl.list_versions()] == [tbl.version]
+    assert _disk_bytes(uri) < size_all / 2  # four dead copies of the vectors are gone
+    fresh = lancedb.connect(str(uri)).open_table("vectors")
+    assert fresh.count_rows() == 500
+    np.testing.assert_array_equal(
+        np.stack(fresh.to_arrow()["vector"].to_numpy(zero_copy_only=False)), _model(10, 500, 16, seed=9).item_factors
+    )
+
+
 def test_index_built_when_large_enough(tmp_path):
     model = _model(10, 600, 16)
     uri = str(tmp_path / "lance")

@@ -1,5 +1,7 @@
 """Vectors group: ALS product and customer vectors in LanceDB for nearest-neighbour search."""
 
+from datetime import timedelta
+
 import dagster as dg
 import pyarrow as pa
 
@@ -25,6 +27,10 @@ class _ItemsWithInfo:
         return table
 
 
+def _retention(config: VectorsConfig) -> timedelta:
+    return timedelta(hours=config.keep_versions_hours)
+
+
 def _describe(tbl, uri: str) -> dict:
     indices = tbl.list_indices()
     data = tbl.head(5)
@@ -36,6 +42,7 @@ def _describe(tbl, uri: str) -> dict:
             columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in tbl.schema]
         ),
         "dimensions": tbl.schema.field("vector").type.list_size,
+        "versions_kept": len(tbl.list_versions()),
         "index": ", ".join(str(getattr(i, "index_type", i)) for i in indices) or "none (exact flat scan)",
         "preview": dg.MetadataValue.md(_preview(data)),
     }
@@ -57,7 +64,7 @@ def item_vectors(config: VectorsConfig, vectors: VectorStore, als_model, product
 
     vectors.connect()  # creates the directory
     tbl = to_lancedb(_ItemsWithInfo(als_model, products), vectors.uri, "item_vectors", kind="item",
-                     metric=METRIC, normalize=config.normalize)  # fmt: skip
+                     metric=METRIC, normalize=config.normalize, keep_versions=_retention(config))  # fmt: skip
     return dg.MaterializeResult(metadata=_describe(tbl, vectors.uri))
 
 
@@ -70,5 +77,6 @@ def user_vectors(config: VectorsConfig, vectors: VectorStore, als_model) -> dg.M
     from rusket_core.export import to_lancedb
 
     vectors.connect()
-    tbl = to_lancedb(als_model, vectors.uri, "user_vectors", kind="user", metric=METRIC, normalize=config.normalize)
+    tbl = to_lancedb(als_model, vectors.uri, "user_vectors", kind="user", metric=METRIC,
+                     normalize=config.normalize, keep_versions=_retention(config))  # fmt: skip
     return dg.MaterializeResult(metadata=_describe(tbl, vectors.uri))

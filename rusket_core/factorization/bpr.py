@@ -25,11 +25,12 @@ class BPR(FactorModel):
     Rendle's BPR-Opt (weight 1 - sigma(z), which vanishes like e^-z once a pair is ranked right);
     ``"rational"`` (default) puts sigma(z) = 1/2 + z/(2(1 + |z|)) in its place, a convex loss whose
     weight falls like 1/z, so pairs already ranked right keep pulling the factors apart. On the
-    planted 1m benchmark it holds precision@10 at 0.060 over 10-100 epochs where the logistic loss
+    planted 1m benchmark it holds precision@10 at 0.060 over 25-100 epochs where the logistic loss
     peaks at 0.060 after 10 and settles at 0.054; on the retail sample both score the same.
     ``schedule="linear"`` (default) lowers the step size from ``learning_rate`` in the first epoch
     towards 0 in the last, so the final factors are not left at the noise level of a full-size
-    step (held-out precision@10 0.0615 vs 0.0598 constant, 1m benchmark); ``"constant"`` keeps it.
+    step (held-out precision@10 0.0616 vs 0.0594 with a constant step, 1m benchmark); ``"constant"``
+    keeps it.
     Threads update shared factors without locks (Hogwild), so results are reproducible for a
     given ``random_state`` only with one thread. After ``fit``, ``samples_`` holds the steps taken
     per epoch and ``ranking_accuracy_`` the share of samples already ranked right per epoch.
