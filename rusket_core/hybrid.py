@@ -292,6 +292,10 @@ class Recommender:
         n: int = 10,
         alpha: float = 0.7,
         targets: Any = None,
+        carts: Any = None,
+        rules_weight: float = 0.3,
+        cart_col: str | None = None,
+        item_col: str | None = None,
         format: str | None = None,
     ) -> Any:
         """Batch :meth:`recommend_for_user` for every user (or ``users``): [user_id, item_id, score] rows.
@@ -299,12 +303,24 @@ class Recommender:
         ``targets`` (optional) gives one semantic target item per requested user (aligned with
         ``users``); by default each user's strongest interaction. Computed block by block (BLAS
         scores, a parallel numba blend and the shared top-k kernel), never a dense users × items matrix.
+
+        ``carts`` adds the rules: each user's current basket (e.g. their last order) as a mapping
+        user_id -> items or a long frame with ``cart_col`` (user ids) and ``item_col``. Rule add-ons
+        for the basket (as in :meth:`recommend_for_carts`, rules only) are blended with the model
+        part, min-max normalised per user: score = (1 - rules_weight) * model + rules_weight *
+        confidence, over 2n candidates of each part. The frame is then [user_id, rank, item_id, score,
+        model_score, rule_score, source], ``source`` being "model", "rules" or "model+rules" and a
+        part's score null where it did not propose the item. Items in the user's training row or
+        cart are never returned; a rule item unknown to the model can be. A frame of carts sets the
+        output's library unless ``format`` is given.
         """
         rows = np.arange(len(self.model.users), dtype=np.int64) if users is None else self._user_rows(users)
         if targets is not None:
             targets = list(targets)
             if len(targets) != len(rows):
                 raise ValueError(f"targets has {len(targets)} entries for {len(rows)} users")
+        if carts is not None:
+            return self._users_with_rules(rows, n, alpha, targets, carts, rules_weight, cart_col, item_col, format)
         idx, scores = self._user_topk(rows, n, alpha, targets)
         keep = idx >= 0
         return make_frame(
@@ -316,13 +332,86 @@ class Recommender:
             resolve_format(format, default=getattr(self.model, "_format", None) or "pandas"),
         )
 
+    def _users_with_rules(self, rows, n, alpha, targets, carts, rules_weight, cart_col, item_col, format) -> Any:
+        """The model part and the rule add-ons of each user's cart, merged by item (see recommend_for_users)."""
+        import polars as pl
+
+        if not 0.0 <= float(rules_weight) <= 1.0:
+            raise ValueError(f"rules_weight must be in [0, 1], got {rules_weight!r}")
+        width = max(0, int(n))
+        idx, scores = self._user_topk(rows, 2 * width, alpha, targets, scaled=True)
+        has = idx >= 0
+        # position of each model user row in the request (a user asked for twice is answered once)
+        pos_of_row = np.full(len(self.model.users), -1, dtype=np.int64)
+        pos_of_row[rows] = np.arange(len(rows))
+        model_part = pl.DataFrame({
+            "pos": pos_of_row[np.repeat(rows, has.sum(axis=1))],
+            "item": self._model_to_vocab[idx[has]].astype(np.int64),
+            "model_score": scores[has].astype(np.float64),
+        })  # fmt: skip
+        found = self._cart_topk(carts, 2 * width, cart_col, item_col)
+        cart_ids, like, r_idx, r_score, r_source, r_count, cart_ptr, cart_items = found
+        try:
+            cart_rows = self.model.users.indices_of(cart_ids.to_numpy(zero_copy_only=False))
+        except KeyError as err:
+            raise KeyError(f"carts: {err.args[0]} (carts are keyed by the model's user ids)") from None
+        in_cart = pl.DataFrame(
+            {"pos": pos_of_row[np.repeat(cart_rows, np.diff(cart_ptr))], "item": cart_items.astype(np.int64)}
+        )
+        is_rule = (np.arange(r_idx.shape[1])[None, :] < r_count[:, None]) & (r_source == SOURCES.index("rules"))
+        rule_pos = pos_of_row[np.repeat(cart_rows, is_rule.sum(axis=1))]
+        rules_part = pl.DataFrame(
+            {"pos": rule_pos, "item": r_idx[is_rule].astype(np.int64), "rule_score": r_score[is_rule]}
+        ).filter(pl.col("pos") >= 0)  # carts of users not asked for
+        # rule items the user already has (the model part excludes them itself)
+        enc = self.model.user_items
+        user_row = rows[rules_part["pos"].to_numpy()]
+        model_item = self._vocab_to_model[rules_part["item"].to_numpy()]
+        seen = np.zeros(len(rules_part), dtype=bool)
+        known = model_item >= 0
+        seen[known] = _in_rows(enc.indptr, enc.indices, enc.n_items, user_row[known], model_item[known])
+        rules_part = rules_part.filter(~pl.Series(seen))
+        w = float(rules_weight)
+        merged = (
+            model_part.join(in_cart, on=["pos", "item"], how="anti")
+            .join(rules_part, on=["pos", "item"], how="full", coalesce=True)
+            .with_columns(
+                score=(1 - w) * pl.col("model_score").fill_null(0.0) + w * pl.col("rule_score").fill_null(0.0),
+                source=pl.when(pl.col("model_score").is_not_null() & pl.col("rule_score").is_not_null())
+                .then(pl.lit("model+rules"))
+                .when(pl.col("rule_score").is_not_null())
+                .then(pl.lit("rules"))
+                .otherwise(pl.lit("model")),
+            )
+            .sort(["pos", "score", "item"], descending=[False, True, False])
+            .with_columns(rank=pl.int_range(1, pl.len() + 1).over("pos").cast(pl.Int64))
+            .filter(pl.col("rank") <= width)
+        )
+        return make_frame(
+            {
+                "user_id": self.model.users.take(rows[merged["pos"].to_numpy()]),
+                "rank": merged["rank"].to_numpy(),
+                "item_id": self._vocab.to_arrow().take(pa.array(merged["item"].to_numpy())),
+                "score": merged["score"].to_numpy(),
+                "model_score": merged["model_score"].to_arrow(),
+                "rule_score": merged["rule_score"].to_arrow(),
+                "source": merged["source"].to_arrow().cast(pa.string()),
+            },
+            resolve_format(format, like=like, default=getattr(self.model, "_format", None) or "pandas"),
+        )
+
     def _user_rows(self, users: Any) -> np.ndarray:
         if np.isscalar(users) or isinstance(users, str):
             users = [users]
         return self.model.users.indices_of(users)
 
-    def _user_topk(self, rows: np.ndarray, n: int, alpha: float, targets: list | None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-n (model item index, score) per user row, -1 padded; the blend when embeddings exist."""
+    def _user_topk(
+        self, rows: np.ndarray, n: int, alpha: float, targets: list | None, scaled: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n (model item index, score) per user row, -1 padded; the blend when embeddings exist.
+
+        Without embeddings the scores are the model's raw ones, or min-max scaled per user (over
+        the unseen items) when ``scaled``."""
         if not 0.0 <= float(alpha) <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
         model = self.model
@@ -330,12 +419,17 @@ class Recommender:
         ptr, ind = csr_rows(enc.indptr, enc.indices, rows)
         n_items = len(model.items)
         width = max(0, min(int(n), n_items))
-        if self._emb is None:
-            if targets is not None:
-                raise ValueError("a semantic target needs item_embeddings= on the Recommender")
+        if self._emb is None and targets is not None:
+            raise ValueError("a semantic target needs item_embeddings= on the Recommender")
+        if self._emb is None and not scaled:
             return topk(model.user_factors[rows], model.item_factors, width, ptr, ind)
-        target_vecs, has_sem = self._target_vectors(rows, targets)
         m = len(rows)
+        if self._emb is None:  # the blend kernel with no semantic part: CF scaled to [0, 1]
+            emb = np.zeros((n_items, 1), dtype=np.float32)
+            target_vecs, has_sem = np.zeros((m, 1), dtype=np.float32), np.zeros(m, dtype=np.bool_)
+        else:
+            emb = self._emb
+            target_vecs, has_sem = self._target_vectors(rows, targets)
         out_idx = np.empty((m, width), dtype=np.int32)
         out_val = np.empty((m, width), dtype=np.float32)
         if not m or not width:
@@ -347,7 +441,7 @@ class Recommender:
                 np.ascontiguousarray(model.user_factors[rows], dtype=np.float32),
                 np.ascontiguousarray(model.item_factors.T, dtype=np.float32),
                 np.ascontiguousarray(target_vecs, dtype=np.float32),
-                np.ascontiguousarray(self._emb.T),
+                np.ascontiguousarray(emb.T),
                 has_sem, ptr, ind, np.float32(alpha), out_idx, out_val, block_rows, n_chunks,
             )  # fmt: skip
         return out_idx, out_val
@@ -395,10 +489,27 @@ class Recommender:
         ``cart_col`` / ``item_col`` (one row per cart × item). Numba kernels do the rule matching
         and the fallback merge; similarity scores come from BLAS blocks and the shared top-k kernel.
         """
+        cart_ids, like, out_idx, out_score, out_source, out_count, _, _ = self._cart_topk(carts, n, cart_col, item_col)
+        m, width = out_idx.shape
+        keep = np.arange(width)[None, :] < out_count[:, None]
+        sources = pa.DictionaryArray.from_arrays(pa.array(out_source[keep]), pa.array(list(SOURCES)))
+        return make_frame(
+            {
+                "cart_id": cart_ids.take(pa.array(np.repeat(np.arange(m), out_count))),
+                "rank": (np.nonzero(keep)[1] + 1).astype(np.int64),
+                "item": self._vocab.to_arrow().take(pa.array(out_idx[keep])),
+                "score": out_score[keep],
+                "source": sources.cast(pa.string()),
+            },
+            resolve_format(format, like=like, default=self._format),
+        )
+
+    def _cart_topk(self, carts: Any, n: int, cart_col: str | None, item_col: str | None) -> tuple:
+        """Add-ons per cart as arrays: (cart ids, input frame, vocabulary ids, scores, source codes, counts,
+        and the carts themselves as CSR indptr / vocabulary ids)."""
         cart_ids, indptr, items, like = self._encode_carts(carts, cart_col, item_col)
         m, width = len(cart_ids), max(0, int(n))
-        vocab = self._vocab
-        n_vocab = len(vocab)
+        n_vocab = len(self._vocab)
         r_idx = np.full((m, width), -1, dtype=np.int64)
         r_conf = np.zeros((m, width), dtype=np.float64)
         r_lift = np.zeros((m, width), dtype=np.float64)
@@ -421,18 +532,7 @@ class Recommender:
                 self._model_to_vocab[self._pop_model], self._pop_score, n_vocab,
                 out_idx, out_score, out_source, out_count, _n_chunks(m),
             )  # fmt: skip
-        keep = np.arange(width)[None, :] < out_count[:, None]
-        sources = pa.DictionaryArray.from_arrays(pa.array(out_source[keep]), pa.array(list(SOURCES)))
-        return make_frame(
-            {
-                "cart_id": cart_ids.take(pa.array(np.repeat(np.arange(m), out_count))),
-                "rank": (np.nonzero(keep)[1] + 1).astype(np.int64),
-                "item": vocab.to_arrow().take(pa.array(out_idx[keep])),
-                "score": out_score[keep],
-                "source": sources.cast(pa.string()),
-            },
-            resolve_format(format, like=like, default=self._format),
-        )
+        return cart_ids, like, out_idx, out_score, out_source, out_count, indptr, items
 
     def _cart_similar(self, indptr, items, r_count, width) -> tuple[np.ndarray, np.ndarray]:
         """Top-``width`` model items (vocabulary ids) by mean cosine to each cart needing a fill."""
@@ -600,6 +700,12 @@ def strongest_items(enc: Any) -> np.ndarray:
     nonempty = counts > 0
     out[nonempty] = enc.indices[order[enc.indptr[:-1][nonempty]]]
     return out
+
+
+def _in_rows(indptr: np.ndarray, indices: np.ndarray, n_cols: int, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Whether each (row, item) pair is stored in the CSR matrix with ``n_cols`` columns."""
+    stored = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr)) * n_cols + indices
+    return np.isin(rows.astype(np.int64) * n_cols + items, stored)
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:

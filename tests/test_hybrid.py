@@ -297,3 +297,107 @@ def test_carts_match_brute_force_reference():
         rows = batch[batch["cart_id"] == q]
         got = list(zip(rows["item"].tolist(), rows["source"].tolist(), strict=True))
         assert got == _carts_reference(model, rules, cart, 8), f"cart {cart}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# users with carts: model part blended with rule add-ons
+
+
+def test_users_with_carts_hand_computed():
+    rec = Recommender(_cart_model(), rules_df=CART_RULES)
+    out = rec.recommend_for_users(n=3, carts={1: ["A"], 3: ["A", "B"]}, rules_weight=0.4, format="pandas")
+    assert list(out.columns) == ["user_id", "rank", "item_id", "score", "model_score", "rule_score", "source"]
+    got = {u: rows for u, rows in out.groupby("user_id")}
+    # user 1 (1,0) has B, C: unseen A, D, E score 1, .8, 0 (already min-max). Rules for cart [A]:
+    # B (seen, dropped) and E at confidence .5. A is in the cart, so it is not recommended.
+    u1 = got[1]
+    assert u1["item_id"].tolist() == ["D", "E"]
+    assert u1["score"].tolist() == pytest.approx([0.6 * 0.8, 0.6 * 0.0 + 0.4 * 0.5])
+    assert u1["source"].tolist() == ["model", "model+rules"]
+    assert u1["rank"].tolist() == [1, 2]
+    # user 2 (0,1), no cart, has B, C, E: unseen A 0, D .6 -> min-max 0, 1
+    u2 = got[2]
+    assert u2["item_id"].tolist() == ["D", "A"] and u2["source"].tolist() == ["model", "model"]
+    assert u2["score"].tolist() == pytest.approx([0.6, 0.0]) and u2["rule_score"].isna().all()
+    # user 3 (1,1) has C: unseen A 1, B 1, D 1.4, E -1 -> min-max over them; A, B are in the cart.
+    # Rules for [A, B]: C (seen), F (known only to the rules) .7, E .5
+    u3 = got[3]
+    assert u3["item_id"].tolist() == ["D", "F", "E"]
+    assert u3["source"].tolist() == ["model", "rules", "model+rules"]
+    assert u3["score"].tolist() == pytest.approx([0.6, 0.4 * 0.7, 0.4 * 0.5])
+    assert np.isnan(u3["model_score"].tolist()[1]) and u3["rule_score"].tolist()[1] == pytest.approx(0.7)
+
+
+def _blended_reference(model, rules, cart, user_row, n, w):
+    """Plain Python: min-max CF over unseen items, best rule confidence per add-on, 2n of each, merged."""
+    labels = model.items.values.tolist()
+    seen = set(model.user_items.indices[model.user_items.indptr[user_row] : model.user_items.indptr[user_row + 1]])
+    unseen = [j for j in range(len(labels)) if j not in seen]
+    cf = model.item_factors @ model.user_factors[user_row]
+    lo, hi = min(cf[unseen]), max(cf[unseen])
+    scaled = {labels[j]: (cf[j] - lo) / (hi - lo) for j in unseen}
+    model_part = dict(sorted(scaled.items(), key=lambda kv: -kv[1])[: 2 * n])
+    rule_items = [item for item, source in _carts_reference(model, rules, cart, 2 * n) if source == "rules"]
+    best = {}
+    for ant, con, conf, _ in rules.itertuples(index=False):
+        if set(ant) <= set(cart):
+            for item in con:
+                best[item] = max(best.get(item, 0.0), conf)
+    seen_labels = {labels[j] for j in seen}
+    rule_part = {i: best[i] for i in rule_items if i not in seen_labels}
+    merged = {}
+    for item in set(model_part) | set(rule_part):
+        if item in cart:
+            continue
+        merged[item] = (1 - w) * model_part.get(item, 0.0) + w * rule_part.get(item, 0.0)
+    return sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+
+def test_users_with_carts_match_brute_force_reference():
+    rng = np.random.default_rng(5)
+    n_users, n_items = 25, 18
+    dense = rng.random((n_users, n_items)) < 0.3
+    model = _model(
+        rng.normal(size=(n_users, 3)),
+        rng.normal(size=(n_items, 3)),
+        np.arange(100, 100 + n_users),
+        np.arange(0, 2 * n_items, 2),
+        np.r_[0, np.cumsum(dense.sum(axis=1))],
+        np.nonzero(dense)[1],
+    )
+    universe = np.r_[model.items.values, np.arange(1, 9, 2)]
+    rules = pd.DataFrame(
+        {
+            "antecedents": [sorted(rng.choice(universe, rng.integers(1, 3), replace=False).tolist()) for _ in range(80)],
+            "consequents": [rng.choice(universe, rng.integers(1, 3), replace=False).tolist() for _ in range(80)],
+            "confidence": rng.random(80).round(3),
+            "lift": rng.choice([1.0, 2.0], 80),
+        }
+    )
+    rec = Recommender(model, rules_df=rules)
+    carts = {int(u): sorted(rng.choice(universe, rng.integers(0, 4), replace=False).tolist()) for u in range(100, 125)}
+    long = pl.DataFrame(
+        {"customer": [u for u, c in carts.items() for _ in c], "sku": [x for c in carts.values() for x in c]}
+    )
+    out = rec.recommend_for_users(n=6, carts=long, cart_col="customer", item_col="sku", rules_weight=0.35)
+    assert isinstance(out, pl.DataFrame)
+    for row, user in enumerate(model.users.values.tolist()):
+        rows = out.filter(pl.col("user_id") == user)
+        expected = _blended_reference(model, rules, carts[user], row, 6, 0.35)
+        assert rows["item_id"].to_list() == [item for item, _ in expected], f"user {user}"
+        np.testing.assert_allclose(rows["score"].to_numpy(), [s for _, s in expected], rtol=1e-5, atol=1e-6)
+
+
+def test_users_with_carts_rules_weight_zero_keeps_the_model_order_and_errors():
+    model = _toy()
+    rec = Recommender(model, rules_df=pd.DataFrame({"antecedents": [["A"]], "consequents": [["C"]],
+                                                    "confidence": [0.9], "lift": [2.0]}))  # fmt: skip
+    out = rec.recommend_for_users(n=3, carts={1001: []}, rules_weight=0.0, format="arrow")
+    assert out.column_names[:3] == ["user_id", "rank", "item_id"]
+    for user in (1001, 1002):
+        items = [r["item_id"] for r in out.to_pylist() if r["user_id"] == user]
+        assert items == model.recommend_items(user, n=3)[0].tolist()
+    with pytest.raises(KeyError, match="4242"):
+        rec.recommend_for_users(n=3, carts={4242: ["A"]})
+    with pytest.raises(ValueError, match="rules_weight"):
+        rec.recommend_for_users(n=3, carts={1001: ["A"]}, rules_weight=1.5)

@@ -184,11 +184,11 @@ def user_recommendations(
 ) -> pa.Table:
     """Top-N unseen products per customer: a hybrid of ALS, BPR-embedding similarity and basket rules.
 
-    Model part: ``Recommender.recommend_for_users`` blends ALS scores with the cosine similarity of
-    BPR item vectors to the customer's strongest product (``alpha``), normalised to [0, 1]. Rules
-    part: the customer's last basket as a cart, rule add-ons scored by confidence. Final score =
-    (1 - rules_weight) * model + rules_weight * rules; ``source`` says which parts proposed the
-    product. Products the customer already bought are never listed.
+    ``Recommender.recommend_for_users`` with each customer's last basket as the cart. Model part:
+    ALS scores blended with the cosine similarity of BPR item vectors to the customer's strongest
+    product (``alpha``), normalised to [0, 1]. Rules part: rule add-ons for the last basket, scored
+    by confidence. Final score = (1 - rules_weight) * model + rules_weight * rules; ``source`` says
+    which parts proposed the product. Products the customer already bought are never listed.
     """
     import polars as pl
 
@@ -200,10 +200,6 @@ def user_recommendations(
         raise ValueError(f"rules_weight must be in [0, 1], got {weight}")
     embeddings = bpr_model.export_item_factors(format="arrow").select(["label", "vector"])
     recommender = Recommender(model=als_model, rules_df=rules_for_library(association_rules), item_embeddings=embeddings)
-    n_candidates = 2 * top_n
-    model_part = pl.from_arrow(recommender.recommend_for_users(n=n_candidates, alpha=config.alpha, format="arrow"))
-    model_part = model_part.rename({"user_id": "customer_id", "item_id": "product_id", "score": "model_score"})
-
     lines = pl.from_arrow(raw_transactions.select(["basket_id", "customer_id", "product_id", "ordered_at"]))
     last_basket = (
         lines.sort(["customer_id", "ordered_at", "basket_id"], nulls_last=False)
@@ -211,30 +207,14 @@ def user_recommendations(
         .agg(pl.col("basket_id").last())
     )
     carts = lines.join(last_basket, on=["customer_id", "basket_id"]).select("customer_id", "product_id")
-    addons = recommender.recommend_for_carts(
-        carts.to_arrow(), n=n_candidates, cart_col="customer_id", item_col="product_id", format="arrow"
-    )
-    rules_part = (
-        pl.from_arrow(addons)
-        .filter(pl.col("source") == "rules")
-        .select(pl.col("cart_id").alias("customer_id"), pl.col("item").alias("product_id"), pl.col("score").alias("rule_score"))
-    )  # fmt: skip
-    seen = lines.select("customer_id", "product_id").unique()
-    ranked = (
-        model_part.join(rules_part, on=["customer_id", "product_id"], how="full", coalesce=True)
-        .join(seen, on=["customer_id", "product_id"], how="anti")
-        .with_columns(
-            score=(1 - weight) * pl.col("model_score").fill_null(0.0) + weight * pl.col("rule_score").fill_null(0.0),
-            source=pl.when(pl.col("model_score").is_not_null() & pl.col("rule_score").is_not_null())
-            .then(pl.lit("model+rules"))
-            .when(pl.col("rule_score").is_not_null())
-            .then(pl.lit("rules"))
-            .otherwise(pl.lit("model")),
+    ranked = pl.from_arrow(
+        recommender.recommend_for_users(
+            n=top_n, alpha=config.alpha, carts=carts, rules_weight=weight,
+            cart_col="customer_id", item_col="product_id", format="arrow",
         )
-        .sort(["customer_id", "score", "product_id"], descending=[False, True, False])
-        .with_columns(rank=pl.int_range(1, pl.len() + 1).over("customer_id").cast(pl.Int32))
-        .filter(pl.col("rank") <= top_n)
-        .select("customer_id", "rank", "product_id", "score", "model_score", "rule_score", "source")
+    ).rename({"user_id": "customer_id", "item_id": "product_id"})  # fmt: skip
+    ranked = ranked.with_columns(pl.col("rank").cast(pl.Int32)).select(
+        "customer_id", "rank", "product_id", "score", "model_score", "rule_score", "source"
     )
     shares = ranked.group_by("source").len().to_dicts()
     context.add_output_metadata(
