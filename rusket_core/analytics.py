@@ -19,7 +19,7 @@ from numba import njit, prange
 from rusket_core.encoding import Encoded, Labels, encode_transactions
 from rusket_core.factorization.topk import (
     BLOCK_SCORES,
-    select_row,  # the shared top-k row selection, inlined into the potential kernel
+    select_row,  # the shared top-k row selection (one compiled function for every kernel)
     single_threaded_blas,
 )
 from rusket_core.frames import column, input_format, make_frame, resolve_format, to_arrow_table

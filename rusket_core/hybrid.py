@@ -21,7 +21,7 @@ from rusket_core.encoding import Labels
 from rusket_core.factorization.topk import (
     BLOCK_SCORES,
     csr_rows,
-    select_row,  # the shared top-k row selection, inlined into the blend kernel
+    select_row,  # the shared top-k row selection (one compiled function for every kernel)
     single_threaded_blas,
     topk,
 )
@@ -37,7 +37,7 @@ _KEY_COLUMNS = ("label", "item", "item_id", "id")
 # kernels
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _blend_row(row, srow, use_sem, mask, excl_indices, e0, e1, alpha):
     """In place: row = alpha * minmax(row) + (1 - alpha) * minmax(srow) over the row's candidates.
 
@@ -105,7 +105,7 @@ def _blend_topk_kernel(
                 select_row(row, mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _rule_better(c1, l1, j1, c2, l2, j2):
     """Rule ranking: higher confidence, then higher lift, then lower item index."""
     return c1 > c2 or (c1 == c2 and (l1 > l2 or (l1 == l2 and j1 < j2)))

@@ -55,6 +55,21 @@ def test_long_format_matches_reference(rows):
     assert set(as_dict(presence)) == set(expected)
 
 
+@pytest.mark.parametrize("row_length", [1, 4, 5, 14, 41, 3000])
+def test_long_rows_are_sorted_and_merged(row_length):
+    # rows longer than a few items take the larger shell-sort gaps (4, 13, 40, 121, ...)
+    rng = np.random.default_rng(row_length)
+    items = rng.integers(0, max(2, row_length // 2), row_length)  # plenty of repeats
+    weights = rng.integers(1, 5, row_length).astype(float)
+    frame = pd.DataFrame({"basket": [7] * row_length + [8], "item": np.r_[items, 0], "w": np.r_[weights, 1.0]})
+    enc = encode_transactions(frame, "basket", "item", weight_col="w")
+    uniq, inverse = np.unique(items, return_inverse=True)
+    summed = np.bincount(inverse, weights=weights)
+    first = slice(enc.indptr[0], enc.indptr[1])
+    assert enc.items.values[enc.indices[first]].tolist() == uniq.tolist()
+    np.testing.assert_array_equal(enc.weights()[first], summed)
+
+
 def test_labels_keep_their_types():
     df = pd.DataFrame({"receipt": [10, 10, 20], "sku": ["B22", "D33", "B22"]})
     enc = encode_transactions(df, "receipt", "sku")

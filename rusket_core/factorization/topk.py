@@ -3,6 +3,10 @@
 ``topk`` scores a block of query rows against every item with one BLAS product per block and
 selects the best ``n`` per row in a numba kernel, so memory stays at one block of scores whatever
 the number of users. The hybrid recommender calls ``select_topk`` directly on its own score blocks.
+The row selection and its heap helpers are plain ``@njit`` functions, not ``inline="always"``:
+numba-IR inlining re-typed and re-optimised them inside every kernel that uses them (cold compile
+of the analytics potential kernel 14.3 s with it, 3.3 s without), while LLVM still inlines the
+compiled helpers where it pays (warm top-k times unchanged).
 """
 
 from __future__ import annotations
@@ -17,13 +21,13 @@ from numba import njit, prange
 BLOCK_SCORES = 1 << 21
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _worse(v1, i1, v2, i2):
     """Ranking order: lower score is worse; on equal scores the higher index is worse."""
     return v1 < v2 or (v1 == v2 and i1 > i2)
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _sift_down(hv, hi, size, pos):
     while True:
         left = 2 * pos + 1
@@ -41,7 +45,7 @@ def _sift_down(hv, hi, size, pos):
             return
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _select_row(row, mask, excl_indices, e0, e1, hv, hi, out_idx, out_val):
     """Best len(out_idx) entries of one score row into out_idx/out_val (best first, -1 padded)."""
     n = out_idx.shape[0]
