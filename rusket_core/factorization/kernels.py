@@ -2,7 +2,7 @@
 
 All kernels are pure functions over CSR arrays (``indptr`` int64, ``indices`` int32, ``data``
 float32) and C-contiguous float32 factor matrices, updated in place. The ALS row solvers are
-plain ``@njit`` functions (compiled once, inlined by LLVM): numba-IR inlining them made the cold
+plain ``@njit`` functions (compiled once, linked into the kernel): numba-IR inlining them made the cold
 compile of ``als_update`` 8.7 s instead of 5.9 s at the same speed. The BPR sampling helpers stay
 ``inline="always"``: as calls they measured 20 % slower.
 """
