@@ -166,18 +166,20 @@ def _search(items, occ, a0, b0, root, rank_count, min_count, max_len):
     nodes[0, 0] = -1
     nodes[0, 1] = root
     nodes[0, 2] = rank_count[root]
-    n_nodes = 1
+    # counters passed to helpers start as np.int64: a literal 0/1 would make numba compile the
+    # helpers again for Literal[int] arguments while it infers the loop's types
+    n_nodes = np.int64(1)
     if (max_len != 0 and max_len < 2) or b0 - a0 < min_count:
         return nodes[:1].copy()
     cnt = np.zeros(n_freq, np.int64)
     slot = np.zeros(n_freq, np.int64)  # 1 + extension index while delivering, else 0
     touched = np.empty(n_freq, np.int64)
     db = np.empty(64, np.int32)  # reduced databases, one per open frame
-    d_top = 0
+    d_top = np.int64(0)
     ostk = np.empty(64, np.int64)  # occurrence lists, one slice per extension
-    o_top = 0
+    o_top = np.int64(0)
     ext = np.empty((64, 4), np.int64)  # extensions: tree node, occurrence slice, support left
-    e_top = 0
+    e_top = np.int64(0)
     frames = np.empty((n_freq + 2, 5), np.int64)  # first ext, next ext, end ext, o_top, d_top
     n_frames = 0
     htab = np.empty(64, np.int64)  # row-merging hash table: row start, valid when hgen == gen
@@ -450,7 +452,7 @@ def _count_rules(table, offsets, items, support, s, sub, metric, min_threshold, 
     full = (1 << k) - 1
     sub[full] = support[s]
     for mask in range(1, full):
-        m = 0
+        m = np.int64(0)  # not a literal 0: see _search
         for p in range(k):
             if (mask >> p) & 1:
                 buf[m] = items[a + p]
