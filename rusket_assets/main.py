@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 
@@ -39,6 +40,10 @@ ROLES = {
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="WARNING", help="Dagster console log level (DEBUG shows every event)")
+    parser.add_argument(
+        "--no-warm-up", action="store_true",
+        help="do not compile the model/rules/recommendation kernels in a background process meanwhile",
+    )  # fmt: skip
     parser.add_argument("--source-kind", choices=["synthetic", "parquet", "csv", "duckdb"], help="default: synthetic")
     parser.add_argument("--source-path", help="parquet/CSV file or glob, or the DuckDB database file")
     parser.add_argument("--source-table", help="table in the DuckDB database (kind duckdb)")
@@ -200,12 +205,29 @@ def show_neighbours(uri: str, product) -> None:
         print(f"  {row['label']!s:12} {row['product_name']!s:30} {row['category']!s:14} distance {row['_distance']:.4f}")
 
 
+def start_warm_up() -> subprocess.Popen:
+    """Warm the numba kernels the later assets use in a second process (see ``rusket_core.warmup``).
+
+    numba compiles on one core per process: while this process ingests and mines, the other one
+    compiles (or, once cached, just loads) the factor-model, rules, recommendation and analytics
+    kernels into the shared on-disk cache, where this process then finds them.
+    """
+    code = "from rusket_core.warmup import warm_up; warm_up()"
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     source = source_config(args)
     print(f"Materialising every asset from {source.get('kind', 'synthetic')} data (about a minute on 2 cores) ...")
     start = time.perf_counter()
-    ok, timings = materialise_all(args.log_level.upper(), source=source)
+    warmer = None if args.no_warm_up else start_warm_up()
+    try:
+        ok, timings = materialise_all(args.log_level.upper(), source=source)
+    finally:
+        if warmer is not None and warmer.poll() is None:
+            warmer.terminate()  # only a cache warmer: whatever it has not compiled yet is not needed
+            warmer.wait()
     for step, seconds in sorted(timings.items(), key=lambda kv: -kv[1]):
         print(f"{seconds:7.2f} s  {step}")
     print(f"\nMaterialised the asset graph in {time.perf_counter() - start:.1f} s: {'success' if ok else 'FAILED'}")

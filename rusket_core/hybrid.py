@@ -657,8 +657,8 @@ class Recommender:
             "ant_items": ant_items.astype(np.int64),
             "con_indptr": con_ptr.astype(np.int64),
             "con_items": con_items.astype(np.int64),
-            "conf": np.ascontiguousarray(conf, dtype=np.float64),
-            "lift": np.ascontiguousarray(lift, dtype=np.float64),
+            "conf": np.require(conf, np.float64, "CW"),  # writable: one numba signature whatever the input
+            "lift": np.require(lift, np.float64, "CW"),
         }
 
     def _build_embeddings(self, item_embeddings: Any) -> None:

@@ -143,6 +143,20 @@ def test_function_over_itemset_frames(kind):
     assert (as_pandas["lift"] >= 1.0).all()
 
 
+def test_one_kernel_signature_whatever_the_frame_library():
+    # arrow-backed supports reach numpy read-only, supports computed from counts do not; the
+    # kernel must not compile a second variant for either
+    from rusket_core.mining.kernels import rules_kernel
+
+    model = FPGrowth(BASKETS, min_support=1)
+    association_rules(model.mine(format="arrow"), metric="lift", min_threshold=1.0)
+    compiled = set(rules_kernel.signatures)
+    counts_only = model.mine(format="pandas").drop(columns="support")
+    association_rules(counts_only, num_transactions=5, metric="lift", min_threshold=1.0)
+    association_rules(model.mine(format="polars"), metric="lift", min_threshold=1.0)
+    assert set(rules_kernel.signatures) == compiled
+
+
 def test_function_accepts_mlxtend_style_frozensets_and_counts():
     frame = FPGrowth(BASKETS, min_support=1).mine()
     mlx = frame.assign(itemsets=[frozenset(s) for s in frame["itemsets"]])

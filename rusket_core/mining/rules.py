@@ -64,10 +64,11 @@ def rule_arrays(
     """
     code = metric_code(metric)
     threshold = _check_threshold(min_threshold)
+    # writable copies where needed: read-only (arrow-backed) arrays are another numba signature
     status, ant_off, ant, con_off, con, s_a, s_c, s_ac = rules_kernel(
-        np.ascontiguousarray(offsets, dtype=np.int64),
-        np.ascontiguousarray(items, dtype=np.int64),
-        np.ascontiguousarray(support, dtype=np.float64),
+        np.require(offsets, np.int64, "CW"),
+        np.require(items, np.int64, "CW"),
+        np.require(support, np.float64, "CW"),
         code,
         threshold,
         max_consequent,
