@@ -6,6 +6,9 @@ LanceDB directory and model store, with an ephemeral Dagster instance:
 - cold: an empty ``NUMBA_CACHE_DIR``, so every kernel is compiled during the run;
 - warm: the cache the cold run left behind (kernels load from disk).
 
+Like ``./dev run``, each run starts the background kernel warm-up (``rusket_core.warmup``) first;
+one extra cold run without it (``--no-warm-up`` of ``./dev run``) shows what it saves.
+
 Prints per-step seconds and writes ``benchmarks/results_pipeline.md``.
 Usage: ``python benchmarks/bench_pipeline.py [--warm-runs 2]``.
 """
@@ -28,6 +31,8 @@ RESULTS = ROOT / "benchmarks" / "results_pipeline.md"
 CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
+from rusket_assets.main import start_warm_up
+warmer = start_warm_up() if sys.argv[1] == "warm-up" else None
 import dagster as dg
 from rusket_assets.definitions import defs
 from rusket_assets.main import materialise_all
@@ -35,6 +40,8 @@ t1 = time.perf_counter()
 with dg.DagsterInstance.ephemeral() as instance:
     ok, steps = materialise_all("ERROR", defs=defs, instance=instance)
 t2 = time.perf_counter()
+if warmer is not None and warmer.poll() is None:
+    warmer.terminate()
 rows = defs.resources["warehouse"].query(
     "select schema_name || '.' || table_name as t, estimated_size as n from duckdb_tables() order by t"
 ).to_pylist()
@@ -46,10 +53,11 @@ print(json.dumps({"ok": ok, "import": t1 - t0, "run": t2 - t1, "steps": steps,
 """
 
 
-def run_once(cache_dir: Path, data_dir: Path) -> dict:
+def run_once(cache_dir: Path, data_dir: Path, warm_up: bool = True) -> dict:
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir), "RUSKET_DATA_DIR": str(data_dir)}
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True, text=True)
+    mode = "warm-up" if warm_up else "none"
+    out = subprocess.run([sys.executable, "-c", CHILD, mode], cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if out.returncode != 0:
         raise SystemExit(f"benchmark run failed:\n{out.stderr[-4000:]}")
@@ -67,6 +75,10 @@ def main() -> None:
     args = parser.parse_args()
     runs: list[tuple[str, dict]] = []
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp:
+        result = run_once(Path(tmp) / "numba_cache_plain", Path(tmp) / "data_plain", warm_up=False)
+        runs.append(("cold, no warm-up", result))
+        print(f"cold, no warm-up: wall {result['wall']:6.1f} s  (imports {result['import']:.1f} s, "
+              f"materialisation {result['run']:.1f} s)", flush=True)  # fmt: skip
         cache = Path(tmp) / "numba_cache"
         for i in range(1 + args.warm_runs):
             label = "cold" if i == 0 else f"warm {i}"
@@ -93,7 +105,8 @@ def write_results(runs: list[tuple[str, dict]], steps: list[str]) -> None:
         "Default data: the bundled synthetic store (20k customers, 2k products in 40 categories, ~300k order",
         "lines over 90 days). Each run is a fresh process writing a fresh DuckDB file, LanceDB directory and",
         "model store (in-process executor, ephemeral Dagster instance). *cold* starts with an empty numba",
-        "cache (every kernel compiles); *warm* reuses the cache the cold run wrote.",
+        "cache (every kernel compiles); *warm* reuses the cache the cold run wrote. Like `./dev run`, each run",
+        "starts the background kernel warm-up first, except *cold, no warm-up*.",
         "",
         "| run | wall (s) | imports (s) | materialisation (s) |",
         "|---|---:|---:|---:|",
