@@ -339,9 +339,13 @@ class Recommender:
         if not 0.0 <= float(rules_weight) <= 1.0:
             raise ValueError(f"rules_weight must be in [0, 1], got {rules_weight!r}")
         width = max(0, int(n))
+        _, first = np.unique(rows, return_index=True)  # a user asked for twice is answered once
+        keep = np.sort(first)
+        rows = rows[keep]
+        targets = None if targets is None else [targets[i] for i in keep]
         idx, scores = self._user_topk(rows, 2 * width, alpha, targets, scaled=True)
         has = idx >= 0
-        # position of each model user row in the request (a user asked for twice is answered once)
+        # position of each model user row in the request
         pos_of_row = np.full(len(self.model.users), -1, dtype=np.int64)
         pos_of_row[rows] = np.arange(len(rows))
         model_part = pl.DataFrame({

@@ -393,6 +393,9 @@ def test_users_with_carts_rules_weight_zero_keeps_the_model_order_and_errors():
     for user in (1001, 1002):
         items = [r["item_id"] for r in out.to_pylist() if r["user_id"] == user]
         assert items == model.recommend_items(user, n=3)[0].tolist()
+    twice = rec.recommend_for_users(users=[1002, 1001, 1002], n=3, carts={1001: []}, format="arrow")
+    assert twice["user_id"].to_pylist() == [1002] * 2 + [1001] * 3  # 1002 has two unseen items
+    assert twice["item_id"].to_pylist()[:2] == model.recommend_items(1002, n=3)[0].tolist()
     with pytest.raises(KeyError, match="4242"):
         rec.recommend_for_users(n=3, carts={4242: ["A"]})
     with pytest.raises(ValueError, match="rules_weight"):
