@@ -240,7 +240,7 @@ def bpr_epochs(indptr, indices, users, X, Y, lr, reg, n_samples, n_epochs, seeds
     done = np.zeros((n_epochs, n_chunks), np.int64)
     correct = np.zeros((n_epochs, n_chunks), np.int64)
     for c in prange(n_chunks):
-        owner = np.full(n_items, -1, np.int64)
+        owner = np.full(n_items, -1, np.int32)  # user rows fit int32 (``users`` is int32)
         u0 = c * n_users // n_chunks
         u1 = (c + 1) * n_users // n_chunks
         quota = n_samples * u1 // n_users - n_samples * u0 // n_users
