@@ -1,10 +1,12 @@
 """Compile the library's numba kernels ahead of their first real use (or load them from the cache).
 
-Each family calls its public entry points once on a tiny input of the same column types a real
-call uses, so numba compiles, and with ``cache=True`` stores, the very signatures the real call
-needs. Families warmed in another process while this one works overlap their compile time with
-its work: ``python -m rusket_assets.main`` warms the model, rules and recommendation kernels in
-a background process while it ingests and mines, since numba compiles on one core per process.
+Each family calls its public entry points once on a tiny input whose arrays have the types a real
+call passes to the kernels, so numba compiles, and with ``cache=True`` stores, the very signatures
+the real call needs (``tests/test_warmup.py`` checks this against the whole asset graph). Families
+warmed in another process overlap their compile time with that process's work:
+``python -m rusket_assets.main`` warms the model, rules, recommendation and analytics kernels in a
+background process while it ingests and mines (the encoding and mining kernels it needs first it
+compiles itself), since numba compiles on one core per process.
 """
 
 from __future__ import annotations
