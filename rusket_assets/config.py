@@ -75,6 +75,7 @@ class EvaluationConfig(dg.Config):
     k: int = 10
     test_fraction: float = 0.2
     seed: int = 42
+    compare_bpr_losses: bool = Field(default=True, description="Also score BPR with the other pair loss (row bpr_<loss>).")
 
 
 class RecommendationConfig(dg.Config):

@@ -121,19 +121,27 @@ def model_evaluation(
     """Holdout ranking quality of ALS and BPR (same parameters) against the popularity baseline.
 
     Each customer's items are split at random (seeded) into train and test; each model is refitted
-    on train and scored on test: precision, recall, ndcg, MAP at k, and catalogue coverage.
+    on train and scored on test: precision, recall, ndcg, MAP at k, and catalogue coverage. With
+    ``compare_bpr_losses`` a row ``bpr_<loss>`` scores BPR with the other pair loss too (which of
+    the two ranks better depends on the data), so the choice can be checked on the user's data.
     """
     from rusket_core.evaluation import PopularityRecommender, evaluate, train_test_split
+    from rusket_core.factorization.bpr import LOSSES
 
     train, test = train_test_split(
         _interactions(raw_transactions), "customer_id", "product_id", config.test_fraction, config.seed
     )
+    candidates = [("als", als_model, {}), ("bpr", bpr_model, {}), ("popularity", PopularityRecommender(), {})]
+    if config.compare_bpr_losses:
+        other = next(loss for loss in LOSSES if loss != bpr_model.loss)
+        candidates.insert(2, (f"bpr_{other}", bpr_model, {"loss": other}))
     rows = []
-    for name, model in (("als", als_model), ("bpr", bpr_model), ("popularity", PopularityRecommender())):
+    for name, model, changes in candidates:
         start = time.perf_counter()
         fresh = type(model).from_transactions(
-            train, user_col="customer_id", item_col="product_id", rating_col=model.rating_col, **model.get_params()
-        ).fit()
+            train, user_col="customer_id", item_col="product_id", rating_col=model.rating_col,
+            **{**model.get_params(), **changes},
+        ).fit()  # fmt: skip
         seconds = time.perf_counter() - start
         metrics = evaluate(fresh, test=test, k=config.k)
         rows.append({"model": name, **{m: metrics[m] for m in ("precision", "recall", "ndcg", "map", "coverage")},
