@@ -31,7 +31,7 @@ RESULTS = ROOT / "benchmarks" / "results_pipeline.md"
 CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from rusket_assets.main import start_warm_up
+from rusket_assets.main import start_warm_up, stop_warm_up
 warmer = start_warm_up() if sys.argv[1] == "warm-up" else None
 import dagster as dg
 from rusket_assets.definitions import defs
@@ -40,8 +40,7 @@ t1 = time.perf_counter()
 with dg.DagsterInstance.ephemeral() as instance:
     ok, steps = materialise_all("ERROR", defs=defs, instance=instance)
 t2 = time.perf_counter()
-if warmer is not None and warmer.poll() is None:
-    warmer.terminate()
+stop_warm_up(warmer)
 rows = defs.resources["warehouse"].query(
     "select schema_name || '.' || table_name as t, estimated_size as n from duckdb_tables() order by t"
 ).to_pylist()

@@ -216,6 +216,13 @@ def start_warm_up() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def stop_warm_up(warmer: subprocess.Popen | None) -> None:
+    """End the warm-up process if it is still running: only a cache warmer, nothing of it is needed now."""
+    if warmer is not None and warmer.poll() is None:
+        warmer.terminate()
+        warmer.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     source = source_config(args)
@@ -225,9 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ok, timings = materialise_all(args.log_level.upper(), source=source)
     finally:
-        if warmer is not None and warmer.poll() is None:
-            warmer.terminate()  # only a cache warmer: whatever it has not compiled yet is not needed
-            warmer.wait()
+        stop_warm_up(warmer)
     for step, seconds in sorted(timings.items(), key=lambda kv: -kv[1]):
         print(f"{seconds:7.2f} s  {step}")
     print(f"\nMaterialised the asset graph in {time.perf_counter() - start:.1f} s: {'success' if ok else 'FAILED'}")

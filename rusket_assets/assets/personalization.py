@@ -203,9 +203,7 @@ def user_recommendations(
     from rusket_assets.assets.baskets import rules_for_library
     from rusket_core import Recommender
 
-    top_n, weight = config.top_n, config.rules_weight
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"rules_weight must be in [0, 1], got {weight}")
+    top_n, weight = config.top_n, config.rules_weight  # the library checks rules_weight
     embeddings = bpr_model.export_item_factors(format="arrow").select(["label", "vector"])
     recommender = Recommender(model=als_model, rules_df=rules_for_library(association_rules), item_embeddings=embeddings)
     lines = pl.from_arrow(raw_transactions.select(["basket_id", "customer_id", "product_id", "ordered_at"]))
