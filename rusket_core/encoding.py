@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit, prange
 
-from rusket_core.frames import column, input_format, to_arrow_table
+from rusket_core.frames import column, input_format, is_duckdb_relation, to_arrow_table
 
 
 class Labels:
@@ -180,7 +180,15 @@ class Encoded:
 def encode_transactions(
     data: Any, transaction_col: str, item_col: str, weight_col: str | None = None
 ) -> Encoded:
-    """Encode long-format rows (one per transaction × item) into CSR; repeats collapse, weights add up."""
+    """Encode long-format rows (one per transaction × item) into CSR; repeats collapse, weights add up.
+
+    A DuckDB relation is encoded inside DuckDB (:func:`rusket_core.sql_encoding.encode_relation`): only
+    the codes, summed weights and label dictionaries reach Python, with the same result.
+    """
+    if is_duckdb_relation(data):
+        from rusket_core.sql_encoding import encode_relation
+
+        return encode_relation(data, transaction_col, item_col, weight_col)
     table = to_arrow_table(data)
     rows_col = column(table, transaction_col, "transaction column")
     items_col = column(table, item_col, "item column")
@@ -191,7 +199,7 @@ def encode_transactions(
     weights = None
     if weight_col is not None:
         weights = _weights(column(table, weight_col, "weight column"), weight_col)
-    indptr, indices, summed = _build_csr(row_codes, item_codes, weights, len(rows))
+    indptr, indices, summed = build_csr(row_codes, item_codes, weights, len(rows))
     return Encoded(indptr, indices, summed if weights is not None else None, rows, items)
 
 
@@ -316,7 +324,7 @@ def _csr_kernel(row_codes, item_codes, weights, has_weights, n_rows):  # pragma:
     return indptr, out_items, out_w
 
 
-def _build_csr(
+def build_csr(
     row_codes: np.ndarray, item_codes: np.ndarray, weights: np.ndarray | None, n_rows: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR arrays from parallel code arrays (see ``_csr_kernel``)."""
@@ -415,7 +423,7 @@ def encode_baskets(baskets: Sequence[Iterable[Any]]) -> Encoded:
         raise ValueError(f"basket items must share one type (all strings or all integers): {exc}") from exc
     item_codes, items = _factorize(items_arr, "items")
     row_codes = np.repeat(np.arange(len(baskets), dtype=np.int64), lengths)
-    indptr, indices, _ = _build_csr(row_codes, item_codes, None, len(baskets))
+    indptr, indices, _ = build_csr(row_codes, item_codes, None, len(baskets))
     return Encoded(indptr, indices, None, Labels.range(len(baskets)), items)
 
 
