@@ -168,6 +168,12 @@ class Encoded:
 
         return sparse.csr_array((self.weights(), self.indices, self.indptr), shape=(self.n_rows, self.n_items))
 
+    def row_slice(self, start: int, stop: int) -> Encoded:
+        """Rows ``start:stop`` as their own Encoded (same items), e.g. one chunk of customers."""
+        lo, hi = int(self.indptr[start]), int(self.indptr[stop])
+        data = None if self.data is None else self.data[lo:hi]
+        return Encoded(self.indptr[start : stop + 1] - lo, self.indices[lo:hi], data, Labels(self.rows.values[start:stop]), self.items)
+
     def item_counts(self) -> np.ndarray:
         """Number of rows containing each item."""
         return np.bincount(self.indices, minlength=self.n_items).astype(np.int64)

@@ -13,6 +13,8 @@ from rusket_assets.config import (
     RecommendationConfig,
     SimilarItemsConfig,
 )
+from rusket_assets.interactions import WarehouseTable
+from rusket_assets.streaming import TableStream
 
 GROUP = "personalization"
 RAW = {"raw_transactions": upstream("ingest", "raw_transactions")}
@@ -24,6 +26,11 @@ def _interactions(raw_transactions: pa.Table) -> pa.Table:
     return raw_transactions.select(INTERACTION_COLUMNS)
 
 
+def _interaction_lines(raw_transactions: WarehouseTable, weight_col: str | None):
+    """A DuckDB relation over the customer, product (and weight) columns: encoded in SQL by the models."""
+    return raw_transactions.relation(["customer_id", "product_id", *([weight_col] if weight_col else [])])
+
+
 def _weight_column(weight: str) -> str | None:
     if weight not in WEIGHTS:
         raise ValueError(f"weight must be one of {sorted(WEIGHTS)}, got {weight!r}")
@@ -31,22 +38,24 @@ def _weight_column(weight: str) -> str | None:
 
 
 @dg.asset(key_prefix=GROUP, group_name=GROUP, io_manager_key=MODEL_IO, pool=POOL, kinds={"numba"}, ins=RAW)
-def als_model(context: dg.AssetExecutionContext, config: ALSConfig, raw_transactions: pa.Table):
+def als_model(context: dg.AssetExecutionContext, config: ALSConfig, raw_transactions: WarehouseTable):
     """Implicit ALS on customer × product interactions (confidence 1 + alpha * weight), saved as a model file."""
     from rusket_core import ALS
 
     start = time.perf_counter()
-    model = ALS.from_transactions(
-        _interactions(raw_transactions),
-        user_col="customer_id",
-        item_col="product_id",
-        rating_col=_weight_column(config.weight),
-        factors=config.factors,
-        iterations=config.iterations,
-        alpha=config.alpha,
-        regularization=config.regularization,
-        random_state=config.seed,
-    ).fit()
+    with _interaction_lines(raw_transactions, _weight_column(config.weight)) as lines:
+        model = ALS.from_transactions(
+            lines,
+            user_col="customer_id",
+            item_col="product_id",
+            rating_col=_weight_column(config.weight),
+            factors=config.factors,
+            iterations=config.iterations,
+            alpha=config.alpha,
+            regularization=config.regularization,
+            random_state=config.seed,
+        )
+    model.fit()
     context.add_output_metadata(
         {
             "training_seconds": time.perf_counter() - start,
@@ -60,23 +69,25 @@ def als_model(context: dg.AssetExecutionContext, config: ALSConfig, raw_transact
 
 
 @dg.asset(key_prefix=GROUP, group_name=GROUP, io_manager_key=MODEL_IO, pool=POOL, kinds={"numba"}, ins=RAW)
-def bpr_model(context: dg.AssetExecutionContext, config: BPRConfig, raw_transactions: pa.Table):
+def bpr_model(context: dg.AssetExecutionContext, config: BPRConfig, raw_transactions: WarehouseTable):
     """Bayesian personalised ranking on customer × product interactions, saved as a model file."""
     from rusket_core import BPR
 
     start = time.perf_counter()
-    model = BPR.from_transactions(
-        _interactions(raw_transactions),
-        user_col="customer_id",
-        item_col="product_id",
-        factors=config.factors,
-        iterations=config.iterations,
-        learning_rate=config.learning_rate,
-        regularization=config.regularization,
-        loss=config.loss,
-        schedule=config.schedule,
-        random_state=config.seed,
-    ).fit()
+    with _interaction_lines(raw_transactions, None) as lines:
+        model = BPR.from_transactions(
+            lines,
+            user_col="customer_id",
+            item_col="product_id",
+            factors=config.factors,
+            iterations=config.iterations,
+            learning_rate=config.learning_rate,
+            regularization=config.regularization,
+            loss=config.loss,
+            schedule=config.schedule,
+            random_state=config.seed,
+        )
+    model.fit()
     accuracy = getattr(model, "ranking_accuracy_", None)
     context.add_output_metadata(
         {
@@ -164,11 +175,13 @@ def model_evaluation(
     key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
     ins={"als_model": upstream(GROUP, "als_model")},
 )  # fmt: skip
-def similar_items(config: SimilarItemsConfig, als_model) -> pa.Table:
+def similar_items(config: SimilarItemsConfig, als_model) -> TableStream:
     """For each product, the most similar products by cosine of ALS item factors (itself excluded)."""
-    table = als_model.batch_similar_items(n=config.top_n, format="arrow")
-    table = table.rename_columns(["product_id", "similar_product_id", "score"])
-    return with_rank(table, "product_id")
+    from rusket_core.chunks import iter_batch_similar_items
+
+    names = ["product_id", "similar_product_id", "score"]
+    chunks = iter_batch_similar_items(als_model, n=config.top_n)  # written chunk by chunk
+    return TableStream(with_rank(chunk.rename_columns(names), "product_id") for chunk in chunks)
 
 
 @dg.asset(

@@ -1,0 +1,138 @@
+"""Chunked outputs: streamed table writes swap in atomically, and chunked batch calls equal unchunked ones."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from rusket_assets.streaming import TableStream, replace_table_stream
+from rusket_core import ALS
+from rusket_core.analytics import score_potential
+from rusket_core.chunks import (
+    chunk_bounds,
+    iter_batch_recommend,
+    iter_batch_similar_items,
+    iter_score_potential,
+)
+
+RECS = pa.table(
+    {
+        "customer_id": pa.array([1, 1, 1, 2, 2, 3], pa.int64()),
+        "product_id": ["a", "b", "c", "a", "d", "b"],
+        "score": pa.array([0.9, 0.5, 0.1, 0.7, 0.2, 0.4], pa.float32()),
+    }
+)
+
+
+def assert_same_rows(got: pa.Table, want: pa.Table) -> None:
+    """Same ids in the same order; scores equal up to float32 rounding (BLAS blocks differ by chunk)."""
+    assert got.schema == want.schema
+    for name in want.column_names:
+        if name == "score":
+            np.testing.assert_allclose(got[name].to_numpy(), want[name].to_numpy(), rtol=1e-5, atol=1e-6)
+        else:
+            assert got[name].to_pylist() == want[name].to_pylist()
+
+
+def stored(con, name="recs.top") -> pa.Table:
+    return con.sql(f"select * from {name}").to_arrow_table()
+
+
+def slices(table: pa.Table, cuts: list[int]) -> list[pa.Table]:
+    bounds = [0, *cuts, table.num_rows]
+    return [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+@pytest.mark.parametrize(
+    "cuts",
+    [
+        [3],  # two chunks split between customers
+        [2],  # the boundary falls inside customer 1's rows
+        [0, 2, 2, 6],  # empty chunks first, in the middle and last
+    ],
+)
+def test_streamed_write_equals_the_whole_table(cuts):
+    con = duckdb.connect()
+    rows = replace_table_stream(con, "recs", "top", TableStream(iter(slices(RECS, cuts))))
+    assert rows == RECS.num_rows
+    assert stored(con).equals(RECS)
+    assert [r[0] for r in con.sql("select table_name from duckdb_tables()").fetchall()] == ["top"]
+
+
+def test_record_batches_reader_and_empty_stream():
+    con = duckdb.connect()
+    reader = pa.RecordBatchReader.from_batches(RECS.schema, RECS.to_batches(max_chunksize=4))
+    replace_table_stream(con, "recs", "top", reader)
+    assert stored(con).equals(RECS)
+    replace_table_stream(con, "recs", "top", TableStream(iter([]), schema=RECS.schema))
+    assert stored(con).num_rows == 0 and stored(con).schema == RECS.schema
+    with pytest.raises(ValueError, match="no chunks .* no schema"):
+        replace_table_stream(con, "recs", "top", TableStream(iter([])))
+
+
+def test_failure_mid_stream_keeps_the_old_table():
+    con = duckdb.connect()
+    replace_table_stream(con, "recs", "top", TableStream([RECS]))
+
+    def failing():
+        yield RECS.slice(0, 2)
+        yield RECS.slice(2, 2)
+        raise RuntimeError("scoring failed in chunk 3")
+
+    with pytest.raises(RuntimeError, match="chunk 3"):
+        replace_table_stream(con, "recs", "top", TableStream(failing()))
+    assert stored(con).equals(RECS)
+    assert con.sql("select count(*) from duckdb_tables() where table_name like '%staging%'").fetchall() == [(0,)]
+    with pytest.raises(ValueError, match="differ from the first chunk"):
+        replace_table_stream(con, "recs", "top", TableStream([RECS, RECS.select(["score"])]))
+    assert stored(con).equals(RECS)
+
+
+def test_chunks_are_cast_to_the_first_schema():
+    con = duckdb.connect()
+    second = RECS.slice(3).cast(pa.schema([("customer_id", pa.int32()), ("product_id", pa.string()), ("score", pa.float64())]))
+    replace_table_stream(con, "recs", "top", TableStream([RECS.slice(0, 3), second]))
+    assert stored(con).equals(RECS)
+
+
+def test_chunk_bounds():
+    assert list(chunk_bounds(5, 2)) == [(0, 2), (2, 4), (4, 5)]
+    assert list(chunk_bounds(0, 3)) == []
+    with pytest.raises(ValueError, match="chunk_size"):
+        list(chunk_bounds(5, 0))
+
+
+@pytest.fixture(scope="module")
+def als():
+    rng = np.random.default_rng(5)
+    n = 3000
+    lines = pa.table(
+        {
+            "customer": rng.integers(0, 230, n),
+            "product": pa.array([f"P{i:03d}" for i in rng.integers(0, 90, n)]),
+        }
+    )
+    return ALS.from_transactions(lines, "customer", "product", factors=8, iterations=3, random_state=1).fit()
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 100, 10_000])
+def test_chunked_batch_calls_equal_the_whole_call(als, chunk_size):
+    whole = als.batch_recommend(n=5, format="arrow")
+    assert_same_rows(pa.concat_tables(iter_batch_recommend(als, n=5, chunk_size=chunk_size)), whole)
+    sims = als.batch_similar_items(n=4, format="arrow")
+    assert_same_rows(pa.concat_tables(iter_batch_similar_items(als, n=4, chunk_size=chunk_size)), sims)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 64, 10_000])
+def test_chunked_potential_equals_the_whole_call_by_customer(als, chunk_size):
+    items = als.items.values
+    mapping = pa.table({"product": items, "category": [f"c{int(p[1:]) % 6}" for p in items]})
+    whole = score_potential(None, als, mapping, top_n=3, format="arrow")
+    whole = whole.sort_by([("user", "ascending"), ("score", "descending")])
+    chunked = pa.concat_tables(iter_score_potential(als, mapping, top_n=3, chunk_size=chunk_size))
+    assert_same_rows(chunked, whole)
+    # every customer keeps at most 3 targets and never one whose category was bought
+    assert pc.max(pc.value_counts(chunked["user"]).field("counts")).as_py() <= 3
