@@ -17,6 +17,8 @@ from rusket_core.chunks import (
     iter_batch_similar_items,
     iter_score_potential,
 )
+from rusket_core.encoding import Labels
+from rusket_core.export import lancedb_batches, lancedb_table, write_lancedb
 
 RECS = pa.table(
     {
@@ -136,3 +138,25 @@ def test_chunked_potential_equals_the_whole_call_by_customer(als, chunk_size):
     assert_same_rows(chunked, whole)
     # every customer keeps at most 3 targets and never one whose category was bought
     assert pc.max(pc.value_counts(chunked["user"]).field("counts")).as_py() <= 3
+
+
+def test_lancedb_written_in_batches_equals_the_whole_export(tmp_path):
+    pytest.importorskip("lancedb")
+    rng = np.random.default_rng(2)
+    model = ALS(factors=16)
+    model.users = Labels(np.array([f"c{i:04d}" for i in range(700)], dtype=object))
+    model.items = Labels(np.arange(5) * 3)
+    model.user_factors = rng.normal(size=(700, 16)).astype(np.float32)
+    model.item_factors = rng.normal(size=(5, 16)).astype(np.float32)
+    for normalize in (False, True):
+        whole = lancedb_table(model, kind="user", normalize=normalize)
+        reader = lancedb_batches(model, kind="user", normalize=normalize, chunk_rows=300)
+        batches = list(reader)
+        assert [b.num_rows for b in batches] == [300, 300, 100]
+        assert pa.Table.from_batches(batches).equals(whole)
+    tbl, facts = write_lancedb(model, str(tmp_path), "users", kind="user", index_min_rows=256, chunk_rows=300)
+    assert tbl.to_arrow().sort_by("id").equals(lancedb_table(model, kind="user"))
+    # 700 rows: sqrt(700) = 26 partitions would hold < 256 rows each, so 700 // 256 = 2
+    assert facts["index_partitions"] == 2 and facts["index_sub_vectors"] == 2 and facts["index_seconds"] > 0
+    _, none = write_lancedb(model, str(tmp_path), "items", kind="item")
+    assert none == {}

@@ -60,12 +60,12 @@ def _preview(table: pa.Table) -> str:
 )  # fmt: skip
 def item_vectors(config: VectorsConfig, vectors: VectorStore, als_model, products: pa.Table) -> dg.MaterializeResult:
     """LanceDB table ``item_vectors``: ALS product vectors with label, name and category (cosine search)."""
-    from rusket_core.export import to_lancedb
+    from rusket_core.export import write_lancedb
 
     vectors.connect()  # creates the directory
-    tbl = to_lancedb(_ItemsWithInfo(als_model, products), vectors.uri, "item_vectors", kind="item",
-                     metric=METRIC, normalize=config.normalize, keep_versions=_retention(config))  # fmt: skip
-    return dg.MaterializeResult(metadata=_describe(tbl, vectors.uri))
+    tbl, index = write_lancedb(_ItemsWithInfo(als_model, products), vectors.uri, "item_vectors", kind="item",
+                               metric=METRIC, normalize=config.normalize, keep_versions=_retention(config))  # fmt: skip
+    return dg.MaterializeResult(metadata=_describe(tbl, vectors.uri) | index)
 
 
 @dg.asset(
@@ -74,9 +74,9 @@ def item_vectors(config: VectorsConfig, vectors: VectorStore, als_model, product
 )  # fmt: skip
 def user_vectors(config: VectorsConfig, vectors: VectorStore, als_model) -> dg.MaterializeResult:
     """LanceDB table ``user_vectors``: ALS customer vectors with the customer id as label."""
-    from rusket_core.export import to_lancedb
+    from rusket_core.export import write_lancedb
 
     vectors.connect()
-    tbl = to_lancedb(als_model, vectors.uri, "user_vectors", kind="user", metric=METRIC,
-                     normalize=config.normalize, keep_versions=_retention(config))  # fmt: skip
-    return dg.MaterializeResult(metadata=_describe(tbl, vectors.uri))
+    tbl, index = write_lancedb(als_model, vectors.uri, "user_vectors", kind="user", metric=METRIC,
+                               normalize=config.normalize, keep_versions=_retention(config))  # fmt: skip
+    return dg.MaterializeResult(metadata=_describe(tbl, vectors.uri) | index)
