@@ -219,14 +219,20 @@ def write_section(text: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lines", type=int, action="append", required=True, help="order lines (repeatable)")
+    parser.add_argument("--lines", type=int, action="append", default=[], help="order lines (repeatable)")
+    parser.add_argument("--from-json", type=Path, help="render the results.json of an earlier run instead of running")
     parser.add_argument("--part-lines", type=int, default=1_000_000, help="order lines generated per part")
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_scale"), help="where data and runs go")
     parser.add_argument("--write-results", action="store_true", help=f"replace the section in {RESULTS.name}")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for lines in args.lines:
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+    elif not args.lines:
+        parser.error("give --lines (or --from-json)")
+    else:
+        results = []
+    for lines in [] if args.from_json else args.lines:
         parquet = args.out / f"store_{lines}.parquet"
         store = generate(lines, parquet, args.part_lines)
         store["target"] = lines
@@ -238,9 +244,11 @@ def main() -> None:
         for step, seconds in sorted(run["steps"].items(), key=lambda kv: -kv[1]):
             print(f"  {seconds:8.1f} s  {run['step_peak_mb'].get(step, 0):7.0f} MB  {step}")
         results.append({"store": store, "run": run})
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    if not args.from_json:
+        (args.out / "results.json").write_text(json.dumps(results, indent=1))
     if args.write_results:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        commit = git.stdout.strip() or os.environ.get("BENCH_COMMIT", "unknown")  # a `git archive` copy has no .git
         write_section(markdown(results, commit))
         print(f"wrote {RESULTS}")
 

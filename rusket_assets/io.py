@@ -117,6 +117,8 @@ class DuckDBTableIOManager(dg.ConfigurableIOManager):
             with self.warehouse.connect() as con:
                 replace_table_stream(con, schema, table, obj)
                 context.add_output_metadata(describe_table(con, schema, table))
+            if getattr(obj, "metadata", None) is not None:
+                context.add_output_metadata(obj.metadata())
             return
         data = _as_arrow(obj)
         with self.warehouse.connect() as con:

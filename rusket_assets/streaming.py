@@ -9,7 +9,7 @@ leaves the old table as it was.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -23,11 +23,18 @@ class TableStream:
     """Chunks of one output table, produced lazily (tables or record batches with one schema).
 
     ``schema`` is needed only when the stream may yield no chunk at all; otherwise the first chunk
-    sets it and later chunks must match its column names (types are cast to it).
+    sets it and later chunks must match its column names (types are cast to it). ``metadata``
+    (optional) is called once every chunk is written: figures gathered while streaming, added to
+    the output's Dagster metadata.
     """
 
-    def __init__(self, chunks: Iterable[pa.Table | pa.RecordBatch], schema: pa.Schema | None = None) -> None:
-        self.chunks, self.schema = chunks, schema
+    def __init__(
+        self,
+        chunks: Iterable[pa.Table | pa.RecordBatch],
+        schema: pa.Schema | None = None,
+        metadata: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.chunks, self.schema, self.metadata = chunks, schema, metadata
 
     def __iter__(self) -> Iterator[pa.Table]:
         for chunk in self.chunks:

@@ -33,7 +33,7 @@ def lancedb_table(model: Any, kind: str = "item", normalize: bool = False) -> pa
     return export(normalize=normalize, include_labels=True, format="arrow")
 
 
-def lancedb_batches(
+def factor_batches(
     model: Any, kind: str = "item", normalize: bool = False, chunk_rows: int = CHUNK_ROWS
 ) -> pa.RecordBatchReader:
     """:func:`lancedb_table` as record batches of ``chunk_rows`` rows, each built when it is read.
@@ -105,7 +105,7 @@ def write_lancedb(
     """Replace LanceDB table ``table`` with the model's vectors, written in batches; (table, index facts).
 
     The replace is one ``create_table(mode="overwrite")`` call fed ``chunk_rows`` rows at a time
-    (:func:`lancedb_batches`), which LanceDB (0.40, OSS) commits as a new version of the same Lance
+    (:func:`factor_batches`), which LanceDB (0.40, OSS) commits as a new version of the same Lance
     dataset: readers see either the old rows or the new rows, never an empty or half-written table
     (LanceDB OSS has no ``rename_table``, so a build-then-swap is not available). Overwriting drops
     the old index; when the table has at least ``index_min_rows`` rows an IVF-PQ index
@@ -122,7 +122,7 @@ def write_lancedb(
 
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    data = lancedb_batches(model, kind, normalize, chunk_rows)
+    data = factor_batches(model, kind, normalize, chunk_rows)
     dim = data.schema.field("vector").type.list_size
     db = lancedb.connect(uri)
     tbl = db.create_table(table, data, mode="overwrite")

@@ -18,7 +18,7 @@ from rusket_core.chunks import (
     iter_score_potential,
 )
 from rusket_core.encoding import Labels
-from rusket_core.export import lancedb_batches, lancedb_table, write_lancedb
+from rusket_core.export import factor_batches, lancedb_table, write_lancedb
 
 RECS = pa.table(
     {
@@ -150,7 +150,7 @@ def test_lancedb_written_in_batches_equals_the_whole_export(tmp_path):
     model.item_factors = rng.normal(size=(5, 16)).astype(np.float32)
     for normalize in (False, True):
         whole = lancedb_table(model, kind="user", normalize=normalize)
-        reader = lancedb_batches(model, kind="user", normalize=normalize, chunk_rows=300)
+        reader = factor_batches(model, kind="user", normalize=normalize, chunk_rows=300)
         batches = list(reader)
         assert [b.num_rows for b in batches] == [300, 300, 100]
         assert pa.Table.from_batches(batches).equals(whole)
@@ -160,3 +160,34 @@ def test_lancedb_written_in_batches_equals_the_whole_export(tmp_path):
     assert facts["index_partitions"] == 2 and facts["index_sub_vectors"] == 2 and facts["index_seconds"] > 0
     _, none = write_lancedb(model, str(tmp_path), "items", kind="item")
     assert none == {}
+
+
+def test_io_manager_streams_outputs_and_hands_out_table_references(tmp_path):
+    import dagster as dg
+    from dagster._core.types.dagster_type import resolve_dagster_type
+
+    from rusket_assets.interactions import WarehouseTable
+    from rusket_assets.io import DuckDBTableIOManager
+    from rusket_assets.resources import Warehouse
+
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"))
+    manager = DuckDBTableIOManager(warehouse=warehouse)
+    key = dg.AssetKey(["recs", "top"])
+    seen = []
+
+    def chunks():
+        for chunk in slices(RECS, [2, 2]):
+            seen.append(chunk.num_rows)
+            yield chunk
+
+    context = dg.build_output_context(asset_key=key)
+    manager.handle_output(context, TableStream(chunks(), metadata=lambda: {"chunk_rows": str(seen)}))
+    assert warehouse.query("select * from recs.top").equals(RECS)
+    logged = context.get_logged_metadata()
+    assert logged["chunk_rows"].value == "[2, 0, 4]" and logged["dagster/row_count"].value == 6
+    ref = manager.load_input(dg.build_input_context(asset_key=key, dagster_type=resolve_dagster_type(WarehouseTable)))
+    assert isinstance(ref, WarehouseTable) and (ref.schema, ref.table) == ("recs", "top")
+    with ref.relation(["customer_id", "score"], where="score > 0.3") as rel:
+        assert rel.columns == ["customer_id", "score"]
+        assert rel.to_arrow_table().num_rows == 4
+    assert ref.scalar("count(distinct customer_id)") == 3

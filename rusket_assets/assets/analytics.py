@@ -43,9 +43,7 @@ def customer_saturation(context: dg.AssetExecutionContext, raw_transactions: War
     key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
     ins={"products": upstream("ingest", "products"), "als_model": upstream("personalization", "als_model")},
 )  # fmt: skip
-def cross_sell_potential(
-    context: dg.AssetExecutionContext, config: PotentialConfig, products: pa.Table, als_model
-) -> TableStream:
+def cross_sell_potential(config: PotentialConfig, products: pa.Table, als_model) -> TableStream:
     """Per customer, the categories not bought yet with the highest propensity (best ALS score in the category).
 
     Without a category column in the source, the targets are the products themselves (column
@@ -57,16 +55,17 @@ def cross_sell_potential(
     mapping = products.select(["product_id", "category"]).filter(pc.is_valid(products["category"]))
     by_category = mapping.num_rows > 0
     targets = mapping if by_category else products["product_id"].to_pylist()
-    chunks = iter_score_potential(als_model, targets, top_n=config.top_n)
-    context.add_output_metadata(
-        {
-            "targets": "categories" if by_category else "products",
-            "target_count": len(pc.unique(mapping["category"])) if by_category else products.num_rows,
-        }
-    )
-    return TableStream(
-        with_rank(chunk.rename_columns(["customer_id", "target", "score"]), "customer_id") for chunk in chunks
-    )
+    seen: set = set()
+
+    def chunks():
+        for chunk in iter_score_potential(als_model, targets, top_n=config.top_n):
+            seen.update(pc.unique(chunk["target"]).to_pylist())
+            yield with_rank(chunk.rename_columns(["customer_id", "target", "score"]), "customer_id")
+
+    def metadata() -> dict:
+        return {"targets": "categories" if by_category else "products", "target_count": len(seen)}
+
+    return TableStream(chunks(), metadata=metadata)
 
 
 @dg.asset(

@@ -105,10 +105,12 @@ def bpr_model(context: dg.AssetExecutionContext, config: BPRConfig, raw_transact
     key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
     ins={"als_model": upstream(GROUP, "als_model")},
 )  # fmt: skip
-def user_factors(als_model) -> pa.Table:
+def user_factors(als_model) -> TableStream:
     """ALS customer vectors: customer_id (source type) and vector FLOAT[factors]."""
-    table = als_model.export_user_factors(format="arrow")
-    return pa.table({"customer_id": table["label"], "vector": table["vector"]})
+    from rusket_core.export import factor_batches
+
+    batches = factor_batches(als_model, kind="user")  # written chunk by chunk
+    return TableStream(pa.table({"customer_id": b["label"], "vector": b["vector"]}) for b in batches)
 
 
 @dg.asset(
