@@ -171,7 +171,7 @@ def markdown(results: list[dict], commit: str) -> str:
         SECTION,
         "",
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}, {os.cpu_count()} cores "
-        f"({platform.processor() or platform.machine()}), {_memory_gb():.0f} GiB RAM, CPython {platform.python_version()}. "
+        f"({_cpu_name()}), {_memory_gb():.0f} GiB RAM, CPython {platform.python_version()}. "
         "**The 2 cores were shared with other jobs during the run, so read times as upper bounds.** Warm numba cache.",
         "",
         "Command: `python benchmarks/bench_scale.py " + " ".join(f"--lines {s['target']}" for s in sizes) + " --write-results`"
@@ -197,6 +197,17 @@ def markdown(results: list[dict], commit: str) -> str:
     for table in tables:
         lines.append(f"| {table} | " + " | ".join(f"{r['run']['rows'].get(table, 0):,}" for r in results) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (the architecture elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.machine()
 
 
 def _memory_gb() -> float:
