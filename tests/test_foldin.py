@@ -249,6 +249,11 @@ def test_warm_start_copies_rows_by_label_and_reaches_the_cold_loss_faster():
     short = ALS.from_transactions(df, "user_id", "item_id", iterations=2, **params).fit()
     assert warm.training_loss() <= 1.01 * cold
     assert short.training_loss() > 1.05 * cold
+    # init may be the model itself: zero iterations keep every row, more lower the loss
+    rows = old.user_factors.copy(), old.item_factors.copy()
+    old.iterations = 0
+    old.fit(init=old)
+    assert np.array_equal(old.user_factors, rows[0]) and np.array_equal(old.item_factors, rows[1])
     with pytest.raises(ValueError, match="factors"):
         ALS.from_transactions(df, "user_id", "item_id", factors=8).fit(init=old)
     with pytest.raises(TypeError, match="ALS"):

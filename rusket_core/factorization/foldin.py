@@ -31,19 +31,21 @@ class FoldIn:
     ``self._warm_start()`` in ``_fit`` right after drawing their initial factors.
     """
 
-    _init: FactorModel | None = None
+    _init: tuple | None = None
 
     def fit(self, user_items: Any = None, init: FactorModel | None = None) -> FactorModel:
         """Train as :meth:`FactorModel.fit`; with ``init`` (a fitted model of the same class and
         ``factors``) start from its user and item rows, matched by label; labels it does not know
-        start as in a cold fit."""
+        start as in a cold fit. ``init`` may be the model itself, e.g. a few iterations over the
+        interactions a ``partial_fit_users`` added."""
         if init is not None:
             if not isinstance(init, type(self)):
                 raise TypeError(f"init must be a fitted {type(self).__name__}, got {type(init).__name__}")
             init._check_fitted()
             if init.factors != self.factors:
                 raise ValueError(f"init has {init.factors} factors, this model {self.factors}")
-        self._init = init
+            # references taken now: fitting replaces (never edits) the factor arrays and labels
+            self._init = (init.user_factors, init.users, init.item_factors, init.items)
         try:
             return super().fit(user_items)
         finally:
@@ -51,12 +53,12 @@ class FoldIn:
 
     def _warm_start(self) -> None:
         """Overwrite the freshly drawn rows with ``init``'s rows for the labels it knows."""
-        init = self._init
-        if init is None:
+        if self._init is None:
             return
+        their_users, user_labels, their_items, item_labels = self._init
         for mine, labels, theirs, their_labels in (
-            (self.user_factors, self.users, init.user_factors, init.users),
-            (self.item_factors, self.items, init.item_factors, init.items),
+            (self.user_factors, self.users, their_users, user_labels),
+            (self.item_factors, self.items, their_items, item_labels),
         ):
             idx = _lookup(their_labels, labels.values)
             hit = idx >= 0
