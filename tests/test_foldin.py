@@ -249,7 +249,7 @@ def test_warm_start_copies_rows_by_label_and_reaches_the_cold_loss_faster():
     short = ALS.from_transactions(df, "user_id", "item_id", iterations=2, **params).fit()
     assert warm.training_loss() <= 1.01 * cold
     assert short.training_loss() > 1.05 * cold
-    # init may be the model itself: zero iterations keep every row, more lower the loss
+    # init may be the model itself: zero iterations keep every row
     rows = old.user_factors.copy(), old.item_factors.copy()
     old.iterations = 0
     old.fit(init=old)
