@@ -5,8 +5,8 @@ over ``--days`` + 1 days; models are fitted on days 1..N-1 (the "yesterday" mode
 arrives and is taken in two ways:
 
 - **full refit**: encode days 1..N and fit from scratch (what the daily schedule does today);
-- **fold-in**: ``partial_fit_users(day N lines)`` on yesterday's model (the day's customers' rows
-  re-solved with the items fixed, new customers added), then optionally ``fit(init=model)`` with
+- **fold-in**: ``partial_fit(day N lines)`` on yesterday's model (the day's customers' rows
+  re-solved with the items fixed, new customers and products added), then optionally ``fit(init=model)`` with
   ``--warm-iterations`` over the updated interactions.
 
 Quality: precision@10 / ndcg@10 on day N+1's purchases (training items of days 1..N excluded),
@@ -68,15 +68,6 @@ def _build(name: str, data: pa.Table, **overrides):
     return cls.from_transactions(data, rating_col="quantity", **COLS, **{**params, **overrides})
 
 
-def _fold_in(model, day: pa.Table) -> None:
-    """The day's lines into the model: customers' rows re-solved (new ones added); products the
-    model has never seen (only when they exist) are then added from their buyers' rows."""
-    known = pc.is_in(day.column("product_id"), value_set=model.items.to_arrow())
-    model.partial_fit_users(day.filter(known))
-    if not pc.all(known).as_py():
-        model.partial_fit_items(day.filter(pc.invert(known)))
-
-
 def _quality(model, tests: dict[str, pa.Table]) -> dict:
     out = {}
     for label, test in tests.items():
@@ -88,7 +79,7 @@ def _quality(model, tests: dict[str, pa.Table]) -> dict:
 def _run_model(name, warm_iters, sample, history, day_n, full, tests, base_path) -> dict:
     """Yesterday's model, then day N taken in by a full refit and by fold-in (+ warm pass)."""
     warm_up = _build(name, sample, iterations=2).fit()  # compiles every kernel, untimed
-    _fold_in(warm_up, sample.slice(0, 500))
+    warm_up.partial_fit(sample.slice(0, 500))
     warm_up.iterations = 1
     warm_up.fit(init=warm_up)
     _quality(warm_up, {"sample": sample.slice(0, 100)})
@@ -102,7 +93,7 @@ def _run_model(name, warm_iters, sample, history, day_n, full, tests, base_path)
     row["full_refit_other_seed"] = _quality(other, tests)
     folded = type(yesterday).load(base_path)
     base_path.unlink()
-    _, t_fold = _timed(lambda: _fold_in(folded, day_n))
+    _, t_fold = _timed(lambda: folded.partial_fit(day_n))
     row["fold_in"] = {"seconds": round(t_fold, 2), **_quality(folded, tests)}
     if warm_iters:
         folded.iterations = warm_iters

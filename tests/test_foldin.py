@@ -310,3 +310,39 @@ def test_bpr_warm_start_copies_rows_by_label():
     assert np.array_equal(warm.user_factors[known], old.user_factors[rows])
     assert np.array_equal(warm.user_factors[~known], cold.user_factors[~known])
     assert np.array_equal(warm.item_factors, old.item_factors[old.items.indices_of(warm.items.values)])
+
+
+def test_partial_fit_adds_new_items_and_leaves_every_batch_user_exact():
+    rng = np.random.default_rng(11)
+    train = _frame(rng, 20, 10, 120)
+    model = _model(train)
+    users0, n_items0 = model.user_factors.copy(), len(model.items)
+    batch = pd.DataFrame(
+        {
+            "user": [1, 1, 2, 500, 500, 501, 3],
+            "item": [0, 70, 4, 70, 71, 2, 71],  # 70, 71 new; 500, 501 new customers
+            "rating": [1.0, 2.0, 1.0, 3.0, 1.0, 2.0, 0.5],
+        }
+    )
+    model.partial_fit(batch)
+    assert model.items.values[n_items0:].tolist() == [70, 71]
+    assert sorted(model.users.values[-2:].tolist()) == [500, 501]  # 500 bought only new items
+    untouched = np.setdiff1d(np.arange(len(users0)), model.users.indices_of([1, 2, 3]))
+    assert np.array_equal(model.user_factors[untouched], users0[untouched])
+    item_index = {label: i for i, label in enumerate(model.items.values)}
+    history = _summed(pd.concat([train, batch]), "user", "item")
+    for label in (1, 2, 3, 500, 501):
+        ratings = {item_index[i]: r for i, r in history[label].items()}
+        np.testing.assert_allclose(
+            model.user_factors[model.users.index_of(label)],
+            _numpy_row(model.item_factors, ratings),
+            rtol=2e-4,
+            atol=2e-5,
+        )
+    # the new items are in their buyers' training rows, so never recommended back to them
+    assert not {70, 71} & set(model.recommend_items(500, n=len(model.items))[0].tolist())
+    bpr = BPR.from_transactions(train, "user", "item", "rating", factors=4, iterations=2).fit()
+    nnz = bpr.user_items.nnz
+    with pytest.raises(NotImplementedError, match="users only"):
+        bpr.partial_fit(batch)
+    assert bpr.user_items.nnz == nnz and len(bpr.users) == 20

@@ -93,6 +93,12 @@ class BPR(FoldIn, FactorModel):
         self.samples_ = done.sum(axis=1)
         self.ranking_accuracy_ = correct.sum(axis=1) / np.maximum(1, self.samples_)
 
+    def _check_item_fold_in(self) -> None:
+        raise NotImplementedError(
+            "BPR folds in users only: an item's SGD steps also need the other users' negatives; refit "
+            "(fit(init=model) warm-starts) to add items"
+        )
+
     def _solve_rows(
         self, side: str, indptr, indices, data, X: np.ndarray, new: np.ndarray,
         epochs: int | None = None, random_state: int | None = None,
@@ -100,8 +106,6 @@ class BPR(FoldIn, FactorModel):
         """Fold-in SGD: ``epochs`` (default ``iterations``) epochs over these rows with the items fixed,
         each row taking per epoch the share of steps a user gets in ``fit``; new rows start as in a
         cold fit. Seeded by ``random_state`` (default the model's)."""
-        if side != "users":
-            raise NotImplementedError("BPR folds in users only (items would need the users' negatives)")
         epochs = check_int("epochs", self.iterations if epochs is None else epochs, 0)
         seed = self.random_state if random_state is None else random_state
         k = self.factors

@@ -82,6 +82,7 @@ class FoldIn:
     def partial_fit_items(self, data: Any, replace: bool = False, **options: Any) -> FactorModel:
         """The item-side twin of :meth:`partial_fit_users`: re-solve (or add) the items in ``data``
         with the user factors fixed; ``{item: {user: rating}}`` mappings are keyed by item."""
+        self._check_item_fold_in()
         return self._partial_fit("items", data, replace, options)
 
     def _partial_fit(self, side: str, data: Any, replace: bool, options: dict) -> FactorModel:
@@ -97,7 +98,6 @@ class FoldIn:
         if replace:
             keep = ~np.isin(old_rows if side == "users" else old_cols, targets)
         n_users = enc.n_rows + (n_new if side == "users" else 0)
-        n_items = enc.n_items + (n_new if side == "items" else 0)
         w = None
         if enc.data is not None:
             w = np.concatenate([enc.data[keep].astype(np.float64), weights])
@@ -110,17 +110,9 @@ class FoldIn:
         else:
             items = Labels(np.concatenate([items.values, new_labels])) if n_new else items
         merged = Encoded(indptr, indices, data_out if enc.data is not None else None, users, items)
-        # the rows to solve, with all their (old and new) interactions
-        ptr, ind, dat = merged.indptr, merged.indices, merged.weights()
-        if side == "items":
-            ptr, ind, dat = transpose_csr(ptr, ind, dat, n_items)
-        sub_ptr, sub_ind, sub_dat = take_rows(ptr, ind, dat, targets)
         X = self.user_factors if side == "users" else self.item_factors
-        X = np.concatenate([X, np.zeros((n_new, X.shape[1]), np.float32)]) if n_new else X
-        solved = np.ascontiguousarray(X[targets])
-        with self._threads():
-            self._solve_rows(side, sub_ptr, sub_ind, sub_dat, solved, targets >= len(X) - n_new, **options)
-        X[targets] = solved
+        X = np.concatenate([X, np.zeros((n_new, X.shape[1]), np.float32)]) if n_new else X.copy()
+        self._solve_targets(side, merged, X, targets, targets >= len(X) - n_new, options)
         if side == "users":
             self.user_factors = X
         else:
@@ -128,6 +120,50 @@ class FoldIn:
         self._set_interactions(merged)
         self._unit_items = None
         return self
+
+    def _solve_targets(self, side, enc: Encoded, X: np.ndarray, targets, new, options: dict) -> None:
+        """Re-solve rows ``targets`` of ``X`` (users or items) from their rows of ``enc``."""
+        ptr, ind, dat = enc.indptr, enc.indices, enc.weights()
+        if side == "items":
+            ptr, ind, dat = transpose_csr(ptr, ind, dat, enc.n_items)
+        sub_ptr, sub_ind, sub_dat = take_rows(ptr, ind, dat, targets)
+        solved = np.ascontiguousarray(X[targets])
+        with self._threads():
+            self._solve_rows(side, sub_ptr, sub_ind, sub_dat, solved, new, **options)
+        X[targets] = solved
+
+    def partial_fit(self, data: Any, **options: Any) -> FactorModel:
+        """Take in a batch of new interaction lines (e.g. a day): the lines of known items go through
+        :meth:`partial_fit_users`; items never seen before are then added by
+        :meth:`partial_fit_items` from their buyers, and the batch's users re-solved once more
+        against the extended item factors. Every user of the batch ends with the fold-in (for ALS
+        the exact row) of its whole history. ``data`` as for :meth:`partial_fit_users`."""
+        self._check_fitted()
+        table, user_col, item_col, _ = self._fold_table("users", data)
+        known = pc.is_in(table.column(item_col), value_set=self.items.to_arrow())
+        if pc.all(known).as_py():
+            return self.partial_fit_users(table, **options)
+        self._check_item_fold_in()
+        fresh = table.filter(pc.invert(known))
+        self.partial_fit_users(table.filter(known), **options)
+        # customers who bought only new items: empty rows (zero factors, the exact solution) for now
+        buyers = pc.unique(fresh.column(user_col))
+        missing = buyers.filter(pa.array(_lookup(self.users, buyers) < 0))
+        if len(missing):
+            enc = self.user_items
+            indptr = np.concatenate([enc.indptr, np.full(len(missing), enc.indptr[-1])])
+            users = Labels(np.concatenate([self.users.values, Labels(missing).values]))
+            self._set_interactions(Encoded(indptr, enc.indices, enc.data, users, enc.items))
+            self.user_factors = np.concatenate([self.user_factors, np.zeros((len(missing), self.factors), np.float32)])
+        self.partial_fit_items(fresh, **options)
+        touched = self.users.indices_of(pc.unique(table.column(user_col)))
+        X = self.user_factors.copy()
+        self._solve_targets("users", self.user_items, X, touched, np.zeros(len(touched), bool), options)
+        self.user_factors = X
+        return self
+
+    def _check_item_fold_in(self) -> None:
+        """Models that cannot fold in items say so before anything changes (hook)."""
 
     # ------------------------------------------------------------------------------------------
     # encoding fold-in input against the model's labels
