@@ -346,3 +346,19 @@ def test_partial_fit_adds_new_items_and_leaves_every_batch_user_exact():
     with pytest.raises(NotImplementedError, match="users only"):
         bpr.partial_fit(batch)
     assert bpr.user_items.nnz == nnz and len(bpr.users) == 20
+
+
+def test_partial_fit_with_only_new_items_and_a_failure_leaves_the_model_as_it_was():
+    rng = np.random.default_rng(12)
+    model = _model(_frame(rng, 10, 6, 50))
+    state = model.user_factors.copy(), model.item_factors.copy(), model.user_items.nnz, len(model.users)
+    bad = pd.DataFrame({"user": [1, 600, 2], "item": [0, 80, 81], "rating": [1.0, 1.0, np.nan]})
+    with pytest.raises(ValueError, match="'rating'"):
+        model.partial_fit(bad)
+    assert np.array_equal(model.user_factors, state[0]) and np.array_equal(model.item_factors, state[1])
+    assert (model.user_items.nnz, len(model.users), len(model.items)) == (state[2], state[3], 6)
+    model.partial_fit(pd.DataFrame({"user": [600, 1], "item": [80, 80], "rating": [1.0, 2.0]}))
+    assert model.items.values[-1] == 80 and model.users.values[-1] == 600
+    np.testing.assert_allclose(
+        model.user_factors[-1], _numpy_row(model.item_factors, {6: 1.0}), rtol=2e-4, atol=2e-5
+    )

@@ -137,30 +137,44 @@ class FoldIn:
         :meth:`partial_fit_users`; items never seen before are then added by
         :meth:`partial_fit_items` from their buyers, and the batch's users re-solved once more
         against the extended item factors. Every user of the batch ends with the fold-in (for ALS
-        the exact row) of its whole history. ``data`` as for :meth:`partial_fit_users`."""
+        the exact row) of its whole history. ``data`` as for :meth:`partial_fit_users`; on an
+        error the model is left as it was."""
         self._check_fitted()
         table, user_col, item_col, _ = self._fold_table("users", data)
-        known = pc.is_in(table.column(item_col), value_set=self.items.to_arrow())
-        if pc.all(known).as_py():
+        known = _lookup(self.items, table.column(item_col)) >= 0
+        if known.all():
             return self.partial_fit_users(table, **options)
         self._check_item_fold_in()
-        fresh = table.filter(pc.invert(known))
-        self.partial_fit_users(table.filter(known), **options)
+        before = self.user_factors, self.item_factors, self.user_items
+        try:
+            self._partial_fit_new_items(table, user_col, known, options)
+        except BaseException:
+            self.user_factors, self.item_factors = before[:2]
+            self._set_interactions(before[2])
+            raise
+        finally:
+            self._unit_items = None
+        return self
+
+    def _partial_fit_new_items(self, table: pa.Table, user_col: str, known: np.ndarray, options) -> None:
+        if known.any():
+            self.partial_fit_users(table.filter(pa.array(known)), **options)
+        fresh = table.filter(pa.array(~known))
         # customers who bought only new items: empty rows (zero factors, the exact solution) for now
         buyers = pc.unique(fresh.column(user_col))
-        missing = buyers.filter(pa.array(_lookup(self.users, buyers) < 0))
+        missing = Labels(buyers.filter(pa.array(_lookup(self.users, buyers) < 0))).values
         if len(missing):
             enc = self.user_items
             indptr = np.concatenate([enc.indptr, np.full(len(missing), enc.indptr[-1])])
-            users = Labels(np.concatenate([self.users.values, Labels(missing).values]))
+            users = Labels(np.concatenate([self.users.values, missing]))
             self._set_interactions(Encoded(indptr, enc.indices, enc.data, users, enc.items))
-            self.user_factors = np.concatenate([self.user_factors, np.zeros((len(missing), self.factors), np.float32)])
+            zeros = np.zeros((len(missing), self.factors), np.float32)
+            self.user_factors = np.concatenate([self.user_factors, zeros])
         self.partial_fit_items(fresh, **options)
         touched = self.users.indices_of(pc.unique(table.column(user_col)))
         X = self.user_factors.copy()
         self._solve_targets("users", self.user_items, X, touched, np.zeros(len(touched), bool), options)
         self.user_factors = X
-        return self
 
     def _check_item_fold_in(self) -> None:
         """Models that cannot fold in items say so before anything changes (hook)."""
