@@ -26,8 +26,8 @@ class ALS(FoldIn, FactorModel):
 
     Fold-in: ``recalculate_user(s)`` / ``recalculate_item(s)`` return the exact rows for given
     interactions with the other side fixed (model unchanged); ``partial_fit_users`` /
-    ``partial_fit_items`` write them into the model (new labels appended); ``fit(init=model)``
-    warm-starts from a previous model's rows.
+    ``partial_fit_items`` write them into the model (new labels appended), ``partial_fit`` does
+    both for a batch of lines; ``fit(init=model)`` warm-starts from a previous model's rows.
     """
 
     def __init__(

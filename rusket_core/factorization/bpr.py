@@ -94,6 +94,7 @@ class BPR(FoldIn, FactorModel):
         self.ranking_accuracy_ = correct.sum(axis=1) / np.maximum(1, self.samples_)
 
     def _check_item_fold_in(self) -> None:
+        """BPR has no item fold-in: say so before anything changes."""
         raise NotImplementedError(
             "BPR folds in users only: an item's SGD steps also need the other users' negatives; refit "
             "(fit(init=model) warm-starts) to add items"
