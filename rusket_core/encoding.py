@@ -205,7 +205,7 @@ def encode_transactions(
     weights = None
     if weight_col is not None:
         weights = _weights(column(table, weight_col, "weight column"), weight_col)
-    indptr, indices, summed = build_csr(row_codes, item_codes, weights, len(rows))
+    indptr, indices, summed = _build_csr(row_codes, item_codes, weights, len(rows))
     return Encoded(indptr, indices, summed if weights is not None else None, rows, items)
 
 
@@ -330,7 +330,7 @@ def _csr_kernel(row_codes, item_codes, weights, has_weights, n_rows):  # pragma:
     return indptr, out_items, out_w
 
 
-def build_csr(
+def _build_csr(
     row_codes: np.ndarray, item_codes: np.ndarray, weights: np.ndarray | None, n_rows: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR arrays from parallel code arrays (see ``_csr_kernel``)."""
@@ -429,7 +429,7 @@ def encode_baskets(baskets: Sequence[Iterable[Any]]) -> Encoded:
         raise ValueError(f"basket items must share one type (all strings or all integers): {exc}") from exc
     item_codes, items = _factorize(items_arr, "items")
     row_codes = np.repeat(np.arange(len(baskets), dtype=np.int64), lengths)
-    indptr, indices, _ = build_csr(row_codes, item_codes, None, len(baskets))
+    indptr, indices, _ = _build_csr(row_codes, item_codes, None, len(baskets))
     return Encoded(indptr, indices, None, Labels.range(len(baskets)), items)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from rusket_core.encoding import Encoded, Labels, build_csr
+from rusket_core.encoding import Encoded, Labels, _build_csr
 
 SOURCE = "__rusket_source"
 NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
@@ -78,7 +78,7 @@ def encode_relation(relation: Any, transaction_col: str, item_col: str, weight_c
     rows = _labels(relation, transaction_col, types[transaction_col])
     items = _labels(relation, item_col, types[item_col])
     row_codes, item_codes, weights = _pairs(relation, transaction_col, item_col, weight_col, types)
-    indptr, indices, summed = build_csr(row_codes, item_codes, weights, len(rows))
+    indptr, indices, summed = _build_csr(row_codes, item_codes, weights, len(rows))
     return Encoded(indptr, indices, summed if weight_col is not None else None, rows, items)
 
 
