@@ -47,7 +47,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--source-kind", choices=["synthetic", "parquet", "csv", "duckdb"], help="default: synthetic")
     parser.add_argument("--source-path", help="parquet/CSV file or glob, or the DuckDB database file")
     parser.add_argument("--source-table", help="table in the DuckDB database (kind duckdb)")
-    parser.add_argument("--where", help="SQL filter applied to the source rows")
+    parser.add_argument("--where", help="filter: one SQL expression over the source's columns, e.g. \"Country = 'France'\"")
+    parser.add_argument("--date-from", help="keep lines ordered on or after this ISO date (needs the timestamp role)")
+    parser.add_argument("--date-to", help="keep lines ordered before this ISO date (needs the timestamp role)")
+    parser.add_argument("--min-quantity", type=float, help="keep lines with at least this quantity")
+    parser.add_argument(
+        "--returns", choices=["fail", "drop", "net"],
+        help="return lines (negative quantity or revenue): fail the ingest, drop them, or net them "
+        "against the customer's purchases of the product (default: net)",
+    )  # fmt: skip
     parser.add_argument(
         "--map", action="append", default=[], metavar="ROLE=COLUMN",
         help=f"source column for a role ({', '.join(ROLES)}); ROLE= leaves an optional role unmapped",
@@ -57,10 +65,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def source_config(args: argparse.Namespace) -> dict:
     """Run-config overrides of the ``source`` resource from the command line."""
+    from rusket_assets.source import SourceError, filter_statement
+
     config: dict = {}
-    for name, value in (("kind", args.source_kind), ("path", args.source_path), ("table", args.source_table), ("where", args.where)):
+    options = {
+        "kind": args.source_kind, "path": args.source_path, "table": args.source_table, "where": args.where,
+        "date_from": args.date_from, "date_to": args.date_to, "min_quantity": args.min_quantity,
+        "returns": args.returns,
+    }  # fmt: skip
+    for name, value in options.items():
         if value is not None:
             config[name] = value
+    if args.where is not None:
+        try:
+            filter_statement(args.where)
+        except SourceError as exc:
+            raise SystemExit(f"--where: {exc}") from None
     if args.source_kind == "duckdb" and args.source_path:
         config["database"] = config.pop("path")
     for item in args.map:

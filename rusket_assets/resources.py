@@ -103,7 +103,11 @@ class TransactionSource(dg.ConfigurableResource):
     ``kind``: "synthetic" (the bundled generated store, default), "parquet" or "csv" (``path`` may be a
     glob), or "duckdb" (``table`` in the DuckDB file ``database``; the warehouse when empty). The
     ``*_col`` fields map source columns to roles; optional roles may be left empty. ``where`` is an
-    optional SQL filter applied to the source (e.g. to drop cancelled invoices).
+    optional filter: one SQL expression over the source's columns (no subqueries or statements).
+    ``date_from``/``date_to`` (ISO dates, ``date_to`` exclusive) and ``min_quantity`` are structured
+    filters. ``returns`` says what to do with return lines (negative quantity or revenue, e.g.
+    'C' invoices): "fail", "drop" them, or "net" (default) them against the same customer's
+    purchases of the same product, most recent purchase first.
     """
 
     kind: str = "synthetic"
@@ -111,6 +115,10 @@ class TransactionSource(dg.ConfigurableResource):
     database: str = ""
     table: str = ""
     where: str = ""
+    date_from: str = ""
+    date_to: str = ""
+    min_quantity: float | None = None
+    returns: str = "net"
     basket_col: str = "order_id"
     customer_col: str = "customer_id"
     product_col: str = "product_id"
