@@ -13,6 +13,7 @@ import sys
 import time
 
 from rusket_assets.resources import PROJECT_ROOT
+from rusket_assets.runs import process_tags, release_dead_runs
 
 SAMPLE_QUERY = """\
 select r.rank, r.product_id, p.product_name, p.category, round(r.score, 4) as score, r.source
@@ -108,39 +109,6 @@ def step_seconds(instance, run_id: str) -> dict[str, float]:
     return seconds
 
 
-PID_TAG = "rusket/pid"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def release_stale_runs(instance) -> list[str]:
-    """Fail runs this command started in a process that no longer exists, freeing their pool slots.
-
-    A killed ``python -m rusket_assets.main`` leaves its run STARTED and its "duckdb" pool slot
-    claimed, which would block every later run; runs launched from the UI are left to Dagster's
-    own run monitoring.
-    """
-    import dagster as dg
-
-    statuses = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]
-    released = []
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=statuses, tags={"rusket/launcher": "main"})):
-        pid = int(run.tags.get(PID_TAG, "0"))
-        if pid and pid != os.getpid() and not _alive(pid):
-            instance.report_run_failed(run, message=f"process {pid} running this job ended without finishing it")
-            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-            released.append(run.run_id)
-    return released
-
-
 def materialise_all(
     log_level: str = "INFO", defs=None, instance=None, source: dict | None = None
 ) -> tuple[bool, dict[str, float]]:
@@ -162,9 +130,9 @@ def materialise_all(
     own_instance = instance is None
     instance = instance or dg.DagsterInstance.get()
     try:
-        for run_id in release_stale_runs(instance):
-            print(f"released run {run_id} left unfinished by a killed process", file=sys.stderr)
-        tags = {"rusket/launcher": "main", PID_TAG: str(os.getpid())}
+        for run_id in release_dead_runs(instance):
+            print(f"marked run {run_id} failed: its process ended without finishing it", file=sys.stderr)
+        tags = {"rusket/launcher": "main", **process_tags()}
         result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False, tags=tags)
         timings = step_seconds(instance, result.run_id)
     finally:
@@ -172,11 +140,15 @@ def materialise_all(
             instance.dispose()
     for event in result.all_events:
         if event.is_step_failure:
-            error, messages = event.step_failure_data.error, []
-            while error is not None:
-                messages.append(error.message.strip())
+            error = event.step_failure_data.error
+            while error.cause is not None:
                 error = error.cause
-            print(f"FAILED {event.step_key}: {messages[-1]}", file=sys.stderr)
+            cause = error.message.strip()
+            if error.cls_name == "DagsterExecutionInterruptedError":
+                cause = "interrupted (Ctrl-C or SIGTERM); the run is marked failed"
+            print(f"FAILED {event.step_key}: {cause}", file=sys.stderr)
+    if not result.success and not any(e.is_step_failure for e in result.all_events):
+        print(f"FAILED: run {result.run_id} ended before its steps ran (interrupted, or see the log above)", file=sys.stderr)
     return result.success, timings
 
 
@@ -256,8 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     for step, seconds in sorted(timings.items(), key=lambda kv: -kv[1]):
         print(f"{seconds:7.2f} s  {step}")
     print(f"\nMaterialised the asset graph in {time.perf_counter() - start:.1f} s: {'success' if ok else 'FAILED'}")
+    if not ok:
+        from rusket_assets.definitions import defs
+
+        print(
+            f"This run failed (cause above); tables it did not replace are unchanged in {defs.resources['warehouse'].path}.",
+            file=sys.stderr,
+        )
+        return 1
     show_results()
-    return 0 if ok else 1
+    return 0
 
 
 if __name__ == "__main__":

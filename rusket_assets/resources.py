@@ -27,10 +27,37 @@ def quote(name: str) -> str:
 
 
 class Warehouse(dg.ConfigurableResource):
-    """One DuckDB database file, opened briefly per operation (the file lock blocks other processes)."""
+    """One DuckDB database file, opened briefly per operation (the file lock blocks other processes).
+
+    A run using it holds the warehouse's run lock from start to end (see :mod:`rusket_assets.runs`):
+    runs writing the same warehouse never interleave, and a run whose process died is failed and its
+    pool slots freed when the next run starts. ``lock_timeout_seconds`` bounds the wait for a reader's
+    DuckDB file lock, ``run_wait_seconds`` the wait for another run to finish.
+    """
 
     path: str = DEFAULT_WAREHOUSE
     lock_timeout_seconds: float = 300.0
+    run_wait_seconds: float = 6 * 3600.0
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Take the warehouse's run lock for this run, then fail runs left behind by dead processes."""
+        from rusket_assets import runs
+
+        run = context.run
+        if run is None or context.instance is None:
+            return
+        context.instance.add_run_tags(run.run_id, runs.process_tags())
+        runs.wait_for_lock(self.path, run.run_id, context.log.warning, self.run_wait_seconds)
+        context.instance.add_run_tags(run.run_id, {runs.WAREHOUSE_TAG: str(Path(self.path).resolve())})
+        for run_id in runs.release_dead_runs(context.instance, self.path, run.run_id):
+            context.log.warning(f"marked run {run_id} failed: its process ended without finishing it; pool slots freed")
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Release the run lock taken in :meth:`setup_for_execution`."""
+        from rusket_assets import runs
+
+        if context.run is not None and context.instance is not None:
+            runs.unlock(self.path)
 
     @contextmanager
     def connect(self) -> Iterator[Any]:

@@ -62,7 +62,8 @@ def test_daily_schedule_requests_a_run_of_the_whole_graph():
 
 
 def test_main_releases_pool_slots_of_a_killed_run(tmp_path, monkeypatch):
-    from rusket_assets.main import PID_TAG, release_stale_runs
+    from rusket_assets.runs import PID_TAG
+    from rusket_assets.runs import release_dead_runs as release_stale_runs
 
     home = tmp_path / "dagster_home"
     home.mkdir()
