@@ -26,6 +26,22 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def lock_holder(message: str) -> str:
+    """The process named in DuckDB's lock error ("... (PID 123) ..."), with its command line when visible."""
+    import re
+
+    found = re.search(r"PID (\d+)", message)
+    if not found:
+        return "another process"
+    pid = found.group(1)
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        command = ""
+    return f"process {pid}" + (f" ({command[:120]})" if command else "")
+
+
 class Warehouse(dg.ConfigurableResource):
     """One DuckDB database file, opened briefly per operation (the file lock blocks other processes).
 
@@ -61,19 +77,33 @@ class Warehouse(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self) -> Iterator[Any]:
-        """Open a read-write connection, retrying while another process holds the file lock."""
+        """Open a read-write connection, waiting (with backoff, at most ``lock_timeout_seconds``) while
+        another process holds the file lock; the wait is logged at WARNING naming that process."""
         import duckdb
 
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.lock_timeout_seconds
-        delay = 0.05
+        start = time.monotonic()
+        delay, next_warning = 0.05, 0.0
         while True:
             try:
                 con = duckdb.connect(self.path)
                 break
             except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                if "lock" not in str(exc).lower():
                     raise
+                waited = time.monotonic() - start
+                holder = lock_holder(str(exc))
+                if waited > self.lock_timeout_seconds:
+                    raise TimeoutError(
+                        f"warehouse {self.path} stayed locked by {holder} for {waited:.0f} s "
+                        f"(Warehouse.lock_timeout_seconds); close that connection and run again"
+                    ) from exc
+                if waited >= next_warning:
+                    dg.get_dagster_logger().warning(
+                        f"warehouse {self.path} is locked by {holder}; retrying for up to "
+                        f"{self.lock_timeout_seconds:.0f} s (readers should use short-lived connections)"
+                    )
+                    next_warning = waited + 30.0
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
         try:

@@ -183,3 +183,25 @@ def test_second_run_waits_and_reads_its_own_source(home):
         assert second_start >= first_end
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         assert con.sql("select count(distinct customer_id) from ingest.raw_transactions").fetchall() == [(50,)]
+
+
+def test_locked_warehouse_names_the_holder_then_gives_up(tmp_path, caplog):
+    path = tmp_path / "warehouse.duckdb"
+    duckdb.connect(str(path)).close()
+    reader = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, sys; c = duckdb.connect({str(path)!r}, read_only=True); print('open', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert reader.stdout.readline() == "open\n"
+        with (
+            caplog.at_level("WARNING"),
+            pytest.raises(TimeoutError, match=rf"stayed locked by process {reader.pid} \("),
+            Warehouse(path=str(path), lock_timeout_seconds=0.5).connect(),
+        ):
+            pass
+        assert any(f"is locked by process {reader.pid}" in r.getMessage() for r in caplog.records)
+    finally:
+        reader.communicate("")
+    with Warehouse(path=str(path), lock_timeout_seconds=0.5).connect() as con:
+        assert con.sql("select 1").fetchall() == [(1,)]
