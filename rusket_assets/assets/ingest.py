@@ -23,6 +23,7 @@ def raw_transactions(
     follow ``source.returns`` (the counts it touched are in the metadata).
     """
     table, returns = read_transactions(source, warehouse)
+    context.log.info(f"read {table.num_rows} order lines from {source.kind} source; returns ({source.returns}): {returns}")
     context.add_output_metadata(
         {
             "source": source.kind if source.kind == "synthetic" else f"{source.kind}: {source.path or source.table}",
