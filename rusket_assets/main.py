@@ -81,7 +81,7 @@ def source_config(args: argparse.Namespace) -> dict:
         try:
             filter_statement(args.where)
         except SourceError as exc:
-            raise SystemExit(f"--where: {exc}") from None
+            raise SystemExit(f"error: {exc}") from None
     if args.source_kind == "duckdb" and args.source_path:
         config["database"] = config.pop("path")
     for item in args.map:

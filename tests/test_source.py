@@ -94,7 +94,7 @@ def test_filter_keeps_ordinary_expressions():
     assert filter_statement("Quantity > 0 and Country = 'UK' -- comment").startswith("SELECT * FROM src WHERE")
     args = argparse.Namespace(source_kind=None, source_path=None, source_table=None, where=INJECTIONS[0], map=[],
                               date_from=None, date_to=None, min_quantity=None, returns=None)  # fmt: skip
-    with pytest.raises(SystemExit, match="^--where: "):
+    with pytest.raises(SystemExit, match=r"^error: source.where \(--where\) is not a valid SQL expression"):
         source_config(args)
 
 
