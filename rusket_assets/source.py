@@ -273,21 +273,21 @@ def _apply_returns(con: Any, policy: str, roles: dict[str, str], n_rows: int, de
     quantity_type = con.sql("select typeof(quantity) from lines limit 1").fetchall()[0][0]
     standard = ", ".join(quote(c) for c in STANDARD_COLUMNS)
     n_returns = con.sql("select count(*) from lines where is_return").fetchall()[0][0]
-    if policy == "fail" or n_returns == 0:
-        if n_returns:
-            negative = [r for r in ("quantity", "revenue") if r in roles or (r == "revenue" and "price" in roles)]
-            counts = con.sql(
-                "select " + ", ".join(f"count(*) filter (where {quote(r)} < 0)" for r in negative) + " from lines"
-            ).fetchall()[0]
-            problems = [
-                f"column {roles.get(r, roles.get('price'))!r} ({r}) has {n} negative values in {n_rows} rows"
-                for r, n in zip(negative, counts, strict=True)
-                if n
-            ]
-            raise SourceError(
-                f"bad source data in {description}: " + "; ".join(problems)
-                + " (returns; set source.returns to 'drop' or 'net' to accept them)"
-            )
+    if n_returns and policy == "fail":
+        counts = con.sql(
+            "select count(*) filter (where quantity < 0), count(*) filter (where revenue < 0) from lines"
+        ).fetchall()[0]
+        columns = {"quantity": roles.get("quantity"), "revenue": roles.get("revenue", roles.get("price"))}
+        problems = [
+            f"column {columns[r]!r} ({r}) has {n} negative values in {n_rows} rows"
+            for r, n in zip(columns, counts, strict=True)
+            if n
+        ]
+        raise SourceError(
+            f"bad source data in {description}: " + "; ".join(problems)
+            + " (returns; set source.returns to 'drop' or 'net' to accept them)"
+        )
+    if n_returns == 0:
         return f"select {standard} from lines", {"return_lines": 0}
     if policy == "drop":
         return f"select {standard} from lines where not is_return", {"return_lines": n_returns, "return_lines_dropped": n_returns}
@@ -309,6 +309,7 @@ def _apply_returns(con: Any, policy: str, roles: dict[str, str], n_rows: int, de
             for c in STANDARD_COLUMNS
         )
         + " from netted where kept > 0 or quantity = 0"
+        + " order by ordered_at nulls last, basket_id, customer_id, product_id, quantity"  # deterministic
     )
     return query, {
         "return_lines": n_returns,
