@@ -183,7 +183,7 @@ def show_neighbours(uri: str, product) -> None:
         return
     import lancedb
 
-    label = f"'{product}'" if isinstance(product, str) else str(product)
+    label = "'" + product.replace("'", "''") + "'" if isinstance(product, str) else str(product)
     code = (
         f"tbl = lancedb.connect({uri!r}).open_table('item_vectors')\n"
         f"vec = tbl.search().where(\"label = {label}\").limit(1).to_arrow()['vector'][0].as_py()\n"
