@@ -48,12 +48,15 @@ class Warehouse(dg.ConfigurableResource):
     A run using it holds the warehouse's run lock from start to end (see :mod:`rusket_assets.runs`):
     runs writing the same warehouse never interleave, and a run whose process died is failed and its
     pool slots freed when the next run starts. ``lock_timeout_seconds`` bounds the wait for a reader's
-    DuckDB file lock, ``run_wait_seconds`` the wait for another run to finish.
+    DuckDB file lock, ``run_wait_seconds`` the wait for another run to finish. With
+    ``publish_snapshot`` each run ends by publishing a read-only copy (:attr:`snapshot_path`) that
+    readers can keep open without ever blocking a run.
     """
 
     path: str = DEFAULT_WAREHOUSE
     lock_timeout_seconds: float = 300.0
     run_wait_seconds: float = 6 * 3600.0
+    publish_snapshot: bool = True
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Take the warehouse's run lock for this run, then fail runs left behind by dead processes."""
@@ -69,11 +72,45 @@ class Warehouse(dg.ConfigurableResource):
             context.log.warning(f"marked run {run_id} failed: its process ended without finishing it; pool slots freed")
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        """Release the run lock taken in :meth:`setup_for_execution`."""
+        """Publish the read-only snapshot, then release the run lock taken in :meth:`setup_for_execution`."""
         from rusket_assets import runs
 
-        if context.run is not None and context.instance is not None:
+        if context.run is None or context.instance is None:
+            return
+        try:
+            if self.publish_snapshot and runs.holds(self.path) == 1:
+                self.publish()
+        except Exception as exc:  # the run's tables are written; only the readers' copy is stale
+            context.log.warning(f"read-only snapshot {self.snapshot_path} not updated: {exc}")
+        finally:
             runs.unlock(self.path)
+
+    @property
+    def snapshot_path(self) -> str:
+        """The read-only copy beside the warehouse: ``warehouse.snapshot.duckdb``."""
+        path = Path(self.path)
+        return str(path.with_name(f"{path.stem}.snapshot{path.suffix}"))
+
+    def publish(self) -> None:
+        """Copy the warehouse to :attr:`snapshot_path` and swap it in atomically.
+
+        Readers of the snapshot never block the pipeline: the file is replaced, not written, so an
+        open reader keeps the copy it opened and the next connection sees the new one.
+        """
+        import shutil
+        import uuid
+
+        if not Path(self.path).exists():
+            return
+        with self.connect() as con:
+            con.execute("checkpoint")  # everything in the main file, nothing left in the WAL
+        tmp = f"{self.snapshot_path}.{uuid.uuid4().hex}.tmp"
+        try:
+            shutil.copyfile(self.path, tmp)
+            os.replace(tmp, self.snapshot_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     @contextmanager
     def connect(self) -> Iterator[Any]:

@@ -95,6 +95,13 @@ def try_lock(warehouse_path: str, run_id: str | None = None) -> bool:
         return True
 
 
+def holds(warehouse_path: str) -> int:
+    """How many holds this process has on the warehouse's run lock (0: not held here)."""
+    with _held_guard:
+        entry = _held.get(lock_path(warehouse_path))
+        return entry[1] if entry else 0
+
+
 def unlock(warehouse_path: str) -> None:
     """Release one hold of the warehouse's run lock."""
     path = lock_path(warehouse_path)

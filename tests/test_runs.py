@@ -205,3 +205,31 @@ def test_locked_warehouse_names_the_holder_then_gives_up(tmp_path, caplog):
         reader.communicate("")
     with Warehouse(path=str(path), lock_timeout_seconds=0.5).connect() as con:
         assert con.sql("select 1").fetchall() == [(1,)]
+
+
+def test_snapshot_readers_never_block_a_run(home):
+    from rusket_assets.definitions import build_definitions
+    from rusket_assets.resources import TransactionSource
+
+    def ingest(source: str) -> None:
+        defs = build_definitions(
+            warehouse_path=str(home / "warehouse.duckdb"), lancedb_uri=str(home / "lancedb"), models_path=str(home / "models"),
+            source=TransactionSource(kind="parquet", path=str(home / f"{source}.parquet")),
+        )
+        job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={dg.AssetKey(["ingest", "raw_transactions"])})
+        assert job.execute_in_process(instance=dg.DagsterInstance.ephemeral()).success
+
+    count = "select count(distinct customer_id) from ingest.raw_transactions"
+    ingest("a")
+    snapshot = str(home / "warehouse.snapshot.duckdb")
+    reader = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb; c = duckdb.connect({snapshot!r}, read_only=True); print(c.sql({count!r}).fetchall()[0][0], flush=True); input(); print(c.sql({count!r}).fetchall()[0][0])"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert reader.stdout.readline() == "30\n"
+    ingest("b")  # the snapshot is open in another process: the run is not blocked and publishes a new one
+    out, _ = reader.communicate("\n")
+    assert out == "30\n"  # the open reader keeps the copy it opened
+    with duckdb.connect(snapshot, read_only=True) as con:
+        assert con.sql(count).fetchall() == [(50,)]
+    assert not list(home.glob("*.tmp"))
