@@ -160,6 +160,8 @@ def show_results(defs=None) -> None:
     warehouse = defs.resources["warehouse"]
     vectors = defs.resources["vectors"]
     print(f"\nDuckDB warehouse : {warehouse.path}")
+    if warehouse.publish_snapshot:
+        print(f"Read-only copy   : {warehouse.snapshot_path} (keep this one open in notebooks and BI tools)")
     print(f"LanceDB vectors  : {vectors.uri}")
     print(f"\nSample query (duckdb {warehouse.path}):\n{SAMPLE_QUERY}\n")
     with warehouse.connect() as con:
