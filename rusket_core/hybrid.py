@@ -1,7 +1,8 @@
 """Hybrid recommender: a factor model's CF scores, association rules for carts, and item embeddings.
 
-``Recommender`` works over any fitted factor model exposing ``user_factors``, ``item_factors``,
-``users``, ``items`` and ``user_items`` (ALS, BPR). Items named by the rules but unknown to the model
+``Recommender`` works over any fitted :class:`~rusket_core.factorization.base.FactorModel` (ALS, BPR)
+and implements the :class:`~rusket_core.recommender.RecommenderBase` contract, so evaluation scores
+the blend exactly as it is published. Items named by the rules but unknown to the model
 can still be recommended for carts; similarity and popularity fills come from the model's items.
 """
 
@@ -17,7 +18,8 @@ import pyarrow.compute as pc
 from numba import njit, prange
 
 from rusket_core.analytics import label_kind, numeric_column, rules_table
-from rusket_core.encoding import Labels
+from rusket_core.encoding import Encoded, Labels
+from rusket_core.factorization.base import FactorModel
 from rusket_core.factorization.topk import (
     BLOCK_SCORES,
     csr_rows,
@@ -26,6 +28,7 @@ from rusket_core.factorization.topk import (
     topk,
 )
 from rusket_core.frames import column, input_format, make_frame, resolve_format, to_arrow_table
+from rusket_core.recommender import BATCH_COLUMNS, RecommenderBase
 
 #: ``source`` values in cart recommendations, in fallback order
 SOURCES = ("rules", "similar", "popular")
@@ -232,25 +235,46 @@ def _n_chunks(m: int) -> int:
 # the recommender
 
 
-class Recommender:
+class Recommender(RecommenderBase):
     """CF recommendations blended with item-embedding similarity, and rule-based cart add-ons.
 
     ``model``: a fitted factor model (ALS / BPR). ``rules_df``: an association-rules frame (lists of
     labels in ``antecedents`` / ``consequents`` plus ``confidence`` and ``lift``), multi-item rules
-    included. ``item_embeddings``: an (n_items, d) array aligned to ``model.items``, a mapping
-    label -> vector, or a frame with a label column (``label``, ``item``, ``item_id`` or ``id``, or the
-    only non-vector column) and one vector column (``vector``, or the only list column) — e.g.
+    included; an empty one means cart add-ons fall back to similar and popular items.
+    ``item_embeddings``: an (n_items, d) array aligned to ``model.items``, a mapping label -> vector,
+    or a frame with a label column (``label``, ``item``, ``item_id`` or ``id``, or the only non-vector
+    column) and one vector column (``vector``, or the only list column) — e.g.
     ``export_item_factors()`` of another model. Model items missing from the embeddings get a zero
     vector (cosine 0); their count is ``missing_embeddings``.
+
+    ``alpha``, ``rules_weight`` and ``carts`` (with ``cart_col`` / ``cart_item_col`` for a frame)
+    are the defaults of :meth:`recommend_for_users`; :meth:`batch_recommend` (the
+    :class:`~rusket_core.recommender.RecommenderBase` contract) uses them, so evaluating this
+    object scores exactly the blend it publishes.
     """
 
-    def __init__(self, model: Any, rules_df: Any = None, item_embeddings: Any = None) -> None:
-        for attr in ("user_factors", "item_factors", "users", "items", "user_items"):
-            if getattr(model, attr, None) is None:
-                raise ValueError(f"model has no {attr!r}: pass a fitted factor model (ALS, BPR)")
+    def __init__(
+        self,
+        model: FactorModel,
+        rules_df: Any = None,
+        item_embeddings: Any = None,
+        *,
+        alpha: float = 0.7,
+        rules_weight: float = 0.3,
+        carts: Any = None,
+        cart_col: str | None = None,
+        cart_item_col: str | None = None,
+    ) -> None:
+        if not isinstance(model, FactorModel):
+            raise TypeError(f"model must be a fitted factor model (ALS, BPR), got {type(model).__name__}")
+        if model.user_factors is None or model.item_factors is None:
+            raise ValueError(f"model is not fitted: call {type(model).__name__}.fit() first")
         self.model = model
         self.rules_df = rules_df
-        self._format = resolve_format(None, like=rules_df, default=getattr(model, "_format", None) or "pandas")
+        self.user_col, self.item_col = model.user_col, model.item_col
+        self._format = resolve_format(None, like=rules_df, default=model.output_format)
+        self.alpha = _check_weight("alpha", alpha)
+        self.rules_weight = _check_weight("rules_weight", rules_weight)
         self._unit = _unit_rows(model.item_factors)
         counts = model.user_items.item_counts()
         self._pop_model = np.lexsort((np.arange(len(counts)), -counts)).astype(np.int64)
@@ -260,6 +284,47 @@ class Recommender:
         self._emb = self._emb_labels = self._emb_all = None
         if item_embeddings is not None:
             self._build_embeddings(item_embeddings)
+        self._carts = None if carts is None else self._encode_carts(carts, cart_col, cart_item_col)
+        self._seen: Encoded | None = None
+
+    # ------------------------------------------------------------------------------------------
+    # the RecommenderBase contract
+
+    @property
+    def users(self) -> Labels:
+        """The model's users."""
+        return self.model.users
+
+    @property
+    def items(self) -> Labels:
+        """Every recommendable item: the model's items and the items the rules name."""
+        return self._vocab
+
+    @property
+    def user_items(self) -> Encoded:
+        """The model's training interactions, with item indices in :attr:`items`."""
+        if self._seen is None:
+            enc = self.model.user_items
+            rows = np.repeat(np.arange(enc.n_rows, dtype=np.int64), np.diff(enc.indptr))
+            ids = self._model_to_vocab[enc.indices]
+            order = np.lexsort((ids, rows))
+            data = None if enc.data is None else enc.data[order]
+            self._seen = Encoded(enc.indptr, ids[order].astype(np.int32), data, enc.rows, self._vocab)
+        return self._seen
+
+    @property
+    def output_format(self) -> str:
+        """The frame library outputs use by default (the rules frame's, else the model's)."""
+        return self._format
+
+    def batch_recommend(
+        self, n: int = 10, users: Any = None, exclude_seen: bool = True, format: str | None = None
+    ) -> Any:
+        """[user_id, item_id, score] rows of :meth:`recommend_for_users` with this object's
+        ``alpha``, ``rules_weight`` and ``carts``: exactly what it publishes."""
+        out = to_arrow_table(self.recommend_for_users(users=users, n=n, format="arrow", exclude_seen=exclude_seen))
+        out = out.select(list(BATCH_COLUMNS))
+        return make_frame(dict(zip(out.column_names, out.columns, strict=True)), resolve_format(format, default=self._format))
 
     # ------------------------------------------------------------------------------------------
     # users
@@ -268,7 +333,7 @@ class Recommender:
         self,
         user_id: Any,
         n: int = 10,
-        alpha: float = 0.7,
+        alpha: float | None = None,
         target_item_for_semantic: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Best ``n`` unseen items for one user: (item labels, scores), best first.
@@ -282,7 +347,7 @@ class Recommender:
         """
         rows = self._user_rows([user_id])
         targets = None if target_item_for_semantic is None else [target_item_for_semantic]
-        idx, scores = self._user_topk(rows, n, alpha, targets)
+        idx, scores = self._user_topk(rows, n, self.alpha if alpha is None else alpha, targets)
         keep = idx[0] >= 0
         return self.model.items.take(idx[0][keep]), np.ascontiguousarray(scores[0][keep], dtype=np.float32)
 
@@ -290,16 +355,18 @@ class Recommender:
         self,
         users: Any = None,
         n: int = 10,
-        alpha: float = 0.7,
+        alpha: float | None = None,
         targets: Any = None,
         carts: Any = None,
-        rules_weight: float = 0.3,
+        rules_weight: float | None = None,
         cart_col: str | None = None,
         item_col: str | None = None,
         format: str | None = None,
+        exclude_seen: bool = True,
     ) -> Any:
         """Batch :meth:`recommend_for_user` for every user (or ``users``): [user_id, item_id, score] rows.
 
+        ``alpha``, ``rules_weight`` and ``carts`` default to the ones given to the constructor.
         ``targets`` (optional) gives one semantic target item per requested user (aligned with
         ``users``); by default each user's strongest interaction. Computed block by block (BLAS
         scores, a parallel numba blend and the shared top-k kernel), never a dense users × items matrix.
@@ -310,18 +377,21 @@ class Recommender:
         part, min-max normalised per user: score = (1 - rules_weight) * model + rules_weight *
         confidence, over 2n candidates of each part. The frame is then [user_id, rank, item_id, score,
         model_score, rule_score, source], ``source`` being "model", "rules" or "model+rules" and a
-        part's score null where it did not propose the item. Items in the user's training row or
-        cart are never returned; a rule item unknown to the model can be. A frame of carts sets the
-        output's library unless ``format`` is given.
+        part's score null where it did not propose the item. Items in the user's training row
+        (unless ``exclude_seen=False``) or cart are never returned; a rule item unknown to the model
+        can be. A frame of carts sets the output's library unless ``format`` is given.
         """
+        alpha = self.alpha if alpha is None else _check_weight("alpha", alpha)
+        rules_weight = self.rules_weight if rules_weight is None else _check_weight("rules_weight", rules_weight)
         rows = np.arange(len(self.model.users), dtype=np.int64) if users is None else self._user_rows(users)
         if targets is not None:
             targets = list(targets)
             if len(targets) != len(rows):
                 raise ValueError(f"targets has {len(targets)} entries for {len(rows)} users")
-        if carts is not None:
-            return self._users_with_rules(rows, n, alpha, targets, carts, rules_weight, cart_col, item_col, format)
-        idx, scores = self._user_topk(rows, n, alpha, targets)
+        encoded = self._carts if carts is None else self._encode_carts(carts, cart_col, item_col)
+        if encoded is not None:
+            return self._users_with_rules(rows, n, alpha, targets, encoded, rules_weight, format, exclude_seen)
+        idx, scores = self._user_topk(rows, n, alpha, targets, exclude_seen=exclude_seen)
         keep = idx >= 0
         return make_frame(
             {
@@ -329,21 +399,19 @@ class Recommender:
                 "item_id": self.model.items.take(idx[keep]),
                 "score": np.ascontiguousarray(scores[keep], dtype=np.float32),
             },
-            resolve_format(format, default=getattr(self.model, "_format", None) or "pandas"),
+            resolve_format(format, default=self.model.output_format),
         )
 
-    def _users_with_rules(self, rows, n, alpha, targets, carts, rules_weight, cart_col, item_col, format) -> Any:
-        """The model part and the rule add-ons of each user's cart, merged by item (see recommend_for_users)."""
+    def _users_with_rules(self, rows, n, alpha, targets, carts, rules_weight, format, exclude_seen) -> Any:
+        """The model part and the rule add-ons of each user's (encoded) cart, merged by item (see recommend_for_users)."""
         import polars as pl
 
-        if not 0.0 <= float(rules_weight) <= 1.0:
-            raise ValueError(f"rules_weight must be in [0, 1], got {rules_weight!r}")
         width = max(0, int(n))
         _, first = np.unique(rows, return_index=True)  # a user asked for twice is answered once
         keep = np.sort(first)
         rows = rows[keep]
         targets = None if targets is None else [targets[i] for i in keep]
-        idx, scores = self._user_topk(rows, 2 * width, alpha, targets, scaled=True)
+        idx, scores = self._user_topk(rows, 2 * width, alpha, targets, scaled=True, exclude_seen=exclude_seen)
         has = idx >= 0
         # position of each model user row in the request
         pos_of_row = np.full(len(self.model.users), -1, dtype=np.int64)
@@ -353,8 +421,8 @@ class Recommender:
             "item": self._model_to_vocab[idx[has]].astype(np.int64),
             "model_score": scores[has].astype(np.float64),
         })  # fmt: skip
-        found = self._cart_topk(carts, 2 * width, cart_col, item_col)
-        cart_ids, like, r_idx, r_score, r_source, r_count, cart_ptr, cart_items = found
+        cart_ids, cart_ptr, cart_items, like = carts
+        r_idx, r_score, r_source, r_count = self._cart_topk(cart_ptr, cart_items, 2 * width)
         try:
             cart_rows = self.model.users.indices_of(cart_ids.to_numpy(zero_copy_only=False))
         except KeyError as err:
@@ -373,7 +441,8 @@ class Recommender:
         model_item = self._vocab_to_model[rules_part["item"].to_numpy()]
         seen = np.zeros(len(rules_part), dtype=bool)
         known = model_item >= 0
-        seen[known] = _in_rows(enc.indptr, enc.indices, enc.n_items, user_row[known], model_item[known])
+        if exclude_seen:
+            seen[known] = _in_rows(enc.indptr, enc.indices, enc.n_items, user_row[known], model_item[known])
         rules_part = rules_part.filter(~pl.Series(seen))
         w = float(rules_weight)
         merged = (
@@ -401,7 +470,7 @@ class Recommender:
                 "rule_score": merged["rule_score"].to_arrow(),
                 "source": merged["source"].to_arrow().cast(pa.string()),
             },
-            resolve_format(format, like=like, default=getattr(self.model, "_format", None) or "pandas"),
+            resolve_format(format, like=like, default=self.model.output_format),
         )
 
     def _user_rows(self, users: Any) -> np.ndarray:
@@ -410,17 +479,20 @@ class Recommender:
         return self.model.users.indices_of(users)
 
     def _user_topk(
-        self, rows: np.ndarray, n: int, alpha: float, targets: list | None, scaled: bool = False
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, rows: np.ndarray, n: int, alpha: float, targets: list | None, scaled: bool = False,
+        exclude_seen: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """Top-n (model item index, score) per user row, -1 padded; the blend when embeddings exist.
 
         Without embeddings the scores are the model's raw ones, or min-max scaled per user (over
-        the unseen items) when ``scaled``."""
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+        the candidate items) when ``scaled``."""
+        alpha = _check_weight("alpha", alpha)
         model = self.model
         enc = model.user_items
-        ptr, ind = csr_rows(enc.indptr, enc.indices, rows)
+        if exclude_seen:
+            ptr, ind = csr_rows(enc.indptr, enc.indices, rows)
+        else:
+            ptr, ind = np.zeros(len(rows) + 1, dtype=np.int64), np.zeros(0, dtype=np.int32)
         n_items = len(model.items)
         width = max(0, min(int(n), n_items))
         if self._emb is None and targets is not None:
@@ -493,7 +565,8 @@ class Recommender:
         ``cart_col`` / ``item_col`` (one row per cart × item). Numba kernels do the rule matching
         and the fallback merge; similarity scores come from BLAS blocks and the shared top-k kernel.
         """
-        cart_ids, like, out_idx, out_score, out_source, out_count, _, _ = self._cart_topk(carts, n, cart_col, item_col)
+        cart_ids, indptr, items, like = self._encode_carts(carts, cart_col, item_col)
+        out_idx, out_score, out_source, out_count = self._cart_topk(indptr, items, n)
         m, width = out_idx.shape
         keep = np.arange(width)[None, :] < out_count[:, None]
         sources = pa.DictionaryArray.from_arrays(pa.array(out_source[keep]), pa.array(list(SOURCES)))
@@ -508,11 +581,11 @@ class Recommender:
             resolve_format(format, like=like, default=self._format),
         )
 
-    def _cart_topk(self, carts: Any, n: int, cart_col: str | None, item_col: str | None) -> tuple:
-        """Add-ons per cart as arrays: (cart ids, input frame, vocabulary ids, scores, source codes, counts,
-        and the carts themselves as CSR indptr / vocabulary ids)."""
-        cart_ids, indptr, items, like = self._encode_carts(carts, cart_col, item_col)
-        m, width = len(cart_ids), max(0, int(n))
+    def _cart_topk(
+        self, indptr: np.ndarray, items: np.ndarray, n: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Add-ons per cart (CSR of vocabulary ids) as (vocabulary ids, scores, source codes, counts)."""
+        m, width = len(indptr) - 1, max(0, int(n))
         n_vocab = len(self._vocab)
         r_idx = np.full((m, width), -1, dtype=np.int64)
         r_conf = np.zeros((m, width), dtype=np.float64)
@@ -536,7 +609,7 @@ class Recommender:
                 self._model_to_vocab[self._pop_model], self._pop_score, n_vocab,
                 out_idx, out_score, out_source, out_count, _n_chunks(m),
             )  # fmt: skip
-        return cart_ids, like, out_idx, out_score, out_source, out_count, indptr, items
+        return out_idx, out_score, out_source, out_count
 
     def _cart_similar(self, indptr, items, r_count, width) -> tuple[np.ndarray, np.ndarray]:
         """Top-``width`` model items (vocabulary ids) by mean cosine to each cart needing a fill."""
@@ -715,6 +788,13 @@ def _in_rows(indptr: np.ndarray, indices: np.ndarray, n_cols: int, rows: np.ndar
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return np.ascontiguousarray(matrix / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def _check_weight(name: str, value: float) -> float:
+    """A blend weight in [0, 1], or a ValueError naming it."""
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return float(value)
 
 
 def _as_list(value: Any) -> Any:
