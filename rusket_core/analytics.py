@@ -1,8 +1,6 @@
 """Cross-sell analytics: propensity for target items or categories, substitute pairs, customer saturation.
 
-Rules frames are the ones ``association_rules`` returns (``antecedents`` / ``consequents`` as lists of
-labels plus the support columns); pandas, polars and pyarrow frames are accepted, and mlxtend-style
-frozensets in a pandas frame are read as lists.
+Rules frames are the ones ``association_rules`` returns, read by :mod:`rusket_core.mining.rules_frame`.
 """
 
 from __future__ import annotations
@@ -13,74 +11,24 @@ from typing import Any
 import numba
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from numba import njit, prange
 
-from rusket_core.encoding import Encoded, Labels, encode_transactions
+from rusket_core.encoding import Encoded, Labels, encode_baskets, encode_transactions
 from rusket_core.factorization.topk import (
     BLOCK_SCORES,
     select_row,  # the shared top-k row selection (one compiled function for every kernel)
     single_threaded_blas,
 )
-from rusket_core.frames import column, input_format, make_frame, resolve_format, to_arrow_table
-
-RULE_COLUMNS = ("antecedents", "consequents", "antecedent support", "consequent support", "support")
+from rusket_core.frames import make_frame, resolve_format, to_arrow_table
+from rusket_core.mining.rules_frame import (
+    label_kind,
+    numeric_column,
+    rules_table,
+    single_item_rules,
+)
 
 #: largest (users × targets) output ``score_potential`` builds without ``top_n``
 MAX_POTENTIAL_ROWS = 50_000_000
-
-
-# ---------------------------------------------------------------------------------------------------------
-# rules frames
-
-
-def rules_table(rules_df: Any, required: tuple[str, ...] = RULE_COLUMNS) -> pa.Table:
-    """Read a rules frame as a pyarrow Table, checking the columns in ``required`` are present."""
-    if input_format(rules_df) == "pandas":
-        rules_df = _sets_to_lists(rules_df)
-    table = to_arrow_table(rules_df)
-    for name in required:
-        column(table, name, "rules column")
-    for name in ("antecedents", "consequents"):
-        if name in table.column_names and not _is_list(table.column(name).type):
-            raise ValueError(f"rules column {name!r} must hold lists of item labels, got {table.column(name).type}")
-    return table
-
-
-def _is_list(t: pa.DataType) -> bool:
-    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_list_view(t)
-
-
-def _sets_to_lists(df: Any) -> Any:
-    """Turn mlxtend-style frozenset/tuple cells of a pandas rules frame into sorted lists (arrow cannot read sets)."""
-    out = df
-    for name in ("antecedents", "consequents"):
-        if name in df.columns and len(df) and isinstance(df[name].iloc[0], set | frozenset | tuple):
-            if out is df:
-                out = df.copy()
-            out[name] = [sorted(v) for v in df[name]]
-    return out
-
-
-def single_item_rules(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows of a rules table with one antecedent and one consequent item: (row positions, antecedents, consequents)."""
-    ant = table.column("antecedents").combine_chunks()
-    con = table.column("consequents").combine_chunks()
-    mask = pc.and_(pc.equal(pc.list_value_length(ant), 1), pc.equal(pc.list_value_length(con), 1))
-    mask = pc.fill_null(mask, False)
-    rows = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
-    ant_items = pc.list_flatten(ant.filter(mask)).to_numpy(zero_copy_only=False)
-    con_items = pc.list_flatten(con.filter(mask)).to_numpy(zero_copy_only=False)
-    return rows, ant_items, con_items
-
-
-def numeric_column(table: pa.Table, name: str, rows: np.ndarray | None = None) -> np.ndarray:
-    """A float64 numpy view of a numeric rules column (optionally at ``rows``); nulls are an error."""
-    col = column(table, name, "rules column")
-    if col.null_count:
-        raise ValueError(f"rules column {name!r} has {col.null_count} null values")
-    values = col.to_numpy().astype(np.float64, copy=False)
-    return values if rows is None else values[rows]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -252,8 +200,9 @@ def score_potential(
     """Propensity of each customer for each target not yet bought: a frame (user, target, score), best first.
 
     ``user_history``: long-format purchases (pandas/polars/pyarrow; ``user_col`` / ``item_col``
-    default to the model's column names, or to the frame's two columns in order), an ``Encoded``, or
-    None for the model's training interactions. Every customer in it must be known to ``model``.
+    default to the model's column names, or to the frame's two columns in order), a list with one
+    item list per customer in the model's customer order (``model.users``), an ``Encoded``, or None
+    for the model's training interactions. Every customer in it must be known to ``model``.
     ``target_categories``: a list of target item labels (score = CF score ``user · item``), or a
     mapping item -> category (a dict, or a two-column frame [item, category]) where the targets are
     the categories and the score is the best CF score among the category's model items. A target
@@ -332,6 +281,14 @@ def _history(user_history: Any, model: Any, user_col: str | None, item_col: str 
         return enc.rows, enc
     if isinstance(user_history, Encoded):
         return user_history.rows, user_history
+    if isinstance(user_history, list | tuple):  # the model's customers in order, one item list each
+        if len(user_history) != len(model.users):
+            raise ValueError(
+                f"user_history as a list needs one item list per model customer, in the model's order: "
+                f"got {len(user_history)} lists for {len(model.users)} customers"
+            )
+        enc = encode_baskets([_as_items(items) for items in user_history])
+        return model.users, Encoded(enc.indptr, enc.indices, enc.data, model.users, enc.items)
     table = to_arrow_table(user_history)
     if user_col is None and item_col is None:
         names = table.column_names
@@ -345,6 +302,11 @@ def _history(user_history: Any, model: Any, user_col: str | None, item_col: str 
         raise ValueError("give both user_col and item_col (or neither)")
     enc = encode_transactions(table, user_col, item_col)
     return enc.rows, enc
+
+
+def _as_items(items: Any) -> list:
+    """One customer's history as a list of item labels (a lone string is one item)."""
+    return [items] if isinstance(items, str) or np.isscalar(items) else list(items)
 
 
 def _targets(target_categories: Any, model: Any) -> tuple[Labels, np.ndarray, np.ndarray, Labels, np.ndarray]:
@@ -391,11 +353,6 @@ def _targets(target_categories: Any, model: Any) -> tuple[Labels, np.ndarray, np
 def _is_frame(obj: Any) -> bool:
     """A pandas/polars DataFrame or pyarrow Table (a Series is a list of targets, not a mapping)."""
     return isinstance(obj, pa.Table | pa.RecordBatch) or (hasattr(obj, "columns") and hasattr(obj, "shape"))
-
-
-def label_kind(values: np.ndarray) -> str:
-    """Label type family: "O" strings, "i" integers, else the numpy kind."""
-    return "O" if values.dtype.kind in "OU" else ("i" if values.dtype.kind in "iu" else values.dtype.kind)
 
 
 def _descending_order(scores: np.ndarray) -> np.ndarray:

@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit, prange
 
-from rusket_core.analytics import label_kind, numeric_column, rules_table
 from rusket_core.encoding import Encoded, Labels
 from rusket_core.factorization.base import FactorModel
 from rusket_core.factorization.topk import (
@@ -28,6 +27,7 @@ from rusket_core.factorization.topk import (
     topk,
 )
 from rusket_core.frames import column, input_format, make_frame, resolve_format, to_arrow_table
+from rusket_core.mining.rules_frame import label_kind, list_parts, numeric_column, rules_table
 from rusket_core.recommender import BATCH_COLUMNS, RecommenderBase
 
 #: ``source`` values in cart recommendations, in fallback order
@@ -705,14 +705,15 @@ class Recommender(RecommenderBase):
             conf, lift = numeric_column(table, "confidence"), numeric_column(table, "lift")
             if np.isnan(conf).any() or np.isnan(lift).any():
                 raise ValueError("rules columns 'confidence' and 'lift' must not be NaN")
-            ant_ptr, ant_labels = _list_parts(table, "antecedents")
-            con_ptr, con_labels = _list_parts(table, "consequents")
+            ant_ptr, ant_labels = list_parts(table, "antecedents")
+            con_ptr, con_labels = list_parts(table, "consequents")
             rule_labels = np.concatenate([ant_labels, con_labels])
             if len(rule_labels) and label_kind(rule_labels) != label_kind(model_items.values):
                 raise ValueError(
                     f"rule items are {rule_labels.dtype} but the model's items are {model_items.values.dtype}"
                 )
-            self._vocab = Labels.from_values(np.concatenate([model_items.values, rule_labels]))
+            known = model_items.values
+            self._vocab = Labels.from_values(np.concatenate([known, rule_labels])) if len(rule_labels) else model_items
             ant_items = self._vocab.indices_of(ant_labels)
             con_items = self._vocab.indices_of(con_labels)
         self._model_to_vocab = self._vocab.indices_of(model_items.values)
@@ -799,17 +800,6 @@ def _check_weight(name: str, value: float) -> float:
 
 def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) or np.isscalar(value) else value
-
-
-def _list_parts(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets, flat labels) of a list-of-labels rules column."""
-    col = table.column(name).combine_chunks()
-    if col.null_count:
-        raise ValueError(f"rules column {name!r} has {col.null_count} null values")
-    lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int64)
-    ptr = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=ptr[1:])
-    return ptr, pc.list_flatten(col).to_numpy(zero_copy_only=False)
 
 
 def _csr_from_codes(codes: np.ndarray, vocab_ids: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:

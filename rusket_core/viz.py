@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from rusket_core.analytics import numeric_column, rules_table, single_item_rules
 from rusket_core.frames import make_frame, resolve_format
+from rusket_core.mining.rules_frame import numeric_column, rules_table, single_item_rules
 
 
 def to_networkx(rules_df: Any, edge_attr: str = "lift") -> Any:
