@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 from numba import njit, prange
 
+from rusket_core.deprecation import UNSET, renamed
 from rusket_core.encoding import Encoded, Labels, encode_baskets, encode_transactions
 from rusket_core.factorization.topk import (
     BLOCK_SCORES,
@@ -20,6 +21,7 @@ from rusket_core.factorization.topk import (
     single_threaded_blas,
 )
 from rusket_core.frames import make_frame, resolve_format, to_arrow_table
+from rusket_core.mining.metrics import rule_metrics
 from rusket_core.mining.rules_frame import (
     label_kind,
     numeric_column,
@@ -27,7 +29,7 @@ from rusket_core.mining.rules_frame import (
     single_item_rules,
 )
 
-#: largest (users × targets) output ``score_potential`` builds without ``top_n``
+#: largest (users × targets) output ``score_potential`` builds without ``n``
 MAX_POTENTIAL_ROWS = 50_000_000
 
 
@@ -65,12 +67,13 @@ def find_substitutes(rules_df: Any, max_lift: float = 0.8, format: str | None = 
     key = lo * max(len(vocab), 1) + hi
     _, first = np.unique(key, return_index=True)
     lo, hi, s_lo, s_hi, s_ab = lo[first], hi[first], s_lo[first], s_hi[first], s_ab[first]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lift = s_ab / (s_lo * s_hi)
+    lift = rule_metrics(s_lo, s_hi, s_ab, ("lift",))["lift"]
     keep = lift < max_lift
     lo, hi, s_lo, s_hi, s_ab, lift = lo[keep], hi[keep], s_lo[keep], s_hi[keep], s_ab[keep], lift[keep]
     order = np.lexsort((hi, lo, lift))
-    lo, hi, s_lo, s_hi, s_ab, lift = lo[order], hi[order], s_lo[order], s_hi[order], s_ab[order], lift[order]
+    lo, hi, s_lo, s_hi, s_ab = lo[order], hi[order], s_lo[order], s_hi[order], s_ab[order]
+    a_to_b = rule_metrics(s_lo, s_hi, s_ab, ("lift", "leverage", "jaccard", "kulczynski", "confidence"))
+    b_to_a = rule_metrics(s_hi, s_lo, s_ab, ("confidence",))
     return make_frame(
         {
             "item_a": _label_array(vocab, lo),
@@ -78,12 +81,12 @@ def find_substitutes(rules_df: Any, max_lift: float = 0.8, format: str | None = 
             "support_a": s_lo,
             "support_b": s_hi,
             "support": s_ab,
-            "lift": lift,
-            "leverage": s_ab - s_lo * s_hi,
-            "jaccard": s_ab / (s_lo + s_hi - s_ab),
-            "kulczynski": 0.5 * (s_ab / s_lo + s_ab / s_hi),
-            "confidence_a_to_b": s_ab / s_lo,
-            "confidence_b_to_a": s_ab / s_hi,
+            "lift": a_to_b["lift"],
+            "leverage": a_to_b["leverage"],
+            "jaccard": a_to_b["jaccard"],
+            "kulczynski": a_to_b["kulczynski"],
+            "confidence_a_to_b": a_to_b["confidence"],
+            "confidence_b_to_a": b_to_a["confidence"],
         },
         out_format,
     )
@@ -194,10 +197,12 @@ def score_potential(
     target_categories: Any,
     user_col: str | None = None,
     item_col: str | None = None,
-    top_n: int | None = None,
+    n: int | None = None,
     format: str | None = None,
+    *,
+    top_n: Any = UNSET,
 ) -> Any:
-    """Propensity of each customer for each target not yet bought: a frame (user, target, score), best first.
+    """Propensity of each customer for each target not yet bought: [user_id, target, score] rows, best first.
 
     ``user_history``: long-format purchases (pandas/polars/pyarrow; ``user_col`` / ``item_col``
     default to the model's column names, or to the frame's two columns in order), a list with one
@@ -207,11 +212,13 @@ def score_potential(
     mapping item -> category (a dict, or a two-column frame [item, category]) where the targets are
     the categories and the score is the best CF score among the category's model items. A target
     counts as bought when the customer bought the item (or any item of the category) in
-    ``user_history``; bought targets get no row. ``top_n`` keeps each customer's best n targets.
+    ``user_history``; bought targets get no row. ``n`` keeps each customer's best n targets (``top_n``
+    is its deprecated name). ``target`` is not ``item_id`` because it may be a category.
     One parallel numba kernel scores blocks of customers (a single-threaded BLAS product per block
-    and thread, the per-target max, the shared top-k row selection); the output (``MAX_POTENTIAL_ROWS`` at most without ``top_n``) is sorted by score descending,
+    and thread, the per-target max, the shared top-k row selection); the output (``MAX_POTENTIAL_ROWS`` at most without ``n``) is sorted by score descending,
     ties by customer then target label order.
     """
+    n = renamed("top_n", top_n, "n", n)
     for attr in ("user_factors", "item_factors", "users", "items"):
         if getattr(model, attr, None) is None:
             raise ValueError(f"model has no {attr!r}: pass a fitted factor model (ALS, BPR)")
@@ -220,10 +227,10 @@ def score_potential(
     rows = model.users.indices_of(users.values)
     targets, group_ptr, group_items, item_labels, item_target = _targets(target_categories, model)
     n_targets, m = len(targets), len(users)
-    width = n_targets if top_n is None else max(0, min(int(top_n), n_targets))
-    if top_n is None and m * n_targets > MAX_POTENTIAL_ROWS:
+    width = n_targets if n is None else max(0, min(int(n), n_targets))
+    if n is None and m * n_targets > MAX_POTENTIAL_ROWS:
         raise ValueError(
-            f"{m} customers × {n_targets} targets is more than {MAX_POTENTIAL_ROWS} rows; pass top_n="
+            f"{m} customers × {n_targets} targets is more than {MAX_POTENTIAL_ROWS} rows; pass n="
         )
     hist_labels = hist_items.items.values
     if len(item_labels) and len(hist_labels) and label_kind(hist_labels) != label_kind(item_labels.values):
@@ -242,7 +249,7 @@ def score_potential(
     user_pos, t_idx = np.empty(0, np.int64), np.empty(0, np.int64)
     scores = np.empty(0, np.float32)
     if m and width:
-        keep_all = top_n is None
+        keep_all = n is None
         singletons = bool(np.array_equal(group_ptr, np.arange(n_targets + 1)))
         all_scores = np.empty((m if keep_all else 0, n_targets), dtype=np.float32)
         out_idx = np.empty((m, 0 if keep_all else width), dtype=np.int32)
@@ -264,7 +271,7 @@ def score_potential(
     order = _descending_order(scores)
     return make_frame(
         {
-            "user": _label_array(users, user_pos[order]),
+            "user_id": _label_array(users, user_pos[order]),
             "target": _label_array(targets, t_idx[order]),
             "score": scores[order],
         },

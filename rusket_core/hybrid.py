@@ -538,7 +538,7 @@ class Recommender(RecommenderBase):
     # carts
 
     def recommend_for_cart(self, cart: Any, n: int = 10, format: str | None = None) -> Any:
-        """Add-ons for one cart as a frame [item, score, source], best first within each source.
+        """Add-ons for one cart as a frame [item_id, score, source], best first within each source.
 
         Sources, in fallback order: ``"rules"`` (consequents of rules whose antecedents are all in
         the cart, ranked by confidence then lift; score = confidence of the best such rule),
@@ -559,7 +559,7 @@ class Recommender(RecommenderBase):
         item_col: str | None = None,
         format: str | None = None,
     ) -> Any:
-        """Batch :meth:`recommend_for_cart`: [cart_id, rank, item, score, source] rows, by cart then rank.
+        """Batch :meth:`recommend_for_cart`: [cart_id, rank, item_id, score, source] rows, by cart then rank.
 
         ``carts``: a list of carts (ids 0..m-1), a mapping cart_id -> items, or a long frame with
         ``cart_col`` / ``item_col`` (one row per cart × item). Numba kernels do the rule matching
@@ -574,7 +574,7 @@ class Recommender(RecommenderBase):
             {
                 "cart_id": cart_ids.take(pa.array(np.repeat(np.arange(m), out_count))),
                 "rank": (np.nonzero(keep)[1] + 1).astype(np.int64),
-                "item": self._vocab.to_arrow().take(pa.array(out_idx[keep])),
+                "item_id": self._vocab.to_arrow().take(pa.array(out_idx[keep])),
                 "score": out_score[keep],
                 "source": sources.cast(pa.string()),
             },

@@ -104,7 +104,7 @@ def test_single_customer_through_the_whole_chain():
     # the one customer bought every product: nothing left to recommend, from any part
     assert len(rec.recommend_for_users(n=3, carts={7: ["a"]}, format="pandas")) == 0
     cart = rec.recommend_for_cart(["b"], n=3, format="pandas")
-    assert cart["item"].tolist()[0] == "a" and cart["source"].tolist()[0] == "rules"
+    assert cart["item_id"].tolist()[0] == "a" and cart["source"].tolist()[0] == "rules"
     assert len(score_potential(user_history=[["a", "b", "c"]], model=als, target_categories=["a", "b"])) == 0
     assert customer_saturation(one, user_col="customer_id", item_col="product")["share"].tolist() == [1.0]
 
@@ -117,6 +117,22 @@ def test_score_potential_takes_a_list_of_histories_in_model_order(lines, als):
     # a customer whose list is empty has bought nothing: every target is scored for them
     histories[0] = []
     first = score_potential(user_history=histories, model=als, target_categories=["p0", "p5"], format="pandas")
-    assert sorted(first.loc[first.user == als.users.values[0], "target"]) == ["p0", "p5"]
+    assert sorted(first.loc[first.user_id == als.users.values[0], "target"]) == ["p0", "p5"]
     with pytest.raises(ValueError, match="one item list per model customer"):
         score_potential(user_history=histories[:3], model=als, target_categories=["p0"])
+
+
+def test_old_keyword_names_still_work_with_a_warning(lines, als):
+    hist = lines[["customer_id", "product"]]
+    new = score_potential(hist, als, ["p0", "p5"], n=1, format="pandas")
+    with pytest.warns(DeprecationWarning, match="top_n= is deprecated; use n="):
+        old = score_potential(hist, als, ["p0", "p5"], top_n=1, format="pandas")
+    pd.testing.assert_frame_equal(old, new)
+    assert list(new.columns) == ["user_id", "target", "score"] and new.groupby("user_id").size().max() == 1
+    with pytest.raises(TypeError, match="give n= only"):
+        score_potential(hist, als, ["p0"], n=1, top_n=1)
+    rules = FPGrowth.from_transactions(lines, transaction_col="receipt_id", item_col="product",
+                                       min_support=0.05).association_rules(min_threshold=0.1)  # fmt: skip
+    with pytest.warns(DeprecationWarning, match="seed= is deprecated"):
+        old = product_communities(rules, seed=3, format="pandas")
+    assert old.equals(product_communities(rules, random_state=3, format="pandas"))
