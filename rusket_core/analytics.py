@@ -6,20 +6,15 @@ Rules frames are the ones ``association_rules`` returns, read by :mod:`rusket_co
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-import numba
 import numpy as np
 import pyarrow as pa
-from numba import njit, prange
+from numba import njit
 
 from rusket_core.deprecation import UNSET, renamed
 from rusket_core.encoding import Encoded, Labels, encode_baskets, encode_transactions
-from rusket_core.factorization.topk import (
-    BLOCK_SCORES,
-    select_row,  # the shared top-k row selection (one compiled function for every kernel)
-    single_threaded_blas,
-)
+from rusket_core.factorization.topk import blocked_topk, register_scorer
 from rusket_core.frames import make_frame, resolve_format, to_arrow_table
 from rusket_core.mining.metrics import rule_metrics
 from rusket_core.mining.rules_frame import (
@@ -143,52 +138,47 @@ def customer_saturation(
 # cross-sell potential
 
 
-@njit(parallel=True, cache=True)
-def _potential_kernel(
-    query, items_t, group_ptr, singletons, excl_indptr, excl_indices, all_scores, out_idx, out_val,
-    block_rows, n_chunks,
-):  # fmt: skip
-    """Per block of customers (one BLAS product per block, per thread): each target's best item score.
+class PotentialScores(NamedTuple):
+    """Driver state of cross-sell potential: each target's best item score, bought targets -inf.
 
     Columns of ``items_t`` are the targets' items grouped by target (``group_ptr``); a customer's
-    bought targets (exclusion CSR) get -inf. When ``all_scores`` has a row per customer the target
-    scores are stored there; otherwise the shared top-k row selection keeps the best ``out_idx``
-    width per customer.
+    bought targets are the exclusion CSR. When ``all_scores`` has a row per customer the target
+    scores are stored there (no selection); otherwise they are selected from.
     """
-    m = query.shape[0]
-    n_cols = items_t.shape[1]
-    n_targets = len(group_ptr) - 1
-    keep_all = all_scores.shape[0] == m
-    n = out_idx.shape[1]
-    n_blocks = (m + block_rows - 1) // block_rows
-    per = (n_blocks + n_chunks - 1) // n_chunks
-    for c in prange(n_chunks):
-        buf = np.empty((block_rows, n_cols), np.float32)
-        row_buf = np.empty(n_targets, np.float32)
-        mask = np.zeros(n_targets, np.bool_)
-        hv = np.empty(n, np.float32)
-        hi = np.empty(n, np.int32)
-        for b in range(c * per, min(n_blocks, (c + 1) * per)):
-            r0 = b * block_rows
-            r1 = min(m, r0 + block_rows)
-            np.dot(query[r0:r1], items_t, buf[: r1 - r0])
-            for r in range(r0, r1):
-                src = buf[r - r0]
-                e0, e1 = excl_indptr[r], excl_indptr[r + 1]
-                if singletons and not keep_all:  # one item per target: select straight from the scores
-                    select_row(src, mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
-                    continue
-                dst = all_scores[r] if keep_all else row_buf
-                for g in range(n_targets):
-                    best = np.float32(-np.inf)
-                    for p in range(group_ptr[g], group_ptr[g + 1]):
-                        if src[p] > best:
-                            best = src[p]
-                    dst[g] = best
-                for e in range(e0, e1):
-                    dst[excl_indices[e]] = -np.inf
-                if not keep_all:
-                    select_row(dst, mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
+
+    query: np.ndarray
+    items_t: np.ndarray
+    group_ptr: np.ndarray
+    singletons: bool
+    excl_indptr: np.ndarray
+    excl_indices: np.ndarray
+    all_scores: np.ndarray
+
+
+@njit(cache=True)
+def _potential_scores(state, r0, r1, buf, scratch, mask):
+    """Item scores of a block of customers (one BLAS product), then the per-target maximum."""
+    src = buf[: r1 - r0]
+    np.dot(state.query[r0:r1], state.items_t, src)
+    keep_all = state.all_scores.shape[0] > 0
+    if state.singletons and not keep_all:  # one item per target: select straight from the scores
+        return src
+    group_ptr = state.group_ptr
+    for r in range(r0, r1):
+        dst = state.all_scores[r] if keep_all else scratch[r - r0]
+        row = src[r - r0]
+        for g in range(len(group_ptr) - 1):
+            best = np.float32(-np.inf)
+            for p in range(group_ptr[g], group_ptr[g + 1]):
+                if row[p] > best:
+                    best = row[p]
+            dst[g] = best
+        for e in range(state.excl_indptr[r], state.excl_indptr[r + 1]):
+            dst[state.excl_indices[e]] = -np.inf
+    return scratch[: r1 - r0]
+
+
+register_scorer(PotentialScores, _potential_scores)
 
 
 def score_potential(
@@ -214,8 +204,8 @@ def score_potential(
     counts as bought when the customer bought the item (or any item of the category) in
     ``user_history``; bought targets get no row. ``n`` keeps each customer's best n targets (``top_n``
     is its deprecated name). ``target`` is not ``item_id`` because it may be a category.
-    One parallel numba kernel scores blocks of customers (a single-threaded BLAS product per block
-    and thread, the per-target max, the shared top-k row selection); the output (``MAX_POTENTIAL_ROWS`` at most without ``n``) is sorted by score descending,
+    The shared blocked top-k driver scores blocks of customers (a single-threaded BLAS product per
+    block and thread, the per-target max, the shared row selection); the output (``MAX_POTENTIAL_ROWS`` at most without ``n``) is sorted by score descending,
     ties by customer then target label order.
     """
     n = renamed("top_n", top_n, "n", n)
@@ -252,16 +242,15 @@ def score_potential(
         keep_all = n is None
         singletons = bool(np.array_equal(group_ptr, np.arange(n_targets + 1)))
         all_scores = np.empty((m if keep_all else 0, n_targets), dtype=np.float32)
-        out_idx = np.empty((m, 0 if keep_all else width), dtype=np.int32)
-        out_val = np.empty(out_idx.shape, dtype=np.float32)
-        block_rows = int(max(1, min(m, BLOCK_SCORES // max(len(group_items), 1))))
-        n_chunks = int(max(1, min((m + block_rows - 1) // block_rows, numba.get_num_threads())))
-        with single_threaded_blas(n_chunks > 1):  # parallelism from numba threads, one product each
-            _potential_kernel(
-                np.ascontiguousarray(model.user_factors[rows], dtype=np.float32),
-                np.ascontiguousarray(model.item_factors[group_items].T, dtype=np.float32),
-                group_ptr, singletons, b_ptr, b_targets, all_scores, out_idx, out_val, block_rows, n_chunks,
-            )  # fmt: skip
+        state = PotentialScores(
+            np.ascontiguousarray(model.user_factors[rows], dtype=np.float32),
+            np.ascontiguousarray(model.item_factors[group_items].T, dtype=np.float32),
+            group_ptr, singletons, b_ptr, b_targets, all_scores,
+        )  # fmt: skip
+        scratch = 0 if singletons and not keep_all else n_targets
+        out_idx, out_val = blocked_topk(
+            state, m, None if keep_all else width, n_targets, len(group_items), scratch, b_ptr, b_targets
+        )
         if keep_all:
             user_pos, t_idx = np.nonzero(all_scores > -np.inf)  # bought and empty targets: no row
             scores = all_scores[user_pos, t_idx]

@@ -9,9 +9,8 @@ can still be recommended for carts; similarity and popularity fills come from th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,13 +18,7 @@ from numba import njit, prange
 
 from rusket_core.encoding import Encoded, Labels
 from rusket_core.factorization.base import FactorModel
-from rusket_core.factorization.topk import (
-    BLOCK_SCORES,
-    csr_rows,
-    select_row,  # the shared top-k row selection (one compiled function for every kernel)
-    single_threaded_blas,
-    topk,
-)
+from rusket_core.factorization.topk import blocked_topk, csr_rows, n_chunks, register_scorer, topk
 from rusket_core.frames import column, input_format, make_frame, resolve_format, to_arrow_table
 from rusket_core.mining.rules_frame import label_kind, list_parts, numeric_column, rules_table
 from rusket_core.recommender import BATCH_COLUMNS, RecommenderBase
@@ -78,34 +71,33 @@ def _blend_row(row, srow, use_sem, mask, excl_indices, e0, e1, alpha):
         mask[excl_indices[e]] = False
 
 
-@njit(parallel=True, cache=True)
-def _blend_topk_kernel(
-    query, items_t, target, emb_t, has_sem, excl_indptr, excl_indices, alpha, out_idx, out_val,
-    block_rows, n_chunks,
-):  # fmt: skip
-    """Per block of users (one pair of BLAS products per block, per thread): CF and cosine scores,
-    the blend, then the shared top-k row selection."""
-    m = query.shape[0]
-    n_items = items_t.shape[1]
-    n = out_idx.shape[1]
-    n_blocks = (m + block_rows - 1) // block_rows
-    per = (n_blocks + n_chunks - 1) // n_chunks
-    for c in prange(n_chunks):
-        cf = np.empty((block_rows, n_items), np.float32)
-        sem = np.empty((block_rows, n_items), np.float32)
-        mask = np.zeros(n_items, np.bool_)
-        hv = np.empty(n, np.float32)
-        hi = np.empty(n, np.int32)
-        for b in range(c * per, min(n_blocks, (c + 1) * per)):
-            r0 = b * block_rows
-            r1 = min(m, r0 + block_rows)
-            np.dot(query[r0:r1], items_t, cf[: r1 - r0])
-            np.dot(target[r0:r1], emb_t, sem[: r1 - r0])
-            for r in range(r0, r1):
-                row = cf[r - r0]
-                e0, e1 = excl_indptr[r], excl_indptr[r + 1]
-                _blend_row(row, sem[r - r0], has_sem[r], mask, excl_indices, e0, e1, alpha)
-                select_row(row, mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
+class BlendScores(NamedTuple):
+    """Driver state of the user blend: CF ``query @ items_t`` and cosine ``target @ emb_t`` (see ``_blend_row``)."""
+
+    query: np.ndarray
+    items_t: np.ndarray
+    target: np.ndarray
+    emb_t: np.ndarray
+    has_sem: np.ndarray
+    excl_indptr: np.ndarray
+    excl_indices: np.ndarray
+    alpha: np.float32
+
+
+@njit(cache=True)
+def _blend_scores(state, r0, r1, buf, scratch, mask):
+    """CF and cosine scores of a block of users (one BLAS product each), blended row by row."""
+    cf = buf[: r1 - r0]
+    sem = scratch[: r1 - r0]
+    np.dot(state.query[r0:r1], state.items_t, cf)
+    np.dot(state.target[r0:r1], state.emb_t, sem)
+    for r in range(r0, r1):
+        e0, e1 = state.excl_indptr[r], state.excl_indptr[r + 1]
+        _blend_row(cf[r - r0], sem[r - r0], state.has_sem[r], mask, state.excl_indices, e0, e1, state.alpha)
+    return cf
+
+
+register_scorer(BlendScores, _blend_scores)
 
 
 @njit(cache=True)
@@ -225,10 +217,6 @@ def _fill_kernel(
                 taken[cart_items[e]] = False
             for t in range(k):
                 taken[out_idx[q, t]] = False
-
-
-def _n_chunks(m: int) -> int:
-    return int(max(1, min(m, 4 * numba.get_num_threads())))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -506,21 +494,14 @@ class Recommender(RecommenderBase):
         else:
             emb = self._emb
             target_vecs, has_sem = self._target_vectors(rows, targets)
-        out_idx = np.empty((m, width), dtype=np.int32)
-        out_val = np.empty((m, width), dtype=np.float32)
-        if not m or not width:
-            return out_idx, out_val
-        block_rows = int(max(1, min(m, BLOCK_SCORES // max(n_items, 1))))
-        n_chunks = int(max(1, min((m + block_rows - 1) // block_rows, numba.get_num_threads())))
-        with single_threaded_blas(n_chunks > 1):  # parallelism from numba threads, one product each
-            _blend_topk_kernel(
-                np.ascontiguousarray(model.user_factors[rows], dtype=np.float32),
-                np.ascontiguousarray(model.item_factors.T, dtype=np.float32),
-                np.ascontiguousarray(target_vecs, dtype=np.float32),
-                np.ascontiguousarray(emb.T),
-                has_sem, ptr, ind, np.float32(alpha), out_idx, out_val, block_rows, n_chunks,
-            )  # fmt: skip
-        return out_idx, out_val
+        state = BlendScores(
+            np.ascontiguousarray(model.user_factors[rows], dtype=np.float32),
+            np.ascontiguousarray(model.item_factors.T, dtype=np.float32),
+            np.ascontiguousarray(target_vecs, dtype=np.float32),
+            np.ascontiguousarray(emb.T),
+            has_sem, ptr, ind, np.float32(alpha),
+        )  # fmt: skip
+        return blocked_topk(state, m, width, n_items, n_items, n_items, ptr, ind)
 
     def _target_vectors(self, rows: np.ndarray, targets: list | None) -> tuple[np.ndarray, np.ndarray]:
         """Unit embedding of each user's semantic target (given, or the strongest interaction)."""
@@ -596,7 +577,7 @@ class Recommender(RecommenderBase):
             _cart_rules_kernel(
                 indptr, items, rules["first_ptr"], rules["rule_ids"], rules["ant_indptr"], rules["ant_items"],
                 rules["con_indptr"], rules["con_items"], rules["conf"], rules["lift"], n_vocab,
-                r_idx, r_conf, r_lift, r_count, _n_chunks(m),
+                r_idx, r_conf, r_lift, r_count, n_chunks(m),
             )  # fmt: skip
         sim_idx, sim_val = self._cart_similar(indptr, items, r_count, width)
         out_idx = np.full((m, width), -1, dtype=np.int64)
@@ -607,7 +588,7 @@ class Recommender(RecommenderBase):
             _fill_kernel(
                 indptr, items, r_idx, r_conf, r_count, sim_idx, sim_val,
                 self._model_to_vocab[self._pop_model], self._pop_score, n_vocab,
-                out_idx, out_score, out_source, out_count, _n_chunks(m),
+                out_idx, out_score, out_source, out_count, n_chunks(m),
             )  # fmt: skip
         return out_idx, out_score, out_source, out_count
 
