@@ -10,11 +10,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
-from numba import njit
+from numba import njit, prange
 
 from rusket_core.deprecation import UNSET, renamed
 from rusket_core.encoding import Encoded, Labels, encode_baskets, encode_transactions
-from rusket_core.factorization.topk import blocked_topk, register_scorer
+from rusket_core.factorization.topk import blocked_topk, register_scorer, run_chunk
 from rusket_core.frames import make_frame, resolve_format, to_arrow_table
 from rusket_core.mining.metrics import rule_metrics
 from rusket_core.mining.rules_frame import (
@@ -181,6 +181,13 @@ def _potential_scores(state, r0, r1, buf, scratch, mask):
 register_scorer(PotentialScores, _potential_scores)
 
 
+@njit(parallel=True, cache=True)
+def _potential_kernel(state, excl_indptr, excl_indices, out_idx, out_val, plan):
+    """The shared blocked top-k driver over :func:`_potential_scores` (see ``topk.parallel_kernel``)."""
+    for c in prange(plan[5]):
+        run_chunk(state, c, excl_indptr, excl_indices, out_idx, out_val, plan)
+
+
 def score_potential(
     user_history: Any,
     model: Any,
@@ -249,7 +256,7 @@ def score_potential(
         )  # fmt: skip
         scratch = 0 if singletons and not keep_all else n_targets
         out_idx, out_val = blocked_topk(
-            state, m, None if keep_all else width, n_targets, len(group_items), scratch, b_ptr, b_targets
+            _potential_kernel, state, m, None if keep_all else width, n_targets, len(group_items), scratch, b_ptr, b_targets
         )
         if keep_all:
             user_pos, t_idx = np.nonzero(all_scores > -np.inf)  # bought and empty targets: no row

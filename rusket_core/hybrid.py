@@ -18,7 +18,14 @@ from numba import njit, prange
 
 from rusket_core.encoding import Encoded, Labels
 from rusket_core.factorization.base import FactorModel
-from rusket_core.factorization.topk import blocked_topk, csr_rows, n_chunks, register_scorer, topk
+from rusket_core.factorization.topk import (
+    blocked_topk,
+    csr_rows,
+    n_chunks,
+    register_scorer,
+    run_chunk,
+    topk,
+)
 from rusket_core.frames import column, input_format, make_frame, resolve_format, to_arrow_table
 from rusket_core.mining.rules_frame import label_kind, list_parts, numeric_column, rules_table
 from rusket_core.recommender import BATCH_COLUMNS, RecommenderBase
@@ -98,6 +105,13 @@ def _blend_scores(state, r0, r1, buf, scratch, mask):
 
 
 register_scorer(BlendScores, _blend_scores)
+
+
+@njit(parallel=True, cache=True)
+def _blend_kernel(state, excl_indptr, excl_indices, out_idx, out_val, plan):
+    """The shared blocked top-k driver over :func:`_blend_scores` (see ``topk.parallel_kernel``)."""
+    for c in prange(plan[5]):
+        run_chunk(state, c, excl_indptr, excl_indices, out_idx, out_val, plan)
 
 
 @njit(cache=True)
@@ -501,7 +515,7 @@ class Recommender(RecommenderBase):
             np.ascontiguousarray(emb.T),
             has_sem, ptr, ind, np.float32(alpha),
         )  # fmt: skip
-        return blocked_topk(state, m, width, n_items, n_items, n_items, ptr, ind)
+        return blocked_topk(_blend_kernel, state, m, width, n_items, n_items, n_items, ptr, ind)
 
     def _target_vectors(self, rows: np.ndarray, targets: list | None) -> tuple[np.ndarray, np.ndarray]:
         """Unit embedding of each user's semantic target (given, or the strongest interaction)."""

@@ -5,11 +5,14 @@ rows to a *scorer* (one BLAS product per block and thread, plus whatever the cal
 then selects the best ``n`` per row, so memory stays at one block of scores whatever the number of
 users. Scorers are ``@njit`` functions registered with :func:`register_scorer` for a NamedTuple
 holding their inputs; numba compiles one specialisation of the driver per scorer (dispatch by the
-NamedTuple's class, so every specialisation is cached on disk). Factor top-k (``topk``), scoring
-given rows (``select_topk``), the hybrid blend and cross-sell potential all run through it.
+NamedTuple's class). Factor top-k (``topk``), scoring given rows (``select_topk``), the hybrid blend
+and cross-sell potential all run through it.
 
-Caveat of numba's cache: a cached driver specialisation is keyed on this file, so after editing a
-scorer in another module clear the cache (``NUMBA_CACHE_DIR``) or touch this file.
+The driver is :func:`run_chunk` (block loop, scoring, selection); the ``prange`` over chunks sits
+in a three-line kernel next to each scorer (:func:`parallel_kernel` shows the shape), because
+numba's disk cache is keyed on the file of the cached function: a scorer edited in its module
+then recompiles its own kernel instead of leaving a stale driver specialisation behind (numba
+cannot cache a kernel that takes the scorer as an argument or closes over it).
 The row selection and its heap helpers are plain ``@njit`` functions, not ``inline="always"``
 (numba-IR inlining re-typed and re-optimised them inside every kernel that used them).
 """
@@ -137,30 +140,38 @@ def _score_block(state, r0, r1, buf, scratch, mask):
     return impl
 
 
-@njit(parallel=True, cache=True)
-def _blocked_kernel(state, excl_indptr, excl_indices, out_idx, out_val, m, buf_cols, scratch_cols, select_cols,
-                    block_rows, n_chunks):  # fmt: skip
-    """Per chunk of row blocks (one chunk per thread): score a block, then select the best per row."""
+@njit(cache=True)
+def run_chunk(state, c, excl_indptr, excl_indices, out_idx, out_val, plan):
+    """Chunk ``c`` of the row blocks: score each block with ``state``'s scorer, then select the best
+    per row. ``plan`` = (m, buf_cols, scratch_cols, select_cols, block_rows, n_chunks)."""
+    m, buf_cols, scratch_cols, select_cols, block_rows, n_chunks = plan
     n = out_idx.shape[1]
     n_blocks = (m + block_rows - 1) // block_rows
     per = (n_blocks + n_chunks - 1) // n_chunks
-    for c in prange(n_chunks):
-        buf = np.empty((block_rows, buf_cols), np.float32)
-        scratch = np.empty((block_rows, scratch_cols), np.float32)
-        mask = np.zeros(select_cols, np.bool_)
-        hv = np.empty(n, np.float32)
-        hi = np.empty(n, np.int32)
-        for b in range(c * per, min(n_blocks, (c + 1) * per)):
-            r0 = b * block_rows
-            r1 = min(m, r0 + block_rows)
-            rows = score_block(state, r0, r1, buf, scratch, mask)
-            if n > 0:
-                for r in range(r0, r1):
-                    e0, e1 = excl_indptr[r], excl_indptr[r + 1]
-                    _select_row(rows[r - r0], mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
+    buf = np.empty((block_rows, buf_cols), np.float32)
+    scratch = np.empty((block_rows, scratch_cols), np.float32)
+    mask = np.zeros(select_cols, np.bool_)
+    hv = np.empty(n, np.float32)
+    hi = np.empty(n, np.int32)
+    for b in range(c * per, min(n_blocks, (c + 1) * per)):
+        r0 = b * block_rows
+        r1 = min(m, r0 + block_rows)
+        rows = score_block(state, r0, r1, buf, scratch, mask)
+        if n > 0:
+            for r in range(r0, r1):
+                e0, e1 = excl_indptr[r], excl_indptr[r + 1]
+                _select_row(rows[r - r0], mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
+
+
+@njit(parallel=True, cache=True)
+def parallel_kernel(state, excl_indptr, excl_indices, out_idx, out_val, plan):
+    """The chunks of :func:`run_chunk` in parallel, for this module's scorers (copy it next to a new one)."""
+    for c in prange(plan[5]):
+        run_chunk(state, c, excl_indptr, excl_indices, out_idx, out_val, plan)
 
 
 def blocked_topk(
+    kernel: Any,
     state: Any,
     m: int,
     n: int | None,
@@ -173,7 +184,7 @@ def blocked_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best ``n`` of ``select_cols`` columns for each of ``m`` query rows scored by ``state``'s scorer.
 
-    Rows are scored ``block_rows`` at a time (at most ``BLOCK_SCORES`` values in ``buf`` and
+    ``kernel`` is the parallel kernel of the scorer's module (see :func:`parallel_kernel`). Rows are scored ``block_rows`` at a time (at most ``BLOCK_SCORES`` values in ``buf`` and
     ``scratch`` per thread), blocks shared among the numba threads; BLAS runs single-threaded
     meanwhile (``blas``). The exclusion CSR has one row per query (see :func:`select_topk`).
     ``n=None`` runs the scorer alone (it stores its own output). Returns ``(idx int32, scores
@@ -187,9 +198,9 @@ def blocked_topk(
         return out_idx, out_val
     block_rows = int(max(1, min(m, BLOCK_SCORES // max(buf_cols + scratch_cols, select_cols, 1))))
     n_chunks = int(max(1, min((m + block_rows - 1) // block_rows, numba.get_num_threads())))
+    plan = (m, buf_cols, scratch_cols, select_cols, block_rows, n_chunks)
     with _single_threaded_blas(blas and n_chunks > 1):  # parallelism from numba threads, one product each
-        _blocked_kernel(state, indptr, indices, out_idx, out_val, m, buf_cols, scratch_cols, select_cols,
-                        block_rows, n_chunks)  # fmt: skip
+        kernel(state, indptr, indices, out_idx, out_val, tuple(np.int64(v) for v in plan))
     return out_idx, out_val
 
 
@@ -253,7 +264,7 @@ def select_topk(
     if scores.ndim != 2:
         raise ValueError(f"scores must be 2-D (rows × items), got shape {scores.shape}")
     m, n_items = scores.shape
-    return blocked_topk(GivenScores(scores), m, n, n_items, 0, 0, exclude_indptr, exclude_indices, blas=False)
+    return blocked_topk(parallel_kernel, GivenScores(scores), m, n, n_items, 0, 0, exclude_indptr, exclude_indices, blas=False)
 
 
 def topk(
@@ -275,7 +286,7 @@ def topk(
         raise ValueError(f"factor shapes do not match: query {query.shape}, items {items.shape}")
     n_items = items.shape[0]
     state = DotScores(query, np.ascontiguousarray(items.T))
-    return blocked_topk(state, query.shape[0], n, n_items, n_items, 0, exclude_indptr, exclude_indices)
+    return blocked_topk(parallel_kernel, state, query.shape[0], n, n_items, n_items, 0, exclude_indptr, exclude_indices)
 
 
 def csr_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
