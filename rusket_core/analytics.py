@@ -155,7 +155,6 @@ class PotentialScores(NamedTuple):
     all_scores: np.ndarray
 
 
-@njit(cache=True)
 def _potential_scores(state, r0, r1, buf, scratch, mask):
     """Item scores of a block of customers (one BLAS product), then the per-target maximum."""
     src = buf[: r1 - r0]

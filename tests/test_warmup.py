@@ -16,12 +16,14 @@ import json, sys, tempfile
 from pathlib import Path
 import numba
 from numba.core.registry import CPUDispatcher
-import rusket_core.analytics, rusket_core.encoding, rusket_core.hybrid
+import rusket_core.analytics, rusket_core.encoding, rusket_core.hybrid.blend, rusket_core.hybrid.carts
+import rusket_core.hybrid.rule_index
 import rusket_core.factorization.kernels, rusket_core.factorization.topk
 import rusket_core.mining.kernels
 from rusket_core.warmup import warm_up
 
-MODULES = [rusket_core.analytics, rusket_core.encoding, rusket_core.hybrid, rusket_core.factorization.kernels,
+MODULES = [rusket_core.analytics, rusket_core.encoding, rusket_core.hybrid.blend, rusket_core.hybrid.carts,
+           rusket_core.hybrid.rule_index, rusket_core.factorization.kernels,
            rusket_core.factorization.topk, rusket_core.mining.kernels]
 
 def signatures():

@@ -3,7 +3,7 @@
 :func:`blocked_topk` is the one blocked top-k driver: a parallel numba kernel hands blocks of query
 rows to a *scorer* (one BLAS product per block and thread, plus whatever the caller blends in),
 then selects the best ``n`` per row, so memory stays at one block of scores whatever the number of
-users. Scorers are ``@njit`` functions registered with :func:`register_scorer` for a NamedTuple
+users. Scorers are plain Python functions in numba's subset, registered with :func:`register_scorer` for a NamedTuple
 holding their inputs; numba compiles one specialisation of the driver per scorer (dispatch by the
 NamedTuple's class). Factor top-k (``topk``), scoring given rows (``select_topk``), the hybrid blend
 and cross-sell potential all run through it.
@@ -12,7 +12,9 @@ The driver is :func:`run_chunk` (block loop, scoring, selection); the ``prange``
 in a three-line kernel next to each scorer (:func:`parallel_kernel` shows the shape), because
 numba's disk cache is keyed on the file of the cached function: a scorer edited in its module
 then recompiles its own kernel instead of leaving a stale driver specialisation behind (numba
-cannot cache a kernel that takes the scorer as an argument or closes over it).
+cannot cache a kernel that takes the scorer as an argument or closes over it). For the same
+reason ``run_chunk`` and ``score_block`` are not cached on their own: a cache index here would
+name the scorers' state classes, and numba fails to read an index naming a class that moved.
 The row selection and its heap helpers are plain ``@njit`` functions, not ``inline="always"``
 (numba-IR inlining re-typed and re-optimised them inside every kernel that used them).
 """
@@ -128,19 +130,13 @@ def score_block(state, r0, r1, buf, scratch, mask):  # pragma: no cover - replac
     raise NotImplementedError("score_block runs inside numba kernels only")
 
 
-@overload(score_block, jit_options={"cache": True})
+@overload(score_block)
 def _score_block(state, r0, r1, buf, scratch, mask):
-    scorer = _SCORERS.get(getattr(state, "instance_class", None))
-    if scorer is None:
-        return None
-
-    def impl(state, r0, r1, buf, scratch, mask):
-        return scorer(state, r0, r1, buf, scratch, mask)
-
-    return impl
+    # the scorer's Python source is the implementation: compiled straight into the calling kernel
+    return _SCORERS.get(getattr(state, "instance_class", None))
 
 
-@njit(cache=True)
+@njit  # not cached itself: compiled into each cached kernel that calls it (see the module docstring)
 def run_chunk(state, c, excl_indptr, excl_indices, out_idx, out_val, plan):
     """Chunk ``c`` of the row blocks: score each block with ``state``'s scorer, then select the best
     per row. ``plan`` = (m, buf_cols, scratch_cols, select_cols, block_rows, n_chunks)."""
@@ -225,7 +221,6 @@ class DotScores(NamedTuple):
     items_t: np.ndarray
 
 
-@njit(cache=True)
 def _dot_scores(state, r0, r1, buf, scratch, mask):
     block = buf[: r1 - r0]
     np.dot(state.query[r0:r1], state.items_t, block)
@@ -238,7 +233,6 @@ class GivenScores(NamedTuple):
     scores: np.ndarray
 
 
-@njit(cache=True)
 def _given_scores(state, r0, r1, buf, scratch, mask):
     return state.scores[r0:r1]
 
