@@ -38,7 +38,7 @@ def iter_batch_similar_items(model: Any, n: int = 10, chunk_size: int = CHUNK_RO
 
 
 def iter_score_potential(
-    model: Any, target_categories: Any, top_n: int, chunk_size: int = CHUNK_ROWS
+    model: Any, target_categories: Any, n: int, chunk_size: int = CHUNK_ROWS
 ) -> Iterator[pa.Table]:
     """``score_potential`` over the model's training interactions, ``chunk_size`` customers at a time.
 
@@ -51,7 +51,7 @@ def iter_score_potential(
     if history is None:
         raise ValueError("the model holds no training interactions to score cross-sell potential on")
     for start, stop in chunk_bounds(history.n_rows, chunk_size):
-        table = score_potential(history.row_slice(start, stop), model, target_categories, top_n=top_n, format="arrow")
+        table = score_potential(history.row_slice(start, stop), model, target_categories, n=n, format="arrow")
         yield _by_user_then_score(table, model.users.values[start:stop])
 
 

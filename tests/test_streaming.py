@@ -132,9 +132,9 @@ def test_chunked_batch_calls_equal_the_whole_call(als, chunk_size):
 def test_chunked_potential_equals_the_whole_call_by_customer(als, chunk_size):
     items = als.items.values
     mapping = pa.table({"product": items, "category": [f"c{int(p[1:]) % 6}" for p in items]})
-    whole = score_potential(None, als, mapping, top_n=3, format="arrow")
+    whole = score_potential(None, als, mapping, n=3, format="arrow")
     whole = whole.sort_by([("user", "ascending"), ("score", "descending")])
-    chunked = pa.concat_tables(iter_score_potential(als, mapping, top_n=3, chunk_size=chunk_size))
+    chunked = pa.concat_tables(iter_score_potential(als, mapping, n=3, chunk_size=chunk_size))
     assert_same_rows(chunked, whole)
     # every customer keeps at most 3 targets and never one whose category was bought
     assert pc.max(pc.value_counts(chunked["user"]).field("counts")).as_py() <= 3

@@ -59,7 +59,7 @@ def cross_sell_potential(config: PotentialConfig, products: pa.Table, als_model)
     seen: set = set()
 
     def chunks():
-        for chunk in iter_score_potential(als_model, targets, top_n=config.top_n):
+        for chunk in iter_score_potential(als_model, targets, n=config.top_n):
             seen.update(pc.unique(chunk["target"]).to_pylist())
             yield with_rank(chunk.rename_columns(["customer_id", "target", "score"]), "customer_id")
 
