@@ -56,10 +56,10 @@ def iter_score_potential(
 
 
 def _by_user_then_score(table: pa.Table, users: Any) -> pa.Table:
-    """Rows grouped by user in ``users`` order (the model's), best score first within a user."""
+    """Rows grouped by user (first column) in ``users`` order (the model's), best score first within a user."""
     import numpy as np
     import pyarrow.compute as pc
 
-    position = pc.index_in(table["user"], value_set=pa.array(users)).to_numpy(zero_copy_only=False)
+    position = pc.index_in(table.column(0), value_set=pa.array(users)).to_numpy(zero_copy_only=False)
     order = np.lexsort((-table["score"].to_numpy(), position), axis=0)
     return table.take(pa.array(order))
