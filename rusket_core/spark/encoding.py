@@ -111,6 +111,8 @@ def encode(
         rows = labels_of(lines, row_col)
         lines = with_codes(lines, rows, row_col, "row")
         row_key = "row"
-    pairs = lines.groupBy(row_key, "item").agg(F.sum("weight").alias("weight"))
+    # as locally: repeated lines add their weights, or count once without a weight column
+    merge = F.sum if weight_col else F.max
+    pairs = lines.groupBy(row_key, "item").agg(merge("weight").alias("weight"))
     n_rows = len(rows) if rows is not None else pairs.select(row_key).distinct().count()
     return SparkEncoded(pairs, rows, items, int(n_rows), weight_col is not None)

@@ -47,7 +47,4 @@ def default_parallelism(spark: Any, fallback: int = 2) -> int:
     try:
         return int(spark.sparkContext.defaultParallelism)
     except Exception:  # Spark Connect has no SparkContext
-        try:
-            return int(spark.conf.get("spark.default.parallelism"))
-        except Exception:
-            return fallback
+        return int(spark.conf.get("spark.default.parallelism", str(fallback)))
