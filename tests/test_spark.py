@@ -219,3 +219,49 @@ def test_spark_connect_session_runs_batch_scoring(spark, als_pair):
         assert _rows(remote, "user_id", "item_id") == _rows(local.batch_recommend(n=4), "user_id", "item_id")
     finally:
         client.stop()
+
+
+def test_dagster_engine_spark_tables_equal_local(spark, tmp_path):
+    """frequent_itemsets and the ALS factors materialised with engine=spark equal the local engine's."""
+    import dagster as dg
+    import duckdb
+
+    from rusket_assets.engine import Engine
+    from tests.test_pipeline import (
+        RUN_CONFIG,
+        SMALL,
+        TransactionSource,
+        build_definitions,
+        failure_messages,
+        run,
+    )
+
+    keys = [["ingest", "raw_transactions"], ["ingest", "products"], ["baskets", "frequent_itemsets"],
+            ["personalization", "als_model"], ["personalization", "user_factors"]]  # fmt: skip
+    tables = {}
+    for name in ("local", "spark"):
+        tmp = tmp_path / name
+        defs = build_definitions(
+            warehouse_path=str(tmp / "warehouse.duckdb"), lancedb_uri=str(tmp / "lancedb"),
+            models_path=str(tmp / "models"), source=TransactionSource(**SMALL), engine=Engine(engine=name),
+        )  # fmt: skip
+        result = run(defs, [dg.AssetKey(k) for k in keys], RUN_CONFIG)
+        assert result.success, failure_messages(result)
+        meta = {
+            e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()
+        }
+        assert meta["frequent_itemsets"]["engine"].value == name
+        assert meta["als_model"]["engine"].value == name
+        with duckdb.connect(str(tmp / "warehouse.duckdb")) as con:
+            tables[name] = (
+                con.sql("select list_sort(itemset), count from baskets.frequent_itemsets").fetchall(),
+                con.sql("select customer_id, vector from personalization.user_factors order by 1").fetchall(),
+            )
+    assert meta["frequent_itemsets"]["spark_partitions"].value >= 1
+    local_sets, local_factors = tables["local"]
+    spark_sets, spark_factors = tables["spark"]
+    assert len(local_sets) > 10 and sorted(map(str, spark_sets)) == sorted(map(str, local_sets))
+    assert [c for c, _ in spark_factors] == [c for c, _ in local_factors]
+    np.testing.assert_allclose(
+        np.array([v for _, v in spark_factors]), np.array([v for _, v in local_factors]), atol=5e-3
+    )

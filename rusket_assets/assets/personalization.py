@@ -13,6 +13,7 @@ from rusket_assets.config import (
     RecommendationConfig,
     SimilarItemsConfig,
 )
+from rusket_assets.engine import Engine
 
 GROUP = "personalization"
 RAW = {"raw_transactions": upstream("ingest", "raw_transactions")}
@@ -31,12 +32,10 @@ def _weight_column(weight: str) -> str | None:
 
 
 @dg.asset(key_prefix=GROUP, group_name=GROUP, io_manager_key=MODEL_IO, pool=POOL, kinds={"numba"}, ins=RAW)
-def als_model(context: dg.AssetExecutionContext, config: ALSConfig, raw_transactions: pa.Table):
+def als_model(context: dg.AssetExecutionContext, config: ALSConfig, engine: Engine, raw_transactions: pa.Table):
     """Implicit ALS on customer × product interactions (confidence 1 + alpha * weight), saved as a model file."""
-    from rusket_core import ALS
-
     start = time.perf_counter()
-    model = ALS.from_transactions(
+    model = engine.fit_als(
         _interactions(raw_transactions),
         user_col="customer_id",
         item_col="product_id",
@@ -46,7 +45,7 @@ def als_model(context: dg.AssetExecutionContext, config: ALSConfig, raw_transact
         alpha=config.alpha,
         regularization=config.regularization,
         random_state=config.seed,
-    ).fit()
+    )
     context.add_output_metadata(
         {
             "training_seconds": time.perf_counter() - start,
@@ -54,6 +53,7 @@ def als_model(context: dg.AssetExecutionContext, config: ALSConfig, raw_transact
             "products": len(model.items),
             "factors": model.factors,
             "training_loss": model.training_loss(),
+            **engine.metadata(),
         }
     )
     return model

@@ -27,10 +27,11 @@ from rusket_core.spark.session import default_parallelism
 class SparkItemsets:
     """Frequent itemsets mined on Spark, with the same outputs as :class:`~rusket_core.FPGrowth`."""
 
-    def __init__(self, offsets, ids, counts, items: Labels, n_transactions: int, n_groups: int) -> None:
+    def __init__(self, offsets, ids, counts, items: Labels, n_transactions: int, min_count: int, n_groups: int) -> None:
         self.offsets, self.ids, self.counts = offsets, ids, counts
         self.items = items
         self.n_transactions = n_transactions
+        self.min_count = min_count
         self.n_groups = n_groups
 
     def mine(self, format: str = "pandas") -> Any:
@@ -148,7 +149,7 @@ def frequent_itemsets(
     flat = by_rank[np.concatenate([np.arange(len(by_rank)), m_ranks.astype(np.int64)])]
     all_counts = np.concatenate([rank_count, mined.column("count").to_numpy().astype(np.int64)])
     offsets, flat, all_counts = _canonical(lengths, flat, all_counts)
-    return SparkItemsets(offsets, flat, all_counts, items, int(n_rows), len(bounds) - 1)
+    return SparkItemsets(offsets, flat, all_counts, items, int(n_rows), min_count, len(bounds) - 1)
 
 
 def _mine_groups(lines, transaction_col, item_col, items, by_rank, rank_count, bounds, min_count, max_len) -> pa.Table:
