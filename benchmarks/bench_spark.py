@@ -4,7 +4,7 @@ and vs the local engine; the Spark path at 2, 4 and 8 partitions; Spark's fixed 
     .venv/bin/python benchmarks/bench_spark.py [--baskets 20000] [--items 500] [--min-support 0.005]
                                                [--als 100k] [--factors 32] [--iterations 10]
 
-Results go to stdout (markdown rows) and ``benchmarks/_out/bench_spark.json``. Run on local[2].
+Results go to stdout and ``benchmarks/_out/bench_spark_<parts>.json`` (``--only als`` runs one part). local[2].
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def bench_als(spark, args, results):
     df.unpersist()
 
 
-def bench_overhead(spark, results):
+def bench_overhead(spark, args, results):
     pdf = pd.DataFrame({"basket": [1, 1, 2, 2, 3], "item": [1, 2, 1, 2, 3]})
     df = spark.createDataFrame(pdf)
     results["overhead"] = {
@@ -149,17 +149,19 @@ def main() -> None:
     ap.add_argument("--als", default="100k")
     ap.add_argument("--factors", type=int, default=32)
     ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--only", default="overhead,fim,als", help="comma-separated parts to run")
     args = ap.parse_args()
+    parts = args.only.split(",")
     import pyspark
 
     t_start, spark = timed(lambda: spark_session("local[2]"))
     results = {"session_start_s": t_start, "pyspark": pyspark.__version__, "python": platform.python_version(),
                "java": spark.sparkContext._jvm.java.lang.System.getProperty("java.version")}  # fmt: skip
-    bench_overhead(spark, results)
-    bench_fim(spark, args, results)
-    bench_als(spark, args, results)
+    for name, run in (("overhead", bench_overhead), ("fim", bench_fim), ("als", bench_als)):
+        if name in parts:
+            run(spark, args, results)
     OUT.mkdir(exist_ok=True)
-    (OUT / "bench_spark.json").write_text(json.dumps(results, indent=2))
+    (OUT / f"bench_spark_{'_'.join(parts)}.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     spark.stop()
 

@@ -16,7 +16,7 @@ from rusket_core.factorization.kernels import als_update
 from rusket_core.frames import list_column
 from rusket_core.spark.encoding import encode
 from rusket_core.spark.fpgrowth import _list_parts, _one_thread
-from rusket_core.spark.session import default_parallelism
+from rusket_core.spark.session import default_parallelism, shipped
 
 
 def interaction_rows(pairs: Any, key: str, other: str) -> Any:
@@ -37,9 +37,11 @@ def solve_rows(rows: Any, X: np.ndarray, Y: np.ndarray, model: ALS) -> np.ndarra
     G64 = gram(Y) + model.regularization * np.eye(k)
     G32 = G64.astype(np.float32)
     alpha, cg_steps, cholesky = model.alpha, model.cg_steps, model.solver == "cholesky"
+    arrays, release = shipped(rows.sparkSession, (X, Y, G32, G64))
 
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         _one_thread()
+        X, Y, G32, G64 = arrays()
         for batch in batches:
             ids = batch.column(0).to_numpy(zero_copy_only=False).astype(np.int64)
             offsets, idx = _list_parts(batch.column(1))
@@ -52,7 +54,10 @@ def solve_rows(rows: Any, X: np.ndarray, Y: np.ndarray, model: ALS) -> np.ndarra
             vectors = list_column(np.arange(len(ids) + 1, dtype=np.int64) * k, pa.array(x.reshape(-1)))
             yield pa.RecordBatch.from_arrays([pa.array(ids.astype(np.int32)), vectors], names=["id", "f"])
 
-    out = rows.mapInArrow(task, "id int, f array<float>").toArrow()
+    try:
+        out = rows.mapInArrow(task, "id int, f array<float>").toArrow()
+    finally:
+        release()
     ids = out.column("id").to_numpy().astype(np.int64)
     _, flat = _list_parts(out.column("f"))
     new = X.copy()

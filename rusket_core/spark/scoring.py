@@ -14,7 +14,7 @@ from rusket_core.factorization.base import FactorModel, _normalized
 from rusket_core.factorization.topk import topk
 from rusket_core.frames import list_column
 from rusket_core.spark.fpgrowth import _list_parts, _one_thread
-from rusket_core.spark.session import default_parallelism
+from rusket_core.spark.session import default_parallelism, shipped
 
 
 def _active(spark: Any) -> Any:
@@ -56,8 +56,11 @@ def _score(rows: Any, targets: np.ndarray, target_labels: Labels, label_type: pa
         ]
     )
 
+    shipped_targets, _ = shipped(rows.sparkSession, targets)  # lives as long as the lazy result
+
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         _one_thread()
+        targets = shipped_targets()
         for batch in batches:
             _, flat = _list_parts(batch.column(1))
             ptr, excl = _list_parts(batch.column(2))

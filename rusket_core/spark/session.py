@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 #: settings for a small local session: few shuffle partitions (adaptive execution merges the rest)
@@ -48,3 +48,13 @@ def default_parallelism(spark: Any, fallback: int = 2) -> int:
         return int(spark.sparkContext.defaultParallelism)
     except Exception:  # Spark Connect has no SparkContext
         return int(spark.conf.get("spark.default.parallelism", str(fallback)))
+
+
+def shipped(spark: Any, value: Any) -> tuple[Callable[[], Any], Callable[[], None]]:
+    """``(get, release)``: ``get()`` returns ``value`` inside tasks, from a broadcast variable on a classic
+    session (sent once per executor) or from the task's closure on Spark Connect; ``release()`` frees it."""
+    try:
+        handle = spark.sparkContext.broadcast(value)
+    except Exception:  # Spark Connect: no SparkContext, closures travel with the plan
+        return (lambda: value), (lambda: None)
+    return (lambda: handle.value), handle.destroy
