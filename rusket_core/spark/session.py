@@ -32,7 +32,8 @@ def spark_session(
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
     builder = builder.remote(remote) if remote else builder.master(master)
-    for key, value in {**DEFAULT_CONF, **(conf or {})}.items():
+    defaults = {k: v for k, v in DEFAULT_CONF.items() if not (remote and k.startswith("spark.ui."))}  # static there
+    for key, value in {**defaults, **(conf or {})}.items():
         builder = builder.config(key, str(value))
     return builder.getOrCreate()
 
