@@ -51,7 +51,7 @@ def cross_sell_potential(
     """Per customer, the categories not bought yet with the highest propensity (best ALS score in the category).
 
     Without a category column in the source, the targets are the products themselves (column
-    ``target`` holds product ids then).
+    `target` holds product ids then).
     """
     from rusket_core import score_potential
 
@@ -81,7 +81,7 @@ def cross_sell_potential(
 def product_substitutes(
     context: dg.AssetExecutionContext, config: SubstitutesConfig, association_rules: pa.Table, products: pa.Table
 ) -> pa.Table:
-    """Product pairs bought together less often than chance (lift < ``max_lift``), weakest first."""
+    """Product pairs bought together less often than chance (lift < `max_lift`), weakest first."""
     from rusket_assets.assets.baskets import rules_for_library
     from rusket_core import find_substitutes
 

@@ -23,9 +23,9 @@ def rules_for_library(rules: pa.Table) -> pa.Table:
     ins={"raw_transactions": upstream("ingest", "raw_transactions")},
 )  # fmt: skip
 def frequent_itemsets(context: dg.AssetExecutionContext, config: MiningConfig, raw_transactions: pa.Table) -> pa.Table:
-    """Itemsets of products bought together in at least ``min_support`` of baskets (FP-growth, exact).
+    """Itemsets of products bought together in at least `min_support` of baskets (FP-growth, exact).
 
-    The threshold never goes below ``min_baskets`` baskets, so a small source does not mine every
+    The threshold never goes below `min_baskets` baskets, so a small source does not mine every
     combination of every basket.
 
     Columns: itemset (list of product ids, e.g. VARCHAR[]), length, support (fraction), count.
@@ -75,7 +75,7 @@ def frequent_itemsets(context: dg.AssetExecutionContext, config: MiningConfig, r
 def association_rules(context: dg.AssetExecutionContext, config: RulesConfig, frequent_itemsets: pa.Table) -> pa.Table:
     """Rules antecedents -> consequents from the stored itemsets (no re-mining), with every metric.
 
-    Kept: rules whose ``metric`` is at least ``min_threshold``. Columns: antecedents, consequents,
+    Kept: rules whose `metric` is at least `min_threshold`. Columns: antecedents, consequents,
     antecedent_support, consequent_support, support, confidence, lift, leverage, conviction,
     zhangs_metric, jaccard, certainty, kulczynski.
     """
@@ -107,7 +107,7 @@ def cart_addons(
 ) -> pa.Table:
     """Top add-ons for a cart holding one product, for every product ("frequently bought together").
 
-    Rules first (confidence, then lift), then ALS item similarity, then popularity; ``source`` says
+    Rules first (confidence, then lift), then ALS item similarity, then popularity; `source` says
     which. Columns: product_id, rank, addon_product_id, score, source.
     """
     from rusket_core import Recommender
@@ -136,7 +136,7 @@ def cart_addons(
 def product_graph(
     context: dg.AssetExecutionContext, config: GraphConfig, association_rules: pa.Table, products: pa.Table
 ) -> pa.Table:
-    """Products as a graph of one-to-one rules (lift >= ``min_lift``): Louvain community and pagerank.
+    """Products as a graph of one-to-one rules (lift >= `min_lift`): Louvain community and pagerank.
 
     Columns: product_id, product_name, category, community (0 = largest), community_size, pagerank,
     support, rank_in_community, is_gateway (highest pagerank of its community).

@@ -122,7 +122,7 @@ def model_evaluation(
 
     Each customer's items are split at random (seeded) into train and test; each model is refitted
     on train and scored on test: precision, recall, ndcg, MAP at k, and catalogue coverage. With
-    ``compare_bpr_losses`` a row ``bpr_<loss>`` scores BPR with the other pair loss too (which of
+    `compare_bpr_losses` a row `bpr_<loss>` scores BPR with the other pair loss too (which of
     the two ranks better depends on the data), so the choice can be checked on the user's data.
     """
     from rusket_core.evaluation import PopularityRecommender, evaluate, train_test_split
@@ -192,10 +192,10 @@ def user_recommendations(
 ) -> pa.Table:
     """Top-N unseen products per customer: a hybrid of ALS, BPR-embedding similarity and basket rules.
 
-    ``Recommender.recommend_for_users`` with each customer's last basket as the cart. Model part:
+    `Recommender.recommend_for_users` with each customer's last basket as the cart. Model part:
     ALS scores blended with the cosine similarity of BPR item vectors to the customer's strongest
-    product (``alpha``), normalised to [0, 1]. Rules part: rule add-ons for the last basket, scored
-    by confidence. Final score = (1 - rules_weight) * model + rules_weight * rules; ``source`` says
+    product (`alpha`), normalised to [0, 1]. Rules part: rule add-ons for the last basket, scored
+    by confidence. Final score = (1 - rules_weight) * model + rules_weight * rules; `source` says
     which parts proposed the product. Products the customer already bought are never listed.
     """
     import polars as pl

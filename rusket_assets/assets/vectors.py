@@ -6,6 +6,7 @@ import dagster as dg
 import pyarrow as pa
 
 from rusket_assets.assets.common import POOL, lookup, upstream
+from rusket_assets.columns import column_description
 from rusket_assets.config import VectorsConfig
 from rusket_assets.resources import VectorStore
 
@@ -39,7 +40,10 @@ def _describe(tbl, uri: str) -> dict:
         "table": tbl.name,
         "dagster/row_count": tbl.count_rows(),
         "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in tbl.schema]
+            columns=[
+                dg.TableColumn(name=f.name, type=str(f.type), description=column_description(f"{GROUP}.{tbl.name}", f.name))
+                for f in tbl.schema
+            ]
         ),
         "dimensions": tbl.schema.field("vector").type.list_size,
         "versions_kept": len(tbl.list_versions()),
@@ -59,7 +63,7 @@ def _preview(table: pa.Table) -> str:
     ins={"als_model": upstream("personalization", "als_model"), "products": upstream("ingest", "products")},
 )  # fmt: skip
 def item_vectors(config: VectorsConfig, vectors: VectorStore, als_model, products: pa.Table) -> dg.MaterializeResult:
-    """LanceDB table ``item_vectors``: ALS product vectors with label, name and category (cosine search)."""
+    """LanceDB table `item_vectors`: ALS product vectors with label, name and category (cosine search)."""
     from rusket_core.export import to_lancedb
 
     vectors.connect()  # creates the directory
@@ -73,7 +77,7 @@ def item_vectors(config: VectorsConfig, vectors: VectorStore, als_model, product
     ins={"als_model": upstream("personalization", "als_model")},
 )  # fmt: skip
 def user_vectors(config: VectorsConfig, vectors: VectorStore, als_model) -> dg.MaterializeResult:
-    """LanceDB table ``user_vectors``: ALS customer vectors with the customer id as label."""
+    """LanceDB table `user_vectors`: ALS customer vectors with the customer id as label."""
     from rusket_core.export import to_lancedb
 
     vectors.connect()
