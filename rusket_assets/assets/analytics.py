@@ -4,14 +4,15 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rusket_assets.assets.common import POOL, TABLE_IO, lookup, upstream, with_rank
+from rusket_assets.assets.common import ALS_GATES, group_asset, lookup, upstream, with_rank
 from rusket_assets.config import PotentialConfig, SubstitutesConfig
 
 GROUP = "analytics"
+asset = group_asset(GROUP)
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+@asset(
+    kinds={"duckdb"},
     ins={"raw_transactions": upstream("ingest", "raw_transactions")},
 )  # fmt: skip
 def customer_saturation(context: dg.AssetExecutionContext, raw_transactions: pa.Table) -> pa.Table:
@@ -37,13 +38,14 @@ def customer_saturation(context: dg.AssetExecutionContext, raw_transactions: pa.
     return table
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+@asset(
+    kinds={"duckdb"},
     ins={
         "raw_transactions": upstream("ingest", "raw_transactions"),
         "products": upstream("ingest", "products"),
         "als_model": upstream("personalization", "als_model"),
     },
+    deps=ALS_GATES,
 )  # fmt: skip
 def cross_sell_potential(
     context: dg.AssetExecutionContext, config: PotentialConfig, raw_transactions: pa.Table, products: pa.Table, als_model
@@ -74,8 +76,8 @@ def cross_sell_potential(
     return table
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+@asset(
+    kinds={"duckdb"},
     ins={"association_rules": upstream("baskets", "association_rules"), "products": upstream("ingest", "products")},
 )  # fmt: skip
 def product_substitutes(

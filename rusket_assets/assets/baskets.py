@@ -4,10 +4,11 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rusket_assets.assets.common import POOL, TABLE_IO, lookup, upstream
+from rusket_assets.assets.common import ALS_GATES, group_asset, lookup, upstream
 from rusket_assets.config import AddOnsConfig, GraphConfig, MiningConfig, RulesConfig
 
 GROUP = "baskets"
+asset = group_asset(GROUP)
 # Rule columns named as rusket_core (mlxtend) names them, and as stored in DuckDB (snake_case).
 RULE_RENAMES = {"antecedent support": "antecedent_support", "consequent support": "consequent_support"}
 
@@ -18,8 +19,8 @@ def rules_for_library(rules: pa.Table) -> pa.Table:
     return rules.rename_columns([back.get(name, name) for name in rules.column_names])
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb", "numba"},
+@asset(
+    kinds={"duckdb", "numba"},
     ins={"raw_transactions": upstream("ingest", "raw_transactions")},
 )  # fmt: skip
 def frequent_itemsets(context: dg.AssetExecutionContext, config: MiningConfig, raw_transactions: pa.Table) -> pa.Table:
@@ -68,8 +69,8 @@ def frequent_itemsets(context: dg.AssetExecutionContext, config: MiningConfig, r
     )
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb", "numba"},
+@asset(
+    kinds={"duckdb", "numba"},
     ins={"frequent_itemsets": upstream(GROUP, "frequent_itemsets")},
 )  # fmt: skip
 def association_rules(context: dg.AssetExecutionContext, config: RulesConfig, frequent_itemsets: pa.Table) -> pa.Table:
@@ -94,13 +95,14 @@ def association_rules(context: dg.AssetExecutionContext, config: RulesConfig, fr
     return rules
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb", "numba"},
+@asset(
+    kinds={"duckdb", "numba"},
     ins={
         "association_rules": upstream(GROUP, "association_rules"),
         "products": upstream("ingest", "products"),
         "als_model": upstream("personalization", "als_model"),
     },
+    deps=ALS_GATES,
 )  # fmt: skip
 def cart_addons(
     context: dg.AssetExecutionContext, config: AddOnsConfig, association_rules: pa.Table, products: pa.Table, als_model
@@ -129,8 +131,8 @@ def cart_addons(
     return table
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb", "networkx"},
+@asset(
+    kinds={"duckdb", "networkx"},
     ins={"association_rules": upstream(GROUP, "association_rules"), "products": upstream("ingest", "products")},
 )  # fmt: skip
 def product_graph(

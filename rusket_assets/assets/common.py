@@ -2,12 +2,59 @@
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import inspect
+import textwrap
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
 import dagster as dg
 
 # Every step that opens the DuckDB file runs in this pool; dagster_home/dagster.yaml limits it to one.
 POOL = "duckdb"
 TABLE_IO = "warehouse_io"
 MODEL_IO = "model_io"
+OWNERS = ["team:data-science"]
+# Business domain of each group (the `domain` tag, filterable in the Catalog).
+DOMAINS = {
+    "ingest": "sales-data",
+    "baskets": "market-basket",
+    "personalization": "recommendations",
+    "analytics": "customer-analytics",
+    "vectors": "recommendations",
+}
+# The graph is refreshed daily (schedules.py): warn when a table misses one refresh, fail after two.
+DAILY = dg.FreshnessPolicy.time_window(warn_window=timedelta(hours=25), fail_window=timedelta(hours=49))
+
+
+def code_version(fn: Callable[..., Any]) -> str:
+    """Hash of the asset function's code without its docstring: changes when its logic does (the UI marks it stale)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    node = tree.body[0]
+    body = node.body[1:] if ast.get_docstring(node) is not None else node.body  # type: ignore[attr-defined]
+    node.body = body  # type: ignore[attr-defined]
+    node.decorator_list = []  # type: ignore[attr-defined]
+    return hashlib.sha256(ast.dump(node).encode()).hexdigest()[:12]
+
+
+def group_asset(group: str, io_manager_key: str | None = TABLE_IO) -> Callable[..., Any]:
+    """The `@asset` decorator of one group: key prefix, group, IO manager, DuckDB pool, owners, domain
+    tag, daily freshness and a code version, so each asset only states its inputs and kinds."""
+
+    def asset(**kwargs: Any) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+        def wrap(fn: Callable[..., Any]) -> dg.AssetsDefinition:
+            defaults = {
+                "key_prefix": group, "group_name": group, "io_manager_key": io_manager_key, "pool": POOL,
+                "owners": OWNERS, "tags": {"domain": DOMAINS[group]}, "freshness_policy": DAILY,
+                "code_version": code_version(fn),
+            }  # fmt: skip
+            return dg.asset(**{**defaults, **kwargs})(fn)
+
+        return wrap
+
+    return asset
 
 
 def upstream(group: str, name: str) -> dg.AssetIn:
@@ -44,3 +91,13 @@ def lookup(keys, table, key_col: str, value_cols: list[str]) -> dict:
 
     position = pc.index_in(keys, value_set=table[key_col].combine_chunks())
     return {name: table[name].combine_chunks().take(position) for name in value_cols}
+
+
+# Assets whose blocking checks (finite factors, the quality gate on model_evaluation) must pass before
+# anything built from the ALS model is published: every consumer-facing output lists them in `deps`,
+# so Dagster skips it, leaving the previous table or vectors in place, when one of those checks fails.
+ALS_GATES = [
+    key("personalization", "user_factors"),
+    key("personalization", "item_factors"),
+    key("personalization", "model_evaluation"),
+]

@@ -5,14 +5,15 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rusket_assets.assets.common import POOL, TABLE_IO, key
+from rusket_assets.assets.common import group_asset, key
 from rusket_assets.resources import TransactionSource, Warehouse
 from rusket_assets.source import read_transactions
 
 GROUP = "ingest"
+asset = group_asset(GROUP)
 
 
-@dg.asset(key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"})
+@asset(kinds={"duckdb"})
 def raw_transactions(
     context: dg.AssetExecutionContext, source: TransactionSource, warehouse: Warehouse
 ) -> pa.Table:
@@ -33,8 +34,8 @@ def raw_transactions(
     return table
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+@asset(
+    kinds={"duckdb"},
     deps=[key(GROUP, "raw_transactions")],
 )  # fmt: skip
 def products(warehouse: Warehouse) -> pa.Table:

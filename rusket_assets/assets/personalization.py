@@ -5,7 +5,14 @@ import time
 import dagster as dg
 import pyarrow as pa
 
-from rusket_assets.assets.common import MODEL_IO, POOL, TABLE_IO, key, lookup, upstream, with_rank
+from rusket_assets.assets.common import (
+    ALS_GATES,
+    MODEL_IO,
+    group_asset,
+    lookup,
+    upstream,
+    with_rank,
+)
 from rusket_assets.config import (
     ALSConfig,
     BPRConfig,
@@ -15,6 +22,7 @@ from rusket_assets.config import (
 )
 
 GROUP = "personalization"
+asset = group_asset(GROUP)
 RAW = {"raw_transactions": upstream("ingest", "raw_transactions")}
 WEIGHTS = {"quantity": "quantity", "revenue": "revenue", "count": None}
 INTERACTION_COLUMNS = ["customer_id", "product_id", "quantity", "revenue"]
@@ -30,7 +38,7 @@ def _weight_column(weight: str) -> str | None:
     return WEIGHTS[weight]
 
 
-@dg.asset(key_prefix=GROUP, group_name=GROUP, io_manager_key=MODEL_IO, pool=POOL, kinds={"numba"}, ins=RAW)
+@asset(io_manager_key=MODEL_IO, kinds={"numba"}, ins=RAW)
 def als_model(context: dg.AssetExecutionContext, config: ALSConfig, raw_transactions: pa.Table):
     """Implicit ALS on customer × product interactions (confidence 1 + alpha * weight), saved as a model file."""
     from rusket_core import ALS
@@ -59,7 +67,7 @@ def als_model(context: dg.AssetExecutionContext, config: ALSConfig, raw_transact
     return model
 
 
-@dg.asset(key_prefix=GROUP, group_name=GROUP, io_manager_key=MODEL_IO, pool=POOL, kinds={"numba"}, ins=RAW)
+@asset(io_manager_key=MODEL_IO, kinds={"numba"}, ins=RAW)
 def bpr_model(context: dg.AssetExecutionContext, config: BPRConfig, raw_transactions: pa.Table):
     """Bayesian personalised ranking on customer × product interactions, saved as a model file."""
     from rusket_core import BPR
@@ -90,8 +98,8 @@ def bpr_model(context: dg.AssetExecutionContext, config: BPRConfig, raw_transact
     return model
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+@asset(
+    kinds={"duckdb"},
     ins={"als_model": upstream(GROUP, "als_model")},
 )  # fmt: skip
 def user_factors(als_model) -> pa.Table:
@@ -100,8 +108,8 @@ def user_factors(als_model) -> pa.Table:
     return pa.table({"customer_id": table["label"], "vector": table["vector"]})
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+@asset(
+    kinds={"duckdb"},
     ins={"als_model": upstream(GROUP, "als_model"), "products": upstream("ingest", "products")},
 )  # fmt: skip
 def item_factors(als_model, products: pa.Table) -> pa.Table:
@@ -111,8 +119,8 @@ def item_factors(als_model, products: pa.Table) -> pa.Table:
     return pa.table({"product_id": table["label"], **info, "vector": table["vector"]})
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+@asset(
+    kinds={"duckdb"},
     ins={**RAW, "als_model": upstream(GROUP, "als_model"), "bpr_model": upstream(GROUP, "bpr_model")},
 )  # fmt: skip
 def model_evaluation(
@@ -160,9 +168,10 @@ def model_evaluation(
     return table
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+@asset(
+    kinds={"duckdb"},
     ins={"als_model": upstream(GROUP, "als_model")},
+    deps=ALS_GATES,
 )  # fmt: skip
 def similar_items(config: SimilarItemsConfig, als_model) -> pa.Table:
     """For each product, the most similar products by cosine of ALS item factors (itself excluded)."""
@@ -171,16 +180,15 @@ def similar_items(config: SimilarItemsConfig, als_model) -> pa.Table:
     return with_rank(table, "product_id")
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb", "numba"},
+@asset(
+    kinds={"duckdb", "numba"},
     ins={
         **RAW,
         "als_model": upstream(GROUP, "als_model"),
         "bpr_model": upstream(GROUP, "bpr_model"),
         "association_rules": upstream("baskets", "association_rules"),
     },
-    # The blocking quality check on model_evaluation gates publishing new recommendations.
-    deps=[key(GROUP, "model_evaluation")],
+    deps=ALS_GATES,
 )  # fmt: skip
 def user_recommendations(
     context: dg.AssetExecutionContext,

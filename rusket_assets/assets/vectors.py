@@ -5,12 +5,13 @@ from datetime import timedelta
 import dagster as dg
 import pyarrow as pa
 
-from rusket_assets.assets.common import POOL, lookup, upstream
+from rusket_assets.assets.common import ALS_GATES, group_asset, lookup, upstream
 from rusket_assets.columns import column_description
 from rusket_assets.config import VectorsConfig
 from rusket_assets.resources import VectorStore
 
 GROUP = "vectors"
+asset = group_asset(GROUP, io_manager_key=None)
 METRIC = "cosine"
 
 
@@ -58,9 +59,10 @@ def _preview(table: pa.Table) -> str:
     return markdown_table(table)
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, pool=POOL, kinds={"lancedb"},
+@asset(
+    kinds={"lancedb"},
     ins={"als_model": upstream("personalization", "als_model"), "products": upstream("ingest", "products")},
+    deps=ALS_GATES,
 )  # fmt: skip
 def item_vectors(config: VectorsConfig, vectors: VectorStore, als_model, products: pa.Table) -> dg.MaterializeResult:
     """LanceDB table `item_vectors`: ALS product vectors with label, name and category (cosine search)."""
@@ -72,9 +74,10 @@ def item_vectors(config: VectorsConfig, vectors: VectorStore, als_model, product
     return dg.MaterializeResult(metadata=_describe(tbl, vectors.uri))
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, pool=POOL, kinds={"lancedb"},
+@asset(
+    kinds={"lancedb"},
     ins={"als_model": upstream("personalization", "als_model")},
+    deps=ALS_GATES,
 )  # fmt: skip
 def user_vectors(config: VectorsConfig, vectors: VectorStore, als_model) -> dg.MaterializeResult:
     """LanceDB table `user_vectors`: ALS customer vectors with the customer id as label."""
