@@ -81,7 +81,12 @@ class BPRConfig(dg.Config):
         "(holdout precision@10 0.092 vs 0.089); compare in model_evaluation on your data.",
     )
     schedule: BPRSchedule = Field(default="linear", description="Learning rate over epochs: linear (to 0) or constant.")
-    seed: int = Field(default=42, description="Seed of the initial factors and the sample streams (same seed, same model).")
+    seed: int = Field(default=42, description="Seed of the initial factors and the sample streams.")
+    deterministic: bool = Field(
+        default=True,
+        description="Same seed, same factors whatever the thread timing (fixed user blocks, item changes merged "
+        "per epoch); off = Hogwild threads, faster on a busy machine but results vary run to run.",
+    )
 
 
 class EvaluationConfig(dg.Config):

@@ -7,6 +7,7 @@ can still be recommended for carts; similarity and popularity fills come from th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +27,9 @@ from rusket_core.factorization.topk import (
     topk,
 )
 from rusket_core.frames import column, input_format, make_frame, resolve_format, to_arrow_table
+from rusket_core.progress import Progress
+
+logger = logging.getLogger(__name__)
 
 #: ``source`` values in cart recommendations, in fallback order
 SOURCES = ("rules", "similar", "popular")
@@ -440,14 +444,20 @@ class Recommender:
             return out_idx, out_val
         block_rows = int(max(1, min(m, BLOCK_SCORES // max(n_items, 1))))
         n_chunks = int(max(1, min((m + block_rows - 1) // block_rows, numba.get_num_threads())))
+        query = np.ascontiguousarray(model.user_factors[rows], dtype=np.float32)
+        items_t = np.ascontiguousarray(model.item_factors.T, dtype=np.float32)
+        target_vecs, emb_t = np.ascontiguousarray(target_vecs, dtype=np.float32), np.ascontiguousarray(emb.T)
+        # slices of users (each still many blocks per thread) so progress can be reported between them
+        step = max(block_rows * n_chunks * 8, -(-m // 20))
+        progress = Progress(logger, f"scoring {n_items} items", m, "users")
         with single_threaded_blas(n_chunks > 1):  # parallelism from numba threads, one product each
-            _blend_topk_kernel(
-                np.ascontiguousarray(model.user_factors[rows], dtype=np.float32),
-                np.ascontiguousarray(model.item_factors.T, dtype=np.float32),
-                np.ascontiguousarray(target_vecs, dtype=np.float32),
-                np.ascontiguousarray(emb.T),
-                has_sem, ptr, ind, np.float32(alpha), out_idx, out_val, block_rows, n_chunks,
-            )  # fmt: skip
+            for r0 in range(0, m, step):
+                r1 = min(m, r0 + step)
+                _blend_topk_kernel(
+                    query[r0:r1], items_t, target_vecs[r0:r1], emb_t, has_sem[r0:r1], ptr[r0 : r1 + 1], ind,
+                    np.float32(alpha), out_idx[r0:r1], out_val[r0:r1], block_rows, n_chunks,
+                )  # fmt: skip
+                progress.update(r1)
         return out_idx, out_val
 
     def _target_vectors(self, rows: np.ndarray, targets: list | None) -> tuple[np.ndarray, np.ndarray]:

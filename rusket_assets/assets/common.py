@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import inspect
+import logging
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -39,18 +42,52 @@ def code_version(fn: Callable[..., Any]) -> str:
     return hashlib.sha256(ast.dump(node).encode()).hexdigest()[:12]
 
 
+class _ToRunLog(logging.Handler):
+    """Forwards rusket_core log records to the run's log (`context.log`) at their level."""
+
+    def __init__(self, log: Any) -> None:
+        super().__init__(logging.INFO)
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.log.log(record.levelno, f"{record.name}: {record.getMessage()}")
+
+
+@contextmanager
+def library_logs_to(log: Any) -> Iterator[None]:
+    """While active, rusket_core progress (fits, mining, scoring, numba compiles) goes to `log`."""
+    import rusket_core.progress  # noqa: F401  (registers the compile notices)
+
+    library = logging.getLogger("rusket_core")
+    handler, level = _ToRunLog(log), library.level
+    library.addHandler(handler)
+    if library.getEffectiveLevel() > logging.INFO:
+        library.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        library.removeHandler(handler)
+        library.setLevel(level)
+
+
 def group_asset(group: str, io_manager_key: str | None = TABLE_IO) -> Callable[..., Any]:
     """The `@asset` decorator of one group: key prefix, group, IO manager, DuckDB pool, owners, domain
-    tag, daily freshness and a code version, so each asset only states its inputs and kinds."""
+    tag, daily freshness and a code version, so each asset only states its inputs and kinds. The
+    library's progress logging is forwarded to the run log while the asset runs."""
 
     def asset(**kwargs: Any) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
         def wrap(fn: Callable[..., Any]) -> dg.AssetsDefinition:
+            @functools.wraps(fn)
+            def run(*args: Any, **kw: Any) -> Any:
+                with library_logs_to(dg.AssetExecutionContext.get().log):
+                    return fn(*args, **kw)
+
             defaults = {
                 "key_prefix": group, "group_name": group, "io_manager_key": io_manager_key, "pool": POOL,
                 "owners": OWNERS, "tags": {"domain": DOMAINS[group]}, "freshness_policy": DAILY,
                 "code_version": code_version(fn),
             }  # fmt: skip
-            return dg.asset(**{**defaults, **kwargs})(fn)
+            return dg.asset(**{**defaults, **kwargs})(run)
 
         return wrap
 

@@ -84,6 +84,7 @@ def bpr_model(context: dg.AssetExecutionContext, config: BPRConfig, raw_transact
         loss=config.loss,
         schedule=config.schedule,
         random_state=config.seed,
+        deterministic=config.deterministic,
     ).fit()
     accuracy = getattr(model, "ranking_accuracy_", None)
     context.add_output_metadata(
@@ -93,6 +94,7 @@ def bpr_model(context: dg.AssetExecutionContext, config: BPRConfig, raw_transact
             "products": len(model.items),
             "factors": model.factors,
             **({"ranking_accuracy": float(accuracy[-1])} if accuracy is not None and len(accuracy) else {}),
+            **({"training_loss": float(model.loss_[-1])} if len(model.loss_) else {}),
         }
     )
     return model
@@ -160,9 +162,10 @@ def model_evaluation(
         {
             f"{metric}@{k} {row['model']}": float(row[metric])
             for row in rows
-            for metric in ("precision", "ndcg")
+            for metric in ("precision", "recall", "ndcg", "map")
         }
         | {f"coverage {row['model']}": float(row["coverage"]) for row in rows}
+        | {f"fit_seconds {row['model']}": float(row["fit_seconds"]) for row in rows}
         | {"test_interactions": test.num_rows}
     )
     return table

@@ -53,6 +53,16 @@ def _describe(tbl, uri: str) -> dict:
     }
 
 
+def _log_write(context: dg.AssetExecutionContext, name: str, rows: int, dims: int, uri: str) -> None:
+    context.log.info(f"writing {rows} vectors of {dims} dimensions to LanceDB table {name} in {uri}")
+
+
+def _written(context: dg.AssetExecutionContext, tbl, uri: str) -> dg.MaterializeResult:
+    metadata = _describe(tbl, uri)
+    context.log.info(f"LanceDB table {tbl.name} replaced: {metadata['dagster/row_count']} rows, index {metadata['index']}")
+    return dg.MaterializeResult(metadata=metadata)
+
+
 def _preview(table: pa.Table) -> str:
     from rusket_assets.io import markdown_table
 
@@ -64,14 +74,17 @@ def _preview(table: pa.Table) -> str:
     ins={"als_model": upstream("personalization", "als_model"), "products": upstream("ingest", "products")},
     deps=ALS_GATES,
 )  # fmt: skip
-def item_vectors(config: VectorsConfig, vectors: VectorStore, als_model, products: pa.Table) -> dg.MaterializeResult:
+def item_vectors(
+    context: dg.AssetExecutionContext, config: VectorsConfig, vectors: VectorStore, als_model, products: pa.Table
+) -> dg.MaterializeResult:
     """LanceDB table `item_vectors`: ALS product vectors with label, name and category (cosine search)."""
     from rusket_core.export import to_lancedb
 
     vectors.connect()  # creates the directory
+    _log_write(context, "item_vectors", len(als_model.items), als_model.factors, vectors.uri)
     tbl = to_lancedb(_ItemsWithInfo(als_model, products), vectors.uri, "item_vectors", kind="item",
                      metric=METRIC, normalize=config.normalize, keep_versions=_retention(config))  # fmt: skip
-    return dg.MaterializeResult(metadata=_describe(tbl, vectors.uri))
+    return _written(context, tbl, vectors.uri)
 
 
 @asset(
@@ -79,11 +92,14 @@ def item_vectors(config: VectorsConfig, vectors: VectorStore, als_model, product
     ins={"als_model": upstream("personalization", "als_model")},
     deps=ALS_GATES,
 )  # fmt: skip
-def user_vectors(config: VectorsConfig, vectors: VectorStore, als_model) -> dg.MaterializeResult:
+def user_vectors(
+    context: dg.AssetExecutionContext, config: VectorsConfig, vectors: VectorStore, als_model
+) -> dg.MaterializeResult:
     """LanceDB table `user_vectors`: ALS customer vectors with the customer id as label."""
     from rusket_core.export import to_lancedb
 
     vectors.connect()
+    _log_write(context, "user_vectors", len(als_model.users), als_model.factors, vectors.uri)
     tbl = to_lancedb(als_model, vectors.uri, "user_vectors", kind="user", metric=METRIC,
                      normalize=config.normalize, keep_versions=_retention(config))  # fmt: skip
-    return dg.MaterializeResult(metadata=_describe(tbl, vectors.uri))
+    return _written(context, tbl, vectors.uri)
