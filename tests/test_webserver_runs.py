@@ -1,6 +1,7 @@
 """Runs launched the way an operator does: GraphQL `launchRun`, and "Materialize all" in a real browser.
 
-One `dagster dev` (webserver + daemon, this project's dagster.yaml) serves both tests. The browser is
+One `dagster dev` (webserver + daemon, this project's dagster.yaml) serves all tests, with the graph on
+a smaller store (tests/webserver_store.py) so a default "Materialize all" stays short. The browser is
 Debian's headless Chromium driven by Playwright for Python; the test is skipped only when no
 `chromium` is installed (`.ci/run` installs it).
 """
@@ -44,12 +45,19 @@ class Dagster:
         home = tmp / "dagster_home"
         home.mkdir()
         shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+        workspace = tmp / "workspace.yaml"
+        workspace.write_text(
+            "load_from:\n  - python_file:\n"
+            f"      relative_path: {ROOT / 'tests' / 'webserver_store.py'}\n"
+            "      attribute: defs\n      location_name: rusket_assets\n"
+            f"      working_directory: {ROOT}\n"
+        )
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "DAGSTER_HOME": str(home), "RUSKET_DATA_DIR": str(tmp / "data")}
         self.log = open(tmp / "dagster_dev.log", "wb")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(self.port)],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         self.tmp = tmp
