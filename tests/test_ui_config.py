@@ -101,3 +101,44 @@ def test_asset_and_check_descriptions_have_no_rst_markup(tmp_path):
     for check in defs.asset_checks or []:
         for spec in check.check_specs:
             assert spec.description and "``" not in spec.description, spec.name
+
+
+def test_every_asset_has_owner_domain_freshness_and_code_version(tmp_path):
+    from rusket_assets.assets.common import DOMAINS, OWNERS
+
+    graph = build(tmp_path).resolve_asset_graph()
+    keys = list(graph.get_all_asset_keys())
+    assert len(keys) >= 18
+    for key in keys:
+        node = graph.get(key)
+        assert list(node.owners) == OWNERS, key
+        assert node.tags.get("domain") == DOMAINS[key.path[0]], key
+        assert node.code_version and len(node.code_version) == 12, key
+        assert node.freshness_policy is not None, key
+    assert len({graph.get(key).code_version for key in keys}) == len(keys)  # one per function body
+
+
+def test_code_version_follows_the_code_not_the_docstring():
+    from rusket_assets.assets.common import code_version
+
+    def a(x):
+        """One text."""
+        return x + 1
+
+    def b(x):
+        """Another text."""
+        return x + 1
+
+    def c(x):
+        return x + 2
+
+    assert code_version(a) == code_version(b) != code_version(c)
+
+
+def test_preview_shows_nulls_as_empty_cells():
+    import pyarrow as pa
+
+    from rusket_assets.io import markdown_table
+
+    lines = markdown_table(pa.table({"a": [1, None], "b": [None, "x"]})).splitlines()
+    assert lines[2:] == ["| 1 |  |", "|  | x |"]

@@ -93,3 +93,13 @@ def test_a_model_failing_a_blocking_check_publishes_nothing(graph):
     assert materialized >= MODEL_STEP and not materialized & PUBLISHED
     assert {t: sql(tmp, f"select * from {t} order by all") for t in tables} == before
     assert {name: _vectors(tmp, name) for name in vectors} == vectors
+
+
+def test_evaluation_and_training_figures_are_numeric_metadata(graph):
+    _, _, result, _ = graph
+    metadata = {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    evaluation = metadata["model_evaluation"]
+    for name in ("precision@10 als", "recall@10 als", "map@10 bpr", "ndcg@10 popularity", "fit_seconds als"):
+        assert isinstance(evaluation[name], dg.FloatMetadataValue), name
+    assert isinstance(metadata["bpr_model"]["training_loss"], dg.FloatMetadataValue)
+    assert 0 < metadata["bpr_model"]["training_loss"].value < 0.7  # mean -ln sigma(z) below chance (ln 2)
