@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numba
 import numpy as np
 
 from rusket_core.encoding import Encoded
 from rusket_core.factorization.base import FactorModel, check_int, check_real, transpose_csr
+from rusket_core.factorization.foldin import FoldIn
 from rusket_core.factorization.kernels import als_loss, als_update
 from rusket_core.progress import Progress
 
@@ -17,7 +19,7 @@ logger = logging.getLogger(__name__)
 SOLVERS = ("cg", "cholesky")
 
 
-class ALS(FactorModel):
+class ALS(FoldIn, FactorModel):
     """Alternating least squares on confidence ``1 + alpha * rating`` with preference 1 on observed entries.
 
     ``solver="cg"`` runs ``cg_steps`` conjugate-gradient steps per row warm-started from the previous
@@ -25,6 +27,11 @@ class ALS(FactorModel):
     solved in parallel; results depend only on ``random_state`` (not on the thread count).
     Confidence grows linearly with the rating, so heavy-tailed ratings (revenue) are best
     compressed first (e.g. ``log1p``) to keep the row systems well conditioned.
+
+    Fold-in: ``recalculate_user(s)`` / ``recalculate_item(s)`` return the exact rows for given
+    interactions with the other side fixed (model unchanged); ``partial_fit_users`` /
+    ``partial_fit_items`` write them into the model (new labels appended), ``partial_fit`` does
+    both for a batch of lines; ``fit(init=model)`` warm-starts from a previous model's rows.
     """
 
     def __init__(
@@ -59,6 +66,7 @@ class ALS(FactorModel):
         scale = np.float32(1.0 / np.sqrt(k))
         self.user_factors = rng.standard_normal((interactions.n_rows, k), dtype=np.float32) * scale
         self.item_factors = rng.standard_normal((interactions.n_items, k), dtype=np.float32) * scale
+        self._warm_start()
         user_bounds = _balanced_bounds(ui[0], k)
         item_bounds = _balanced_bounds(iu[0], k)
         progress = Progress(logger, f"ALS fit ({interactions.n_rows} users × {interactions.n_items} items, {k} factors)",
@@ -69,13 +77,41 @@ class ALS(FactorModel):
             if progress.due(it + 1):  # the loss is computed only when logged
                 progress.update(it + 1, loss=self.training_loss())
 
-    def _solve(self, csr, X: np.ndarray, Y: np.ndarray, bounds: np.ndarray) -> None:
-        """Re-solve every row of X with Y fixed."""
+    def _solve(self, csr, X: np.ndarray, Y: np.ndarray, bounds: np.ndarray, exact: bool = False) -> None:
+        """Re-solve every row of X with Y fixed (by Cholesky when ``exact`` or the solver says so)."""
         G64 = gram(Y) + self.regularization * np.eye(Y.shape[1])
         als_update(
             csr[0], csr[1], csr[2], X, Y, G64.astype(np.float32), G64,
-            self.alpha, self.cg_steps, self.solver == "cholesky", bounds,
+            self.alpha, self.cg_steps, exact or self.solver == "cholesky", bounds,
         )  # fmt: skip
+
+    def _solve_rows(self, side: str, indptr, indices, data, X: np.ndarray, new: np.ndarray) -> None:
+        """Fold-in rows: the exact least-squares solution whatever ``solver`` is."""
+        Y = self.item_factors if side == "users" else self.user_factors
+        self._solve((indptr, indices, data), X, Y, _balanced_bounds(indptr, self.factors), exact=True)
+
+    def recalculate_user(self, user_id: Any, interactions: Any) -> np.ndarray:
+        """The exact factor row of a user (known or new) with exactly ``interactions``, item factors fixed.
+
+        Solves (Y^T C_u Y + reg I) x = Y^T C_u p_u with confidence ``1 + alpha * rating`` (Hu et
+        al.), ratings handled as in ``fit``. ``interactions``: a frame with the item (and rating)
+        column, a mapping ``{item: rating}``, or a list of items for a model without ratings.
+        The model is not changed (see :meth:`partial_fit_users`).
+        """
+        return self._recalculate("users", self._single_row("users", user_id, interactions), {})[1][0]
+
+    def recalculate_users(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Exact rows for every user in ``data`` (a frame with user, item and rating columns, or
+        ``{user: {item: rating}}``), each from exactly the given interactions: (labels, factors)."""
+        return self._recalculate("users", data, {})
+
+    def recalculate_item(self, item_id: Any, interactions: Any) -> np.ndarray:
+        """The item-side twin of :meth:`recalculate_user` (user factors fixed)."""
+        return self._recalculate("items", self._single_row("items", item_id, interactions), {})[1][0]
+
+    def recalculate_items(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The item-side twin of :meth:`recalculate_users`; mappings are ``{item: {user: rating}}``."""
+        return self._recalculate("items", data, {})
 
     def training_loss(self) -> float:
         """The Hu et al. objective on the training interactions at the current factors."""

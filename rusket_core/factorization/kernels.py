@@ -1,4 +1,4 @@
-"""Numba kernels for the factor models: ALS row solves (CG and Cholesky), ALS loss, BPR SGD epochs.
+"""Numba kernels for the factor models: ALS row solves (CG and Cholesky), ALS loss, BPR SGD epochs and fold-in.
 
 All kernels are pure functions over CSR arrays (``indptr`` int64, ``indices`` int32, ``data``
 float32) and C-contiguous float32 factor matrices, updated in place. The ALS row solvers are
@@ -352,3 +352,55 @@ def bpr_epoch_blocks(indptr, indices, users, X, Y, Yb, lr, reg, n_samples, state
                 total += Yb[b, i, a] - start
             Y[i, a] = total
     return done, correct, losses
+
+
+@njit(inline="always")
+def _splitmix(x):
+    """SplitMix64 of ``x``: decorrelated, non-zero-in-practice seeds for per-row xorshift streams."""
+    z = x + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return z if z != 0 else np.uint64(1)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def bpr_fold_in(indptr, indices, X, Y, lr, reg, steps, n_epochs, seed, rational, decay, n_chunks):
+    """BPR SGD on the rows of X (row u of the CSR is X[u]) with the item factors Y fixed.
+
+    Each row takes ``steps`` steps per epoch, pairs drawn as in ``bpr_epochs`` from its own
+    xorshift stream seeded by ``seed`` and the row number; rows do not interact (Y is fixed), so
+    the result does not depend on the thread count or ``n_chunks``. Rows that are empty or hold
+    every item are left as they are. Learning rate and pair weight as in ``bpr_epochs``.
+    """
+    n_rows = X.shape[0]
+    n_items = Y.shape[0]
+    k = X.shape[1]
+    half = np.float32(0.5)
+    one = np.float32(1.0)
+    for c in prange(n_chunks):
+        owner = np.full(n_items, -1, np.int32)
+        for u in range(c * n_rows // n_chunks, (c + 1) * n_rows // n_chunks):
+            start = indptr[u]
+            stop = indptr[u + 1]
+            if stop == start or stop - start >= n_items:
+                continue
+            for p in range(start, stop):
+                owner[indices[p]] = u
+            s = _splitmix(seed + np.uint64(u))
+            xu = X[u]
+            for epoch in range(n_epochs):
+                rate = lr * (1.0 - decay * epoch / n_epochs)
+                lr32 = np.float32(rate)
+                shrink = np.float32(1.0 - rate * reg)
+                for _ in range(steps):
+                    s, i, j = _draw_pair(s, indices, start, stop, owner, u, n_items)
+                    yi = Y[i]
+                    yj = Y[j]
+                    z = np.float32(0.0)
+                    for a in range(k):
+                        z += xu[a] * (yi[a] - yj[a])
+                    g = half - half * z / (one + abs(z)) if rational else one / (one + np.exp(z))
+                    step_g = lr32 * g
+                    for a in range(k):
+                        xu[a] = shrink * xu[a] + step_g * (yi[a] - yj[a])
