@@ -1,7 +1,9 @@
 """Run configuration of the assets (editable in the launchpad).
 
 Every closed choice is a Literal, so the launchpad autocompletes it and rejects a bad value before
-the run starts (nothing is written); every field carries a one-line description shown in the UI.
+the run starts; value ranges (ge/gt) are checked for the whole run at the start of its first step
+(`assets.common.check_run_config`), so nothing is written either; every field carries a one-line
+description shown in the UI.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class RulesConfig(dg.Config):
 class AddOnsConfig(dg.Config):
     """Cart add-ons: how many per product."""
 
-    top_n: int = Field(default=5, description="Add-ons listed per product.")
+    top_n: int = Field(default=5, ge=1, description="Add-ons listed per product.")
 
 
 class GraphConfig(dg.Config):
@@ -60,10 +62,10 @@ class SubstitutesConfig(dg.Config):
 class ALSConfig(dg.Config):
     """Implicit ALS hyper-parameters."""
 
-    factors: int = Field(default=64, description="Length of each customer and product vector.")
-    iterations: int = Field(default=15, description="Alternating sweeps (customers, then products).")
-    alpha: float = Field(default=40.0, description="Confidence scale: confidence = 1 + alpha * weight.")
-    regularization: float = Field(default=0.01, description="L2 penalty on the factors.")
+    factors: int = Field(default=64, ge=1, description="Length of each customer and product vector.")
+    iterations: int = Field(default=15, ge=0, description="Alternating sweeps (customers, then products).")
+    alpha: float = Field(default=40.0, ge=0.0, description="Confidence scale: confidence = 1 + alpha * weight.")
+    regularization: float = Field(default=0.01, ge=0.0, description="L2 penalty on the factors.")
     weight: Weight = Field(default="quantity", description="Interaction strength: quantity, revenue or count (lines).")
     seed: int = Field(default=42, description="Seed of the initial factors (same seed, same model).")
 
@@ -71,10 +73,10 @@ class ALSConfig(dg.Config):
 class BPRConfig(dg.Config):
     """BPR hyper-parameters."""
 
-    factors: int = Field(default=64, description="Length of each customer and product vector.")
-    iterations: int = Field(default=100, description="Epochs; each takes as many SGD steps as there are interactions.")
-    learning_rate: float = Field(default=0.05, description="SGD step size in the first epoch.")
-    regularization: float = Field(default=0.01, description="L2 penalty applied at every SGD step.")
+    factors: int = Field(default=64, ge=1, description="Length of each customer and product vector.")
+    iterations: int = Field(default=100, ge=0, description="Epochs; each takes as many SGD steps as there are interactions.")
+    learning_rate: float = Field(default=0.05, gt=0.0, description="SGD step size in the first epoch.")
+    regularization: float = Field(default=0.01, ge=0.0, description="L2 penalty applied at every SGD step.")
     loss: BPRLoss = Field(
         default="logistic",
         description="Pair loss: logistic (BPR-Opt) or rational. Logistic ranks better on the bundled store "
@@ -101,7 +103,7 @@ class EvaluationConfig(dg.Config):
 class RecommendationConfig(dg.Config):
     """Batch recommendations: top-N per customer and the blend of model, embeddings and rules."""
 
-    top_n: int = Field(default=10, description="Recommendations per customer.")
+    top_n: int = Field(default=10, ge=1, description="Recommendations per customer.")
     alpha: float = Field(default=0.7, description="Weight of ALS scores against BPR-embedding similarity.")
     rules_weight: float = Field(default=0.3, description="Weight of rule confidence (last basket as cart).")
 
@@ -109,13 +111,13 @@ class RecommendationConfig(dg.Config):
 class SimilarItemsConfig(dg.Config):
     """Similar items per product."""
 
-    top_n: int = Field(default=10, description="Similar products listed per product.")
+    top_n: int = Field(default=10, ge=1, description="Similar products listed per product.")
 
 
 class PotentialConfig(dg.Config):
     """Cross-sell potential: top categories per customer."""
 
-    top_n: int = Field(default=3, description="Target categories (or products) listed per customer.")
+    top_n: int = Field(default=3, ge=1, description="Target categories (or products) listed per customer.")
 
 
 class VectorsConfig(dg.Config):

@@ -142,3 +142,23 @@ def test_preview_shows_nulls_as_empty_cells():
 
     lines = markdown_table(pa.table({"a": [1, None], "b": [None, "x"]})).splitlines()
     assert lines[2:] == ["| 1 |  |", "|  | x |"]
+
+
+def test_out_of_range_value_fails_the_first_step_and_writes_nothing(tmp_path):
+    """A range error in a late asset's config (vectors) stops the run at its first step."""
+    from rusket_assets.assets.common import CONFIGS
+
+    assert set(CONFIGS) >= {"personalization__als_model", "personalization__bpr_model", "vectors__item_vectors"}
+    defs = build(tmp_path)
+    bad = {"ops": {"vectors__item_vectors": {"config": {"keep_versions_hours": -1.0}},
+                   "personalization__bpr_model": {"config": {"learning_rate": 0.0}}}}  # fmt: skip
+    result = defs.resolve_job_def("refresh_all").execute_in_process(
+        run_config=bad, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    assert not result.success
+    failures = [e for e in result.all_events if e.is_step_failure]
+    assert [e.step_key for e in failures] == ["ingest__raw_transactions"]
+    message = failures[0].step_failure_data.error.cause.message
+    assert "keep_versions_hours" in message and "learning_rate" in message
+    assert not result.get_asset_materialization_events()
+    assert not (tmp_path / "warehouse.duckdb").exists()

@@ -8,6 +8,7 @@ import hashlib
 import inspect
 import logging
 import textwrap
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -70,6 +71,29 @@ def library_logs_to(log: Any) -> Iterator[None]:
         library.setLevel(level)
 
 
+# Op name -> its Config class, filled by `group_asset` (every asset of the graph).
+CONFIGS: dict[str, type[dg.Config]] = {}
+
+
+def check_run_config(run_config: dict[str, Any]) -> None:
+    """Validate every asset's config in the run (ranges as well as types) before any asset writes.
+
+    The launchpad checks types and choices; value constraints (e.g. a negative regularization) are
+    checked here, at the start of every step, so the run's first step fails and nothing is replaced.
+    """
+    errors = []
+    for op, values in (run_config or {}).get("ops", {}).items():
+        cls = CONFIGS.get(op)
+        if cls is None:
+            continue
+        try:
+            cls(**(values or {}).get("config", {}))
+        except Exception as exc:  # pydantic's ValidationError names the field and the rule
+            errors.append(f"{op}: {exc}")
+    if errors:
+        raise ValueError("invalid run config, nothing was run:\n" + "\n".join(errors))
+
+
 def group_asset(group: str, io_manager_key: str | None = TABLE_IO) -> Callable[..., Any]:
     """The `@asset` decorator of one group: key prefix, group, IO manager, DuckDB pool, owners, domain
     tag, daily freshness and a code version, so each asset only states its inputs and kinds. The
@@ -79,8 +103,14 @@ def group_asset(group: str, io_manager_key: str | None = TABLE_IO) -> Callable[.
         def wrap(fn: Callable[..., Any]) -> dg.AssetsDefinition:
             @functools.wraps(fn)
             def run(*args: Any, **kw: Any) -> Any:
-                with library_logs_to(dg.AssetExecutionContext.get().log):
+                context = dg.AssetExecutionContext.get()
+                check_run_config(context.run.run_config)
+                with library_logs_to(context.log):
                     return fn(*args, **kw)
+
+            config = typing.get_type_hints(fn).get("config")
+            if config is not None:
+                CONFIGS[f"{group}__{fn.__name__}"] = config
 
             defaults = {
                 "key_prefix": group, "group_name": group, "io_manager_key": io_manager_key, "pool": POOL,
