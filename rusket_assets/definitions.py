@@ -46,13 +46,14 @@ def build_resources(
 def build_definitions(**resource_args: object) -> dg.Definitions:
     """Definitions for the whole graph; arguments as :func:`build_resources` (tests point them at tmp)."""
     from rusket_assets.checks import all_checks
-    from rusket_assets.schedules import refresh_job, refresh_schedule
+    from rusket_assets.schedules import refresh_job, refresh_schedule, release_dead_runs
 
     return dg.Definitions(
         assets=all_assets(),
         asset_checks=all_checks(),
         jobs=[refresh_job],
         schedules=[refresh_schedule],
+        sensors=[release_dead_runs],
         resources=build_resources(**resource_args),  # type: ignore[arg-type]
         # One process per run: steps share the numba JIT cache in memory and open DuckDB in turn.
         executor=dg.in_process_executor,

@@ -6,6 +6,7 @@ Here a table is written to a staging table and swapped in inside one transaction
 with ``connection.sql(...)``.
 """
 
+import contextlib
 import importlib
 import json
 import os
@@ -45,10 +46,14 @@ def replace_table(con: Any, schema: str, table: str, data: pa.Table) -> None:
         con.execute(f"alter table {staging} rename to {quote(table)}")
         con.commit()
     except BaseException:
-        con.rollback()
+        # A failed COMMIT (e.g. disk full) has already ended the transaction: the rollback's own
+        # "no transaction is active" must not hide the real cause.
+        with contextlib.suppress(Exception):
+            con.rollback()
         raise
     finally:
-        con.unregister(view)
+        with contextlib.suppress(Exception):
+            con.unregister(view)
 
 
 def table_location(asset_key: dg.AssetKey) -> tuple[str, str]:
@@ -156,13 +161,21 @@ def save_model(model: Any, directory: str | Path, name: str) -> Path:
     if not cls.__module__.startswith("rusket_core"):
         raise TypeError(f"only rusket_core models can be stored, got {cls.__module__}.{cls.__name__}")
     version = f"{name}-{uuid.uuid4().hex[:12]}"
-    (directory / version).mkdir()
-    model.save(str(directory / version / "model"))
     pointer = directory / f"{name}.json"
-    previous = json.loads(pointer.read_text())["version"] if pointer.exists() else None
     tmp = directory / f".{name}.{uuid.uuid4().hex}.json"
-    tmp.write_text(json.dumps({"class": f"{cls.__module__}:{cls.__qualname__}", "version": version}))
-    os.replace(tmp, pointer)
+    try:
+        (directory / version).mkdir()
+        model.save(str(directory / version / "model"))
+        previous = json.loads(pointer.read_text())["version"] if pointer.exists() else None
+        tmp.write_text(json.dumps({"class": f"{cls.__module__}:{cls.__qualname__}", "version": version}))
+        os.replace(tmp, pointer)
+    except BaseException as exc:
+        # nothing half-written stays behind; the previous version stays current
+        shutil.rmtree(directory / version, ignore_errors=True)
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, f"saving model {name} in {directory} failed: {exc.strerror or exc}") from exc
+        raise
     # Keep the previous version one round longer: a reader may have just read the old pointer.
     for old in directory.glob(f"{name}-*"):
         if old.name not in (version, previous):

@@ -13,6 +13,7 @@ import sys
 import time
 
 from rusket_assets.resources import PROJECT_ROOT
+from rusket_assets.runs import process_tags, release_dead_runs
 
 SAMPLE_QUERY = """\
 select r.rank, r.product_id, p.product_name, p.category, round(r.score, 4) as score, r.source
@@ -47,7 +48,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--source-kind", choices=["synthetic", "parquet", "csv", "duckdb"], help="default: synthetic")
     parser.add_argument("--source-path", help="parquet/CSV file or glob, or the DuckDB database file")
     parser.add_argument("--source-table", help="table in the DuckDB database (kind duckdb)")
-    parser.add_argument("--where", help="SQL filter applied to the source rows")
+    parser.add_argument("--where", help="filter: one SQL expression over the source's columns, e.g. \"Country = 'France'\"")
+    parser.add_argument("--date-from", help="keep lines ordered on or after this ISO date (needs the timestamp role)")
+    parser.add_argument("--date-to", help="keep lines ordered before this ISO date (needs the timestamp role)")
+    parser.add_argument("--min-quantity", type=float, help="keep lines with at least this quantity")
+    parser.add_argument(
+        "--returns", choices=["fail", "drop", "net"],
+        help="return lines (negative quantity or revenue): fail the ingest, drop them, or net them "
+        "against the customer's purchases of the product (default: net)",
+    )  # fmt: skip
     parser.add_argument(
         "--map", action="append", default=[], metavar="ROLE=COLUMN",
         help=f"source column for a role ({', '.join(ROLES)}); ROLE= leaves an optional role unmapped",
@@ -57,10 +66,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def source_config(args: argparse.Namespace) -> dict:
     """Run-config overrides of the ``source`` resource from the command line."""
+    from rusket_assets.source import SourceError, filter_statement
+
     config: dict = {}
-    for name, value in (("kind", args.source_kind), ("path", args.source_path), ("table", args.source_table), ("where", args.where)):
+    options = {
+        "kind": args.source_kind, "path": args.source_path, "table": args.source_table, "where": args.where,
+        "date_from": args.date_from, "date_to": args.date_to, "min_quantity": args.min_quantity,
+        "returns": args.returns,
+    }  # fmt: skip
+    for name, value in options.items():
         if value is not None:
             config[name] = value
+    if args.where is not None:
+        try:
+            filter_statement(args.where)
+        except SourceError as exc:
+            raise SystemExit(f"error: {exc}") from None
     if args.source_kind == "duckdb" and args.source_path:
         config["database"] = config.pop("path")
     for item in args.map:
@@ -88,39 +109,6 @@ def step_seconds(instance, run_id: str) -> dict[str, float]:
     return seconds
 
 
-PID_TAG = "rusket/pid"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def release_stale_runs(instance) -> list[str]:
-    """Fail runs this command started in a process that no longer exists, freeing their pool slots.
-
-    A killed ``python -m rusket_assets.main`` leaves its run STARTED and its "duckdb" pool slot
-    claimed, which would block every later run; runs launched from the UI are left to Dagster's
-    own run monitoring.
-    """
-    import dagster as dg
-
-    statuses = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]
-    released = []
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=statuses, tags={"rusket/launcher": "main"})):
-        pid = int(run.tags.get(PID_TAG, "0"))
-        if pid and pid != os.getpid() and not _alive(pid):
-            instance.report_run_failed(run, message=f"process {pid} running this job ended without finishing it")
-            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-            released.append(run.run_id)
-    return released
-
-
 def materialise_all(
     log_level: str = "INFO", defs=None, instance=None, source: dict | None = None
 ) -> tuple[bool, dict[str, float]]:
@@ -142,9 +130,9 @@ def materialise_all(
     own_instance = instance is None
     instance = instance or dg.DagsterInstance.get()
     try:
-        for run_id in release_stale_runs(instance):
-            print(f"released run {run_id} left unfinished by a killed process", file=sys.stderr)
-        tags = {"rusket/launcher": "main", PID_TAG: str(os.getpid())}
+        for run_id in release_dead_runs(instance):
+            print(f"marked run {run_id} failed: its process ended without finishing it", file=sys.stderr)
+        tags = {"rusket/launcher": "main", **process_tags()}
         result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False, tags=tags)
         timings = step_seconds(instance, result.run_id)
     finally:
@@ -152,11 +140,15 @@ def materialise_all(
             instance.dispose()
     for event in result.all_events:
         if event.is_step_failure:
-            error, messages = event.step_failure_data.error, []
-            while error is not None:
-                messages.append(error.message.strip())
+            error = event.step_failure_data.error
+            while error.cause is not None:
                 error = error.cause
-            print(f"FAILED {event.step_key}: {messages[-1]}", file=sys.stderr)
+            cause = error.message.strip()
+            if error.cls_name == "DagsterExecutionInterruptedError":
+                cause = "interrupted (Ctrl-C or SIGTERM); the run is marked failed"
+            print(f"FAILED {event.step_key}: {cause}", file=sys.stderr)
+    if not result.success and not any(e.is_step_failure for e in result.all_events):
+        print(f"FAILED: run {result.run_id} ended before its steps ran (interrupted, or see the log above)", file=sys.stderr)
     return result.success, timings
 
 
@@ -168,6 +160,8 @@ def show_results(defs=None) -> None:
     warehouse = defs.resources["warehouse"]
     vectors = defs.resources["vectors"]
     print(f"\nDuckDB warehouse : {warehouse.path}")
+    if warehouse.publish_snapshot:
+        print(f"Read-only copy   : {warehouse.snapshot_path} (keep this one open in notebooks and BI tools)")
     print(f"LanceDB vectors  : {vectors.uri}")
     print(f"\nSample query (duckdb {warehouse.path}):\n{SAMPLE_QUERY}\n")
     with warehouse.connect() as con:
@@ -191,7 +185,7 @@ def show_neighbours(uri: str, product) -> None:
         return
     import lancedb
 
-    label = f"'{product}'" if isinstance(product, str) else str(product)
+    label = "'" + product.replace("'", "''") + "'" if isinstance(product, str) else str(product)
     code = (
         f"tbl = lancedb.connect({uri!r}).open_table('item_vectors')\n"
         f"vec = tbl.search().where(\"label = {label}\").limit(1).to_arrow()['vector'][0].as_py()\n"
@@ -236,8 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     for step, seconds in sorted(timings.items(), key=lambda kv: -kv[1]):
         print(f"{seconds:7.2f} s  {step}")
     print(f"\nMaterialised the asset graph in {time.perf_counter() - start:.1f} s: {'success' if ok else 'FAILED'}")
+    if not ok:
+        from rusket_assets.definitions import defs
+
+        print(
+            f"This run failed (cause above); tables it did not replace are unchanged in {defs.resources['warehouse'].path}.",
+            file=sys.stderr,
+        )
+        return 1
     show_results()
-    return 0 if ok else 1
+    return 0
 
 
 if __name__ == "__main__":

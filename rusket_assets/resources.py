@@ -27,27 +27,121 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def lock_holder(message: str) -> str:
+    """The process named in DuckDB's lock error ("... (PID 123) ..."), with its command line when visible."""
+    import re
+
+    found = re.search(r"PID (\d+)", message)
+    if not found:
+        return "another process"
+    pid = found.group(1)
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        command = ""
+    return f"process {pid}" + (f" ({command[:120]})" if command else "")
+
+
 class Warehouse(dg.ConfigurableResource):
-    """One DuckDB database file, opened briefly per operation (the file lock blocks other processes)."""
+    """One DuckDB database file, opened briefly per operation (the file lock blocks other processes).
+
+    A run using it holds the warehouse's run lock from start to end (see :mod:`rusket_assets.runs`):
+    runs writing the same warehouse never interleave, and a run whose process died is failed and its
+    pool slots freed when the next run starts. ``lock_timeout_seconds`` bounds the wait for a reader's
+    DuckDB file lock, ``run_wait_seconds`` the wait for another run to finish. With
+    ``publish_snapshot`` each run ends by publishing a read-only copy (:attr:`snapshot_path`) that
+    readers can keep open without ever blocking a run.
+    """
 
     path: str = DEFAULT_WAREHOUSE
     lock_timeout_seconds: float = 300.0
+    run_wait_seconds: float = 6 * 3600.0
+    publish_snapshot: bool = True
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Take the warehouse's run lock for this run, then fail runs left behind by dead processes."""
+        from rusket_assets import runs
+
+        run = context.run
+        if run is None or context.instance is None:
+            return
+        context.instance.add_run_tags(run.run_id, runs.process_tags())
+        runs.wait_for_lock(self.path, run.run_id, context.log.warning, self.run_wait_seconds)
+        context.instance.add_run_tags(run.run_id, {runs.WAREHOUSE_TAG: str(Path(self.path).resolve())})
+        for run_id in runs.release_dead_runs(context.instance, self.path, run.run_id):
+            context.log.warning(f"marked run {run_id} failed: its process ended without finishing it; pool slots freed")
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Publish the read-only snapshot, then release the run lock taken in :meth:`setup_for_execution`."""
+        from rusket_assets import runs
+
+        if context.run is None or context.instance is None:
+            return
+        try:
+            if self.publish_snapshot and runs.holds(self.path) == 1:
+                self.publish()
+        except Exception as exc:  # the run's tables are written; only the readers' copy is stale
+            context.log.warning(f"read-only snapshot {self.snapshot_path} not updated: {exc}")
+        finally:
+            runs.unlock(self.path)
+
+    @property
+    def snapshot_path(self) -> str:
+        """The read-only copy beside the warehouse: ``warehouse.snapshot.duckdb``."""
+        path = Path(self.path)
+        return str(path.with_name(f"{path.stem}.snapshot{path.suffix}"))
+
+    def publish(self) -> None:
+        """Copy the warehouse to :attr:`snapshot_path` and swap it in atomically.
+
+        Readers of the snapshot never block the pipeline: the file is replaced, not written, so an
+        open reader keeps the copy it opened and the next connection sees the new one.
+        """
+        import shutil
+        import uuid
+
+        if not Path(self.path).exists():
+            return
+        with self.connect() as con:
+            con.execute("checkpoint")  # everything in the main file, nothing left in the WAL
+        tmp = f"{self.snapshot_path}.{uuid.uuid4().hex}.tmp"
+        try:
+            shutil.copyfile(self.path, tmp)
+            os.replace(tmp, self.snapshot_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     @contextmanager
     def connect(self) -> Iterator[Any]:
-        """Open a read-write connection, retrying while another process holds the file lock."""
+        """Open a read-write connection, waiting (with backoff, at most ``lock_timeout_seconds``) while
+        another process holds the file lock; the wait is logged at WARNING naming that process."""
         import duckdb
 
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.lock_timeout_seconds
-        delay = 0.05
+        start = time.monotonic()
+        delay, next_warning = 0.05, 0.0
         while True:
             try:
                 con = duckdb.connect(self.path)
                 break
             except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                if "lock" not in str(exc).lower():
                     raise
+                waited = time.monotonic() - start
+                holder = lock_holder(str(exc))
+                if waited > self.lock_timeout_seconds:
+                    raise TimeoutError(
+                        f"warehouse {self.path} stayed locked by {holder} for {waited:.0f} s "
+                        f"(Warehouse.lock_timeout_seconds); close that connection and run again"
+                    ) from exc
+                if waited >= next_warning:
+                    dg.get_dagster_logger().warning(
+                        f"warehouse {self.path} is locked by {holder}; retrying for up to "
+                        f"{self.lock_timeout_seconds:.0f} s (readers should use short-lived connections)"
+                    )
+                    next_warning = waited + 30.0
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
         try:
@@ -103,15 +197,23 @@ class TransactionSource(dg.ConfigurableResource):
 
     kind: "synthetic" (the bundled generated store, default), "parquet" or "csv" (path may be a
     glob), or "duckdb" (table in the DuckDB file database; the warehouse when empty). The *_col
-    fields map source columns to roles; optional roles may be left empty. where is an optional SQL
-    filter applied to the source (e.g. to drop cancelled invoices).
+    fields map source columns to roles; optional roles may be left empty. where is an optional
+    filter: one SQL expression over the source's columns (no subqueries or statements).
+    date_from/date_to (ISO dates, date_to exclusive) and min_quantity are structured filters.
+    returns says what to do with return lines (negative quantity or revenue, e.g. 'C' invoices):
+    "fail", "drop" them, or "net" (default) them against the same customer's purchases of the same
+    product, most recent purchase first.
     """
 
     kind: Literal["synthetic", "parquet", "csv", "duckdb"] = Field(default="synthetic", description="Where order lines come from: synthetic (bundled generated store), parquet, csv or duckdb.")
     path: str = Field(default="", description="Parquet or CSV file, or a glob (kinds parquet and csv).")
     database: str = Field(default="", description="DuckDB file holding the source table (kind duckdb); empty means the warehouse.")
     table: str = Field(default="", description="Source table, optionally schema-qualified (kind duckdb).")
-    where: str = Field(default="", description="Optional SQL filter on the source, e.g. quantity > 0 to drop returns.")
+    where: str = Field(default="", description="Optional filter: one SQL expression over the source's columns, e.g. country = 'France'.")
+    date_from: str = Field(default="", description="Keep lines ordered on or after this ISO date; empty for no limit.")
+    date_to: str = Field(default="", description="Keep lines ordered before this ISO date (exclusive); empty for no limit.")
+    min_quantity: float | None = Field(default=None, description="Drop lines with a smaller quantity; empty for no limit.")
+    returns: Literal["net", "drop", "fail"] = Field(default="net", description="Return lines: net them against earlier purchases, drop them, or fail the ingest.")
     basket_col: str = Field(default="order_id", description="Source column with the basket (order or invoice) id.")
     customer_col: str = Field(default="customer_id", description="Source column with the customer id.")
     product_col: str = Field(default="product_id", description="Source column with the product id.")

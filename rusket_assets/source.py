@@ -1,9 +1,19 @@
-"""Reading and validating the configured source of order lines into the standard column set."""
+"""Reading and validating the configured source of order lines into the standard column set.
+
+The source is read on its own in-memory DuckDB connection that holds nothing but the source (a
+DuckDB source is attached read-only, never the warehouse read-write), and the user's ``where``
+filter must parse as one expression over the source's columns: no statement, subquery or table
+reference can come in through it.
+"""
 
 from __future__ import annotations
 
+import glob
+import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -11,7 +21,8 @@ import pyarrow as pa
 from rusket_assets.resources import TransactionSource, Warehouse, quote
 
 ID_ROLES = ("basket_id", "customer_id", "product_id")
-NON_NEGATIVE_ROLES = ("quantity", "revenue")
+NUMERIC_ROLES = ("quantity", "revenue", "price")
+RETURN_POLICIES = ("fail", "drop", "net")
 # Standard columns of ingest.raw_transactions and the type used when a role is not mapped.
 STANDARD_COLUMNS = {
     "basket_id": None,
@@ -24,35 +35,117 @@ STANDARD_COLUMNS = {
     "product_name": "VARCHAR",
     "ordered_at": "TIMESTAMP",
 }
+# Where each configurable field comes from on the command line (named in error messages).
+FLAGS = {"where": "--where", "path": "--source-path", "table": "--source-table", "database": "--source-path"}
+# Keys a parsed `select * from src where <expr>` may carry; anything else (ORDER BY, LIMIT, GROUP BY,
+# QUALIFY, a second statement, a set operation) means the filter was more than one expression.
+_FILTER_NODE_KEYS = {"type", "cte_map", "select_list", "from_table", "where_clause", "aggregate_handling"}
 
 
 class SourceError(ValueError):
     """The source data cannot be ingested (missing column, null ids, negative quantities...)."""
 
 
+def field(name: str) -> str:
+    """How a source field is named in messages: ``source.where (--where)``."""
+    flag = FLAGS.get(name)
+    return f"source.{name}" + (f" ({flag})" if flag else "")
+
+
+def _has_subquery(node: Any) -> bool:
+    if isinstance(node, dict):
+        if node.get("class") == "SUBQUERY" or node.get("type") == "SUBQUERY" or "subquery" in node:
+            return True
+        return any(_has_subquery(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_subquery(v) for v in node)
+    return False
+
+
+def filter_statement(where: str) -> str:
+    """The statement ``select * from src where <where>`` rebuilt from DuckDB's parse tree.
+
+    Raises SourceError naming ``source.where (--where)`` unless ``where`` is exactly one
+    expression without subqueries (so it cannot run other statements or read other tables).
+    """
+    import duckdb
+
+    name = field("where")
+    if not where.strip():
+        raise SourceError(f"{name} is empty")
+    with duckdb.connect() as con:
+        raw = con.execute("select json_serialize_sql($1)", [f"select * from src where {where}"]).fetchall()[0][0]
+        tree = json.loads(raw)
+        if tree.get("error"):
+            raise SourceError(f"{name} is not a valid SQL expression ({tree.get('error_message')}): {where!r}")
+        statements = tree["statements"]
+        node = statements[0]["node"] if len(statements) == 1 else {}
+        extra = {k for k, v in node.items() if v not in (None, [], {}, False)} - _FILTER_NODE_KEYS
+        source = node.get("from_table") or {}
+        if (
+            len(statements) != 1
+            or node.get("type") != "SELECT_NODE"
+            or extra
+            or node.get("cte_map", {}).get("map")
+            or source.get("type") != "BASE_TABLE"
+            or source.get("table_name") != "src"
+            or _has_subquery(node.get("where_clause"))
+        ):
+            raise SourceError(
+                f"{name} must be one expression over the source's columns (no subqueries, other "
+                f"statements or clauses such as ORDER BY/LIMIT): {where!r}"
+            )
+        return con.execute("select json_deserialize_sql($1)", [raw]).fetchall()[0][0]
+
+
+def table_reference(table: str) -> str:
+    """``table`` (``name`` or ``schema.name``) as a quoted DuckDB reference, or SourceError."""
+    parts = table.split(".")
+    if not table or len(parts) > 2 or not all(p.strip() for p in parts):
+        raise SourceError(f"{field('table')} must be `table` or `schema.table`, got {table!r}")
+    return ".".join(quote(p) for p in parts)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _source_files(kind: str, path: str) -> list[str]:
+    """Files matched by ``path`` (a file or glob), or SourceError naming the empty or missing ones."""
+    if not path:
+        raise SourceError(f"source kind {kind!r} needs {field('path')} (a file or glob)")
+    files = sorted(glob.glob(path)) if glob.has_magic(path) else [path]
+    missing = [f for f in files if not os.path.isfile(f)]
+    if not files or missing:
+        raise SourceError(f"{field('path')}: no {kind} file at {(missing or [path])[0]!r}")
+    empty = [f for f in files if os.path.getsize(f) == 0]
+    if empty:
+        raise SourceError(f"{field('path')}: {kind} file {empty[0]!r} is empty (0 bytes)")
+    return files
+
+
 @contextmanager
-def open_source(source: TransactionSource, warehouse: Warehouse) -> Iterator[tuple[Any, str, str]]:
-    """Yield (connection, FROM clause, description) for the configured source."""
+def open_source(source: TransactionSource, warehouse: Warehouse) -> Iterator[tuple[Any, str]]:
+    """Yield (connection, description): an in-memory DuckDB connection where view ``src`` is the source."""
     import duckdb
 
     kind = source.kind.lower()
-    if kind == "duckdb":
-        if not source.table:
-            raise SourceError("source kind 'duckdb' needs `table` (optionally schema-qualified)")
-        relation = ".".join(quote(part) for part in source.table.split("."))
-        if not source.database or source.database == warehouse.path:
-            with warehouse.connect() as con:
-                yield con, relation, f"DuckDB table {source.table} in {warehouse.path}"
-            return
-        con = duckdb.connect(source.database, read_only=True)
-        try:
-            yield con, relation, f"DuckDB table {source.table} in {source.database}"
-        finally:
-            con.close()
-        return
     con = duckdb.connect()
     try:
-        if kind == "synthetic":
+        if kind == "duckdb":
+            if not source.table:
+                raise SourceError(f"source kind 'duckdb' needs {field('table')} (optionally schema-qualified)")
+            reference = table_reference(source.table)
+            database = source.database or warehouse.path
+            if not os.path.isfile(database):
+                raise SourceError(f"{field('database')}: no DuckDB file at {database!r}")
+            con.execute(f"attach {_literal(database)} as source_db (read_only)")
+            try:
+                con.execute(f"create view src as select * from source_db.{reference}")
+            except duckdb.CatalogException as exc:
+                raise SourceError(f"{field('table')}: no table {source.table!r} in {database}") from exc
+            description = f"DuckDB table {source.table} in {database}"
+        elif kind == "synthetic":
             from rusket_assets.sample_data import StoreSpec, generate_store
 
             spec = StoreSpec(
@@ -64,64 +157,224 @@ def open_source(source: TransactionSource, warehouse: Warehouse) -> Iterator[tup
                 seed=source.seed,
             )
             con.register("synthetic_store", generate_store(spec))
-            yield con, "synthetic_store", f"synthetic store (seed {source.seed})"
+            con.execute("create view src as select * from synthetic_store")
+            description = f"synthetic store (seed {source.seed})"
         elif kind in ("parquet", "csv"):
-            if not source.path:
-                raise SourceError(f"source kind {kind!r} needs `path` (a file or glob)")
+            files = _source_files(kind, source.path)
             reader = "read_parquet" if kind == "parquet" else "read_csv"
-            literal = "'" + source.path.replace("'", "''") + "'"
-            yield con, f"{reader}({literal}, union_by_name = true)", f"{kind} {source.path}"
+            listed = "[" + ", ".join(_literal(f) for f in files) + "]"
+            con.execute(f"create view src as select * from {reader}({listed}, union_by_name = true)")
+            description = f"{kind} {source.path}"
         else:
             raise SourceError(f"unknown source kind {source.kind!r}: use synthetic, parquet, csv or duckdb")
+        if kind != "parquet" and kind != "csv":
+            # the source is attached or in memory: nothing else on disk is reachable from here
+            con.execute("set enable_external_access = false")
+        con.execute("set lock_configuration = true")
+        yield con, description
     finally:
         con.close()
 
 
-def read_transactions(source: TransactionSource, warehouse: Warehouse) -> pa.Table:
-    """Read the source into the standard columns, or raise SourceError naming each problem."""
+def _date(name: str, value: str) -> str:
+    try:
+        return datetime.fromisoformat(value).isoformat(sep=" ")
+    except ValueError as exc:
+        raise SourceError(f"source.{name} must be an ISO date such as 2011-01-31, got {value!r}") from exc
+
+
+def _filters(source: TransactionSource, roles: dict[str, str]) -> list[str]:
+    """SQL conditions of the structured filters (typed values only, never the user's text)."""
+    conditions = []
+    for name, op in (("date_from", ">="), ("date_to", "<")):
+        value = getattr(source, name)
+        if value:
+            if "ordered_at" not in roles:
+                raise SourceError(f"source.{name} needs the timestamp column mapped (source.timestamp_col)")
+            conditions.append(f"cast({quote(roles['ordered_at'])} as TIMESTAMP) {op} TIMESTAMP '{_date(name, value)}'")
+    if source.min_quantity is not None:
+        if "quantity" not in roles:
+            raise SourceError("source.min_quantity needs the quantity column mapped (source.quantity_col)")
+        conditions.append(f"{quote(roles['quantity'])} >= {float(source.min_quantity)!r}")
+    return conditions
+
+
+def _check_numbers(con: Any, roles: dict[str, str], types: dict[str, str], n_rows: int, description: str) -> None:
+    """SourceError naming each numeric/timestamp role whose column holds values that are not numbers/times."""
+    problems = []
+    for role in (*NUMERIC_ROLES, "ordered_at"):
+        if role not in roles:
+            continue
+        col = roles[role]
+        target = "TIMESTAMP" if role == "ordered_at" else "DOUBLE"
+        if target == "DOUBLE" and types[col].split("(")[0] in (
+            "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+            "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL",
+        ):  # fmt: skip
+            continue
+        if target == "TIMESTAMP" and types[col].startswith(("TIMESTAMP", "DATE")):
+            continue
+        bad = con.sql(
+            f"select count(*), any_value({quote(col)}::VARCHAR) from filtered "
+            f"where {quote(col)} is not null and try_cast({quote(col)} as {target}) is null"
+        ).fetchall()[0]
+        if bad[0]:
+            kind = "a timestamp" if target == "TIMESTAMP" else "a number"
+            problems.append(
+                f"column {col!r} ({role}) has {bad[0]} values in {n_rows} rows that are not {kind} (e.g. {bad[1]!r})"
+            )
+    if problems:
+        raise SourceError(f"bad source data in {description}: " + "; ".join(problems))
+
+
+def _standard_select(roles: dict[str, str], types: dict[str, str]) -> str:
+    """SELECT list mapping source columns to the standard columns (casts only where the type needs it)."""
+    select = []
+    for role, fallback in STANDARD_COLUMNS.items():
+        if role in roles:
+            expr = quote(roles[role])
+            if role == "ordered_at" and types[roles[role]] != "TIMESTAMP":
+                expr = f"cast({expr} as TIMESTAMP)"
+            elif role in NUMERIC_ROLES and types[roles[role]] == "VARCHAR":
+                expr = f"cast({expr} as {'BIGINT' if role == 'quantity' else 'DOUBLE'})"
+        elif role == "quantity":
+            expr = "1::INTEGER"
+        elif role == "revenue" and "price" in roles:
+            quantity = quote(roles["quantity"]) if "quantity" in roles else "1"
+            expr = f"cast({quote(roles['price'])} as DOUBLE) * cast({quantity} as DOUBLE)"
+        else:
+            expr = f"NULL::{fallback}"
+        select.append(f"{expr} as {quote(role)}")
+    return ", ".join(select)
+
+
+# Returns netted against purchases: each (customer, product)'s returned units are taken off that
+# customer's purchase lines of the product, most recent purchase first; revenue scales with the
+# quantity kept; lines netted to zero disappear; returned units beyond the purchases are dropped.
+_NET_RETURNS = """
+with returned as (
+    select customer_id, product_id, sum(abs(quantity)) as units from lines where is_return group by all
+), purchases as (
+    select l.*, coalesce(r.units, 0) as units,
+           coalesce(sum(l.quantity) over (
+               partition by l.customer_id, l.product_id
+               order by l.ordered_at desc nulls last, l.basket_id desc, l.quantity desc, l.revenue desc
+               rows between unbounded preceding and 1 preceding), 0) as later
+    from lines l left join returned r on l.customer_id = r.customer_id and l.product_id = r.product_id
+    where not l.is_return
+), netted as (
+    select *, quantity - least(quantity, greatest(units - later, 0)) as kept from purchases
+)
+"""
+
+
+def _apply_returns(con: Any, policy: str, roles: dict[str, str], n_rows: int, description: str) -> tuple[str, dict[str, int]]:
+    """(query over view ``lines`` applying the returns policy, counts of the lines it touched)."""
+    quantity_type = con.sql("select typeof(quantity) from lines limit 1").fetchall()[0][0]
+    standard = ", ".join(quote(c) for c in STANDARD_COLUMNS)
+    n_returns = con.sql("select count(*) from lines where is_return").fetchall()[0][0]
+    if n_returns and policy == "fail":
+        counts = con.sql(
+            "select count(*) filter (where quantity < 0), count(*) filter (where revenue < 0) from lines"
+        ).fetchall()[0]
+        columns = {"quantity": roles.get("quantity"), "revenue": roles.get("revenue", roles.get("price"))}
+        problems = [
+            f"column {columns[r]!r} ({r}) has {n} negative values in {n_rows} rows"
+            for r, n in zip(columns, counts, strict=True)
+            if n
+        ]
+        raise SourceError(
+            f"bad source data in {description}: " + "; ".join(problems)
+            + " (returns; set source.returns to 'drop' or 'net' to accept them)"
+        )
+    if n_returns == 0:
+        return f"select {standard} from lines", {"return_lines": 0}
+    if policy == "drop":
+        return f"select {standard} from lines where not is_return", {"return_lines": n_returns, "return_lines_dropped": n_returns}
+    stats = con.sql(
+        _NET_RETURNS
+        + """select count(*) filter (where kept < quantity and kept > 0),
+                    count(*) filter (where kept = 0 and quantity > 0),
+                    (select coalesce(sum(units), 0) from returned)
+                    - coalesce(sum(quantity - kept), 0)
+             from netted"""
+    ).fetchall()[0]
+    query = (
+        _NET_RETURNS
+        + "select "
+        + ", ".join(
+            f"cast(kept as {quantity_type}) as quantity" if c == "quantity"
+            else "case when quantity = 0 then revenue else revenue * kept / quantity end as revenue" if c == "revenue"
+            else quote(c)
+            for c in STANDARD_COLUMNS
+        )
+        + " from netted where kept > 0 or quantity = 0"
+        + " order by ordered_at nulls last, basket_id, customer_id, product_id, quantity"  # deterministic
+    )
+    return query, {
+        "return_lines": n_returns,
+        "purchase_lines_reduced": int(stats[0]),
+        "purchase_lines_removed": int(stats[1]),
+        "returned_units_without_purchase": int(stats[2]),
+    }
+
+
+def read_transactions(source: TransactionSource, warehouse: Warehouse) -> tuple[pa.Table, dict[str, int]]:
+    """Read the source into the standard columns and count what the returns policy did.
+
+    Raises SourceError naming the field, file or column at fault.
+    """
+    import duckdb
+
     roles = source.roles()
-    with open_source(source, warehouse) as (con, from_clause, description):
-        available = con.sql(f"select * from {from_clause} limit 0").columns
+    policy = source.returns.lower()
+    if policy not in RETURN_POLICIES:
+        raise SourceError(f"source.returns must be one of {', '.join(RETURN_POLICIES)}, got {source.returns!r}")
+    statement = filter_statement(source.where) if source.where else "select * from src"
+    with open_source(source, warehouse) as (con, description):
+        try:
+            columns = con.sql("describe src").fetchall()
+        except duckdb.Error as exc:
+            raise SourceError(f"cannot read {description}: {exc}") from exc
+        types = {name: str(kind) for name, kind, *_ in columns}
         for role, col in roles.items():
-            if col not in available:
+            if col not in types:
                 raise SourceError(
                     f"source column {col!r} (mapped to {role}) not found in {description}; "
-                    f"available columns: {available}"
+                    f"available columns: {list(types)}"
                 )
         for role in ID_ROLES:
             if role not in roles:
                 raise SourceError(f"the {role} role must be mapped to a source column")
-        where = f" where {source.where}" if source.where else ""
-        base = f"(select * from {from_clause}{where})"
-        checks = [f"count(*) filter (where {quote(roles[r])} is null)" for r in ID_ROLES]
-        negative = [r for r in NON_NEGATIVE_ROLES if r in roles]
-        checks += [f"count(*) filter (where {quote(roles[r])} < 0)" for r in negative]
-        n_rows, *counts = con.sql(f"select count(*), {', '.join(checks)} from {base}").fetchall()[0]
+        conditions = _filters(source, roles)
+        try:
+            con.execute(
+                f"create temp view filtered as select * from ({statement}) as f"
+                + (" where " + " and ".join(conditions) if conditions else "")
+            )
+            n_rows, *nulls = con.sql(
+                "select count(*), "
+                + ", ".join(f"count(*) filter (where {quote(roles[r])} is null)" for r in ID_ROLES)
+                + " from filtered"
+            ).fetchall()[0]
+        except duckdb.Error as exc:
+            if source.where:
+                raise SourceError(f"{field('where')} {source.where!r} cannot be applied to {description}: {exc}") from exc
+            raise
         if n_rows == 0:
-            raise SourceError(f"{description} has no rows{' matching ' + source.where if source.where else ''}")
+            applied = [f"{field('where')} {source.where!r}"] if source.where else []
+            applied += [f"source.{n}" for n in ("date_from", "date_to", "min_quantity") if getattr(source, n) not in ("", None)]
+            raise SourceError(f"{description} has no rows" + (" matching " + ", ".join(applied) if applied else ""))
         problems = [
             f"column {roles[r]!r} ({r}) has {n} null values in {n_rows} rows"
-            for r, n in zip(ID_ROLES, counts[: len(ID_ROLES)], strict=True)
-            if n
-        ]
-        problems += [
-            f"column {roles[r]!r} ({r}) has {n} negative values in {n_rows} rows"
-            for r, n in zip(negative, counts[len(ID_ROLES) :], strict=True)
+            for r, n in zip(ID_ROLES, nulls, strict=True)
             if n
         ]
         if problems:
             raise SourceError(f"bad source data in {description}: " + "; ".join(problems))
-        select = []
-        for role, fallback in STANDARD_COLUMNS.items():
-            if role in roles:
-                expr = quote(roles[role])
-                if role == "ordered_at":
-                    expr = f"cast({expr} as TIMESTAMP)"
-            elif role == "quantity":
-                expr = "1::INTEGER"
-            elif role == "revenue" and "price" in roles:
-                expr = f"{quote(roles['price'])} * " + (quote(roles["quantity"]) if "quantity" in roles else "1")
-            else:
-                expr = f"NULL::{fallback}"
-            select.append(f"{expr} as {quote(role)}")
-        return con.sql(f"select {', '.join(select)} from {base}").to_arrow_table()
+        _check_numbers(con, roles, types, n_rows, description)
+        con.execute(f"create temp view standard as select {_standard_select(roles, types)} from filtered")
+        con.execute("create temp view lines as select *, quantity < 0 or revenue < 0 as is_return from standard")
+        query, counts = _apply_returns(con, policy, roles, n_rows, description)
+        table = con.sql(query).to_arrow_table()
+    return table, counts

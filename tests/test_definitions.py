@@ -43,6 +43,8 @@ def test_instance_config_keeps_state_in_project_and_limits_duckdb_writers(tmp_pa
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with dg.DagsterInstance.get() as instance:
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+        # the run queue, not the steps, waits for the pool: the UI shows a second run queued
+        assert instance.get_concurrency_config().pool_config.pool_granularity.value == "run"
         assert instance.run_storage.__class__.__name__.startswith("Sqlite")
         instance.run_storage.has_run("nothing")  # touches the storage so the files exist
     config = yaml.safe_load((home / "dagster.yaml").read_text())
@@ -62,7 +64,8 @@ def test_daily_schedule_requests_a_run_of_the_whole_graph():
 
 
 def test_main_releases_pool_slots_of_a_killed_run(tmp_path, monkeypatch):
-    from rusket_assets.main import PID_TAG, release_stale_runs
+    from rusket_assets.runs import PID_TAG
+    from rusket_assets.runs import release_dead_runs as release_stale_runs
 
     home = tmp_path / "dagster_home"
     home.mkdir()

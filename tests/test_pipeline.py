@@ -243,7 +243,7 @@ def parquet_source(path: str, **mapping) -> TransactionSource:
     [
         ("drop_customer", {}, "source column 'customer_id' (mapped to customer_id) not found"),
         ("null_ids", {}, "column 'customer_id' (customer_id) has 7 null values in"),
-        ("negative_quantity", {}, "column 'quantity' (quantity) has 3 negative values in"),
+        ("negative_quantity", {"returns": "fail"}, "column 'quantity' (quantity) has 3 negative values in"),
         (None, {"basket_col": "invoice"}, "source column 'invoice' (mapped to basket_id) not found"),
     ],
 )

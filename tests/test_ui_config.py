@@ -49,10 +49,15 @@ def test_bad_choice_fails_config_validation(tmp_path, op, field, value):
         dg.validate_run_config(job, {"ops": {op: {"config": {field: value}}}})
 
 
-def test_bad_source_kind_fails_config_validation(tmp_path):
+@pytest.mark.parametrize(("field", "value"), [("kind", "excel"), ("returns", "keep")])
+def test_bad_source_choice_fails_config_validation(tmp_path, field, value):
+    from rusket_assets.source import RETURN_POLICIES
+
+    fields = TransactionSource.model_fields
+    assert set(typing.get_args(fields["returns"].annotation)) == set(RETURN_POLICIES)
     job = build(tmp_path).resolve_job_def("refresh_all")
-    with pytest.raises(dg.DagsterInvalidConfigError, match="kind.*not in enum type"):
-        dg.validate_run_config(job, {"resources": {"source": {"config": {"kind": "excel"}}}})
+    with pytest.raises(dg.DagsterInvalidConfigError, match=f"{field}.*not in enum type"):
+        dg.validate_run_config(job, {"resources": {"source": {"config": {field: value}}}})
 
 
 def test_bad_choice_rejected_before_any_asset_runs(tmp_path):

@@ -1,6 +1,7 @@
 """Analytics group: customer saturation, cross-sell potential and substitute products."""
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -102,5 +103,15 @@ def product_substitutes(
         }
     )
     same = int(pc.sum(pc.equal(table["category_a"], table["category_b"])).as_py() or 0) if table.num_rows else 0
-    context.add_output_metadata({"pairs": table.num_rows, "same_category_pairs": same})
+    metadata = {"pairs": table.num_rows, "same_category_pairs": same}
+    if table.num_rows == 0:  # say why: a pair must be frequent to be mined, yet rarer than chance to qualify
+        every = find_substitutes(rules_for_library(association_rules), max_lift=float(np.finfo(np.float64).max), format="arrow")
+        lowest = float(pc.min(every["lift"]).as_py()) if every.num_rows else None
+        metadata["why_empty"] = (
+            f"none of the {every.num_rows} mined product pairs has lift < max_lift {config.max_lift}"
+            + (f" (lowest {lowest:.3g})" if lowest is not None else "")
+            + ": a pair is only mined when it is frequent (baskets.frequent_itemsets min_support/min_baskets), and on"
+            " this data every frequent pair is bought together at least that often; lower min_support or raise max_lift"
+        )
+    context.add_output_metadata(metadata)
     return table

@@ -19,16 +19,20 @@ def raw_transactions(
 ) -> pa.Table:
     """Order lines in the standard columns (basket_id, customer_id, product_id, quantity, revenue, ...).
 
-    Ids keep the source's types. Missing mapped columns, null ids and negative quantities or revenue
-    fail here, naming the column and the number of rows, and nothing downstream is written.
+    Ids keep the source's types. Missing mapped columns, null ids and text in numeric columns fail
+    here, naming the column and the number of rows, and nothing downstream is written; return lines
+    follow ``source.returns`` (the counts it touched are in the metadata).
     """
-    table = read_transactions(source, warehouse)
+    table, returns = read_transactions(source, warehouse)
+    context.log.info(f"read {table.num_rows} order lines from {source.kind} source; returns ({source.returns}): {returns}")
     context.add_output_metadata(
         {
             "source": source.kind if source.kind == "synthetic" else f"{source.kind}: {source.path or source.table}",
             "baskets": len(pc.unique(table["basket_id"])),
             "customers": len(pc.unique(table["customer_id"])),
             "products": len(pc.unique(table["product_id"])),
+            "returns_policy": source.returns,
+            **returns,
         }
     )
     return table
