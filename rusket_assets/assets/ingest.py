@@ -21,7 +21,7 @@ def raw_transactions(
 
     Ids keep the source's types. Missing mapped columns, null ids and text in numeric columns fail
     here, naming the column and the number of rows, and nothing downstream is written; return lines
-    follow ``source.returns`` (the counts it touched are in the metadata).
+    follow `source.returns` (the counts it touched are in the metadata).
     """
     table, returns = read_transactions(source, warehouse)
     context.log.info(f"read {table.num_rows} order lines from {source.kind} source; returns ({source.returns}): {returns}")
