@@ -66,7 +66,7 @@ def test_mining_and_batch_scoring_report_their_counts(caplog):
     mined = messages(caplog, "rusket_core.mining.fpgrowth")
     assert mined[0] == "mining itemsets: 3 baskets, 3 items, in at least 2 baskets, up to any number of items"
     assert mined[1].startswith(f"mined {itemsets.num_rows} itemsets in ")
-    assert messages(caplog, "rusket_core.hybrid")[-1].startswith("scoring 40 items: 120 of 120 users")
+    assert messages(caplog, "rusket_core.factorization.topk")[-1].startswith("scoring 40 items: 120 of 120 users")
 
 
 def test_first_compile_of_a_library_kernel_is_announced(caplog):
