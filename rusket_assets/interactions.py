@@ -41,3 +41,8 @@ class WarehouseTable:
     def scalar(self, expression: str, where: str | None = None) -> Any:
         """One aggregate over the table, e.g. ``count(distinct basket_id)``."""
         return self.warehouse.scalar(f"select {expression} from {self.name}" + (f" where {where}" if where else ""))
+
+
+def engine_input(relation: Any, engine: Any) -> Any:
+    """What an engine's fit takes: the relation itself locally (encoded inside DuckDB), its arrow table on Spark."""
+    return relation.to_arrow_table() if getattr(engine, "is_spark", False) else relation

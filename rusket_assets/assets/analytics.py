@@ -5,16 +5,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rusket_assets.assets.common import POOL, TABLE_IO, lookup, upstream, with_rank
+from rusket_assets.assets.common import ALS_GATES, group_asset, lookup, upstream, with_rank
 from rusket_assets.config import PotentialConfig, SubstitutesConfig
 from rusket_assets.interactions import WarehouseTable
 from rusket_assets.streaming import TableStream
 
 GROUP = "analytics"
+asset = group_asset(GROUP)
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+@asset(
+    kinds={"duckdb"},
     ins={"raw_transactions": upstream("ingest", "raw_transactions")},
 )  # fmt: skip
 def customer_saturation(context: dg.AssetExecutionContext, raw_transactions: WarehouseTable) -> pa.Table:
@@ -40,15 +41,16 @@ def customer_saturation(context: dg.AssetExecutionContext, raw_transactions: War
     return table
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+@asset(
+    kinds={"duckdb"},
     ins={"products": upstream("ingest", "products"), "als_model": upstream("personalization", "als_model")},
+    deps=ALS_GATES,
 )  # fmt: skip
 def cross_sell_potential(config: PotentialConfig, products: pa.Table, als_model) -> TableStream:
     """Per customer, the categories not bought yet with the highest propensity (best ALS score in the category).
 
     Without a category column in the source, the targets are the products themselves (column
-    ``target`` holds product ids then). Purchases are the ALS model's interactions (the order lines'
+    `target` holds product ids then). Purchases are the ALS model's interactions (the order lines'
     customer × product pairs); written in chunks of customers.
     """
     from rusket_core.chunks import iter_score_potential
@@ -69,14 +71,14 @@ def cross_sell_potential(config: PotentialConfig, products: pa.Table, als_model)
     return TableStream(chunks(), metadata=metadata)
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+@asset(
+    kinds={"duckdb"},
     ins={"association_rules": upstream("baskets", "association_rules"), "products": upstream("ingest", "products")},
 )  # fmt: skip
 def product_substitutes(
     context: dg.AssetExecutionContext, config: SubstitutesConfig, association_rules: pa.Table, products: pa.Table
 ) -> pa.Table:
-    """Product pairs bought together less often than chance (lift < ``max_lift``), weakest first."""
+    """Product pairs bought together less often than chance (lift < `max_lift`), weakest first."""
     from rusket_assets.assets.baskets import rules_for_library
     from rusket_core import find_substitutes
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numba
@@ -11,6 +12,9 @@ from rusket_core.encoding import Encoded
 from rusket_core.factorization.base import FactorModel, check_int, check_real, transpose_csr
 from rusket_core.factorization.foldin import FoldIn
 from rusket_core.factorization.kernels import als_loss, als_update
+from rusket_core.progress import Progress
+
+logger = logging.getLogger(__name__)
 
 SOLVERS = ("cg", "cholesky")
 
@@ -55,19 +59,20 @@ class ALS(FoldIn, FactorModel):
     def _fit(self, interactions: Encoded) -> None:
         ui = _csr(interactions)
         iu = transpose_csr(*ui, interactions.n_items)
-        rng = np.random.default_rng(self.random_state)
         k = self.factors
-        # zero-mean rows of about unit norm: with a small regularization the initial scale sticks,
-        # and balanced user/item norms rank better than a tiny positive start (measured)
-        scale = np.float32(1.0 / np.sqrt(k))
-        self.user_factors = rng.standard_normal((interactions.n_rows, k), dtype=np.float32) * scale
-        self.item_factors = rng.standard_normal((interactions.n_items, k), dtype=np.float32) * scale
+        self.user_factors, self.item_factors = init_factors(
+            interactions.n_rows, interactions.n_items, k, self.random_state
+        )
         self._warm_start()
         user_bounds = _balanced_bounds(ui[0], k)
         item_bounds = _balanced_bounds(iu[0], k)
-        for _ in range(self.iterations):
+        progress = Progress(logger, f"ALS fit ({interactions.n_rows} users × {interactions.n_items} items, {k} factors)",
+                            self.iterations, "iterations")  # fmt: skip
+        for it in range(self.iterations):
             self._solve(ui, self.user_factors, self.item_factors, user_bounds)
             self._solve(iu, self.item_factors, self.user_factors, item_bounds)
+            if progress.due(it + 1):  # the loss is computed only when logged
+                progress.update(it + 1, loss=self.training_loss())
 
     def _solve(self, csr, X: np.ndarray, Y: np.ndarray, bounds: np.ndarray, exact: bool = False) -> None:
         """Re-solve every row of X with Y fixed (by Cholesky when ``exact`` or the solver says so)."""
@@ -113,6 +118,16 @@ class ALS(FoldIn, FactorModel):
             als_loss(ui[0], ui[1], ui[2], self.user_factors, self.item_factors,
                      gram(self.item_factors), self.alpha, self.regularization)
         )  # fmt: skip
+
+
+def init_factors(n_users: int, n_items: int, k: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
+    """Starting user and item factors for ``random_state`` (shared by the local and Spark fits)."""
+    rng = np.random.default_rng(random_state)
+    # zero-mean rows of about unit norm: with a small regularization the initial scale sticks,
+    # and balanced user/item norms rank better than a tiny positive start (measured)
+    scale = np.float32(1.0 / np.sqrt(k))
+    users = rng.standard_normal((n_users, k), dtype=np.float32) * scale
+    return users, rng.standard_normal((n_items, k), dtype=np.float32) * scale
 
 
 def gram(Y: np.ndarray) -> np.ndarray:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,6 +16,8 @@ from rusket_core.encoding import Encoded, encode, encode_transactions
 from rusket_core.frames import input_format, list_column, make_frame, resolve_format
 from rusket_core.mining.kernels import mine_tree
 from rusket_core.mining.rules import RuleArrays, rule_arrays, rules_frame
+
+logger = logging.getLogger(__name__)
 
 
 def min_count_for(min_support: Any, n_rows: int) -> int:
@@ -50,11 +54,21 @@ def _check_max_len(max_len: Any) -> int:
 
 
 def mine_csr(
-    indptr: np.ndarray, indices: np.ndarray, n_items: int, min_count: int, max_len: int = 0
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    n_items: int,
+    min_count: int,
+    max_len: int = 0,
+    item_counts: np.ndarray | None = None,
+    roots: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact frequent itemsets of a CSR basket matrix: ``(offsets, item ids sorted per itemset, counts)``
-    ordered by count descending, then length, then discovery order."""
-    counts = np.bincount(indices, minlength=n_items).astype(np.int64)
+    ordered by count descending, then length, then discovery order.
+
+    Parallel FP-growth mines a projected part of the baskets: ``item_counts`` are then the counts
+    over all baskets (they fix the item order) and ``roots`` the items whose itemsets (those with
+    no less frequent item) this part holds completely; only those itemsets are returned."""
+    counts = np.bincount(indices, minlength=n_items).astype(np.int64) if item_counts is None else item_counts
     frequent = np.flatnonzero(counts >= min_count)
     by_rank = frequent[np.lexsort((frequent, counts[frequent]))]  # ascending count
     rank_of = np.full(n_items, -1, np.int32)
@@ -66,6 +80,7 @@ def mine_csr(
         counts[by_rank],
         int(min_count),
         int(max_len),
+        None if roots is None else rank_of[np.asarray(roots, np.int64)],
     )
     # expand the prefix tree into flat itemsets (one vectorised step per tree level)
     n = len(parent)
@@ -148,7 +163,11 @@ class FPGrowth:
         """Mine the frequent itemsets once (later calls reuse them)."""
         if self._itemsets is None:
             enc = self.encoded
+            logger.info("mining itemsets: %d baskets, %d items, in at least %d baskets, up to %s items",
+                        enc.n_rows, enc.n_items, self.min_count, self._max_len or "any number of")  # fmt: skip
+            start = time.perf_counter()
             self._itemsets = mine_csr(enc.indptr, enc.indices, enc.n_items, self.min_count, self._max_len)
+            logger.info("mined %d itemsets in %.1f s", len(self._itemsets[2]), time.perf_counter() - start)
         return self
 
     def mine(self, format: str | None = None) -> Any:
