@@ -150,6 +150,7 @@ def als_update(indptr, indices, data, X, Y, G, G64, alpha, cg_steps, cholesky, b
     alpha32 = np.float32(alpha)
     for c in prange(bounds.shape[0] - 1):
         scratch = np.empty((3, k), np.float32)  # one block: fixed distances between r, p, ap
+        r, p, ap = scratch[0], scratch[1], scratch[2]
         A = np.empty((k, k), np.float64)
         b = np.empty(k, np.float64)
         for u in range(bounds[c], bounds[c + 1]):
@@ -161,7 +162,7 @@ def als_update(indptr, indices, data, X, Y, G, G64, alpha, cg_steps, cholesky, b
             elif cholesky:
                 _cholesky_row(x, indptr, indices, data, u, Y, G64, alpha, A, b)
             else:
-                _cg_row(x, indptr, indices, data, u, Y, G, alpha32, cg_steps, scratch[0], scratch[1], scratch[2])
+                _cg_row(x, indptr, indices, data, u, Y, G, alpha32, cg_steps, r, p, ap)
 
 
 @njit(parallel=True, cache=True)
