@@ -56,10 +56,7 @@ def _quality(encoded, test, user_factors, item_factors) -> dict:
     from rusket_core.evaluation import evaluate
     from rusket_core.factorization import FactorModel
 
-    holder = FactorModel()
-    holder._set_interactions(encoded)
-    holder.user_factors = np.ascontiguousarray(user_factors, dtype=np.float32)
-    holder.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
+    holder = FactorModel.from_factors(user_factors, item_factors, user_items=encoded)
     metrics = evaluate(holder, None, test, k=10, user_col="user_id", item_col="item_id")
     return {"precision@10": metrics["precision"], "ndcg@10": metrics["ndcg"]}
 

@@ -70,12 +70,15 @@ class BPRConfig(dg.Config):
 
 
 class EvaluationConfig(dg.Config):
-    """Holdout evaluation: cut-off, share of each customer's items held out, and seed."""
+    """Holdout evaluation: cut-off, share of each customer's items held out, seed and sample size."""
 
     k: int = 10
     test_fraction: float = 0.2
     seed: int = 42
-    compare_bpr_losses: bool = Field(default=True, description="Also score BPR with the other pair loss (row bpr_<loss>).")
+    sample_customers: int = Field(
+        default=20_000, ge=1, description="Customers (seeded sample) whose held-out items are scored."
+    )
+    compare_bpr_losses: bool = Field(default=False, description="Also score BPR with the other pair loss (row bpr_<loss>).")
 
 
 class RecommendationConfig(dg.Config):

@@ -1,86 +1,31 @@
 """Cross-sell analytics: propensity for target items or categories, substitute pairs, customer saturation.
 
-Rules frames are the ones ``association_rules`` returns (``antecedents`` / ``consequents`` as lists of
-labels plus the support columns); pandas, polars and pyarrow frames are accepted, and mlxtend-style
-frozensets in a pandas frame are read as lists.
+Rules frames are the ones ``association_rules`` returns, read by :mod:`rusket_core.mining.rules_frame`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-import numba
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from numba import njit, prange
 
-from rusket_core.encoding import Encoded, Labels, encode_transactions
-from rusket_core.factorization.topk import (
-    BLOCK_SCORES,
-    select_row,  # the shared top-k row selection (one compiled function for every kernel)
-    single_threaded_blas,
+from rusket_core.deprecation import UNSET, renamed
+from rusket_core.encoding import Encoded, Labels, encode_baskets, encode_transactions
+from rusket_core.factorization.topk import blocked_topk, register_scorer, run_chunk
+from rusket_core.frames import make_frame, resolve_format, to_arrow_table
+from rusket_core.mining.metrics import rule_metrics
+from rusket_core.mining.rules_frame import (
+    label_kind,
+    numeric_column,
+    rules_table,
+    single_item_rules,
 )
-from rusket_core.frames import column, input_format, make_frame, resolve_format, to_arrow_table
 
-RULE_COLUMNS = ("antecedents", "consequents", "antecedent support", "consequent support", "support")
-
-#: largest (users × targets) output ``score_potential`` builds without ``top_n``
+#: largest (users × targets) output ``score_potential`` builds without ``n``
 MAX_POTENTIAL_ROWS = 50_000_000
-
-
-# ---------------------------------------------------------------------------------------------------------
-# rules frames
-
-
-def rules_table(rules_df: Any, required: tuple[str, ...] = RULE_COLUMNS) -> pa.Table:
-    """Read a rules frame as a pyarrow Table, checking the columns in ``required`` are present."""
-    if input_format(rules_df) == "pandas":
-        rules_df = _sets_to_lists(rules_df)
-    table = to_arrow_table(rules_df)
-    for name in required:
-        column(table, name, "rules column")
-    for name in ("antecedents", "consequents"):
-        if name in table.column_names and not _is_list(table.column(name).type):
-            raise ValueError(f"rules column {name!r} must hold lists of item labels, got {table.column(name).type}")
-    return table
-
-
-def _is_list(t: pa.DataType) -> bool:
-    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_list_view(t)
-
-
-def _sets_to_lists(df: Any) -> Any:
-    """Turn mlxtend-style frozenset/tuple cells of a pandas rules frame into sorted lists (arrow cannot read sets)."""
-    out = df
-    for name in ("antecedents", "consequents"):
-        if name in df.columns and len(df) and isinstance(df[name].iloc[0], set | frozenset | tuple):
-            if out is df:
-                out = df.copy()
-            out[name] = [sorted(v) for v in df[name]]
-    return out
-
-
-def single_item_rules(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows of a rules table with one antecedent and one consequent item: (row positions, antecedents, consequents)."""
-    ant = table.column("antecedents").combine_chunks()
-    con = table.column("consequents").combine_chunks()
-    mask = pc.and_(pc.equal(pc.list_value_length(ant), 1), pc.equal(pc.list_value_length(con), 1))
-    mask = pc.fill_null(mask, False)
-    rows = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
-    ant_items = pc.list_flatten(ant.filter(mask)).to_numpy(zero_copy_only=False)
-    con_items = pc.list_flatten(con.filter(mask)).to_numpy(zero_copy_only=False)
-    return rows, ant_items, con_items
-
-
-def numeric_column(table: pa.Table, name: str, rows: np.ndarray | None = None) -> np.ndarray:
-    """A float64 numpy view of a numeric rules column (optionally at ``rows``); nulls are an error."""
-    col = column(table, name, "rules column")
-    if col.null_count:
-        raise ValueError(f"rules column {name!r} has {col.null_count} null values")
-    values = col.to_numpy().astype(np.float64, copy=False)
-    return values if rows is None else values[rows]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -117,12 +62,13 @@ def find_substitutes(rules_df: Any, max_lift: float = 0.8, format: str | None = 
     key = lo * max(len(vocab), 1) + hi
     _, first = np.unique(key, return_index=True)
     lo, hi, s_lo, s_hi, s_ab = lo[first], hi[first], s_lo[first], s_hi[first], s_ab[first]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lift = s_ab / (s_lo * s_hi)
+    lift = rule_metrics(s_lo, s_hi, s_ab, ("lift",))["lift"]
     keep = lift < max_lift
     lo, hi, s_lo, s_hi, s_ab, lift = lo[keep], hi[keep], s_lo[keep], s_hi[keep], s_ab[keep], lift[keep]
     order = np.lexsort((hi, lo, lift))
-    lo, hi, s_lo, s_hi, s_ab, lift = lo[order], hi[order], s_lo[order], s_hi[order], s_ab[order], lift[order]
+    lo, hi, s_lo, s_hi, s_ab = lo[order], hi[order], s_lo[order], s_hi[order], s_ab[order]
+    a_to_b = rule_metrics(s_lo, s_hi, s_ab, ("lift", "leverage", "jaccard", "kulczynski", "confidence"))
+    b_to_a = rule_metrics(s_hi, s_lo, s_ab, ("confidence",))
     return make_frame(
         {
             "item_a": _label_array(vocab, lo),
@@ -130,12 +76,12 @@ def find_substitutes(rules_df: Any, max_lift: float = 0.8, format: str | None = 
             "support_a": s_lo,
             "support_b": s_hi,
             "support": s_ab,
-            "lift": lift,
-            "leverage": s_ab - s_lo * s_hi,
-            "jaccard": s_ab / (s_lo + s_hi - s_ab),
-            "kulczynski": 0.5 * (s_ab / s_lo + s_ab / s_hi),
-            "confidence_a_to_b": s_ab / s_lo,
-            "confidence_b_to_a": s_ab / s_hi,
+            "lift": a_to_b["lift"],
+            "leverage": a_to_b["leverage"],
+            "jaccard": a_to_b["jaccard"],
+            "kulczynski": a_to_b["kulczynski"],
+            "confidence_a_to_b": a_to_b["confidence"],
+            "confidence_b_to_a": b_to_a["confidence"],
         },
         out_format,
     )
@@ -192,52 +138,53 @@ def customer_saturation(
 # cross-sell potential
 
 
-@njit(parallel=True, cache=True)
-def _potential_kernel(
-    query, items_t, group_ptr, singletons, excl_indptr, excl_indices, all_scores, out_idx, out_val,
-    block_rows, n_chunks,
-):  # fmt: skip
-    """Per block of customers (one BLAS product per block, per thread): each target's best item score.
+class PotentialScores(NamedTuple):
+    """Driver state of cross-sell potential: each target's best item score, bought targets -inf.
 
     Columns of ``items_t`` are the targets' items grouped by target (``group_ptr``); a customer's
-    bought targets (exclusion CSR) get -inf. When ``all_scores`` has a row per customer the target
-    scores are stored there; otherwise the shared top-k row selection keeps the best ``out_idx``
-    width per customer.
+    bought targets are the exclusion CSR. When ``all_scores`` has a row per customer the target
+    scores are stored there (no selection); otherwise they are selected from.
     """
-    m = query.shape[0]
-    n_cols = items_t.shape[1]
-    n_targets = len(group_ptr) - 1
-    keep_all = all_scores.shape[0] == m
-    n = out_idx.shape[1]
-    n_blocks = (m + block_rows - 1) // block_rows
-    per = (n_blocks + n_chunks - 1) // n_chunks
-    for c in prange(n_chunks):
-        buf = np.empty((block_rows, n_cols), np.float32)
-        row_buf = np.empty(n_targets, np.float32)
-        mask = np.zeros(n_targets, np.bool_)
-        hv = np.empty(n, np.float32)
-        hi = np.empty(n, np.int32)
-        for b in range(c * per, min(n_blocks, (c + 1) * per)):
-            r0 = b * block_rows
-            r1 = min(m, r0 + block_rows)
-            np.dot(query[r0:r1], items_t, buf[: r1 - r0])
-            for r in range(r0, r1):
-                src = buf[r - r0]
-                e0, e1 = excl_indptr[r], excl_indptr[r + 1]
-                if singletons and not keep_all:  # one item per target: select straight from the scores
-                    select_row(src, mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
-                    continue
-                dst = all_scores[r] if keep_all else row_buf
-                for g in range(n_targets):
-                    best = np.float32(-np.inf)
-                    for p in range(group_ptr[g], group_ptr[g + 1]):
-                        if src[p] > best:
-                            best = src[p]
-                    dst[g] = best
-                for e in range(e0, e1):
-                    dst[excl_indices[e]] = -np.inf
-                if not keep_all:
-                    select_row(dst, mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
+
+    query: np.ndarray
+    items_t: np.ndarray
+    group_ptr: np.ndarray
+    singletons: bool
+    excl_indptr: np.ndarray
+    excl_indices: np.ndarray
+    all_scores: np.ndarray
+
+
+def _potential_scores(state, r0, r1, buf, scratch, mask):
+    """Item scores of a block of customers (one BLAS product), then the per-target maximum."""
+    src = buf[: r1 - r0]
+    np.dot(state.query[r0:r1], state.items_t, src)
+    keep_all = state.all_scores.shape[0] > 0
+    if state.singletons and not keep_all:  # one item per target: select straight from the scores
+        return src
+    group_ptr = state.group_ptr
+    for r in range(r0, r1):
+        dst = state.all_scores[r] if keep_all else scratch[r - r0]
+        row = src[r - r0]
+        for g in range(len(group_ptr) - 1):
+            best = np.float32(-np.inf)
+            for p in range(group_ptr[g], group_ptr[g + 1]):
+                if row[p] > best:
+                    best = row[p]
+            dst[g] = best
+        for e in range(state.excl_indptr[r], state.excl_indptr[r + 1]):
+            dst[state.excl_indices[e]] = -np.inf
+    return scratch[: r1 - r0]
+
+
+register_scorer(PotentialScores, _potential_scores)
+
+
+@njit(parallel=True, cache=True)
+def _potential_kernel(state, excl_indptr, excl_indices, out_idx, out_val, plan):
+    """The shared blocked top-k driver over :func:`_potential_scores` (see ``topk.parallel_kernel``)."""
+    for c in prange(plan[5]):
+        run_chunk(state, c, excl_indptr, excl_indices, out_idx, out_val, plan)
 
 
 def score_potential(
@@ -246,23 +193,28 @@ def score_potential(
     target_categories: Any,
     user_col: str | None = None,
     item_col: str | None = None,
-    top_n: int | None = None,
+    n: int | None = None,
     format: str | None = None,
+    *,
+    top_n: Any = UNSET,
 ) -> Any:
-    """Propensity of each customer for each target not yet bought: a frame (user, target, score), best first.
+    """Propensity of each customer for each target not yet bought: [user_id, target, score] rows, best first.
 
     ``user_history``: long-format purchases (pandas/polars/pyarrow; ``user_col`` / ``item_col``
-    default to the model's column names, or to the frame's two columns in order), an ``Encoded``, or
-    None for the model's training interactions. Every customer in it must be known to ``model``.
+    default to the model's column names, or to the frame's two columns in order), a list with one
+    item list per customer in the model's customer order (``model.users``), an ``Encoded``, or None
+    for the model's training interactions. Every customer in it must be known to ``model``.
     ``target_categories``: a list of target item labels (score = CF score ``user · item``), or a
     mapping item -> category (a dict, or a two-column frame [item, category]) where the targets are
     the categories and the score is the best CF score among the category's model items. A target
     counts as bought when the customer bought the item (or any item of the category) in
-    ``user_history``; bought targets get no row. ``top_n`` keeps each customer's best n targets.
-    One parallel numba kernel scores blocks of customers (a single-threaded BLAS product per block
-    and thread, the per-target max, the shared top-k row selection); the output (``MAX_POTENTIAL_ROWS`` at most without ``top_n``) is sorted by score descending,
+    ``user_history``; bought targets get no row. ``n`` keeps each customer's best n targets (``top_n``
+    is its deprecated name). ``target`` is not ``item_id`` because it may be a category.
+    The shared blocked top-k driver scores blocks of customers (a single-threaded BLAS product per
+    block and thread, the per-target max, the shared row selection); the output (``MAX_POTENTIAL_ROWS`` at most without ``n``) is sorted by score descending,
     ties by customer then target label order.
     """
+    n = renamed("top_n", top_n, "n", n)
     for attr in ("user_factors", "item_factors", "users", "items"):
         if getattr(model, attr, None) is None:
             raise ValueError(f"model has no {attr!r}: pass a fitted factor model (ALS, BPR)")
@@ -271,10 +223,10 @@ def score_potential(
     rows = model.users.indices_of(users.values)
     targets, group_ptr, group_items, item_labels, item_target = _targets(target_categories, model)
     n_targets, m = len(targets), len(users)
-    width = n_targets if top_n is None else max(0, min(int(top_n), n_targets))
-    if top_n is None and m * n_targets > MAX_POTENTIAL_ROWS:
+    width = n_targets if n is None else max(0, min(int(n), n_targets))
+    if n is None and m * n_targets > MAX_POTENTIAL_ROWS:
         raise ValueError(
-            f"{m} customers × {n_targets} targets is more than {MAX_POTENTIAL_ROWS} rows; pass top_n="
+            f"{m} customers × {n_targets} targets is more than {MAX_POTENTIAL_ROWS} rows; pass n="
         )
     hist_labels = hist_items.items.values
     if len(item_labels) and len(hist_labels) and label_kind(hist_labels) != label_kind(item_labels.values):
@@ -293,19 +245,18 @@ def score_potential(
     user_pos, t_idx = np.empty(0, np.int64), np.empty(0, np.int64)
     scores = np.empty(0, np.float32)
     if m and width:
-        keep_all = top_n is None
+        keep_all = n is None
         singletons = bool(np.array_equal(group_ptr, np.arange(n_targets + 1)))
         all_scores = np.empty((m if keep_all else 0, n_targets), dtype=np.float32)
-        out_idx = np.empty((m, 0 if keep_all else width), dtype=np.int32)
-        out_val = np.empty(out_idx.shape, dtype=np.float32)
-        block_rows = int(max(1, min(m, BLOCK_SCORES // max(len(group_items), 1))))
-        n_chunks = int(max(1, min((m + block_rows - 1) // block_rows, numba.get_num_threads())))
-        with single_threaded_blas(n_chunks > 1):  # parallelism from numba threads, one product each
-            _potential_kernel(
-                np.ascontiguousarray(model.user_factors[rows], dtype=np.float32),
-                np.ascontiguousarray(model.item_factors[group_items].T, dtype=np.float32),
-                group_ptr, singletons, b_ptr, b_targets, all_scores, out_idx, out_val, block_rows, n_chunks,
-            )  # fmt: skip
+        state = PotentialScores(
+            np.ascontiguousarray(model.user_factors[rows], dtype=np.float32),
+            np.ascontiguousarray(model.item_factors[group_items].T, dtype=np.float32),
+            group_ptr, singletons, b_ptr, b_targets, all_scores,
+        )  # fmt: skip
+        scratch = 0 if singletons and not keep_all else n_targets
+        out_idx, out_val = blocked_topk(
+            _potential_kernel, state, m, None if keep_all else width, n_targets, len(group_items), scratch, b_ptr, b_targets
+        )
         if keep_all:
             user_pos, t_idx = np.nonzero(all_scores > -np.inf)  # bought and empty targets: no row
             scores = all_scores[user_pos, t_idx]
@@ -315,7 +266,7 @@ def score_potential(
     order = _descending_order(scores)
     return make_frame(
         {
-            "user": _label_array(users, user_pos[order]),
+            "user_id": _label_array(users, user_pos[order]),
             "target": _label_array(targets, t_idx[order]),
             "score": scores[order],
         },
@@ -332,6 +283,14 @@ def _history(user_history: Any, model: Any, user_col: str | None, item_col: str 
         return enc.rows, enc
     if isinstance(user_history, Encoded):
         return user_history.rows, user_history
+    if isinstance(user_history, list | tuple):  # the model's customers in order, one item list each
+        if len(user_history) != len(model.users):
+            raise ValueError(
+                f"user_history as a list needs one item list per model customer, in the model's order: "
+                f"got {len(user_history)} lists for {len(model.users)} customers"
+            )
+        enc = encode_baskets([_as_items(items) for items in user_history])
+        return model.users, Encoded(enc.indptr, enc.indices, enc.data, model.users, enc.items)
     table = to_arrow_table(user_history)
     if user_col is None and item_col is None:
         names = table.column_names
@@ -345,6 +304,11 @@ def _history(user_history: Any, model: Any, user_col: str | None, item_col: str 
         raise ValueError("give both user_col and item_col (or neither)")
     enc = encode_transactions(table, user_col, item_col)
     return enc.rows, enc
+
+
+def _as_items(items: Any) -> list:
+    """One customer's history as a list of item labels (a lone string is one item)."""
+    return [items] if isinstance(items, str) or np.isscalar(items) else list(items)
 
 
 def _targets(target_categories: Any, model: Any) -> tuple[Labels, np.ndarray, np.ndarray, Labels, np.ndarray]:
@@ -391,11 +355,6 @@ def _targets(target_categories: Any, model: Any) -> tuple[Labels, np.ndarray, np
 def _is_frame(obj: Any) -> bool:
     """A pandas/polars DataFrame or pyarrow Table (a Series is a list of targets, not a mapping)."""
     return isinstance(obj, pa.Table | pa.RecordBatch) or (hasattr(obj, "columns") and hasattr(obj, "shape"))
-
-
-def label_kind(values: np.ndarray) -> str:
-    """Label type family: "O" strings, "i" integers, else the numpy kind."""
-    return "O" if values.dtype.kind in "OU" else ("i" if values.dtype.kind in "iu" else values.dtype.kind)
 
 
 def _descending_order(scores: np.ndarray) -> np.ndarray:

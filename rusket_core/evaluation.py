@@ -1,7 +1,8 @@
-"""Holdout splits, ranking metrics (precision/recall/ndcg/MAP@k, coverage) and a popularity baseline.
+"""Holdout splits and ranking metrics (precision/recall/ndcg/MAP@k, coverage).
 
-``evaluate(model, train, test, k)`` scores any fitted factor model (ALS, BPR, PopularityRecommender)
-on held-out interactions so that model quality can be compared and gated against popularity.
+``evaluate(recommender, train, test, k)`` scores any :class:`~rusket_core.recommender.RecommenderBase`
+(ALS, BPR, the popularity baseline, the hybrid ``Recommender``) through its public
+``batch_recommend``, so every recommender is compared and gated by the same code.
 """
 
 from __future__ import annotations
@@ -12,29 +13,22 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from rusket_core.encoding import Encoded
-from rusket_core.factorization.base import FactorModel
-from rusket_core.factorization.topk import csr_rows, topk
 from rusket_core.frames import column, from_arrow, input_format, to_arrow_table
+from rusket_core.popularity import PopularityRecommender
+from rusket_core.recommender import RecommenderBase
 
-# ---------------------------------------------------------------------------------------------
-# popularity baseline
-
-
-class PopularityRecommender(FactorModel):
-    """Recommends the items bought by the most users, the same list for everyone.
-
-    A one-factor model (every user 1, every item its user count), so it shares the whole
-    recommend / batch / export / save API of ALS and BPR.
-    """
-
-    def __init__(self, num_threads: int | None = None) -> None:
-        super().__init__(num_threads)
-
-    def _fit(self, interactions: Encoded) -> None:
-        self.user_factors = np.ones((interactions.n_rows, 1), dtype=np.float32)
-        self.item_factors = interactions.item_counts().astype(np.float32).reshape(-1, 1)
-
+__all__ = [
+    "PopularityRecommender",  # lives in rusket_core.popularity; importable from here as before
+    "coverage",
+    "evaluate",
+    "leave_last_out",
+    "map_at_k",
+    "ndcg_at_k",
+    "planted_interactions",
+    "precision_at_k",
+    "recall_at_k",
+    "train_test_split",
+]
 
 # ---------------------------------------------------------------------------------------------
 # splits
@@ -199,63 +193,95 @@ def coverage(recommended: Sequence[Sequence[Any]], n_items: int) -> float:
 
 
 def evaluate(
-    model: FactorModel,
+    recommender: RecommenderBase,
     train: Any = None,
     test: Any = None,
     k: int = 10,
     user_col: str | None = None,
     item_col: str | None = None,
 ) -> dict[str, float]:
-    """Ranking metrics of ``model``'s top-k on held-out ``test`` interactions.
+    """Ranking metrics of ``recommender``'s top-k on held-out ``test`` interactions.
 
-    ``train`` holds the items excluded from each user's recommendations (default: the model's
-    own training interactions); ``train`` and ``test`` are frames with the model's user/item
-    columns (or ``user_col``/``item_col``) or scipy matrices in the model's index space. Test
-    users unknown to the model are skipped (counted in ``n_users_skipped``); test items unknown
-    to the model count as relevant but can never be hit. Returns precision, recall, ndcg, map,
-    coverage (distinct recommended items / catalogue), k, n_users, n_users_skipped.
+    The top-k come from the public ``batch_recommend(n, users, exclude_seen=True)``, so any
+    :class:`~rusket_core.recommender.RecommenderBase` is scored the same way. ``train`` holds items
+    excluded from each user's recommendations on top of the recommender's own seen items (default:
+    none besides those); ``train`` and ``test`` are frames with the recommender's user/item columns
+    (or ``user_col``/``item_col``) or scipy matrices in its index space. Test users unknown to the
+    recommender are skipped (counted in ``n_users_skipped``); test items outside its catalogue count
+    as relevant but can never be hit. Returns precision, recall, ndcg, map, coverage (distinct
+    recommended items / catalogue), k, n_users, n_users_skipped.
     """
     if test is None:
         raise ValueError("evaluate() needs the held-out test interactions")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    model._check_fitted()
-    user_col = user_col or model.user_col
-    item_col = item_col or model.item_col
-    t_users, t_items, skipped = _pairs_in_model_space(model, test, user_col, item_col, "test", strict=False)
-    if train is None:
-        seen_ptr, seen_ind = model.user_items.indptr, model.user_items.indices
-    else:
-        s_users, s_items, _ = _pairs_in_model_space(model, train, user_col, item_col, "train", strict=True)
-        seen_ptr, seen_ind = _csr(s_users, s_items, len(model.users))
+    if not isinstance(recommender, RecommenderBase):
+        raise TypeError(f"evaluate() takes a RecommenderBase (ALS, BPR, Recommender, ...), got {type(recommender).__name__}")
+    users, items = recommender.users, recommender.items
+    if users is None or items is None:
+        raise RuntimeError(f"{type(recommender).__name__} is not fitted yet: call fit() first")
+    n_items = len(items)
+    user_col = user_col or recommender.user_col
+    item_col = item_col or recommender.item_col
+    t_users, t_items, skipped = _pairs_in_model_space(recommender, test, user_col, item_col, "test", strict=False)
     known = t_users >= 0
     t_users, t_items = t_users[known], t_items[known]
     eval_users = np.unique(t_users)
     # relevant items per evaluated user (unknown items kept as -1 placeholders, one per pair)
-    keys = np.unique(t_users * (len(model.items) + 1) + (t_items + 1))
-    rel_user = keys // (len(model.items) + 1)
-    rel_item = keys % (len(model.items) + 1) - 1
+    keys = np.unique(t_users * (n_items + 1) + (t_items + 1))
+    rel_user = keys // (n_items + 1)
+    rel_item = keys % (n_items + 1) - 1
     n_relevant = np.bincount(np.searchsorted(eval_users, rel_user), minlength=len(eval_users))
-    ptr, ind = csr_rows(seen_ptr, seen_ind, eval_users)
-    idx, _ = topk(model.user_factors[eval_users], model.item_factors, k, ptr, ind)
+    extra = 0
+    excluded = np.empty(0, dtype=np.int64)
+    if train is not None:
+        s_users, s_items, _ = _pairs_in_model_space(recommender, train, user_col, item_col, "train", strict=True)
+        s_users, s_items = s_users[s_items >= 0], s_items[s_items >= 0]
+        excluded = np.unique(s_users * n_items + s_items)
+        per_user = np.bincount(s_users[np.isin(s_users, eval_users)], minlength=len(users))
+        extra = int(per_user.max(initial=0))
+    idx = _top_items(recommender, eval_users, k + extra)
+    if extra:  # drop the extra training items, then keep the first k of what is left
+        rec_keys = eval_users[:, None] * n_items + idx
+        idx = np.where(np.isin(rec_keys, excluded), -1, idx)
+        order = np.argsort(idx < 0, axis=1, kind="stable")
+        idx = np.take_along_axis(idx, order, axis=1)
+    idx = idx[:, :k]
     hits = np.zeros((len(eval_users), k), dtype=bool)
     if idx.size:
-        known_keys = rel_user[rel_item >= 0] * len(model.items) + rel_item[rel_item >= 0]
-        rec_keys = eval_users[:, None] * len(model.items) + idx.astype(np.int64)
-        pos = np.minimum(np.searchsorted(known_keys, rec_keys), max(len(known_keys) - 1, 0))
-        found = (known_keys[pos] == rec_keys) if len(known_keys) else np.zeros_like(rec_keys, bool)
-        hits[:, : idx.shape[1]] = found & (idx >= 0)
+        known_keys = rel_user[rel_item >= 0] * n_items + rel_item[rel_item >= 0]
+        rec_keys = eval_users[:, None] * n_items + idx
+        hits[:, : idx.shape[1]] = np.isin(rec_keys, known_keys) & (idx >= 0)
     metrics = _ranking_metrics(hits, n_relevant, k)
-    recommended = idx[idx >= 0]
-    metrics["coverage"] = float(np.unique(recommended).size / max(len(model.items), 1))
+    metrics["coverage"] = float(np.unique(idx[idx >= 0]).size / max(n_items, 1))
     metrics["k"] = k
     metrics["n_users"] = int(len(eval_users))
     metrics["n_users_skipped"] = int(skipped)
     return metrics
 
 
+def _top_items(recommender: RecommenderBase, rows: np.ndarray, n: int) -> np.ndarray:
+    """(len(rows), n) catalogue indices of ``batch_recommend`` for the users at ``rows``, best first, -1 padded."""
+    out = np.full((len(rows), n), -1, dtype=np.int64)
+    if not len(rows):
+        return out
+    frame = to_arrow_table(
+        recommender.batch_recommend(n=n, users=recommender.users.take(rows), exclude_seen=True, format="arrow")
+    )
+    pos = np.searchsorted(rows, recommender.users.indices_of(column(frame, "user_id", "batch_recommend column")))
+    item_idx = recommender.items.indices_of(column(frame, "item_id", "batch_recommend column"))
+    order = np.argsort(pos, kind="stable")  # rows of one user keep their best-first order
+    pos, item_idx = pos[order], item_idx[order]
+    starts = np.searchsorted(pos, np.arange(len(rows)))
+    rank = np.arange(len(pos)) - starts[pos]
+    if len(rank) and rank.max() >= n:
+        raise ValueError(f"{type(recommender).__name__}.batch_recommend returned more than n={n} rows for a user")
+    out[pos, rank] = item_idx
+    return out
+
+
 def _pairs_in_model_space(
-    model: FactorModel, data: Any, user_col: str | None, item_col: str | None, what: str, strict: bool
+    model: RecommenderBase, data: Any, user_col: str | None, item_col: str | None, what: str, strict: bool
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """(user index, item index) per row of ``data`` and the number of distinct unknown users;
     unknown ids become -1 (or raise ``KeyError`` when ``strict``)."""
@@ -276,8 +302,8 @@ def _pairs_in_model_space(
     table = to_arrow_table(data)
     users = column(table, user_col, f"{what} user column")
     items = column(table, item_col, f"{what} item column")
-    if strict:
-        return model.users.indices_of(users), model.items.indices_of(items), 0
+    if strict:  # an unknown user is an error; an item outside the catalogue cannot be recommended anyway
+        return model.users.indices_of(users), _lookup(model.items, items), 0
     user_idx = _lookup(model.users, users)
     unknown = users.combine_chunks().filter(pa.array(user_idx < 0))
     return user_idx, _lookup(model.items, items), len(unknown.unique())
@@ -293,15 +319,6 @@ def _lookup(labels, values: pa.ChunkedArray) -> np.ndarray:
     ):
         raise KeyError(f"ids {arr[:1].tolist()} do not match the model's id type {labels.values.dtype}")
     return labels.lookup.get_indexer(arr).astype(np.int64)
-
-
-def _csr(rows: np.ndarray, cols: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    keys = np.unique(rows * (int(cols.max(initial=0)) + 1) + cols)
-    width = int(cols.max(initial=0)) + 1
-    r, c = keys // width, keys % width
-    ptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(r, minlength=n_rows), out=ptr[1:])
-    return ptr, c.astype(np.int32)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -120,7 +120,7 @@ def _arrow_to_pandas(table: pa.Table) -> Any:
             matrix = flat.values.to_numpy(zero_copy_only=False).reshape(-1, width)
             data[name] = list(matrix)
         elif pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
-            data[name] = col.to_pylist()
+            data[name] = pd.Series(col.to_pylist(), dtype=object)  # object also when empty (not float64)
         else:
             data[name] = col.to_pandas()
     return pd.DataFrame(data, columns=table.column_names)

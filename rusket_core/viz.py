@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from rusket_core.analytics import numeric_column, rules_table, single_item_rules
+from rusket_core.deprecation import UNSET, renamed
 from rusket_core.frames import make_frame, resolve_format
+from rusket_core.mining.rules_frame import numeric_column, rules_table, single_item_rules
 
 
 def to_networkx(rules_df: Any, edge_attr: str = "lift") -> Any:
@@ -49,9 +50,11 @@ def to_networkx(rules_df: Any, edge_attr: str = "lift") -> Any:
 def product_communities(
     rules_or_graph: Any,
     weight: str = "lift",
-    seed: int = 0,
+    random_state: int = 0,
     resolution: float = 1.0,
     format: str | None = None,
+    *,
+    seed: Any = UNSET,
 ) -> Any:
     """Product communities (seeded Louvain) and gateway products (highest pagerank in each community).
 
@@ -60,8 +63,10 @@ def product_communities(
     sizes ordered by their top pagerank), ``community_size``, ``pagerank``, ``support``,
     ``rank_in_community`` (1 = highest pagerank, ties by label order) and ``is_gateway``
     (rank_in_community == 1). Sorted by community, then rank. Output follows a frame input's library
-    (pandas for a graph) unless ``format`` says otherwise.
+    (pandas for a graph) unless ``format`` says otherwise. ``seed`` is the deprecated name of
+    ``random_state``.
     """
+    random_state = renamed("seed", seed, "random_state", random_state, default=0)
     import networkx as nx
 
     if isinstance(rules_or_graph, nx.Graph):
@@ -88,7 +93,7 @@ def product_communities(
     rank = np.array([pr[node] for node in nodes])
     support = np.array([G.nodes[node].get("support", np.nan) for node in nodes], dtype=np.float64)
     raw = np.full(n, -1, dtype=np.int64)
-    for c, members in enumerate(nx.community.louvain_communities(G, weight=weight, resolution=resolution, seed=seed)):
+    for c, members in enumerate(nx.community.louvain_communities(G, weight=weight, resolution=resolution, seed=random_state)):
         raw[[position[m] for m in members]] = c
     # label order of nodes (for ties) without comparing Python objects of mixed types
     label_rank = np.argsort(np.argsort(np.asarray(nodes), kind="stable"), kind="stable")

@@ -90,7 +90,7 @@ def _analytics() -> None:
     from rusket_core.analytics import find_substitutes, score_potential
 
     categories = pa.table({"product_id": pa.array(np.arange(8), pa.int64()), "category": ["a", "b"] * 4})
-    score_potential(None, _als(), categories, top_n=2, format="arrow")
+    score_potential(None, _als(), categories, n=2, format="arrow")
     find_substitutes(_rules(), max_lift=2.0, format="arrow")
 
 

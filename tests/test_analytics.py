@@ -145,9 +145,9 @@ def test_score_potential_items_hand_computed():
     out = score_potential(user_history=hist, model=_model(), target_categories=["B", "C", "D"])
     assert isinstance(out, pd.DataFrame)
     # 1001: B .5, C .2, D .9; 1002 bought B and C: D .1
-    assert out[["user", "target"]].values.tolist() == [[1001, "D"], [1001, "B"], [1001, "C"], [1002, "D"]]
+    assert out[["user_id", "target"]].values.tolist() == [[1001, "D"], [1001, "B"], [1001, "C"], [1002, "D"]]
     assert out["score"].tolist() == pytest.approx([0.9, 0.5, 0.2, 0.1])
-    top = score_potential(hist, _model(), np.array(["B", "C", "D"]), top_n=1, format="polars")
+    top = score_potential(hist, _model(), np.array(["B", "C", "D"]), n=1, format="polars")
     assert isinstance(top, pl.DataFrame)
     assert top.rows() == [(1001, "D", pytest.approx(0.9)), (1002, "D", pytest.approx(0.1))]
 
@@ -156,7 +156,7 @@ def test_score_potential_categories_hand_computed():
     # categories x {A, B}, y {C, Q}, z {D}; Q is unknown to the model (scored never, bought still counts)
     mapping = {"A": "x", "B": "x", "C": "y", "D": "z", "Q": "y"}
     out = score_potential(None, _model(), mapping)  # history = the model's training interactions
-    assert out[["user", "target"]].values.tolist() == [[1001, "z"], [1001, "y"], [1002, "z"]]
+    assert out[["user_id", "target"]].values.tolist() == [[1001, "z"], [1001, "y"], [1002, "z"]]
     assert out["score"].tolist() == pytest.approx([0.9, 0.2, 0.1])
     hist = pl.DataFrame({"u": [1001, 1002], "i": ["Q", "D"]})
     frame = pl.DataFrame({"item": ["A", "B", "C", "D", "Q"], "category": ["x", "x", "y", "z", "y"]})
@@ -193,17 +193,17 @@ def test_score_potential_matches_brute_force():
             members = category == c
             if not (bought[user] & members).any():
                 expected[(user * 10, c)] = scores[user, members].max()
-    got = dict(zip(zip(out["user"].to_pylist(), out["target"].to_pylist(), strict=True), out["score"].to_pylist(), strict=True))
+    got = dict(zip(zip(out["user_id"].to_pylist(), out["target"].to_pylist(), strict=True), out["score"].to_pylist(), strict=True))
     assert got.keys() == expected.keys()
     assert all(got[k] == pytest.approx(v, rel=1e-5) for k, v in expected.items())
     assert (np.diff(out["score"].to_numpy()) <= 0).all()
     # top_n keeps each customer's best two categories of the same scores
-    top = score_potential(hist, model, mapping, user_col="user", item_col="item", top_n=2)
+    top = score_potential(hist, model, mapping, user_col="user", item_col="item", n=2)
     best_two = {}
     for (user, c), v in sorted(expected.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1])):
         if sum(k[0] == user for k in best_two) < 2:
             best_two[(user, c)] = v
-    got_top = zip(top["user"].to_pylist(), top["target"].to_pylist(), top["score"].to_pylist(), strict=True)
+    got_top = zip(top["user_id"].to_pylist(), top["target"].to_pylist(), top["score"].to_pylist(), strict=True)
     got_top = {(u, t): v for u, t, v in got_top}
     assert got_top.keys() == best_two.keys()
     assert all(got_top[k] == pytest.approx(v, rel=1e-5) for k, v in best_two.items())

@@ -198,24 +198,24 @@ def test_cart_fallback_order_rules_then_similar_then_popular():
     assert isinstance(out, pd.DataFrame)
     # rules: E and B tie on confidence, E has the higher lift; (A, X) -> C needs X; A -> A is in the cart
     # similar: only D has positive cosine to A; popular: C (3 users) is the only item left
-    assert out["item"].tolist() == ["E", "B", "D", "C"]
+    assert out["item_id"].tolist() == ["E", "B", "D", "C"]
     assert out["source"].tolist() == ["rules", "rules", "similar", "popular"]
     assert out["score"].tolist() == pytest.approx([0.5, 0.5, 0.8, 1.0])
     # a two-item antecedent fires when both are in the cart (F is known only to the rules; C and F
     # tie on confidence and lift, label order decides)
     both = rec.recommend_for_cart(["B", "A"], n=3)
-    assert both["item"].tolist() == ["C", "F", "E"]
+    assert both["item_id"].tolist() == ["C", "F", "E"]
     assert both["score"].tolist() == pytest.approx([0.7, 0.7, 0.5])
     assert both["source"].tolist() == ["rules", "rules", "rules"]
     # no rules match an unknown item: popularity, most popular first
     new = rec.recommend_for_cart(["Q"], n=3, format="polars")
     assert isinstance(new, pl.DataFrame)
-    assert new["item"].to_list() == ["C", "B", "E"]
+    assert new["item_id"].to_list() == ["C", "B", "E"]
     assert new["source"].to_list() == ["popular"] * 3
     assert new["score"].to_list() == pytest.approx([1.0, 2 / 3, 1 / 3])
     # the catalogue runs out: everything but the cart, never a cart item
     everything = rec.recommend_for_cart(["A", "C"], n=10)
-    assert sorted(everything["item"]) == ["B", "D", "E"] and "A" not in set(everything["item"])
+    assert sorted(everything["item_id"]) == ["B", "D", "E"] and "A" not in set(everything["item_id"])
     with pytest.raises(KeyError, match="type"):
         rec.recommend_for_cart([1, 2], n=3)
 
@@ -224,18 +224,18 @@ def test_batch_carts_match_single_carts():
     rec = Recommender(_cart_model(), rules_df=pl.from_pandas(CART_RULES))
     carts = {"c1": ["A"], "c2": ["B", "A"], "c3": ["Q"], "c4": []}
     batch = rec.recommend_for_carts(carts, n=4, format="pandas")
-    assert list(batch.columns) == ["cart_id", "rank", "item", "score", "source"]
+    assert list(batch.columns) == ["cart_id", "rank", "item_id", "score", "source"]
     for cart_id, cart in carts.items():
         rows = batch[batch["cart_id"] == cart_id]
         single = rec.recommend_for_cart(cart, n=4, format="pandas")
         assert rows["rank"].tolist() == list(range(1, len(single) + 1))
-        assert rows["item"].tolist() == single["item"].tolist()
+        assert rows["item_id"].tolist() == single["item_id"].tolist()
         assert rows["source"].tolist() == single["source"].tolist()
     long = pl.DataFrame({"cart": [7, 7, 8], "sku": ["B", "A", "Q"]})
     by_frame = rec.recommend_for_carts(long, n=4, cart_col="cart", item_col="sku")
     assert isinstance(by_frame, pl.DataFrame)
-    assert by_frame.filter(pl.col("cart_id") == 7)["item"].to_list() == batch[batch["cart_id"] == "c2"]["item"].tolist()
-    assert by_frame.filter(pl.col("cart_id") == 8)["item"].to_list() == batch[batch["cart_id"] == "c3"]["item"].tolist()
+    assert by_frame.filter(pl.col("cart_id") == 7)["item_id"].to_list() == batch[batch["cart_id"] == "c2"]["item_id"].tolist()
+    assert by_frame.filter(pl.col("cart_id") == 8)["item_id"].to_list() == batch[batch["cart_id"] == "c3"]["item_id"].tolist()
     with pytest.raises(ValueError, match="cart_col"):
         rec.recommend_for_carts(long, n=2)
 
@@ -300,7 +300,7 @@ def test_carts_match_brute_force_reference():
     batch = rec.recommend_for_carts(carts, n=8, format="pandas")
     for q, cart in enumerate(carts):
         rows = batch[batch["cart_id"] == q]
-        got = list(zip(rows["item"].tolist(), rows["source"].tolist(), strict=True))
+        got = list(zip(rows["item_id"].tolist(), rows["source"].tolist(), strict=True))
         assert got == _carts_reference(model, rules, cart, 8), f"cart {cart}"
 
 

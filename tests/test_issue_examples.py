@@ -87,7 +87,7 @@ def test_issue3_and_issue4_calls(purchases, tmp_path):
     items, scores = rec.recommend_for_user(user_id=1001, n=5, alpha=0.7, target_item_for_semantic="B22")
     assert not seen & set(items) and np.all(np.diff(scores) <= 0)
     add_ons = rec.recommend_for_cart(["espresso_beans", "grinder"], n=3)
-    assert len(add_ons) == 3 and not {"espresso_beans", "grinder"} & set(add_ons["item"])
+    assert len(add_ons) == 3 and not {"espresso_beans", "grinder"} & set(add_ons["item_id"])
 
     purchase_histories = purchases[["customer_id", "sku"]]
     accessory_skus = ["tamper", "infuser"]

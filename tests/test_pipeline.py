@@ -111,11 +111,11 @@ def test_factor_tables_are_typed_vectors(pipeline):
 def test_model_evaluation_beats_popularity(pipeline):
     tmp, result = pipeline
     rows = {r[0]: r[1:] for r in sql(tmp, "select model, precision, ndcg, coverage from personalization.model_evaluation")}
-    assert set(rows) == {"als", "bpr", "bpr_rational", "popularity"}  # the config's BPR is logistic
-    assert rows["als"][0] > rows["popularity"][0]
+    assert set(rows) == {"als", "bpr", "popularity", "published"}  # bpr_<loss> only with compare_bpr_losses
+    assert rows["published"][0] > rows["popularity"][0]
     assert all(0 <= v <= 1 for r in rows.values() for v in r)
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks["als_beats_popularity"] and checks["user_factors_finite"] and checks["item_factors_finite"]
+    assert checks["published_beats_popularity"] and checks["user_factors_finite"] and checks["item_factors_finite"]
 
 
 def test_similar_items_exclude_the_item_itself(pipeline):
@@ -385,11 +385,14 @@ def test_weak_model_does_not_publish_recommendations(tmp_path):
     assert run(defs, RECOMMENDATION_ASSETS, RUN_CONFIG).success
     before = sql(tmp_path, "select * from personalization.user_recommendations order by customer_id, rank")
 
-    # ALS without a single training iteration keeps its random start: worse than popularity.
-    weak = {"ops": {**RUN_CONFIG["ops"], "personalization__als_model": {"config": {"factors": 8, "iterations": 0}}}}
+    # Models without a single training iteration keep their random start: the published blend
+    # (evaluated with this run's user_recommendations config) is worse than popularity.
+    weak = {"ops": {**RUN_CONFIG["ops"], "personalization__als_model": {"config": {"factors": 8, "iterations": 0}},
+                    "personalization__bpr_model": {"config": {"factors": 8, "iterations": 0}},
+                    "personalization__user_recommendations": {"config": {"rules_weight": 0.0}}}}  # fmt: skip
     result = run(defs, RECOMMENDATION_ASSETS, weak)
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks["als_beats_popularity"] is False
+    assert checks["published_beats_popularity"] is False
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert dg.AssetKey(["personalization", "model_evaluation"]) in materialized
     assert dg.AssetKey(["personalization", "user_recommendations"]) not in materialized

@@ -67,7 +67,7 @@ def test_weighted_pagerank_differs_from_unweighted():
 
 
 def test_product_communities_and_gateways():
-    out = product_communities(pl.from_pandas(_rules()), weight="lift", seed=0)
+    out = product_communities(pl.from_pandas(_rules()), weight="lift", random_state=0)
     assert isinstance(out, pl.DataFrame)
     assert out["item"].to_list() == ["a", "b", "c", "d", "e"]
     assert out["community"].to_list() == [0, 0, 0, 1, 1]

@@ -16,12 +16,14 @@ import json, sys, tempfile
 from pathlib import Path
 import numba
 from numba.core.registry import CPUDispatcher
-import rusket_core.analytics, rusket_core.encoding, rusket_core.hybrid
+import rusket_core.analytics, rusket_core.encoding, rusket_core.hybrid.blend, rusket_core.hybrid.carts
+import rusket_core.hybrid.rule_index
 import rusket_core.factorization.kernels, rusket_core.factorization.topk
 import rusket_core.mining.kernels
 from rusket_core.warmup import warm_up
 
-MODULES = [rusket_core.analytics, rusket_core.encoding, rusket_core.hybrid, rusket_core.factorization.kernels,
+MODULES = [rusket_core.analytics, rusket_core.encoding, rusket_core.hybrid.blend, rusket_core.hybrid.carts,
+           rusket_core.hybrid.rule_index, rusket_core.factorization.kernels,
            rusket_core.factorization.topk, rusket_core.mining.kernels]
 
 def signatures():
@@ -46,8 +48,8 @@ def test_the_graph_needs_no_signature_the_warm_up_did_not_compile():
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["success"]
     warmed = {name: sigs for name, sigs in out["before"].items() if sigs}
-    for kernel in ("als_update", "als_loss", "bpr_epochs", "_topk_kernel", "_potential_kernel",
-                   "_blend_topk_kernel", "_cart_rules_kernel", "_fill_kernel", "rules_kernel"):  # fmt: skip
+    for kernel in ("als_update", "als_loss", "bpr_epochs", "parallel_kernel", "_blend_kernel", "_potential_kernel",
+                   "_cart_rules_kernel", "_fill_kernel", "rules_kernel"):  # fmt: skip
         assert any(name.endswith("." + kernel) for name in warmed), f"{kernel} not warmed"
     extra = {name: sorted(set(out["after"][name]) - set(sigs)) for name, sigs in warmed.items()}
     assert not {name: sigs for name, sigs in extra.items() if sigs}

@@ -64,7 +64,7 @@ def cross_sell_potential(
         target_categories=mapping if by_category else products["product_id"].to_pylist(),
         user_col="customer_id",
         item_col="product_id",
-        top_n=config.top_n,
+        n=config.top_n,
         format="arrow",
     )
     table = table.rename_columns(["customer_id", "target", "score"])

@@ -119,7 +119,7 @@ def cart_addons(
         {
             "product_id": addons["cart_id"],
             "rank": pc.cast(addons["rank"], pa.int32()),
-            "addon_product_id": addons["item"],
+            "addon_product_id": addons["item_id"],
             "score": addons["score"],
             "source": addons["source"],
         }
@@ -146,7 +146,7 @@ def product_graph(
     rules = rules_for_library(association_rules)
     rules = rules.filter(pc.greater_equal(rules["lift"], config.min_lift))
     graph = to_networkx(rules, edge_attr="lift")
-    table = product_communities(graph, weight="lift", seed=config.seed, format="arrow")
+    table = product_communities(graph, weight="lift", random_state=config.seed, format="arrow")
     info = lookup(table["item"], products, "product_id", ["product_name", "category"])
     table = table.rename_columns(["product_id", *table.column_names[1:]])
     for i, (name, values) in enumerate(info.items()):

@@ -111,41 +111,109 @@ def item_factors(als_model, products: pa.Table) -> pa.Table:
     return pa.table({"product_id": table["label"], **info, "vector": table["vector"]})
 
 
+CART_COLUMNS = ["basket_id", "customer_id", "product_id", "ordered_at"]
+METRICS = ("precision", "recall", "ndcg", "map", "coverage")
+
+
+def last_baskets(transactions: pa.Table) -> pa.Table:
+    """Each customer's latest basket (by ``ordered_at``, then ``basket_id``) as [customer_id, product_id] rows."""
+    import polars as pl
+
+    lines = pl.from_arrow(transactions.select(CART_COLUMNS))
+    last = (
+        lines.sort(["customer_id", "ordered_at", "basket_id"], nulls_last=False)
+        .group_by("customer_id")
+        .agg(pl.col("basket_id").last())
+    )
+    return lines.join(last, on=["customer_id", "basket_id"]).select("customer_id", "product_id").to_arrow()
+
+
+def published_recommender(als_model, bpr_model, rules: pa.Table, transactions: pa.Table, config: RecommendationConfig):
+    """The hybrid that ``user_recommendations`` publishes: ALS blended with BPR-embedding similarity
+    (``config.alpha``), rule add-ons for each customer's last basket in ``transactions``
+    (``config.rules_weight``). One place, so the quality gate scores exactly what ships."""
+    from rusket_assets.assets.baskets import rules_for_library
+    from rusket_core import Recommender
+
+    embeddings = bpr_model.export_item_factors(format="arrow").select(["label", "vector"])
+    return Recommender(
+        model=als_model, rules_df=rules_for_library(rules), item_embeddings=embeddings,
+        alpha=config.alpha, rules_weight=config.rules_weight,  # the library checks both
+        carts=last_baskets(transactions), cart_col="customer_id", cart_item_col="product_id",
+    )  # fmt: skip
+
+
+def _published_config(context: dg.AssetExecutionContext) -> RecommendationConfig:
+    """This run's ``user_recommendations`` config (defaults when the run does not set it)."""
+    op = key(GROUP, "user_recommendations").to_python_identifier()
+    given = (context.run.run_config.get("ops") or {}).get(op) or {}
+    return RecommendationConfig(**(given.get("config") or {}))
+
+
 @dg.asset(
     key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
-    ins={**RAW, "als_model": upstream(GROUP, "als_model"), "bpr_model": upstream(GROUP, "bpr_model")},
+    ins={
+        **RAW,
+        "als_model": upstream(GROUP, "als_model"),
+        "bpr_model": upstream(GROUP, "bpr_model"),
+        "association_rules": upstream("baskets", "association_rules"),
+    },
 )  # fmt: skip
 def model_evaluation(
-    context: dg.AssetExecutionContext, config: EvaluationConfig, raw_transactions: pa.Table, als_model, bpr_model
+    context: dg.AssetExecutionContext,
+    config: EvaluationConfig,
+    raw_transactions: pa.Table,
+    als_model,
+    bpr_model,
+    association_rules: pa.Table,
 ) -> pa.Table:
-    """Holdout ranking quality of ALS and BPR (same parameters) against the popularity baseline.
+    """Holdout ranking quality of ALS, BPR, popularity and the published hybrid, on one split.
 
-    Each customer's items are split at random (seeded) into train and test; each model is refitted
-    on train and scored on test: precision, recall, ndcg, MAP at k, and catalogue coverage. With
-    ``compare_bpr_losses`` a row ``bpr_<loss>`` scores BPR with the other pair loss too (which of
-    the two ranks better depends on the data), so the choice can be checked on the user's data.
+    Each customer's items are split at random (seeded) into train and test; every model is refitted
+    on train with its published parameters, and the blend that ``user_recommendations`` publishes
+    (``published_recommender``: same models, rules, last-basket carts and weights as this run's
+    ``user_recommendations`` config) is rebuilt from them, its carts taken from the train lines.
+    All are scored by the same ``evaluate`` on the test items of a seeded sample of
+    ``sample_customers`` customers: precision, recall, ndcg, MAP at k, and catalogue coverage.
+    The rules are the published ones (mined on all baskets). With ``compare_bpr_losses`` a row
+    ``bpr_<loss>`` scores BPR with the other pair loss too.
     """
-    from rusket_core.evaluation import PopularityRecommender, evaluate, train_test_split
-    from rusket_core.factorization.bpr import LOSSES
+    import numpy as np
+    import pyarrow.compute as pc
 
-    train, test = train_test_split(
-        _interactions(raw_transactions), "customer_id", "product_id", config.test_fraction, config.seed
-    )
+    from rusket_core.evaluation import evaluate, train_test_split
+    from rusket_core.factorization.bpr import LOSSES
+    from rusket_core.popularity import PopularityRecommender
+
+    lines = raw_transactions.select(sorted({*INTERACTION_COLUMNS, *CART_COLUMNS}))
+    train, test = train_test_split(lines, "customer_id", "product_id", config.test_fraction, config.seed)
+    customers = pc.unique(test["customer_id"])
+    if len(customers) > config.sample_customers:
+        rng = np.random.default_rng(config.seed)
+        customers = customers.take(pa.array(np.sort(rng.choice(len(customers), config.sample_customers, replace=False))))
+        test = test.filter(pc.is_in(test["customer_id"], value_set=customers))
     candidates = [("als", als_model, {}), ("bpr", bpr_model, {}), ("popularity", PopularityRecommender(), {})]
     if config.compare_bpr_losses:
         other = next(loss for loss in LOSSES if loss != bpr_model.loss)
         candidates.insert(2, (f"bpr_{other}", bpr_model, {"loss": other}))
-    rows = []
+    fitted, seconds = {}, {}
     for name, model, changes in candidates:
         start = time.perf_counter()
-        fresh = type(model).from_transactions(
-            train, user_col="customer_id", item_col="product_id", rating_col=model.rating_col,
-            **{**model.get_params(), **changes},
+        fitted[name] = type(model).from_transactions(
+            train.select(INTERACTION_COLUMNS), user_col="customer_id", item_col="product_id",
+            rating_col=model.rating_col, **{**model.get_params(), **changes},
         ).fit()  # fmt: skip
-        seconds = time.perf_counter() - start
-        metrics = evaluate(fresh, test=test, k=config.k)
-        rows.append({"model": name, **{m: metrics[m] for m in ("precision", "recall", "ndcg", "map", "coverage")},
-                     "k": config.k, "n_users": metrics["n_users"], "fit_seconds": seconds})  # fmt: skip
+        seconds[name] = time.perf_counter() - start
+    start = time.perf_counter()
+    fitted["published"] = published_recommender(
+        fitted["als"], fitted["bpr"], association_rules, train, _published_config(context)
+    )
+    seconds["published"] = seconds["als"] + seconds["bpr"] + time.perf_counter() - start
+    rows = []
+    for name, recommender in fitted.items():
+        metrics = evaluate(recommender, test=test, k=config.k)
+        rows.append({"model": name, **{m: metrics[m] for m in METRICS},
+                     "k": config.k, "n_users": metrics["n_users"], "fit_seconds": seconds[name]})  # fmt: skip
     table = pa.Table.from_pylist(rows)
     k = config.k
     context.add_output_metadata(
@@ -155,7 +223,7 @@ def model_evaluation(
             for metric in ("precision", "ndcg")
         }
         | {f"coverage {row['model']}": float(row["coverage"]) for row in rows}
-        | {"test_interactions": test.num_rows}
+        | {"test_interactions": test.num_rows, "evaluated_customers": len(customers)}
     )
     return table
 
@@ -192,7 +260,8 @@ def user_recommendations(
 ) -> pa.Table:
     """Top-N unseen products per customer: a hybrid of ALS, BPR-embedding similarity and basket rules.
 
-    ``Recommender.recommend_for_users`` with each customer's last basket as the cart. Model part:
+    ``published_recommender`` (also scored by ``model_evaluation``) with each customer's last basket
+    as the cart. Model part:
     ALS scores blended with the cosine similarity of BPR item vectors to the customer's strongest
     product (``alpha``), normalised to [0, 1]. Rules part: rule add-ons for the last basket, scored
     by confidence. Final score = (1 - rules_weight) * model + rules_weight * rules; ``source`` says
@@ -200,25 +269,10 @@ def user_recommendations(
     """
     import polars as pl
 
-    from rusket_assets.assets.baskets import rules_for_library
-    from rusket_core import Recommender
-
-    top_n, weight = config.top_n, config.rules_weight  # the library checks rules_weight
-    embeddings = bpr_model.export_item_factors(format="arrow").select(["label", "vector"])
-    recommender = Recommender(model=als_model, rules_df=rules_for_library(association_rules), item_embeddings=embeddings)
-    lines = pl.from_arrow(raw_transactions.select(["basket_id", "customer_id", "product_id", "ordered_at"]))
-    last_basket = (
-        lines.sort(["customer_id", "ordered_at", "basket_id"], nulls_last=False)
-        .group_by("customer_id")
-        .agg(pl.col("basket_id").last())
+    recommender = published_recommender(als_model, bpr_model, association_rules, raw_transactions, config)
+    ranked = pl.from_arrow(recommender.recommend_for_users(n=config.top_n, format="arrow")).rename(
+        {"user_id": "customer_id", "item_id": "product_id"}
     )
-    carts = lines.join(last_basket, on=["customer_id", "basket_id"]).select("customer_id", "product_id")
-    ranked = pl.from_arrow(
-        recommender.recommend_for_users(
-            n=top_n, alpha=config.alpha, carts=carts, rules_weight=weight,
-            cart_col="customer_id", item_col="product_id", format="arrow",
-        )
-    ).rename({"user_id": "customer_id", "item_id": "product_id"})  # fmt: skip
     ranked = ranked.with_columns(pl.col("rank").cast(pl.Int32)).select(
         "customer_id", "rank", "product_id", "score", "model_score", "rule_score", "source"
     )

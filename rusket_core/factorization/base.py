@@ -14,6 +14,7 @@ import numpy as np
 from rusket_core.encoding import Encoded, Labels, encode_sparse, encode_transactions
 from rusket_core.factorization.topk import csr_rows, topk
 from rusket_core.frames import from_arrow, input_format, make_frame, resolve_format
+from rusket_core.recommender import RecommenderBase
 
 
 def check_int(name: str, value: Any, minimum: int) -> int:
@@ -31,7 +32,7 @@ def check_real(name: str, value: Any, minimum: float = 0, strict: bool = False) 
     return float(value)
 
 
-class FactorModel:
+class FactorModel(RecommenderBase):
     """A recommender scoring user u and item i as ``user_factors[u] @ item_factors[i]``.
 
     Public attributes, set by ``fit`` (other modules build on them):
@@ -51,6 +52,10 @@ class FactorModel:
     """
 
     _registry: ClassVar[dict[str, type[FactorModel]]] = {}
+    # plain attributes (set by fit / from_factors) fulfil the contract's properties
+    users: Labels | None = None  # type: ignore[assignment]
+    items: Labels | None = None  # type: ignore[assignment]
+    user_items: Encoded | None = None  # type: ignore[assignment]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -96,6 +101,48 @@ class FactorModel:
         model._set_interactions(encoded)
         model.user_col, model.item_col, model.rating_col = user_col, item_col, rating_col
         model._format = input_format(data)
+        return model
+
+    @classmethod
+    def from_factors(
+        cls,
+        user_factors: Any,
+        item_factors: Any,
+        users: Any = None,
+        items: Any = None,
+        user_items: Any = None,
+        **params: Any,
+    ) -> FactorModel:
+        """A fitted model from given factors (e.g. trained elsewhere), without calling ``fit``.
+
+        ``users`` / ``items`` label the factor rows (default 0..n-1); ``user_items`` are the seen
+        interactions excluded from recommendations: a scipy users × items matrix or an ``Encoded``
+        in the same row/column order (default none). ``params`` go to the constructor.
+        """
+        uf = np.ascontiguousarray(user_factors, dtype=np.float32)
+        itf = np.ascontiguousarray(item_factors, dtype=np.float32)
+        if uf.ndim != 2 or itf.ndim != 2 or uf.shape[1] != itf.shape[1]:
+            raise ValueError(f"factor shapes do not match: user_factors {uf.shape}, item_factors {itf.shape}")
+        if isinstance(user_items, Encoded):
+            users = user_items.rows.values if users is None else users
+            items = user_items.items.values if items is None else items
+        user_labels = Labels.range(len(uf)) if users is None else Labels(users)
+        item_labels = Labels.range(len(itf)) if items is None else Labels(items)
+        for what, labels, rows in (("users", user_labels, len(uf)), ("items", item_labels, len(itf))):
+            if len(labels) != rows:
+                raise ValueError(f"{what} has {len(labels)} labels for {rows} factor rows")
+        if user_items is None:
+            seen = Encoded(np.zeros(len(uf) + 1, np.int64), np.zeros(0, np.int32), None, user_labels, item_labels)
+        else:
+            enc = user_items if isinstance(user_items, Encoded) else encode_sparse(user_items)
+            if (enc.n_rows, enc.n_items) != (len(uf), len(itf)):
+                raise ValueError(
+                    f"user_items is {enc.n_rows} × {enc.n_items} but the factors are {len(uf)} users × {len(itf)} items"
+                )
+            seen = Encoded(enc.indptr, enc.indices, enc.data, user_labels, item_labels)
+        model = cls(**params)
+        model._set_interactions(seen)
+        model.user_factors, model.item_factors = uf, itf
         return model
 
     def fit(self, user_items: Any = None) -> FactorModel:
@@ -202,8 +249,8 @@ class FactorModel:
     def batch_recommend(
         self,
         n: int = 10,
-        exclude_seen: bool = True,
         users: Any = None,
+        exclude_seen: bool = True,
         format: str | None = None,
     ) -> Any:
         """Top-``n`` items for every user (or the given ``users``) as [user_id, item_id, score] rows.
@@ -346,8 +393,13 @@ class FactorModel:
         keep = idx >= 0
         return labels.take(idx[keep]), np.ascontiguousarray(scores[keep], dtype=np.float32)
 
+    @property
+    def output_format(self) -> str:
+        """The frame library outputs use by default: that of the training frame, else pandas."""
+        return self._format or "pandas"
+
     def _output_format(self, format: str | None) -> str:
-        return resolve_format(format, default=self._format or "pandas")
+        return resolve_format(format, default=self.output_format)
 
     def _long_frame(self, rows, idx, scores, row_labels, col_labels, names, format) -> Any:
         keep = idx >= 0

@@ -1,21 +1,33 @@
-"""Parallel top-k selection over blocks of scores, with a per-row item exclusion list.
+"""Parallel top-k selection over blocks of scores, with a per-row item exclusion list: one driver.
 
-``topk`` scores a block of query rows against every item with one BLAS product per block and
-selects the best ``n`` per row in a numba kernel, so memory stays at one block of scores whatever
-the number of users. The hybrid recommender calls ``select_topk`` directly on its own score blocks.
-The row selection and its heap helpers are plain ``@njit`` functions, not ``inline="always"``:
-numba-IR inlining re-typed and re-optimised them inside every kernel that uses them (cold compile
-of the analytics potential kernel 14.3 s with it, 3.3 s without); warm top-k times measured
-the same either way.
+:func:`blocked_topk` is the one blocked top-k driver: a parallel numba kernel hands blocks of query
+rows to a *scorer* (one BLAS product per block and thread, plus whatever the caller blends in),
+then selects the best ``n`` per row, so memory stays at one block of scores whatever the number of
+users. Scorers are plain Python functions in numba's subset, registered with :func:`register_scorer` for a NamedTuple
+holding their inputs; numba compiles one specialisation of the driver per scorer (dispatch by the
+NamedTuple's class). Factor top-k (``topk``), scoring given rows (``select_topk``), the hybrid blend
+and cross-sell potential all run through it.
+
+The driver is :func:`run_chunk` (block loop, scoring, selection); the ``prange`` over chunks sits
+in a three-line kernel next to each scorer (:func:`parallel_kernel` shows the shape), because
+numba's disk cache is keyed on the file of the cached function: a scorer edited in its module
+then recompiles its own kernel instead of leaving a stale driver specialisation behind (numba
+cannot cache a kernel that takes the scorer as an argument or closes over it). For the same
+reason ``run_chunk`` and ``score_block`` are not cached on their own: a cache index here would
+name the scorers' state classes, and numba fails to read an index naming a class that moved.
+The row selection and its heap helpers are plain ``@njit`` functions, not ``inline="always"``
+(numba-IR inlining re-typed and re-optimised them inside every kernel that used them).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 
 #: scores held per thread at once by ``topk`` (rows per block = this / n_items)
 BLOCK_SCORES = 1 << 21
@@ -96,39 +108,96 @@ def _select_row(row, mask, excl_indices, e0, e1, hv, hi, out_idx, out_val):
         _sift_down(hv, hi, size, 0)
 
 
-@njit(parallel=True, cache=True)
-def _select_kernel(scores, excl_indptr, excl_indices, out_idx, out_val, n_chunks):
-    m, n_items = scores.shape
-    n = out_idx.shape[1]
-    per = (m + n_chunks - 1) // n_chunks
-    for c in prange(n_chunks):
-        mask = np.zeros(n_items, np.bool_)
-        hv = np.empty(n, np.float32)
-        hi = np.empty(n, np.int32)
-        for r in range(c * per, min(m, (c + 1) * per)):
-            _select_row(scores[r], mask, excl_indices, excl_indptr[r], excl_indptr[r + 1], hv, hi, out_idx[r], out_val[r])
+# ---------------------------------------------------------------------------------------------------------
+# the driver
+
+_SCORERS: dict[type, Any] = {}
 
 
-@njit(parallel=True, cache=True)
-def _topk_kernel(query, items_t, excl_indptr, excl_indices, out_idx, out_val, block_rows, n_chunks):
-    """Score ``block_rows`` queries at a time (one BLAS product per block, per thread) and select."""
-    m = query.shape[0]
-    n_items = items_t.shape[1]
+def register_scorer(state_type: type, scorer: Any) -> None:
+    """Use ``scorer(state, r0, r1, buf, scratch, mask)`` for driver states of NamedTuple ``state_type``.
+
+    The scorer fills scores for query rows ``r0:r1`` and returns a 2-D float32 array whose row
+    ``r - r0`` is the score row of query ``r`` to select from (``buf``, ``scratch`` or its own);
+    ``buf`` / ``scratch`` are per-thread (block_rows, width) buffers, ``mask`` an all-False bool
+    array of the selection width that it may use if it leaves it all False.
+    """
+    _SCORERS[state_type] = scorer
+
+
+def score_block(state, r0, r1, buf, scratch, mask):  # pragma: no cover - replaced in numba code
+    """Scores of a block of query rows by the scorer registered for ``type(state)`` (numba only)."""
+    raise NotImplementedError("score_block runs inside numba kernels only")
+
+
+@overload(score_block)
+def _score_block(state, r0, r1, buf, scratch, mask):
+    # the scorer's Python source is the implementation: compiled straight into the calling kernel
+    return _SCORERS.get(getattr(state, "instance_class", None))
+
+
+@njit  # not cached itself: compiled into each cached kernel that calls it (see the module docstring)
+def run_chunk(state, c, excl_indptr, excl_indices, out_idx, out_val, plan):
+    """Chunk ``c`` of the row blocks: score each block with ``state``'s scorer, then select the best
+    per row. ``plan`` = (m, buf_cols, scratch_cols, select_cols, block_rows, n_chunks)."""
+    m, buf_cols, scratch_cols, select_cols, block_rows, n_chunks = plan
     n = out_idx.shape[1]
     n_blocks = (m + block_rows - 1) // block_rows
     per = (n_blocks + n_chunks - 1) // n_chunks
-    for c in prange(n_chunks):
-        buf = np.empty((block_rows, n_items), np.float32)
-        mask = np.zeros(n_items, np.bool_)
-        hv = np.empty(n, np.float32)
-        hi = np.empty(n, np.int32)
-        for b in range(c * per, min(n_blocks, (c + 1) * per)):
-            r0 = b * block_rows
-            r1 = min(m, r0 + block_rows)
-            block = buf[: r1 - r0]
-            np.dot(query[r0:r1], items_t, block)
+    buf = np.empty((block_rows, buf_cols), np.float32)
+    scratch = np.empty((block_rows, scratch_cols), np.float32)
+    mask = np.zeros(select_cols, np.bool_)
+    hv = np.empty(n, np.float32)
+    hi = np.empty(n, np.int32)
+    for b in range(c * per, min(n_blocks, (c + 1) * per)):
+        r0 = b * block_rows
+        r1 = min(m, r0 + block_rows)
+        rows = score_block(state, r0, r1, buf, scratch, mask)
+        if n > 0:
             for r in range(r0, r1):
-                _select_row(block[r - r0], mask, excl_indices, excl_indptr[r], excl_indptr[r + 1], hv, hi, out_idx[r], out_val[r])
+                e0, e1 = excl_indptr[r], excl_indptr[r + 1]
+                _select_row(rows[r - r0], mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
+
+
+@njit(parallel=True, cache=True)
+def parallel_kernel(state, excl_indptr, excl_indices, out_idx, out_val, plan):
+    """The chunks of :func:`run_chunk` in parallel, for this module's scorers (copy it next to a new one)."""
+    for c in prange(plan[5]):
+        run_chunk(state, c, excl_indptr, excl_indices, out_idx, out_val, plan)
+
+
+def blocked_topk(
+    kernel: Any,
+    state: Any,
+    m: int,
+    n: int | None,
+    select_cols: int,
+    buf_cols: int = 0,
+    scratch_cols: int = 0,
+    exclude_indptr: np.ndarray | None = None,
+    exclude_indices: np.ndarray | None = None,
+    blas: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``n`` of ``select_cols`` columns for each of ``m`` query rows scored by ``state``'s scorer.
+
+    ``kernel`` is the parallel kernel of the scorer's module (see :func:`parallel_kernel`). Rows are scored ``block_rows`` at a time (at most ``BLOCK_SCORES`` values in ``buf`` and
+    ``scratch`` per thread), blocks shared among the numba threads; BLAS runs single-threaded
+    meanwhile (``blas``). The exclusion CSR has one row per query (see :func:`select_topk`).
+    ``n=None`` runs the scorer alone (it stores its own output). Returns ``(idx int32, scores
+    float32)`` of shape (m, min(n, select_cols)), padded with -1 / -inf.
+    """
+    width = 0 if n is None else max(0, min(int(n), select_cols))
+    indptr, indices = _exclusion(m, exclude_indptr, exclude_indices)
+    out_idx = np.empty((m, width), dtype=np.int32)
+    out_val = np.empty((m, width), dtype=np.float32)
+    if not m or (n is not None and not width):
+        return out_idx, out_val
+    block_rows = int(max(1, min(m, BLOCK_SCORES // max(buf_cols + scratch_cols, select_cols, 1))))
+    n_chunks = int(max(1, min((m + block_rows - 1) // block_rows, numba.get_num_threads())))
+    plan = (m, buf_cols, scratch_cols, select_cols, block_rows, n_chunks)
+    with _single_threaded_blas(blas and n_chunks > 1):  # parallelism from numba threads, one product each
+        kernel(state, indptr, indices, out_idx, out_val, tuple(np.int64(v) for v in plan))
+    return out_idx, out_val
 
 
 def _exclusion(m: int, exclude_indptr, exclude_indices) -> tuple[np.ndarray, np.ndarray]:
@@ -139,6 +208,37 @@ def _exclusion(m: int, exclude_indptr, exclude_indices) -> tuple[np.ndarray, np.
     if indptr.shape != (m + 1,):
         raise ValueError(f"exclusion indptr must have {m + 1} entries (one row per query), got {indptr.shape}")
     return indptr, indices
+
+
+# ---------------------------------------------------------------------------------------------------------
+# two scorers: dot products of factors, and given score rows
+
+
+class DotScores(NamedTuple):
+    """Driver state: ``query @ items_t`` (float32, C-contiguous)."""
+
+    query: np.ndarray
+    items_t: np.ndarray
+
+
+def _dot_scores(state, r0, r1, buf, scratch, mask):
+    block = buf[: r1 - r0]
+    np.dot(state.query[r0:r1], state.items_t, block)
+    return block
+
+
+class GivenScores(NamedTuple):
+    """Driver state: score rows computed elsewhere (float32, C-contiguous)."""
+
+    scores: np.ndarray
+
+
+def _given_scores(state, r0, r1, buf, scratch, mask):
+    return state.scores[r0:r1]
+
+
+register_scorer(DotScores, _dot_scores)
+register_scorer(GivenScores, _given_scores)
 
 
 def select_topk(
@@ -158,13 +258,7 @@ def select_topk(
     if scores.ndim != 2:
         raise ValueError(f"scores must be 2-D (rows × items), got shape {scores.shape}")
     m, n_items = scores.shape
-    width = max(0, min(int(n), n_items))
-    indptr, indices = _exclusion(m, exclude_indptr, exclude_indices)
-    out_idx = np.empty((m, width), dtype=np.int32)
-    out_val = np.empty((m, width), dtype=np.float32)
-    if m and width:
-        _select_kernel(scores, indptr, indices, out_idx, out_val, _n_chunks(m))
-    return out_idx, out_val
+    return blocked_topk(parallel_kernel, GivenScores(scores), m, n, n_items, 0, 0, exclude_indptr, exclude_indices, blas=False)
 
 
 def topk(
@@ -177,25 +271,16 @@ def topk(
     """Best ``n`` items per query row by dot product ``query @ item_factors.T``, block by block.
 
     ``query`` is (m, k), ``item_factors`` (n_items, k); the exclusion CSR has one row per query
-    row (see :func:`select_topk`). At most ``BLOCK_SCORES`` scores exist at any time.
+    row (see :func:`select_topk`). At most ``BLOCK_SCORES`` scores exist at any time per thread.
     Returns ``(idx int32, scores float32)`` of shape (m, min(n, n_items)), -1 / -inf padded.
     """
     query = np.ascontiguousarray(query, dtype=np.float32)
     items = np.ascontiguousarray(item_factors, dtype=np.float32)
     if query.ndim != 2 or items.ndim != 2 or query.shape[1] != items.shape[1]:
         raise ValueError(f"factor shapes do not match: query {query.shape}, items {items.shape}")
-    m, n_items = query.shape[0], items.shape[0]
-    width = max(0, min(int(n), n_items))
-    indptr, indices = _exclusion(m, exclude_indptr, exclude_indices)
-    out_idx = np.empty((m, width), dtype=np.int32)
-    out_val = np.empty((m, width), dtype=np.float32)
-    if not m or not width:
-        return out_idx, out_val
-    rows = int(max(1, min(m, BLOCK_SCORES // max(n_items, 1))))
-    n_chunks = int(max(1, min((m + rows - 1) // rows, numba.get_num_threads())))
-    with _single_threaded_blas(n_chunks > 1):  # parallelism comes from numba threads, one product each
-        _topk_kernel(query, np.ascontiguousarray(items.T), indptr, indices, out_idx, out_val, rows, n_chunks)
-    return out_idx, out_val
+    n_items = items.shape[0]
+    state = DotScores(query, np.ascontiguousarray(items.T))
+    return blocked_topk(parallel_kernel, state, query.shape[0], n, n_items, n_items, 0, exclude_indptr, exclude_indices)
 
 
 def csr_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -235,10 +320,6 @@ def _single_threaded_blas(active: bool = True):
         yield
 
 
-def _n_chunks(m: int) -> int:
+def n_chunks(m: int) -> int:
+    """Chunks of ``m`` independent rows for a ``prange`` loop: a few per thread, for balance."""
     return int(max(1, min(m, 4 * numba.get_num_threads())))
-
-
-#: public names for kernels that fuse their own scoring with the shared selection
-select_row = _select_row
-single_threaded_blas = _single_threaded_blas

@@ -26,22 +26,11 @@ import numpy as np
 from numba import njit, prange
 from numba.typed import List
 
+from rusket_core.mining.metrics import metric_value
+
 _FNV_OFFSET = np.uint64(14695981039346656037)
 _FNV_PRIME = np.uint64(1099511628211)
 
-METRICS: tuple[str, ...] = (
-    "antecedent support",
-    "consequent support",
-    "support",
-    "confidence",
-    "lift",
-    "leverage",
-    "conviction",
-    "zhangs_metric",
-    "jaccard",
-    "certainty",
-    "kulczynski",
-)
 
 
 def mine_tree(indptr, indices, rank_of, rank_count, min_count, max_len):
@@ -415,34 +404,6 @@ def _probe(table, offsets, items, buf, m):
 
 
 @njit(cache=True, error_model="numpy")
-def _metric(code, s_ac, s_a, s_c):
-    """One rule metric (see ``METRICS``) with mlxtend's conventions for the degenerate cases."""
-    if code == 0:
-        return s_a
-    if code == 1:
-        return s_c
-    if code == 2:
-        return s_ac
-    conf = s_ac / s_a
-    if code == 3:
-        return conf
-    if code == 4:
-        return conf / s_c
-    if code == 5:
-        return s_ac - s_a * s_c
-    if code == 6:
-        return (1.0 - s_c) / (1.0 - conf) if conf < 1.0 else np.inf
-    if code == 7:
-        den = max(s_ac * (1.0 - s_a), s_a * (s_c - s_ac))
-        return 0.0 if den == 0.0 else (s_ac - s_a * s_c) / den
-    if code == 8:
-        return s_ac / (s_a + s_c - s_ac)
-    if code == 9:
-        return 0.0 if 1.0 - s_c == 0.0 else (conf - s_c) / (1.0 - s_c)
-    return (conf + s_ac / s_c) / 2.0
-
-
-@njit(cache=True, error_model="numpy")
 def _count_rules(table, offsets, items, support, s, sub, metric, min_threshold, max_consequent):
     """Fill ``sub[mask]`` with the support of each subset of itemset ``s`` and count its rules
     passing the threshold; returns (rules, antecedent items, consequent items, missing?)."""
@@ -470,7 +431,7 @@ def _count_rules(table, offsets, items, support, s, sub, metric, min_threshold, 
             continue
         if sub[mask] < 0.0 or sub[full ^ mask] < 0.0:
             missing = 1
-        elif _metric(metric, sub[full], sub[mask], sub[full ^ mask]) >= min_threshold:
+        elif metric_value(metric, sub[full], sub[mask], sub[full ^ mask]) >= min_threshold:
             n_rules += 1
             n_ant += na
     return n_rules, n_ant, n_rules * k - n_ant, missing
@@ -489,7 +450,7 @@ def _write_rules(offsets, items, s, sub, metric, min_threshold, max_consequent, 
             na += (mask >> p) & 1
         if max_consequent > 0 and k - na > max_consequent:
             continue
-        if _metric(metric, sub[full], sub[mask], sub[full ^ mask]) >= min_threshold:
+        if metric_value(metric, sub[full], sub[mask], sub[full ^ mask]) >= min_threshold:
             for p in range(k):
                 if (mask >> p) & 1:
                     ant[pa_] = items[a + p]

@@ -1,4 +1,4 @@
-"""Association rules from frequent itemsets: generation (numba), metrics and the rules frame."""
+"""Association rules from frequent itemsets: generation (numba) and the rules frame (metrics in ``metrics.py``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pyarrow.compute as pc
 
 from rusket_core.encoding import Labels
 from rusket_core.frames import input_format, list_column, make_frame, resolve_format, to_arrow_table
-from rusket_core.mining.kernels import METRICS, rules_kernel
+from rusket_core.mining.kernels import rules_kernel
+from rusket_core.mining.metrics import METRICS, metric_code, rule_metrics
 
 RULE_COLUMNS: tuple[str, ...] = ("antecedents", "consequents", *METRICS)
 
@@ -31,13 +32,6 @@ class RuleArrays:
 
     def __len__(self) -> int:
         return len(self.support)
-
-
-def metric_code(metric: str) -> int:
-    """Position of ``metric`` in ``METRICS``; ValueError listing the valid names otherwise."""
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
-    return METRICS.index(metric)
 
 
 def _check_threshold(min_threshold: float) -> float:
@@ -85,32 +79,6 @@ def rule_arrays(
             "of each antecedent and consequent (mine without max_len cuts below the rule length)"
         )
     return RuleArrays(ant_off, ant, con_off, con, s_a, s_c, s_ac)
-
-
-def rule_metrics(s_a: np.ndarray, s_c: np.ndarray, s_ac: np.ndarray) -> dict[str, np.ndarray]:
-    """Every metric in ``METRICS`` from the antecedent, consequent and rule supports (mlxtend's definitions)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        conf = s_ac / s_a
-        leverage = s_ac - s_a * s_c
-        conviction = np.full(conf.shape, np.inf)
-        below = conf < 1.0
-        conviction[below] = (1.0 - s_c[below]) / (1.0 - conf[below])
-        den = np.maximum(s_ac * (1.0 - s_a), s_a * (s_c - s_ac))
-        zhang = np.where(den == 0.0, 0.0, leverage / den)
-        certainty = np.where(1.0 - s_c == 0.0, 0.0, (conf - s_c) / (1.0 - s_c))
-        return {
-            "antecedent support": s_a,
-            "consequent support": s_c,
-            "support": s_ac,
-            "confidence": conf,
-            "lift": conf / s_c,
-            "leverage": leverage,
-            "conviction": conviction,
-            "zhangs_metric": zhang,
-            "jaccard": s_ac / (s_a + s_c - s_ac),
-            "certainty": certainty,
-            "kulczynski": (conf + s_ac / s_c) / 2.0,
-        }
 
 
 def rules_frame(rules: RuleArrays, labels: Labels, format: str) -> Any:
