@@ -18,6 +18,7 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
+from rusket_assets.columns import column_description
 from rusket_assets.resources import ModelStore, Warehouse, quote
 
 STAGING_SUFFIX = "__staging"
@@ -65,6 +66,8 @@ def markdown_table(table: pa.Table, max_rows: int = PREVIEW_ROWS, max_width: int
     """Render the first rows of ``table`` as a markdown table (no extra dependencies)."""
 
     def cell(value: Any) -> str:
+        if value is None:
+            return ""
         if isinstance(value, float):
             text = f"{value:.4g}"
         elif isinstance(value, list) and value and isinstance(value[0], float):
@@ -91,7 +94,10 @@ def describe_table(con: Any, schema: str, table: str) -> dict[str, Any]:
     return {
         "dagster/row_count": dg.MetadataValue.int(int(n_rows)),
         "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name=name, type=str(kind)) for name, kind, *_ in columns]
+            columns=[
+                dg.TableColumn(name=name, type=str(kind), description=column_description(f"{schema}.{table}", name))
+                for name, kind, *_ in columns
+            ]
         ),
         "dagster/table_name": f"{schema}.{table}",
         "preview": dg.MetadataValue.md(markdown_table(preview)),

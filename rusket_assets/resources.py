@@ -7,10 +7,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 import pyarrow as pa
+from pydantic import Field
 
 from rusket_assets.sample_data import StoreSpec
 
@@ -194,41 +195,41 @@ class VectorStore(dg.ConfigurableResource):
 class TransactionSource(dg.ConfigurableResource):
     """Where order lines come from, and which source column plays which role.
 
-    ``kind``: "synthetic" (the bundled generated store, default), "parquet" or "csv" (``path`` may be a
-    glob), or "duckdb" (``table`` in the DuckDB file ``database``; the warehouse when empty). The
-    ``*_col`` fields map source columns to roles; optional roles may be left empty. ``where`` is an
-    optional filter: one SQL expression over the source's columns (no subqueries or statements).
-    ``date_from``/``date_to`` (ISO dates, ``date_to`` exclusive) and ``min_quantity`` are structured
-    filters. ``returns`` says what to do with return lines (negative quantity or revenue, e.g.
-    'C' invoices): "fail", "drop" them, or "net" (default) them against the same customer's
-    purchases of the same product, most recent purchase first.
+    kind: "synthetic" (the bundled generated store, default), "parquet" or "csv" (path may be a
+    glob), or "duckdb" (table in the DuckDB file database; the warehouse when empty). The *_col
+    fields map source columns to roles; optional roles may be left empty. where is an optional
+    filter: one SQL expression over the source's columns (no subqueries or statements).
+    date_from/date_to (ISO dates, date_to exclusive) and min_quantity are structured filters.
+    returns says what to do with return lines (negative quantity or revenue, e.g. 'C' invoices):
+    "fail", "drop" them, or "net" (default) them against the same customer's purchases of the same
+    product, most recent purchase first.
     """
 
-    kind: str = "synthetic"
-    path: str = ""
-    database: str = ""
-    table: str = ""
-    where: str = ""
-    date_from: str = ""
-    date_to: str = ""
-    min_quantity: float | None = None
-    returns: str = "net"
-    basket_col: str = "order_id"
-    customer_col: str = "customer_id"
-    product_col: str = "product_id"
-    quantity_col: str = "quantity"
-    revenue_col: str = "revenue"
-    category_col: str = "category"
-    timestamp_col: str = "ordered_at"
-    product_name_col: str = "product_name"
-    price_col: str = "price"
+    kind: Literal["synthetic", "parquet", "csv", "duckdb"] = Field(default="synthetic", description="Where order lines come from: synthetic (bundled generated store), parquet, csv or duckdb.")
+    path: str = Field(default="", description="Parquet or CSV file, or a glob (kinds parquet and csv).")
+    database: str = Field(default="", description="DuckDB file holding the source table (kind duckdb); empty means the warehouse.")
+    table: str = Field(default="", description="Source table, optionally schema-qualified (kind duckdb).")
+    where: str = Field(default="", description="Optional filter: one SQL expression over the source's columns, e.g. country = 'France'.")
+    date_from: str = Field(default="", description="Keep lines ordered on or after this ISO date; empty for no limit.")
+    date_to: str = Field(default="", description="Keep lines ordered before this ISO date (exclusive); empty for no limit.")
+    min_quantity: float | None = Field(default=None, description="Drop lines with a smaller quantity; empty for no limit.")
+    returns: Literal["net", "drop", "fail"] = Field(default="net", description="Return lines: net them against earlier purchases, drop them, or fail the ingest.")
+    basket_col: str = Field(default="order_id", description="Source column with the basket (order or invoice) id.")
+    customer_col: str = Field(default="customer_id", description="Source column with the customer id.")
+    product_col: str = Field(default="product_id", description="Source column with the product id.")
+    quantity_col: str = Field(default="quantity", description="Source column with units bought per line; empty if absent.")
+    revenue_col: str = Field(default="revenue", description="Source column with the line revenue (price times quantity); empty if absent.")
+    category_col: str = Field(default="category", description="Source column with the product category; empty if absent.")
+    timestamp_col: str = Field(default="ordered_at", description="Source column with the order time; empty if absent.")
+    product_name_col: str = Field(default="product_name", description="Source column with the product name; empty if absent.")
+    price_col: str = Field(default="price", description="Source column with the unit price; empty if absent.")
     # Synthetic store size (kind="synthetic"); defaults are the bundled store's (sample_data.StoreSpec).
-    n_customers: int = StoreSpec.n_customers
-    n_products: int = StoreSpec.n_products
-    n_categories: int = StoreSpec.n_categories
-    n_days: int = StoreSpec.n_days
-    n_lines: int = StoreSpec.n_lines
-    seed: int = StoreSpec.seed
+    n_customers: int = Field(default=StoreSpec.n_customers, description="Customers in the synthetic store (kind synthetic).")
+    n_products: int = Field(default=StoreSpec.n_products, description="Products in the synthetic store.")
+    n_categories: int = Field(default=StoreSpec.n_categories, description="Product categories in the synthetic store.")
+    n_days: int = Field(default=StoreSpec.n_days, description="Days of orders in the synthetic store.")
+    n_lines: int = Field(default=StoreSpec.n_lines, description="Order lines in the synthetic store.")
+    seed: int = Field(default=StoreSpec.seed, description="Seed of the synthetic store (same seed, same data).")
 
     def roles(self) -> dict[str, str]:
         """Role -> source column for every mapped role (empty mappings left out)."""

@@ -183,7 +183,7 @@ register_scorer(PotentialScores, _potential_scores)
 @njit(parallel=True, cache=True)
 def _potential_kernel(state, excl_indptr, excl_indices, out_idx, out_val, plan):
     """The shared blocked top-k driver over :func:`_potential_scores` (see ``topk.parallel_kernel``)."""
-    for c in prange(plan[5]):
+    for c in prange(plan[6]):
         run_chunk(state, c, excl_indptr, excl_indices, out_idx, out_val, plan)
 
 

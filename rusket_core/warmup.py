@@ -60,7 +60,8 @@ def _als() -> Any:
 def _bpr() -> Any:
     from rusket_core.factorization import BPR
 
-    return BPR(factors=4, iterations=1).fit(_interactions())
+    BPR(factors=4, iterations=1).fit(_interactions())  # Hogwild threads (the library's default)
+    return BPR(factors=4, iterations=1, deterministic=True).fit(_interactions())  # the pipeline's mode
 
 
 def _top_k() -> None:

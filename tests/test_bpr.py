@@ -32,7 +32,7 @@ def test_kernel_splits_samples_over_chunks_without_loss(n_samples):
     Y = np.full((4, 3), 0.1, np.float32)
     users = np.array([0, 1], dtype=np.int32)
     seeds = np.array([11, 12, 13], dtype=np.uint64)
-    done, _ = bpr_epochs(
+    done, _, _ = bpr_epochs(
         csr.indptr.astype(np.int64), csr.indices.astype(np.int32), users,
         X, Y, 0.01, 0.0, n_samples, 2, seeds, True, 1.0,
     )  # fmt: skip
@@ -68,7 +68,7 @@ def test_two_epochs_match_the_hand_computed_updates(loss, decay):
             yi + rate * (weight * x - reg * yi),
             yj + rate * (-weight * x - reg * yj),
         )
-    done, correct = bpr_epochs(
+    done, correct, _ = bpr_epochs(
         np.array([0, 1], np.int64), np.array([0], np.int32), np.array([0], np.int32),
         X, Y, lr, reg, 1, 2, np.array([5], np.uint64), loss == "rational", decay,
     )  # fmt: skip

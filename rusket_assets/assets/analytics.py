@@ -5,14 +5,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rusket_assets.assets.common import POOL, TABLE_IO, lookup, upstream, with_rank
+from rusket_assets.assets.common import ALS_GATES, group_asset, lookup, upstream, with_rank
 from rusket_assets.config import PotentialConfig, SubstitutesConfig
 
 GROUP = "analytics"
+asset = group_asset(GROUP)
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+@asset(
+    kinds={"duckdb"},
     ins={"raw_transactions": upstream("ingest", "raw_transactions")},
 )  # fmt: skip
 def customer_saturation(context: dg.AssetExecutionContext, raw_transactions: pa.Table) -> pa.Table:
@@ -38,13 +39,14 @@ def customer_saturation(context: dg.AssetExecutionContext, raw_transactions: pa.
     return table
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+@asset(
+    kinds={"duckdb"},
     ins={
         "raw_transactions": upstream("ingest", "raw_transactions"),
         "products": upstream("ingest", "products"),
         "als_model": upstream("personalization", "als_model"),
     },
+    deps=ALS_GATES,
 )  # fmt: skip
 def cross_sell_potential(
     context: dg.AssetExecutionContext, config: PotentialConfig, raw_transactions: pa.Table, products: pa.Table, als_model
@@ -52,7 +54,7 @@ def cross_sell_potential(
     """Per customer, the categories not bought yet with the highest propensity (best ALS score in the category).
 
     Without a category column in the source, the targets are the products themselves (column
-    ``target`` holds product ids then).
+    `target` holds product ids then).
     """
     from rusket_core import score_potential
 
@@ -75,14 +77,14 @@ def cross_sell_potential(
     return table
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+@asset(
+    kinds={"duckdb"},
     ins={"association_rules": upstream("baskets", "association_rules"), "products": upstream("ingest", "products")},
 )  # fmt: skip
 def product_substitutes(
     context: dg.AssetExecutionContext, config: SubstitutesConfig, association_rules: pa.Table, products: pa.Table
 ) -> pa.Table:
-    """Product pairs bought together less often than chance (lift < ``max_lift``), weakest first."""
+    """Product pairs bought together less often than chance (lift < `max_lift`), weakest first."""
     from rusket_assets.assets.baskets import rules_for_library
     from rusket_core import find_substitutes
 

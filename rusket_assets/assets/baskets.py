@@ -4,10 +4,11 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rusket_assets.assets.common import POOL, TABLE_IO, lookup, upstream
+from rusket_assets.assets.common import ALS_GATES, group_asset, lookup, upstream
 from rusket_assets.config import AddOnsConfig, GraphConfig, MiningConfig, RulesConfig
 
 GROUP = "baskets"
+asset = group_asset(GROUP)
 # Rule columns named as rusket_core (mlxtend) names them, and as stored in DuckDB (snake_case).
 RULE_RENAMES = {"antecedent support": "antecedent_support", "consequent support": "consequent_support"}
 
@@ -18,14 +19,14 @@ def rules_for_library(rules: pa.Table) -> pa.Table:
     return rules.rename_columns([back.get(name, name) for name in rules.column_names])
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb", "numba"},
+@asset(
+    kinds={"duckdb", "numba"},
     ins={"raw_transactions": upstream("ingest", "raw_transactions")},
 )  # fmt: skip
 def frequent_itemsets(context: dg.AssetExecutionContext, config: MiningConfig, raw_transactions: pa.Table) -> pa.Table:
-    """Itemsets of products bought together in at least ``min_support`` of baskets (FP-growth, exact).
+    """Itemsets of products bought together in at least `min_support` of baskets (FP-growth, exact).
 
-    The threshold never goes below ``min_baskets`` baskets, so a small source does not mine every
+    The threshold never goes below `min_baskets` baskets, so a small source does not mine every
     combination of every basket.
 
     Columns: itemset (list of product ids, e.g. VARCHAR[]), length, support (fraction), count.
@@ -68,14 +69,14 @@ def frequent_itemsets(context: dg.AssetExecutionContext, config: MiningConfig, r
     )
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb", "numba"},
+@asset(
+    kinds={"duckdb", "numba"},
     ins={"frequent_itemsets": upstream(GROUP, "frequent_itemsets")},
 )  # fmt: skip
 def association_rules(context: dg.AssetExecutionContext, config: RulesConfig, frequent_itemsets: pa.Table) -> pa.Table:
     """Rules antecedents -> consequents from the stored itemsets (no re-mining), with every metric.
 
-    Kept: rules whose ``metric`` is at least ``min_threshold``. Columns: antecedents, consequents,
+    Kept: rules whose `metric` is at least `min_threshold`. Columns: antecedents, consequents,
     antecedent_support, consequent_support, support, confidence, lift, leverage, conviction,
     zhangs_metric, jaccard, certainty, kulczynski.
     """
@@ -94,20 +95,21 @@ def association_rules(context: dg.AssetExecutionContext, config: RulesConfig, fr
     return rules
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb", "numba"},
+@asset(
+    kinds={"duckdb", "numba"},
     ins={
         "association_rules": upstream(GROUP, "association_rules"),
         "products": upstream("ingest", "products"),
         "als_model": upstream("personalization", "als_model"),
     },
+    deps=ALS_GATES,
 )  # fmt: skip
 def cart_addons(
     context: dg.AssetExecutionContext, config: AddOnsConfig, association_rules: pa.Table, products: pa.Table, als_model
 ) -> pa.Table:
     """Top add-ons for a cart holding one product, for every product ("frequently bought together").
 
-    Rules first (confidence, then lift), then ALS item similarity, then popularity; ``source`` says
+    Rules first (confidence, then lift), then ALS item similarity, then popularity; `source` says
     which. Columns: product_id, rank, addon_product_id, score, source.
     """
     from rusket_core import Recommender
@@ -129,14 +131,14 @@ def cart_addons(
     return table
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb", "networkx"},
+@asset(
+    kinds={"duckdb", "networkx"},
     ins={"association_rules": upstream(GROUP, "association_rules"), "products": upstream("ingest", "products")},
 )  # fmt: skip
 def product_graph(
     context: dg.AssetExecutionContext, config: GraphConfig, association_rules: pa.Table, products: pa.Table
 ) -> pa.Table:
-    """Products as a graph of one-to-one rules (lift >= ``min_lift``): Louvain community and pagerank.
+    """Products as a graph of one-to-one rules (lift >= `min_lift`): Louvain community and pagerank.
 
     Columns: product_id, product_name, category, community (0 = largest), community_size, pagerank,
     support, rank_in_community, is_gateway (highest pagerank of its community).

@@ -5,14 +5,15 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rusket_assets.assets.common import POOL, TABLE_IO, key
+from rusket_assets.assets.common import group_asset, key
 from rusket_assets.resources import TransactionSource, Warehouse
 from rusket_assets.source import read_transactions
 
 GROUP = "ingest"
+asset = group_asset(GROUP)
 
 
-@dg.asset(key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"})
+@asset(kinds={"duckdb"})
 def raw_transactions(
     context: dg.AssetExecutionContext, source: TransactionSource, warehouse: Warehouse
 ) -> pa.Table:
@@ -20,7 +21,7 @@ def raw_transactions(
 
     Ids keep the source's types. Missing mapped columns, null ids and text in numeric columns fail
     here, naming the column and the number of rows, and nothing downstream is written; return lines
-    follow ``source.returns`` (the counts it touched are in the metadata).
+    follow `source.returns` (the counts it touched are in the metadata).
     """
     table, returns = read_transactions(source, warehouse)
     context.log.info(f"read {table.num_rows} order lines from {source.kind} source; returns ({source.returns}): {returns}")
@@ -37,8 +38,8 @@ def raw_transactions(
     return table
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+@asset(
+    kinds={"duckdb"},
     deps=[key(GROUP, "raw_transactions")],
 )  # fmt: skip
 def products(warehouse: Warehouse) -> pa.Table:

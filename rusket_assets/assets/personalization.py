@@ -5,7 +5,15 @@ import time
 import dagster as dg
 import pyarrow as pa
 
-from rusket_assets.assets.common import MODEL_IO, POOL, TABLE_IO, key, lookup, upstream, with_rank
+from rusket_assets.assets.common import (
+    ALS_GATES,
+    MODEL_IO,
+    group_asset,
+    key,
+    lookup,
+    upstream,
+    with_rank,
+)
 from rusket_assets.config import (
     ALSConfig,
     BPRConfig,
@@ -15,6 +23,7 @@ from rusket_assets.config import (
 )
 
 GROUP = "personalization"
+asset = group_asset(GROUP)
 RAW = {"raw_transactions": upstream("ingest", "raw_transactions")}
 WEIGHTS = {"quantity": "quantity", "revenue": "revenue", "count": None}
 INTERACTION_COLUMNS = ["customer_id", "product_id", "quantity", "revenue"]
@@ -30,7 +39,7 @@ def _weight_column(weight: str) -> str | None:
     return WEIGHTS[weight]
 
 
-@dg.asset(key_prefix=GROUP, group_name=GROUP, io_manager_key=MODEL_IO, pool=POOL, kinds={"numba"}, ins=RAW)
+@asset(io_manager_key=MODEL_IO, kinds={"numba"}, ins=RAW)
 def als_model(context: dg.AssetExecutionContext, config: ALSConfig, raw_transactions: pa.Table):
     """Implicit ALS on customer × product interactions (confidence 1 + alpha * weight), saved as a model file."""
     from rusket_core import ALS
@@ -59,9 +68,15 @@ def als_model(context: dg.AssetExecutionContext, config: ALSConfig, raw_transact
     return model
 
 
-@dg.asset(key_prefix=GROUP, group_name=GROUP, io_manager_key=MODEL_IO, pool=POOL, kinds={"numba"}, ins=RAW)
+@asset(io_manager_key=MODEL_IO, kinds={"numba"}, ins=RAW)
 def bpr_model(context: dg.AssetExecutionContext, config: BPRConfig, raw_transactions: pa.Table):
-    """Bayesian personalised ranking on customer × product interactions, saved as a model file."""
+    """Bayesian personalised ranking on customer × product interactions, saved as a model file.
+
+    With `deterministic` (default) the same seed gives the same model on every run: fixed user
+    blocks on private copies of the item factors, merged per epoch. Measured on a busy 2-core
+    machine: 4.3-6.3 s vs 1.8-2.2 s Hogwild on the bundled store (equal on one thread), with a
+    slightly better holdout precision@10 (0.094 vs 0.092).
+    """
     from rusket_core import BPR
 
     start = time.perf_counter()
@@ -76,6 +91,7 @@ def bpr_model(context: dg.AssetExecutionContext, config: BPRConfig, raw_transact
         loss=config.loss,
         schedule=config.schedule,
         random_state=config.seed,
+        deterministic=config.deterministic,
     ).fit()
     accuracy = getattr(model, "ranking_accuracy_", None)
     context.add_output_metadata(
@@ -85,13 +101,14 @@ def bpr_model(context: dg.AssetExecutionContext, config: BPRConfig, raw_transact
             "products": len(model.items),
             "factors": model.factors,
             **({"ranking_accuracy": float(accuracy[-1])} if accuracy is not None and len(accuracy) else {}),
+            **({"training_loss": float(model.loss_[-1])} if len(model.loss_) else {}),
         }
     )
     return model
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+@asset(
+    kinds={"duckdb"},
     ins={"als_model": upstream(GROUP, "als_model")},
 )  # fmt: skip
 def user_factors(als_model) -> pa.Table:
@@ -100,8 +117,8 @@ def user_factors(als_model) -> pa.Table:
     return pa.table({"customer_id": table["label"], "vector": table["vector"]})
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+@asset(
+    kinds={"duckdb"},
     ins={"als_model": upstream(GROUP, "als_model"), "products": upstream("ingest", "products")},
 )  # fmt: skip
 def item_factors(als_model, products: pa.Table) -> pa.Table:
@@ -150,8 +167,8 @@ def _published_config(context: dg.AssetExecutionContext) -> RecommendationConfig
     return RecommendationConfig(**(given.get("config") or {}))
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+@asset(
+    kinds={"duckdb"},
     ins={
         **RAW,
         "als_model": upstream(GROUP, "als_model"),
@@ -170,13 +187,13 @@ def model_evaluation(
     """Holdout ranking quality of ALS, BPR, popularity and the published hybrid, on one split.
 
     Each customer's items are split at random (seeded) into train and test; every model is refitted
-    on train with its published parameters, and the blend that ``user_recommendations`` publishes
-    (``published_recommender``: same models, rules, last-basket carts and weights as this run's
-    ``user_recommendations`` config) is rebuilt from them, its carts taken from the train lines.
-    All are scored by the same ``evaluate`` on the test items of a seeded sample of
-    ``sample_customers`` customers: precision, recall, ndcg, MAP at k, and catalogue coverage.
-    The rules are the published ones (mined on all baskets). With ``compare_bpr_losses`` a row
-    ``bpr_<loss>`` scores BPR with the other pair loss too.
+    on train with its published parameters, and the blend that `user_recommendations` publishes
+    (`published_recommender`: same models, rules, last-basket carts and weights as this run's
+    `user_recommendations` config) is rebuilt from them, its carts taken from the train lines.
+    All are scored by the same `evaluate` on the test items of a seeded sample of
+    `sample_customers` customers: precision, recall, ndcg, MAP at k, and catalogue coverage.
+    The rules are the published ones (mined on all baskets). With `compare_bpr_losses` a row
+    `bpr_<loss>` scores BPR with the other pair loss too.
     """
     import numpy as np
     import pyarrow.compute as pc
@@ -220,17 +237,19 @@ def model_evaluation(
         {
             f"{metric}@{k} {row['model']}": float(row[metric])
             for row in rows
-            for metric in ("precision", "ndcg")
+            for metric in ("precision", "recall", "ndcg", "map")
         }
         | {f"coverage {row['model']}": float(row["coverage"]) for row in rows}
+        | {f"fit_seconds {row['model']}": float(row["fit_seconds"]) for row in rows}
         | {"test_interactions": test.num_rows, "evaluated_customers": len(customers)}
     )
     return table
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb"},
+@asset(
+    kinds={"duckdb"},
     ins={"als_model": upstream(GROUP, "als_model")},
+    deps=ALS_GATES,
 )  # fmt: skip
 def similar_items(config: SimilarItemsConfig, als_model) -> pa.Table:
     """For each product, the most similar products by cosine of ALS item factors (itself excluded)."""
@@ -239,16 +258,15 @@ def similar_items(config: SimilarItemsConfig, als_model) -> pa.Table:
     return with_rank(table, "product_id")
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, io_manager_key=TABLE_IO, pool=POOL, kinds={"duckdb", "numba"},
+@asset(
+    kinds={"duckdb", "numba"},
     ins={
         **RAW,
         "als_model": upstream(GROUP, "als_model"),
         "bpr_model": upstream(GROUP, "bpr_model"),
         "association_rules": upstream("baskets", "association_rules"),
     },
-    # The blocking quality check on model_evaluation gates publishing new recommendations.
-    deps=[key(GROUP, "model_evaluation")],
+    deps=ALS_GATES,
 )  # fmt: skip
 def user_recommendations(
     context: dg.AssetExecutionContext,
@@ -260,11 +278,11 @@ def user_recommendations(
 ) -> pa.Table:
     """Top-N unseen products per customer: a hybrid of ALS, BPR-embedding similarity and basket rules.
 
-    ``published_recommender`` (also scored by ``model_evaluation``) with each customer's last basket
+    `published_recommender` (also scored by `model_evaluation`) with each customer's last basket
     as the cart. Model part:
     ALS scores blended with the cosine similarity of BPR item vectors to the customer's strongest
-    product (``alpha``), normalised to [0, 1]. Rules part: rule add-ons for the last basket, scored
-    by confidence. Final score = (1 - rules_weight) * model + rules_weight * rules; ``source`` says
+    product (`alpha`), normalised to [0, 1]. Rules part: rule add-ons for the last basket, scored
+    by confidence. Final score = (1 - rules_weight) * model + rules_weight * rules; `source` says
     which parts proposed the product. Products the customer already bought are never listed.
     """
     import polars as pl

@@ -5,11 +5,13 @@ from datetime import timedelta
 import dagster as dg
 import pyarrow as pa
 
-from rusket_assets.assets.common import POOL, lookup, upstream
+from rusket_assets.assets.common import ALS_GATES, group_asset, lookup, upstream
+from rusket_assets.columns import column_description
 from rusket_assets.config import VectorsConfig
 from rusket_assets.resources import VectorStore
 
 GROUP = "vectors"
+asset = group_asset(GROUP, io_manager_key=None)
 METRIC = "cosine"
 
 
@@ -39,7 +41,10 @@ def _describe(tbl, uri: str) -> dict:
         "table": tbl.name,
         "dagster/row_count": tbl.count_rows(),
         "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in tbl.schema]
+            columns=[
+                dg.TableColumn(name=f.name, type=str(f.type), description=column_description(f"{GROUP}.{tbl.name}", f.name))
+                for f in tbl.schema
+            ]
         ),
         "dimensions": tbl.schema.field("vector").type.list_size,
         "versions_kept": len(tbl.list_versions()),
@@ -48,35 +53,53 @@ def _describe(tbl, uri: str) -> dict:
     }
 
 
+def _log_write(context: dg.AssetExecutionContext, name: str, rows: int, dims: int, uri: str) -> None:
+    context.log.info(f"writing {rows} vectors of {dims} dimensions to LanceDB table {name} in {uri}")
+
+
+def _written(context: dg.AssetExecutionContext, tbl, uri: str) -> dg.MaterializeResult:
+    metadata = _describe(tbl, uri)
+    context.log.info(f"LanceDB table {tbl.name} replaced: {metadata['dagster/row_count']} rows, index {metadata['index']}")
+    return dg.MaterializeResult(metadata=metadata)
+
+
 def _preview(table: pa.Table) -> str:
     from rusket_assets.io import markdown_table
 
     return markdown_table(table)
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, pool=POOL, kinds={"lancedb"},
+@asset(
+    kinds={"lancedb"},
     ins={"als_model": upstream("personalization", "als_model"), "products": upstream("ingest", "products")},
+    deps=ALS_GATES,
 )  # fmt: skip
-def item_vectors(config: VectorsConfig, vectors: VectorStore, als_model, products: pa.Table) -> dg.MaterializeResult:
-    """LanceDB table ``item_vectors``: ALS product vectors with label, name and category (cosine search)."""
+def item_vectors(
+    context: dg.AssetExecutionContext, config: VectorsConfig, vectors: VectorStore, als_model, products: pa.Table
+) -> dg.MaterializeResult:
+    """LanceDB table `item_vectors`: ALS product vectors with label, name and category (cosine search)."""
     from rusket_core.export import to_lancedb
 
     vectors.connect()  # creates the directory
+    _log_write(context, "item_vectors", len(als_model.items), als_model.factors, vectors.uri)
     tbl = to_lancedb(_ItemsWithInfo(als_model, products), vectors.uri, "item_vectors", kind="item",
                      metric=METRIC, normalize=config.normalize, keep_versions=_retention(config))  # fmt: skip
-    return dg.MaterializeResult(metadata=_describe(tbl, vectors.uri))
+    return _written(context, tbl, vectors.uri)
 
 
-@dg.asset(
-    key_prefix=GROUP, group_name=GROUP, pool=POOL, kinds={"lancedb"},
+@asset(
+    kinds={"lancedb"},
     ins={"als_model": upstream("personalization", "als_model")},
+    deps=ALS_GATES,
 )  # fmt: skip
-def user_vectors(config: VectorsConfig, vectors: VectorStore, als_model) -> dg.MaterializeResult:
-    """LanceDB table ``user_vectors``: ALS customer vectors with the customer id as label."""
+def user_vectors(
+    context: dg.AssetExecutionContext, config: VectorsConfig, vectors: VectorStore, als_model
+) -> dg.MaterializeResult:
+    """LanceDB table `user_vectors`: ALS customer vectors with the customer id as label."""
     from rusket_core.export import to_lancedb
 
     vectors.connect()
+    _log_write(context, "user_vectors", len(als_model.users), als_model.factors, vectors.uri)
     tbl = to_lancedb(als_model, vectors.uri, "user_vectors", kind="user", metric=METRIC,
                      normalize=config.normalize, keep_versions=_retention(config))  # fmt: skip
-    return dg.MaterializeResult(metadata=_describe(tbl, vectors.uri))
+    return _written(context, tbl, vectors.uri)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numba
@@ -11,6 +12,9 @@ from rusket_core.encoding import Encoded
 from rusket_core.factorization.base import FactorModel, check_int, check_real, transpose_csr
 from rusket_core.factorization.foldin import FoldIn
 from rusket_core.factorization.kernels import als_loss, als_update
+from rusket_core.progress import Progress
+
+logger = logging.getLogger(__name__)
 
 SOLVERS = ("cg", "cholesky")
 
@@ -65,9 +69,13 @@ class ALS(FoldIn, FactorModel):
         self._warm_start()
         user_bounds = _balanced_bounds(ui[0], k)
         item_bounds = _balanced_bounds(iu[0], k)
-        for _ in range(self.iterations):
+        progress = Progress(logger, f"ALS fit ({interactions.n_rows} users × {interactions.n_items} items, {k} factors)",
+                            self.iterations, "iterations")  # fmt: skip
+        for it in range(self.iterations):
             self._solve(ui, self.user_factors, self.item_factors, user_bounds)
             self._solve(iu, self.item_factors, self.user_factors, item_bounds)
+            if progress.due(it + 1):  # the loss is computed only when logged
+                progress.update(it + 1, loss=self.training_loss())
 
     def _solve(self, csr, X: np.ndarray, Y: np.ndarray, bounds: np.ndarray, exact: bool = False) -> None:
         """Re-solve every row of X with Y fixed (by Cholesky when ``exact`` or the solver says so)."""

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+
 import numba
 import numpy as np
 
 from rusket_core.encoding import Encoded
 from rusket_core.factorization.base import FactorModel, check_int, check_real
 from rusket_core.factorization.foldin import FoldIn
-from rusket_core.factorization.kernels import bpr_epochs, bpr_fold_in
+from rusket_core.factorization.kernels import bpr_epoch_blocks, bpr_epochs, bpr_fold_in
+from rusket_core.progress import Progress
+
+logger = logging.getLogger(__name__)
 
 LOSSES = ("rational", "logistic")
 SCHEDULES = ("linear", "constant")
+#: user blocks of the deterministic mode (fixed, so results do not depend on the thread count)
+BLOCKS = 8
 
 
 class BPR(FoldIn, FactorModel):
@@ -35,9 +42,14 @@ class BPR(FoldIn, FactorModel):
     towards 0 in the last, so the final factors are not left at the noise level of a full-size
     step (planted 1m: 0.0616 vs 0.0594 constant with the rational loss, 0.0565 vs 0.0536 with the
     logistic one); ``"constant"`` keeps it.
-    Threads update shared factors without locks (Hogwild), so results are reproducible for a
-    given ``random_state`` only with one thread. After ``fit``, ``samples_`` holds the steps taken
-    per epoch and ``ranking_accuracy_`` the share of samples already ranked right per epoch.
+    By default threads update shared factors without locks (Hogwild), so results are reproducible
+    for a given ``random_state`` only with one thread. ``deterministic=True`` gives the same factors
+    for the same ``random_state`` whatever the thread count or timing: users are split into
+    ``BLOCKS`` fixed blocks with their own sample streams, each epoch runs every block on a private
+    copy of the item factors, and the blocks' item changes are summed in block order (memory:
+    ``BLOCKS`` copies of the item factors). After ``fit``, ``samples_`` holds the steps taken per
+    epoch, ``ranking_accuracy_`` the share of samples already ranked right and ``loss_`` the mean
+    pair loss -ln sigma(z) of the epoch's samples.
     ``partial_fit_users`` runs seeded SGD epochs over the given users' rows with the item factors
     fixed (reproducible for a seed at any thread count); ``fit(init=model)`` warm-starts.
     """
@@ -52,6 +64,7 @@ class BPR(FoldIn, FactorModel):
         schedule: str = "linear",
         random_state: int = 0,
         num_threads: int | None = None,
+        deterministic: bool = False,
     ) -> None:
         super().__init__(num_threads)
         self.factors = check_int("factors", factors, 1)
@@ -65,6 +78,7 @@ class BPR(FoldIn, FactorModel):
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         self.schedule = schedule
         self.random_state = random_state
+        self.deterministic = bool(deterministic)
 
     def _fit(self, interactions: Encoded) -> None:
         indptr = np.ascontiguousarray(interactions.indptr, dtype=np.int64)
@@ -81,17 +95,37 @@ class BPR(FoldIn, FactorModel):
         n_samples = len(indices)
         self.samples_ = np.zeros(self.iterations, dtype=np.int64)
         self.ranking_accuracy_ = np.zeros(self.iterations, dtype=np.float64)
+        self.loss_ = np.zeros(self.iterations, dtype=np.float64)
         if len(users) == 0:
             return
-        n_chunks = numba.get_num_threads()
+        n_chunks = BLOCKS if self.deterministic else numba.get_num_threads()
         seeds = rng.integers(1, np.iinfo(np.int64).max, size=n_chunks, dtype=np.int64).astype(np.uint64)
-        done, correct = bpr_epochs(
-            indptr, indices, users, self.user_factors, self.item_factors,
-            self.learning_rate, self.regularization, n_samples, self.iterations, seeds,
-            self.loss == "rational", 1.0 if self.schedule == "linear" else 0.0,
-        )  # fmt: skip
+        what = f"BPR fit ({n_users} users × {n_items} items, {k} factors, {self.loss} loss)"
+        rational, decay = self.loss == "rational", 1.0 if self.schedule == "linear" else 0.0
+        if self.deterministic:
+            progress = Progress(logger, what, self.iterations, "epochs")
+            copies = np.empty((n_chunks, n_items, k), dtype=np.float32)
+            done = np.zeros((self.iterations, n_chunks), dtype=np.int64)
+            correct, losses = np.zeros_like(done), np.zeros(done.shape, dtype=np.float64)
+            for epoch in range(self.iterations):
+                rate = self.learning_rate * (1.0 - decay * epoch / self.iterations)
+                done[epoch], correct[epoch], losses[epoch] = bpr_epoch_blocks(
+                    indptr, indices, users, self.user_factors, self.item_factors, copies,
+                    rate, self.regularization, n_samples, seeds, rational,
+                )  # fmt: skip
+                steps = max(1, int(done[epoch].sum()))
+                progress.update(epoch + 1, loss=losses[epoch].sum() / steps, ranked_right=correct[epoch].sum() / steps)
+        else:
+            logger.info("%s: %d epochs (Hogwild threads)", what, self.iterations)
+            done, correct, losses = bpr_epochs(
+                indptr, indices, users, self.user_factors, self.item_factors,
+                self.learning_rate, self.regularization, n_samples, self.iterations, seeds, rational, decay,
+            )  # fmt: skip
         self.samples_ = done.sum(axis=1)
         self.ranking_accuracy_ = correct.sum(axis=1) / np.maximum(1, self.samples_)
+        self.loss_ = losses.sum(axis=1) / np.maximum(1, self.samples_)
+        if not self.deterministic and self.iterations:
+            logger.info("%s: done, last epoch loss %.4g, ranked right %.4g", what, self.loss_[-1], self.ranking_accuracy_[-1])
 
     def _check_item_fold_in(self) -> None:
         """BPR has no item fold-in: say so before anything changes."""

@@ -196,7 +196,8 @@ def als_loss(indptr, indices, data, X, Y, YtY, alpha, reg):
 
 
 # ---------------------------------------------------------------------------------------------
-# BPR (Rendle et al. 2009): Hogwild SGD over (u, i, j) triples with j checked against u's row.
+# BPR (Rendle et al. 2009): SGD over (u, i, j) triples with j checked against u's row; Hogwild
+# threads, or fixed user blocks on private item copies merged per epoch (deterministic).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -227,6 +228,77 @@ def _draw_pair(s, indices, start, stop, owner, u, n_items):
             return s, i, j
 
 
+@njit(inline="always")
+def _bpr_user(s, u, steps, indptr, indices, owner, xu, Y, n_items, lr32, shrink, rational):
+    """``steps`` SGD steps for user u (factors ``xu``) against item factors ``Y``.
+
+    Returns (generator state, steps already ranked right, summed pair loss -ln sigma(z)).
+    """
+    k = xu.shape[0]
+    half = np.float32(0.5)
+    one = np.float32(1.0)
+    start = indptr[u]
+    stop = indptr[u + 1]
+    for p in range(start, stop):
+        owner[indices[p]] = u
+    good = 0
+    loss = 0.0
+    s, i, j = _draw_pair(s, indices, start, stop, owner, u, n_items)
+    for step in range(steps):
+        i_next = i
+        j_next = j
+        if step + 1 < steps:
+            s, i_next, j_next = _draw_pair(s, indices, start, stop, owner, u, n_items)
+            prefetch_row(Y, i_next)
+            prefetch_row(Y, j_next)
+        yi = Y[i]
+        yj = Y[j]
+        z = np.float32(0.0)
+        for a in range(k):
+            z += xu[a] * (yi[a] - yj[a])
+        if z > 0.0:
+            good += 1
+        g = half - half * z / (one + abs(z)) if rational else one / (one + np.exp(z))
+        loss -= np.log(max(one - g, np.float32(1e-30)))  # sigma(z) = 1 - g for both losses
+        step_g = lr32 * g
+        for a in range(k):
+            xa = xu[a]
+            ia = yi[a]
+            ja = yj[a]
+            xu[a] = shrink * xa + step_g * (ia - ja)
+            yi[a] = shrink * ia + step_g * xa
+            yj[a] = shrink * ja - step_g * xa
+        i = i_next
+        j = j_next
+    return s, good, loss
+
+
+@njit(inline="always")
+def _bpr_block(c, n_chunks, s, indptr, indices, users, X, Y, owner, n_samples, lr, reg, rational):
+    """One epoch of user block ``c`` of ``n_chunks``: each user in turn takes its share (equal up
+    to one) of the block's quota of steps. Returns (state, steps, ranked right, summed loss)."""
+    n_users = users.shape[0]
+    u0 = c * n_users // n_chunks
+    u1 = (c + 1) * n_users // n_chunks
+    quota = n_samples * u1 // n_users - n_samples * u0 // n_users
+    n_mine = u1 - u0
+    lr32 = np.float32(lr)
+    shrink = np.float32(1.0 - lr * reg)
+    good = 0
+    count = 0
+    loss = 0.0
+    for t in range(n_mine):
+        steps = (t + 1) * quota // n_mine - t * quota // n_mine
+        if steps == 0:
+            continue
+        u = users[u0 + t]
+        s, g, l_u = _bpr_user(s, u, steps, indptr, indices, owner, X[u], Y, Y.shape[0], lr32, shrink, rational)
+        good += g
+        loss += l_u
+        count += steps
+    return s, count, good, loss
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def bpr_epochs(indptr, indices, users, X, Y, lr, reg, n_samples, n_epochs, seeds, rational, decay):
     """``n_epochs`` BPR epochs of exactly ``n_samples`` SGD steps each, every user getting an equal share.
@@ -241,69 +313,57 @@ def bpr_epochs(indptr, indices, users, X, Y, lr, reg, n_samples, n_epochs, seeds
     The pair weight is 1 - sigma(z) with the logistic sigma, or with the rational
     sigma(z) = 1/2 + z / (2 (1 + |z|)) when ``rational``. The learning rate of epoch e is
     ``lr * (1 - decay * e / n_epochs)``: constant for ``decay`` 0, linear towards 0 for 1.
-    Returns (steps done, steps already ranked right), each (n_epochs, chunks).
+    Returns (steps done, steps already ranked right, summed pair loss), each (n_epochs, chunks).
     """
     n_chunks = seeds.shape[0]
-    n_items = Y.shape[0]
-    k = X.shape[1]
-    n_users = users.shape[0]
-    half = np.float32(0.5)
-    one = np.float32(1.0)
     done = np.zeros((n_epochs, n_chunks), np.int64)
     correct = np.zeros((n_epochs, n_chunks), np.int64)
+    losses = np.zeros((n_epochs, n_chunks), np.float64)
     for c in prange(n_chunks):
-        owner = np.full(n_items, -1, np.int32)  # user rows fit int32 (``users`` is int32)
-        u0 = c * n_users // n_chunks
-        u1 = (c + 1) * n_users // n_chunks
-        quota = n_samples * u1 // n_users - n_samples * u0 // n_users
-        n_mine = u1 - u0
+        owner = np.full(Y.shape[0], -1, np.int32)  # user rows fit int32 (``users`` is int32)
         s = seeds[c]
         for epoch in range(n_epochs):
             rate = lr * (1.0 - decay * epoch / n_epochs)
-            lr32 = np.float32(rate)
-            shrink = np.float32(1.0 - rate * reg)
-            good = 0
-            count = 0
-            for t in range(n_mine):
-                steps = (t + 1) * quota // n_mine - t * quota // n_mine
-                if steps == 0:
-                    continue
-                u = users[u0 + t]
-                start = indptr[u]
-                stop = indptr[u + 1]
-                for p in range(start, stop):
-                    owner[indices[p]] = u
-                xu = X[u]
-                s, i, j = _draw_pair(s, indices, start, stop, owner, u, n_items)
-                for step in range(steps):
-                    i_next = i
-                    j_next = j
-                    if step + 1 < steps:
-                        s, i_next, j_next = _draw_pair(s, indices, start, stop, owner, u, n_items)
-                        prefetch_row(Y, i_next)
-                        prefetch_row(Y, j_next)
-                    yi = Y[i]
-                    yj = Y[j]
-                    z = np.float32(0.0)
-                    for a in range(k):
-                        z += xu[a] * (yi[a] - yj[a])
-                    if z > 0.0:
-                        good += 1
-                    g = half - half * z / (one + abs(z)) if rational else one / (one + np.exp(z))
-                    step_g = lr32 * g
-                    for a in range(k):
-                        xa = xu[a]
-                        ia = yi[a]
-                        ja = yj[a]
-                        xu[a] = shrink * xa + step_g * (ia - ja)
-                        yi[a] = shrink * ia + step_g * xa
-                        yj[a] = shrink * ja - step_g * xa
-                    i = i_next
-                    j = j_next
-                count += steps
+            s, count, good, loss = _bpr_block(c, n_chunks, s, indptr, indices, users, X, Y, owner,
+                                              n_samples, rate, reg, rational)  # fmt: skip
             done[epoch, c] = count
             correct[epoch, c] = good
-    return done, correct
+            losses[epoch, c] = loss
+    return done, correct, losses
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def bpr_epoch_blocks(indptr, indices, users, X, Y, Yb, lr, reg, n_samples, states, rational):
+    """One BPR epoch whose result does not depend on thread timing or count (the deterministic mode).
+
+    Users are split into ``len(states)`` fixed blocks, each with its own generator state (advanced
+    in place) and its own copy ``Yb[b]`` of the item factors taken at the start of the epoch; user
+    rows are disjoint between blocks. At the end every item row becomes its start value plus the
+    blocks' changes, summed in block order. Steps as in ``bpr_epochs``. Returns (steps done, steps
+    already ranked right, summed pair loss) per block.
+    """
+    n_blocks = states.shape[0]
+    n_items, k = Y.shape
+    done = np.zeros(n_blocks, np.int64)
+    correct = np.zeros(n_blocks, np.int64)
+    losses = np.zeros(n_blocks, np.float64)
+    for b in prange(n_blocks):
+        Yb[b] = Y
+        owner = np.full(n_items, -1, np.int32)
+        s, count, good, loss = _bpr_block(b, n_blocks, states[b], indptr, indices, users, X, Yb[b], owner,
+                                          n_samples, lr, reg, rational)  # fmt: skip
+        states[b] = s
+        done[b] = count
+        correct[b] = good
+        losses[b] = loss
+    for i in prange(n_items):
+        for a in range(k):
+            start = Y[i, a]
+            total = start
+            for b in range(n_blocks):
+                total += Yb[b, i, a] - start
+            Y[i, a] = total
+    return done, correct, losses
 
 
 @njit(inline="always")

@@ -21,6 +21,7 @@ The row selection and its heap helpers are plain ``@njit`` functions, not ``inli
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -28,6 +29,10 @@ import numba
 import numpy as np
 from numba import njit, prange
 from numba.extending import overload
+
+from rusket_core.progress import Progress
+
+logger = logging.getLogger(__name__)
 
 #: scores held per thread at once by ``topk`` (rows per block = this / n_items)
 BLOCK_SCORES = 1 << 21
@@ -139,10 +144,10 @@ def _score_block(state, r0, r1, buf, scratch, mask):
 @njit  # not cached itself: compiled into each cached kernel that calls it (see the module docstring)
 def run_chunk(state, c, excl_indptr, excl_indices, out_idx, out_val, plan):
     """Chunk ``c`` of the row blocks: score each block with ``state``'s scorer, then select the best
-    per row. ``plan`` = (m, buf_cols, scratch_cols, select_cols, block_rows, n_chunks)."""
-    m, buf_cols, scratch_cols, select_cols, block_rows, n_chunks = plan
+    per row. ``plan`` = (first row, end row, buf_cols, scratch_cols, select_cols, block_rows, n_chunks)."""
+    first, m, buf_cols, scratch_cols, select_cols, block_rows, n_chunks = plan
     n = out_idx.shape[1]
-    n_blocks = (m + block_rows - 1) // block_rows
+    n_blocks = (m - first + block_rows - 1) // block_rows
     per = (n_blocks + n_chunks - 1) // n_chunks
     buf = np.empty((block_rows, buf_cols), np.float32)
     scratch = np.empty((block_rows, scratch_cols), np.float32)
@@ -150,7 +155,7 @@ def run_chunk(state, c, excl_indptr, excl_indices, out_idx, out_val, plan):
     hv = np.empty(n, np.float32)
     hi = np.empty(n, np.int32)
     for b in range(c * per, min(n_blocks, (c + 1) * per)):
-        r0 = b * block_rows
+        r0 = first + b * block_rows
         r1 = min(m, r0 + block_rows)
         rows = score_block(state, r0, r1, buf, scratch, mask)
         if n > 0:
@@ -162,7 +167,7 @@ def run_chunk(state, c, excl_indptr, excl_indices, out_idx, out_val, plan):
 @njit(parallel=True, cache=True)
 def parallel_kernel(state, excl_indptr, excl_indices, out_idx, out_val, plan):
     """The chunks of :func:`run_chunk` in parallel, for this module's scorers (copy it next to a new one)."""
-    for c in prange(plan[5]):
+    for c in prange(plan[6]):
         run_chunk(state, c, excl_indptr, excl_indices, out_idx, out_val, plan)
 
 
@@ -177,6 +182,8 @@ def blocked_topk(
     exclude_indptr: np.ndarray | None = None,
     exclude_indices: np.ndarray | None = None,
     blas: bool = True,
+    label: str = "top-k scoring",
+    unit: str = "rows",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best ``n`` of ``select_cols`` columns for each of ``m`` query rows scored by ``state``'s scorer.
 
@@ -194,9 +201,15 @@ def blocked_topk(
         return out_idx, out_val
     block_rows = int(max(1, min(m, BLOCK_SCORES // max(buf_cols + scratch_cols, select_cols, 1))))
     n_chunks = int(max(1, min((m + block_rows - 1) // block_rows, numba.get_num_threads())))
-    plan = (m, buf_cols, scratch_cols, select_cols, block_rows, n_chunks)
+    # slices of rows (each still many blocks per thread) so progress can be logged between them
+    step = max(block_rows * n_chunks * 8, -(-m // 20))
+    progress = Progress(logger, label, m, unit)
     with _single_threaded_blas(blas and n_chunks > 1):  # parallelism from numba threads, one product each
-        kernel(state, indptr, indices, out_idx, out_val, tuple(np.int64(v) for v in plan))
+        for first in range(0, m, step):
+            end = min(m, first + step)
+            plan = (first, end, buf_cols, scratch_cols, select_cols, block_rows, n_chunks)
+            kernel(state, indptr, indices, out_idx, out_val, tuple(np.int64(v) for v in plan))
+            progress.update(end)
     return out_idx, out_val
 
 

@@ -82,7 +82,7 @@ register_scorer(BlendScores, _blend_scores)
 @njit(parallel=True, cache=True)
 def _blend_kernel(state, excl_indptr, excl_indices, out_idx, out_val, plan):
     """The shared blocked top-k driver over :func:`_blend_scores` (see ``topk.parallel_kernel``)."""
-    for c in prange(plan[5]):
+    for c in prange(plan[6]):
         run_chunk(state, c, excl_indptr, excl_indices, out_idx, out_val, plan)
 
 
@@ -129,7 +129,8 @@ class UserBlend:
             np.ascontiguousarray(vectors.T),
             has_sem, ptr, ind, np.float32(alpha),
         )  # fmt: skip
-        return blocked_topk(_blend_kernel, state, m, width, n_items, n_items, n_items, ptr, ind)
+        return blocked_topk(_blend_kernel, state, m, width, n_items, n_items, n_items, ptr, ind,
+                            label=f"scoring {n_items} items", unit="users")
 
 
 def strongest_items(enc: Encoded) -> np.ndarray:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,6 +16,8 @@ from rusket_core.encoding import Encoded, encode, encode_transactions
 from rusket_core.frames import input_format, list_column, make_frame, resolve_format
 from rusket_core.mining.kernels import mine_tree
 from rusket_core.mining.rules import RuleArrays, rule_arrays, rules_frame
+
+logger = logging.getLogger(__name__)
 
 
 def min_count_for(min_support: Any, n_rows: int) -> int:
@@ -148,7 +152,11 @@ class FPGrowth:
         """Mine the frequent itemsets once (later calls reuse them)."""
         if self._itemsets is None:
             enc = self.encoded
+            logger.info("mining itemsets: %d baskets, %d items, in at least %d baskets, up to %s items",
+                        enc.n_rows, enc.n_items, self.min_count, self._max_len or "any number of")  # fmt: skip
+            start = time.perf_counter()
             self._itemsets = mine_csr(enc.indptr, enc.indices, enc.n_items, self.min_count, self._max_len)
+            logger.info("mined %d itemsets in %.1f s", len(self._itemsets[2]), time.perf_counter() - start)
         return self
 
     def mine(self, format: str | None = None) -> Any:
