@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from rusket_assets.assets import analytics, baskets, ingest, personalization, vectors
+from rusket_assets.engine import Engine
 from rusket_assets.io import DuckDBTableIOManager, ModelIOManager
 from rusket_assets.resources import (
     DEFAULT_LANCEDB,
@@ -29,6 +30,7 @@ def build_resources(
     lancedb_uri: str = DEFAULT_LANCEDB,
     models_path: str = DEFAULT_MODELS,
     source: TransactionSource | None = None,
+    engine: Engine | None = None,
 ) -> dict[str, object]:
     """Resources bound to the given storage locations and source."""
     warehouse = Warehouse(path=warehouse_path)
@@ -38,6 +40,7 @@ def build_resources(
         "vectors": VectorStore(uri=lancedb_uri),
         "models": store,
         "source": source or TransactionSource(),
+        "engine": engine or Engine(),
         "warehouse_io": DuckDBTableIOManager(warehouse=warehouse),
         "model_io": ModelIOManager(store=store),
     }

@@ -21,6 +21,7 @@ from rusket_assets.config import (
     RecommendationConfig,
     SimilarItemsConfig,
 )
+from rusket_assets.engine import Engine
 
 GROUP = "personalization"
 asset = group_asset(GROUP)
@@ -40,12 +41,10 @@ def _weight_column(weight: str) -> str | None:
 
 
 @asset(io_manager_key=MODEL_IO, kinds={"numba"}, ins=RAW)
-def als_model(context: dg.AssetExecutionContext, config: ALSConfig, raw_transactions: pa.Table):
+def als_model(context: dg.AssetExecutionContext, config: ALSConfig, engine: Engine, raw_transactions: pa.Table):
     """Implicit ALS on customer × product interactions (confidence 1 + alpha * weight), saved as a model file."""
-    from rusket_core import ALS
-
     start = time.perf_counter()
-    model = ALS.from_transactions(
+    model = engine.fit_als(
         _interactions(raw_transactions),
         user_col="customer_id",
         item_col="product_id",
@@ -55,7 +54,7 @@ def als_model(context: dg.AssetExecutionContext, config: ALSConfig, raw_transact
         alpha=config.alpha,
         regularization=config.regularization,
         random_state=config.seed,
-    ).fit()
+    )
     context.add_output_metadata(
         {
             "training_seconds": time.perf_counter() - start,
@@ -63,6 +62,7 @@ def als_model(context: dg.AssetExecutionContext, config: ALSConfig, raw_transact
             "products": len(model.items),
             "factors": model.factors,
             "training_loss": model.training_loss(),
+            **engine.metadata(),
         }
     )
     return model
