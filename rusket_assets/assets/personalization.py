@@ -155,7 +155,7 @@ def last_baskets(transactions: pa.Table) -> pa.Table:
 
 def published_recommender(als_model, bpr_model, rules: pa.Table, transactions: pa.Table, config: RecommendationConfig):
     """The hybrid that ``user_recommendations`` publishes: ALS blended with BPR-embedding similarity
-    (``config.alpha``), rule add-ons for each customer's last basket in ``transactions``
+    (``config.als_share``), rule add-ons for each customer's last basket in ``transactions``
     (``config.rules_weight``). One place, so the quality gate scores exactly what ships."""
     from rusket_assets.assets.baskets import rules_for_library
     from rusket_core import Recommender
@@ -163,7 +163,7 @@ def published_recommender(als_model, bpr_model, rules: pa.Table, transactions: p
     embeddings = bpr_model.export_item_factors(format="arrow").select(["label", "vector"])
     return Recommender(
         model=als_model, rules_df=rules_for_library(rules), item_embeddings=embeddings,
-        alpha=config.alpha, rules_weight=config.rules_weight,  # the library checks both
+        alpha=config.als_share, rules_weight=config.rules_weight,  # the library checks both
         carts=last_baskets(transactions), cart_col="customer_id", cart_item_col="product_id",
     )  # fmt: skip
 
