@@ -112,6 +112,9 @@ class RecommendationConfig(dg.Config):
         description="Share of ALS scores in the model part; the rest is BPR-embedding similarity (the library's Recommender alpha=).",
     )
     rules_weight: float = Field(default=0.3, description="Weight of rule confidence (last basket as cart).")
+    chunk_customers: int = Field(
+        default=50_000, ge=1, description="Customers scored and written per chunk (memory holds one chunk)."
+    )
 
 
 class SimilarItemsConfig(dg.Config):

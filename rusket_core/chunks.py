@@ -63,3 +63,10 @@ def _by_user_then_score(table: pa.Table, users: Any) -> pa.Table:
     position = pc.index_in(table.column(0), value_set=pa.array(users)).to_numpy(zero_copy_only=False)
     order = np.lexsort((-table["score"].to_numpy(), position), axis=0)
     return table.take(pa.array(order))
+
+
+def iter_recommend_for_users(recommender: Any, n: int = 10, chunk_size: int = CHUNK_ROWS) -> Iterator[pa.Table]:
+    """``recommender.recommend_for_users`` (the hybrid, with its own carts) for every user, ``chunk_size`` at a time."""
+    users = recommender.users.values
+    for start, stop in chunk_bounds(len(users), chunk_size):
+        yield recommender.recommend_for_users(users=users[start:stop], n=n, format="arrow")

@@ -4,6 +4,7 @@ import time
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rusket_assets.assets.common import (
     ALS_GATES,
@@ -140,23 +141,31 @@ CART_COLUMNS = ["basket_id", "customer_id", "product_id", "ordered_at"]
 METRICS = ("precision", "recall", "ndcg", "map", "coverage")
 
 
-def last_baskets(transactions: pa.Table) -> pa.Table:
-    """Each customer's latest basket (by ``ordered_at``, then ``basket_id``) as [customer_id, product_id] rows."""
-    import polars as pl
+def last_baskets(lines) -> pa.Table:
+    """Each customer's latest basket (by ``ordered_at``, then ``basket_id``; nulls oldest) as
+    [customer_id, product_id] rows, computed in DuckDB from a relation (or arrow table) of ``CART_COLUMNS``."""
+    import duckdb
 
-    lines = pl.from_arrow(transactions.select(CART_COLUMNS))
-    last = (
-        lines.sort(["customer_id", "ordered_at", "basket_id"], nulls_last=False)
-        .group_by("customer_id")
-        .agg(pl.col("basket_id").last())
-    )
-    return lines.join(last, on=["customer_id", "basket_id"]).select("customer_id", "product_id").to_arrow()
+    from rusket_core.sql_encoding import SOURCE, column_types
+
+    if isinstance(lines, pa.Table):
+        lines = duckdb.connect().from_arrow(lines.select(CART_COLUMNS))
+    basket = 'basket_id collate "binary"' if column_types(lines)["basket_id"] == "VARCHAR" else "basket_id"
+    sql = f"""
+        with last as (
+            select customer_id, basket_id from (select distinct customer_id, basket_id, ordered_at from {SOURCE})
+            qualify row_number() over (partition by customer_id order by ordered_at desc nulls last, {basket} desc nulls last) = 1
+        )
+        select s.customer_id, s.product_id from {SOURCE} s join last using (customer_id, basket_id)
+    """  # fmt: skip
+    return lines.query(SOURCE, sql).to_arrow_table()
 
 
-def published_recommender(als_model, bpr_model, rules: pa.Table, transactions: pa.Table, config: RecommendationConfig):
+def published_recommender(als_model, bpr_model, rules: pa.Table, carts: pa.Table, config: RecommendationConfig):
     """The hybrid that ``user_recommendations`` publishes: ALS blended with BPR-embedding similarity
-    (``config.als_share``), rule add-ons for each customer's last basket in ``transactions``
-    (``config.rules_weight``). One place, so the quality gate scores exactly what ships."""
+    (``config.als_share``), rule add-ons for each customer's cart, ``carts`` being [customer_id,
+    product_id] rows of their last basket (:func:`last_baskets`), (``config.rules_weight``). One
+    place, so the quality gate scores exactly what ships."""
     from rusket_assets.assets.baskets import rules_for_library
     from rusket_core import Recommender
 
@@ -164,7 +173,7 @@ def published_recommender(als_model, bpr_model, rules: pa.Table, transactions: p
     return Recommender(
         model=als_model, rules_df=rules_for_library(rules), item_embeddings=embeddings,
         alpha=config.als_share, rules_weight=config.rules_weight,  # the library checks both
-        carts=last_baskets(transactions), cart_col="customer_id", cart_item_col="product_id",
+        carts=carts, cart_col="customer_id", cart_item_col="product_id",
     )  # fmt: skip
 
 
@@ -231,7 +240,7 @@ def model_evaluation(
         seconds[name] = time.perf_counter() - start
     start = time.perf_counter()
     fitted["published"] = published_recommender(
-        fitted["als"], fitted["bpr"], association_rules, train, _published_config(context)
+        fitted["als"], fitted["bpr"], association_rules, last_baskets(train), _published_config(context)
     )
     seconds["published"] = seconds["als"] + seconds["bpr"] + time.perf_counter() - start
     rows = []
@@ -281,11 +290,11 @@ def similar_items(config: SimilarItemsConfig, als_model) -> TableStream:
 def user_recommendations(
     context: dg.AssetExecutionContext,
     config: RecommendationConfig,
-    raw_transactions: pa.Table,
+    raw_transactions: WarehouseTable,
     als_model,
     bpr_model,
     association_rules: pa.Table,
-) -> pa.Table:
+) -> TableStream:
     """Top-N unseen products per customer: a hybrid of ALS, BPR-embedding similarity and basket rules.
 
     `published_recommender` (also scored by `model_evaluation`) with each customer's last basket
@@ -295,18 +304,29 @@ def user_recommendations(
     by confidence. Final score = (1 - rules_weight) * model + rules_weight * rules; `source` says
     which parts proposed the product. Products the customer already bought are never listed.
     """
-    import polars as pl
+    from rusket_core.chunks import iter_recommend_for_users
 
-    recommender = published_recommender(als_model, bpr_model, association_rules, raw_transactions, config)
-    ranked = pl.from_arrow(recommender.recommend_for_users(n=config.top_n, format="arrow")).rename(
-        {"user_id": "customer_id", "item_id": "product_id"}
-    )
-    ranked = ranked.with_columns(pl.col("rank").cast(pl.Int32)).select(
-        "customer_id", "rank", "product_id", "score", "model_score", "rule_score", "source"
-    )
-    shares = ranked.group_by("source").len().to_dicts()
-    context.add_output_metadata(
-        {f"from_{row['source']}": row["len"] for row in shares}
-        | {"customers": ranked["customer_id"].n_unique(), "missing_embeddings": recommender.missing_embeddings}
-    )
-    return ranked.to_arrow()
+    with raw_transactions.relation(CART_COLUMNS) as lines:  # the last baskets, found in SQL
+        carts = last_baskets(lines)
+    recommender = published_recommender(als_model, bpr_model, association_rules, carts, config)
+    del carts
+    names = {"user_id": "customer_id", "item_id": "product_id"}
+    columns = ["customer_id", "rank", "product_id", "score", "model_score", "rule_score", "source"]
+    shares: dict[str, int] = {}
+    customers = [0]
+
+    def chunks():
+        for chunk in iter_recommend_for_users(recommender, n=config.top_n, chunk_size=config.chunk_customers):
+            chunk = chunk.rename_columns([names.get(c, c) for c in chunk.column_names]).select(columns)
+            chunk = chunk.set_column(1, "rank", chunk["rank"].cast(pa.int32()))
+            for row in chunk.group_by("source").aggregate([("source", "count")]).to_pylist():
+                shares[row["source"]] = shares.get(row["source"], 0) + row["source_count"]
+            customers[0] += len(pc.unique(chunk["customer_id"]))  # chunks hold disjoint customers
+            yield chunk
+
+    def metadata() -> dict:
+        return {f"from_{source}": count for source, count in shares.items()} | {
+            "customers": customers[0], "missing_embeddings": recommender.missing_embeddings
+        }
+
+    return TableStream(chunks(), metadata=metadata)  # at least one chunk: the model has users

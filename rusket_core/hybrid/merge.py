@@ -88,6 +88,10 @@ def merge_with_rules(
 
 
 def in_rows(indptr: np.ndarray, indices: np.ndarray, n_cols: int, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Whether each (row, item) pair is stored in the CSR matrix with ``n_cols`` columns."""
-    stored = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr)) * n_cols + indices
-    return np.isin(rows.astype(np.int64) * n_cols + items, stored)
+    """Whether each (row, item) pair is stored in the CSR matrix with ``n_cols`` columns (reads only ``rows``)."""
+    from rusket_core.factorization.topk import csr_rows
+
+    unique, position = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+    ptr, cols = csr_rows(indptr, indices, unique)
+    stored = np.repeat(np.arange(len(unique), dtype=np.int64), np.diff(ptr)) * n_cols + cols
+    return np.isin(position.astype(np.int64) * n_cols + items, stored)

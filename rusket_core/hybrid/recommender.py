@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from rusket_core.encoding import Encoded, Labels
 from rusket_core.factorization.base import FactorModel
+from rusket_core.factorization.topk import csr_rows
 from rusket_core.frames import make_frame, resolve_format, to_arrow_table
 from rusket_core.hybrid.blend import UserBlend, check_weight
 from rusket_core.hybrid.carts import SOURCES, CartAddOns, EncodedCarts, as_items, encode_carts
@@ -65,6 +66,7 @@ class Recommender(RecommenderBase):
         self._blend = UserBlend(model, embeddings)
         self._add_ons = CartAddOns(model, self._index)
         self._carts = None if carts is None else encode_carts(carts, cart_col, cart_item_col, self._index)
+        self._cart_rows: np.ndarray | None = None  # model user row of each of ``self._carts``
         self._seen: Encoded | None = None
 
     # ------------------------------------------------------------------------------------------
@@ -190,10 +192,7 @@ class Recommender(RecommenderBase):
         rows = rows[keep]
         targets = None if targets is None else [targets[i] for i in keep]
         idx, scores = self._blend.topk(rows, 2 * width, alpha, targets, scaled=True, exclude_seen=exclude_seen)
-        try:
-            cart_rows = self.model.users.indices_of(carts.ids.to_numpy(zero_copy_only=False))
-        except KeyError as err:
-            raise KeyError(f"carts: {err.args[0]} (carts are keyed by the model's user ids)") from None
+        carts, cart_rows = self._carts_of(carts, rows)
         add_ons = self._add_ons.top(carts, 2 * width)
         seen = self.model.user_items if exclude_seen else None
         merged = merge_with_rules(rows, width, idx, scores, carts, cart_rows, add_ons, self._index, seen, rules_weight)
@@ -206,6 +205,26 @@ class Recommender(RecommenderBase):
             },
             resolve_format(format, like=carts.like, default=self.model.output_format),
         )
+
+    def _carts_of(self, carts: EncodedCarts, rows: np.ndarray) -> tuple[EncodedCarts, np.ndarray]:
+        """Only the carts of users ``rows`` (model user rows), with each cart's user row: a chunk of
+        users scores its own carts, not every cart."""
+        if carts is self._carts and self._cart_rows is not None:
+            cart_rows = self._cart_rows
+        else:
+            try:
+                cart_rows = self.model.users.indices_of(carts.ids.to_numpy(zero_copy_only=False))
+            except KeyError as err:
+                raise KeyError(f"carts: {err.args[0]} (carts are keyed by the model's user ids)") from None
+            if carts is self._carts:
+                self._cart_rows = cart_rows
+        wanted = np.zeros(len(self.model.users), dtype=bool)
+        wanted[rows] = True
+        pick = np.flatnonzero(wanted[cart_rows])
+        if len(pick) == len(cart_rows):
+            return carts, cart_rows
+        indptr, items = csr_rows(carts.indptr, carts.items, pick)
+        return EncodedCarts(carts.ids.take(pa.array(pick)), indptr, items.astype(np.int64), carts.like), cart_rows[pick]
 
     def _user_rows(self, users: Any) -> np.ndarray:
         if np.isscalar(users) or isinstance(users, str):
