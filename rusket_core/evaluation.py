@@ -53,6 +53,15 @@ def train_test_split(
     users = _codes(table, user_col)
     items = _codes(table, item_col)
     pair, pair_user = _pairs(users, items)
+    return _split(data, table, split_pairs(pair_user, test_fraction, random_state)[pair])
+
+
+def split_pairs(pair_user: np.ndarray, test_fraction: float, random_state: int = 0) -> np.ndarray:
+    """Test mask over distinct (user, item) pairs, given each pair's user code (the core of ``train_test_split``).
+
+    Pairs must come ordered by (user code, item code), codes numbering users and items by first
+    appearance, for the same seed to pick the same pairs as ``train_test_split`` on the lines.
+    """
     rng = np.random.default_rng(random_state)
     n_pairs = len(pair_user)
     order = np.lexsort((rng.random(n_pairs), pair_user))  # pairs grouped by user, random within
@@ -63,7 +72,7 @@ def train_test_split(
     n_test = np.minimum(np.floor(test_fraction * sizes + 0.5), sizes - 1)
     test_pair = np.zeros(n_pairs, dtype=bool)
     test_pair[order] = rank < n_test[sorted_user]
-    return _split(data, table, test_pair[pair])
+    return test_pair
 
 
 def leave_last_out(data: Any, user_col: str, item_col: str, time_col: str) -> tuple[Any, Any]:

@@ -196,7 +196,7 @@ def _published_config(context: dg.AssetExecutionContext) -> RecommendationConfig
 def model_evaluation(
     context: dg.AssetExecutionContext,
     config: EvaluationConfig,
-    raw_transactions: pa.Table,
+    raw_transactions: WarehouseTable,
     als_model,
     bpr_model,
     association_rules: pa.Table,
@@ -212,37 +212,31 @@ def model_evaluation(
     The rules are the published ones (mined on all baskets). With `compare_bpr_losses` a row
     `bpr_<loss>` scores BPR with the other pair loss too.
     """
-    import numpy as np
-    import pyarrow.compute as pc
-
-    from rusket_core.evaluation import evaluate, train_test_split
+    from rusket_assets.holdout import holdout_split
+    from rusket_core.evaluation import evaluate
     from rusket_core.factorization.bpr import LOSSES
     from rusket_core.popularity import PopularityRecommender
 
-    lines = raw_transactions.select(sorted({*INTERACTION_COLUMNS, *CART_COLUMNS}))
-    train, test = train_test_split(lines, "customer_id", "product_id", config.test_fraction, config.seed)
-    customers = pc.unique(test["customer_id"])
-    if len(customers) > config.sample_customers:
-        rng = np.random.default_rng(config.seed)
-        customers = customers.take(pa.array(np.sort(rng.choice(len(customers), config.sample_customers, replace=False))))
-        test = test.filter(pc.is_in(test["customer_id"], value_set=customers))
     candidates = [("als", als_model, {}), ("bpr", bpr_model, {}), ("popularity", PopularityRecommender(), {})]
     if config.compare_bpr_losses:
         other = next(loss for loss in LOSSES if loss != bpr_model.loss)
         candidates.insert(2, (f"bpr_{other}", bpr_model, {"loss": other}))
     fitted, seconds = {}, {}
-    for name, model, changes in candidates:
+    columns = sorted({*INTERACTION_COLUMNS, *CART_COLUMNS})
+    with holdout_split(raw_transactions, columns, "customer_id", "product_id", config.test_fraction, config.seed,
+                       config.sample_customers) as (train, test, n_customers):  # fmt: skip
+        for name, model, changes in candidates:
+            start = time.perf_counter()
+            fitted[name] = type(model).from_transactions(
+                train, user_col="customer_id", item_col="product_id",  # encoded in SQL
+                rating_col=model.rating_col, **{**model.get_params(), **changes},
+            ).fit()  # fmt: skip
+            seconds[name] = time.perf_counter() - start
         start = time.perf_counter()
-        fitted[name] = type(model).from_transactions(
-            train.select(INTERACTION_COLUMNS), user_col="customer_id", item_col="product_id",
-            rating_col=model.rating_col, **{**model.get_params(), **changes},
-        ).fit()  # fmt: skip
-        seconds[name] = time.perf_counter() - start
-    start = time.perf_counter()
-    fitted["published"] = published_recommender(
-        fitted["als"], fitted["bpr"], association_rules, last_baskets(train), _published_config(context)
-    )
-    seconds["published"] = seconds["als"] + seconds["bpr"] + time.perf_counter() - start
+        fitted["published"] = published_recommender(
+            fitted["als"], fitted["bpr"], association_rules, last_baskets(train), _published_config(context)
+        )
+        seconds["published"] = seconds["als"] + seconds["bpr"] + time.perf_counter() - start
     rows = []
     for name, recommender in fitted.items():
         metrics = evaluate(recommender, test=test, k=config.k)
@@ -258,7 +252,7 @@ def model_evaluation(
         }
         | {f"coverage {row['model']}": float(row["coverage"]) for row in rows}
         | {f"fit_seconds {row['model']}": float(row["fit_seconds"]) for row in rows}
-        | {"test_interactions": test.num_rows, "evaluated_customers": len(customers)}
+        | {"test_interactions": test.num_rows, "evaluated_customers": n_customers}
     )
     return table
 
