@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -319,10 +320,12 @@ def _apply_returns(con: Any, policy: str, roles: dict[str, str], n_rows: int, de
     }
 
 
-def read_transactions(source: TransactionSource, warehouse: Warehouse) -> tuple[pa.Table, dict[str, int]]:
-    """Read the source into the standard columns and count what the returns policy did.
+@contextmanager
+def transaction_query(source: TransactionSource, warehouse: Warehouse) -> Iterator[tuple[Any, str, dict[str, int]]]:
+    """Validate the source in SQL and yield (connection, query of the standard columns, returns counts).
 
-    Raises SourceError naming the field, file or column at fault.
+    Null ids, text in numeric columns and the returns policy are checked and counted by DuckDB
+    scans; no line reaches Python. Raises SourceError naming the field, file or column at fault.
     """
     import duckdb
 
@@ -376,5 +379,45 @@ def read_transactions(source: TransactionSource, warehouse: Warehouse) -> tuple[
         con.execute(f"create temp view standard as select {_standard_select(roles, types)} from filtered")
         con.execute("create temp view lines as select *, quantity < 0 or revenue < 0 as is_return from standard")
         query, counts = _apply_returns(con, policy, roles, n_rows, description)
-        table = con.sql(query).to_arrow_table()
-    return table, counts
+        yield con, query, counts
+
+
+def read_transactions(source: TransactionSource, warehouse: Warehouse) -> tuple[pa.Table, dict[str, int]]:
+    """Read the source into the standard columns (one arrow table) and count what the returns policy did.
+
+    Raises SourceError naming the field, file or column at fault.
+    """
+    with transaction_query(source, warehouse) as (con, query, counts):
+        return con.sql(query).to_arrow_table(), counts
+
+
+def reads_warehouse(source: TransactionSource, warehouse: Warehouse) -> bool:
+    """Whether the source is a table in the warehouse file itself (kind duckdb without another database)."""
+    if source.kind.lower() != "duckdb":
+        return False
+    return os.path.realpath(source.database or warehouse.path) == os.path.realpath(warehouse.path)
+
+
+def stream_transactions(
+    source: TransactionSource, warehouse: Warehouse, batch_rows: int = 1_000_000
+) -> tuple[pa.RecordBatchReader, dict[str, int]]:
+    """The standard lines as a record-batch reader (``batch_rows`` per batch) and the returns counts.
+
+    Validation runs before this returns (errors raise here, nothing is read); the source stays open
+    until the reader is exhausted or closed, so a writer holds one batch at a time.
+    """
+    opened = transaction_query(source, warehouse)
+    con, query, counts = opened.__enter__()
+    try:
+        reader = con.sql(query).to_arrow_reader(int(batch_rows))
+    except BaseException:
+        opened.__exit__(*sys.exc_info())
+        raise
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from reader
+        finally:
+            opened.__exit__(None, None, None)
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches()), counts

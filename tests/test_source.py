@@ -147,3 +147,28 @@ def test_csv_errors_name_the_file_or_column(tmp_path, content, message):
         read(tmp_path, source)
     with pytest.raises(SourceError, match=r"source.path \(--source-path\): no csv file"):
         read(tmp_path, source.model_copy(update={"path": str(tmp_path / "nothing*.csv")}))
+
+
+@pytest.mark.parametrize("policy", ["drop", "net"])
+def test_streamed_lines_equal_the_whole_read_in_small_batches(tmp_path, policy):
+    from rusket_assets.source import stream_transactions
+
+    source = parquet_source(tmp_path, returns=policy)
+    warehouse = Warehouse(path=str(tmp_path / "warehouse.duckdb"))
+    whole, counts = read_transactions(source, warehouse)
+    reader, streamed_counts = stream_transactions(source, warehouse, batch_rows=2)
+    batches = list(reader)
+    assert streamed_counts == counts
+    assert len(batches) == -(-whole.num_rows // 2) >= 2
+    assert pa.Table.from_batches(batches, reader.schema).equals(whole)
+
+
+def test_streaming_fails_before_any_line_is_read(tmp_path):
+    from rusket_assets.source import stream_transactions
+
+    nulls = LINES.set_column(1, "customer", pa.array([1, None, 1, 1, None, 2]))
+    warehouse = Warehouse(path=str(tmp_path / "warehouse.duckdb"))
+    with pytest.raises(SourceError, match=r"column 'customer' \(customer_id\) has 2 null values in 6 rows"):
+        stream_transactions(parquet_source(tmp_path, nulls, returns="drop"), warehouse)
+    with pytest.raises(SourceError, match=r"column 'qty' \(quantity\) has 2 negative values in 6 rows"):
+        stream_transactions(parquet_source(tmp_path, returns="fail"), warehouse)

@@ -3,39 +3,48 @@
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from rusket_assets.assets.common import group_asset, key
 from rusket_assets.resources import TransactionSource, Warehouse
-from rusket_assets.source import read_transactions
+from rusket_assets.source import read_transactions, reads_warehouse, stream_transactions
+from rusket_assets.streaming import TableStream
 
 GROUP = "ingest"
 asset = group_asset(GROUP)
 
 
 @asset(kinds={"duckdb"})
-def raw_transactions(
-    context: dg.AssetExecutionContext, source: TransactionSource, warehouse: Warehouse
-) -> pa.Table:
+def raw_transactions(context: dg.AssetExecutionContext, source: TransactionSource, warehouse: Warehouse) -> TableStream:
     """Order lines in the standard columns (basket_id, customer_id, product_id, quantity, revenue, ...).
 
     Ids keep the source's types. Missing mapped columns, null ids and text in numeric columns fail
     here, naming the column and the number of rows, and nothing downstream is written; return lines
-    follow `source.returns` (the counts it touched are in the metadata).
+    follow `source.returns` (the counts it touched are in the metadata). Checked and counted in
+    DuckDB, then streamed batch by batch into the warehouse: the lines are never all in Python
+    (except for a source table inside the warehouse file itself, read whole before the write).
     """
-    table, returns = read_transactions(source, warehouse)
-    context.log.info(f"read {table.num_rows} order lines from {source.kind} source; returns ({source.returns}): {returns}")
-    context.add_output_metadata(
-        {
+    if reads_warehouse(source, warehouse):  # one process cannot hold the file open twice: read it whole first
+        table, returns = read_transactions(source, warehouse)
+        reader = table.to_reader()
+    else:
+        reader, returns = stream_transactions(source, warehouse)
+
+    def metadata() -> dict:
+        n_lines, baskets, customers, products = warehouse.query(
+            "select count(*), count(distinct basket_id), count(distinct customer_id), count(distinct product_id) "
+            "from ingest.raw_transactions"
+        ).to_pylist()[0].values()
+        context.log.info(f"read {n_lines} order lines from {source.kind} source; returns ({source.returns}): {returns}")
+        return {
             "source": source.kind if source.kind == "synthetic" else f"{source.kind}: {source.path or source.table}",
-            "baskets": len(pc.unique(table["basket_id"])),
-            "customers": len(pc.unique(table["customer_id"])),
-            "products": len(pc.unique(table["product_id"])),
+            "baskets": baskets,
+            "customers": customers,
+            "products": products,
             "returns_policy": source.returns,
             **returns,
         }
-    )
-    return table
+
+    return TableStream(reader, reader.schema, metadata=metadata)
 
 
 @asset(
