@@ -16,6 +16,8 @@ from typing import Any
 
 import dagster as dg
 
+from rusket_assets.streaming import TableStream
+
 # Every step that opens the DuckDB file runs in this pool; dagster_home/dagster.yaml limits it to one.
 POOL = "duckdb"
 TABLE_IO = "warehouse_io"
@@ -71,6 +73,18 @@ def library_logs_to(log: Any) -> Iterator[None]:
         library.setLevel(level)
 
 
+def _logged_chunks(chunks: Any, log: Any) -> Iterator[Any]:
+    """A stream's chunks, each produced with the library's progress forwarded to ``log``."""
+    iterator = iter(chunks)
+    while True:
+        with library_logs_to(log):
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                return
+        yield chunk
+
+
 # Op name -> its Config class, filled by `group_asset` (every asset of the graph).
 CONFIGS: dict[str, type[dg.Config]] = {}
 
@@ -106,7 +120,10 @@ def group_asset(group: str, io_manager_key: str | None = TABLE_IO) -> Callable[.
                 context = dg.AssetExecutionContext.get()
                 check_run_config(context.run.run_config)
                 with library_logs_to(context.log):
-                    return fn(*args, **kw)
+                    out = fn(*args, **kw)
+                if isinstance(out, TableStream):  # its chunks are computed later, while the IO manager writes them
+                    out.chunks = _logged_chunks(out.chunks, context.log)
+                return out
 
             config = typing.get_type_hints(fn).get("config")
             if config is not None:

@@ -5,7 +5,8 @@ import dagster as dg
 import pyarrow as pa
 
 from rusket_assets.assets.common import group_asset, key
-from rusket_assets.resources import TransactionSource, Warehouse
+from rusket_assets.io import table_location
+from rusket_assets.resources import TransactionSource, Warehouse, quote
 from rusket_assets.source import read_transactions, reads_warehouse, stream_transactions
 from rusket_assets.streaming import TableStream
 
@@ -29,10 +30,12 @@ def raw_transactions(context: dg.AssetExecutionContext, source: TransactionSourc
     else:
         reader, returns = stream_transactions(source, warehouse)
 
-    def metadata() -> dict:
+    schema, table = table_location(context.asset_key)
+
+    def metadata() -> dict:  # called once the stream is stored: counted in SQL over the new table
         n_lines, baskets, customers, products = warehouse.query(
             "select count(*), count(distinct basket_id), count(distinct customer_id), count(distinct product_id) "
-            "from ingest.raw_transactions"
+            f"from {quote(schema)}.{quote(table)}"
         ).to_pylist()[0].values()
         context.log.info(f"read {n_lines} order lines from {source.kind} source; returns ({source.returns}): {returns}")
         return {
