@@ -4,8 +4,8 @@ Each variant changes ONE thing in this project's ALS (or in implicit) and is sco
 precision@10 on the seeded 80/20 per-user split (``rusket_core.evaluation.train_test_split``),
 by the same evaluation code for both libraries. Seed s draws the data (synthetic sets), the split
 and both models' starting factors. Shapes: the bundled Online Retail II sample (customer ×
-StockCode, binary or log1p(Quantity)), and planted sets that are sparse (20 items per user),
-long-tail (popularity exponent 1.3) and dense (100+ items per user). Rows go to
+StockCode, binary or log1p(Quantity)), and planted sets that are sparse (about 10 training items per
+user), long-tail (popularity exponent 1.3) and dense (40-50 per user). Rows go to
 ``benchmarks/_out/als_gap.jsonl``; a markdown summary (mean ± sd, ratio to implicit) is printed.
 
     .venv/bin/python benchmarks/bench_als_gap.py                       # everything, seeds 0..2, 2 threads
@@ -145,13 +145,34 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def pivot(rows: list[dict]) -> str:
+    """Markdown: one line per variant, per set the mean ratio of precision@10 to implicit's [min, max over seeds]."""
+    peer = {(r["set"], r["seed"]): r["p10"] for r in rows if r["variant"] == "implicit"}
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+    ratios: dict = defaultdict(list)
+    for r in rows:
+        if (r["set"], r["seed"]) in peer:
+            ratios[(r["variant"], r["set"])].append(r["p10"] / peer[(r["set"], r["seed"])])
+    lines = ["| variant | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        cells = [f"{statistics.mean(x):.3f} [{min(x):.3f}, {max(x):.3f}]" if (x := ratios[(variant, s)]) else "–"
+                 for s in sets]  # fmt: skip
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--report", type=Path, help="only print the tables of an earlier run's jsonl")
     args = parser.parse_args()
+    if args.report:
+        rows = [json.loads(line) for line in args.report.read_text().splitlines()]
+        print(summary(rows), pivot(rows), sep="\n\n")
+        return
     for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):
         os.environ[var] = str(args.threads)
     os.environ["OPENBLAS_NUM_THREADS"] = "1"  # set before numpy / numba load their pools
@@ -176,7 +197,7 @@ def main() -> None:
                     rows.append(row)
                     fh.write(json.dumps(row) + "\n")
                     fh.flush()
-    print(summary(rows))
+    print(summary(rows), pivot(rows), sep="\n\n")
 
 
 if __name__ == "__main__":

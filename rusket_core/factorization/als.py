@@ -32,7 +32,7 @@ class ALS(FoldIn, FactorModel):
     ``regularization`` that scale persists through the fit and acts as extra regularisation: a
     small start (``init_scale=0.01``, about implicit's ``rand * 0.01``) leaves user and item norms
     unbalanced, which penalises like a larger ``regularization``. That start fits dense data
-    (about 100+ items per user) better and sparse data worse than the balanced default
+    (about 40+ training items per user) better and sparse data worse than the balanced default
     (benchmarks/RESULTS.md, "ALS vs implicit precision gap"); raising ``regularization`` helps both.
 
     Fold-in: ``recalculate_user(s)`` / ``recalculate_item(s)`` return the exact rows for given
