@@ -274,9 +274,10 @@ def _bpr_user(s, u, steps, indptr, indices, owner, xu, Y, n_items, lr32, shrink,
 
 
 @njit(inline="always")
-def _bpr_block(c, n_chunks, s, indptr, indices, users, X, Y, owner, n_samples, lr, reg, rational):
-    """One epoch of user block ``c`` of ``n_chunks``: each user in turn takes its share (equal up
-    to one) of the block's quota of steps. Returns (state, steps, ranked right, summed loss)."""
+def _bpr_block(c, n_chunks, s, indptr, indices, users, X, Y, owner, n_samples, lr, reg, rational, r, n_rounds):
+    """Round ``r`` of ``n_rounds`` of one epoch of user block ``c`` of ``n_chunks``: the round's
+    contiguous share of the block's users each take in turn their share (equal up to one) of the
+    block's quota of steps. Returns (state, steps, ranked right, summed loss)."""
     n_users = users.shape[0]
     u0 = c * n_users // n_chunks
     u1 = (c + 1) * n_users // n_chunks
@@ -287,7 +288,7 @@ def _bpr_block(c, n_chunks, s, indptr, indices, users, X, Y, owner, n_samples, l
     good = 0
     count = 0
     loss = 0.0
-    for t in range(n_mine):
+    for t in range(r * n_mine // n_rounds, (r + 1) * n_mine // n_rounds):
         steps = (t + 1) * quota // n_mine - t * quota // n_mine
         if steps == 0:
             continue
@@ -325,7 +326,7 @@ def bpr_epochs(indptr, indices, users, X, Y, lr, reg, n_samples, n_epochs, seeds
         for epoch in range(n_epochs):
             rate = lr * (1.0 - decay * epoch / n_epochs)
             s, count, good, loss = _bpr_block(c, n_chunks, s, indptr, indices, users, X, Y, owner,
-                                              n_samples, rate, reg, rational)  # fmt: skip
+                                              n_samples, rate, reg, rational, 0, 1)  # fmt: skip
             done[epoch, c] = count
             correct[epoch, c] = good
             losses[epoch, c] = loss
@@ -333,36 +334,45 @@ def bpr_epochs(indptr, indices, users, X, Y, lr, reg, n_samples, n_epochs, seeds
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def bpr_epoch_blocks(indptr, indices, users, X, Y, Yb, lr, reg, n_samples, states, rational):
+def bpr_epoch_blocks(indptr, indices, users, X, Y, Yb, lr, reg, n_samples, states, rational, n_rounds):
     """One BPR epoch whose result does not depend on thread timing or count (the deterministic mode).
 
     Users are split into ``len(states)`` fixed blocks, each with its own generator state (advanced
-    in place) and its own copy ``Yb[b]`` of the item factors taken at the start of the epoch; user
-    rows are disjoint between blocks. At the end every item row becomes its start value plus the
-    blocks' changes, summed in block order. Steps as in ``bpr_epochs``. Returns (steps done, steps
-    already ranked right, summed pair loss) per block.
+    in place); user rows are disjoint between blocks. The epoch runs in ``n_rounds`` rounds, each
+    taking the next contiguous share of every block's users: a block works on its own copy
+    ``Yb[b]`` of the item factors taken at the start of the round, and at the end of the round every
+    item row becomes its start value plus the blocks' changes, summed in block order (frequent
+    merges keep the copies from going stale, which costs ranking quality when blocks are long).
+    Steps as in ``bpr_epochs``. Returns (steps done, steps already ranked right, summed pair loss)
+    per block.
     """
     n_blocks = states.shape[0]
     n_items, k = Y.shape
     done = np.zeros(n_blocks, np.int64)
     correct = np.zeros(n_blocks, np.int64)
     losses = np.zeros(n_blocks, np.float64)
+    owners = np.full((n_blocks, n_items), -1, np.int32)  # user ids differ between rounds: no reset needed
     for b in prange(n_blocks):
         Yb[b] = Y
-        owner = np.full(n_items, -1, np.int32)
-        s, count, good, loss = _bpr_block(b, n_blocks, states[b], indptr, indices, users, X, Yb[b], owner,
-                                          n_samples, lr, reg, rational)  # fmt: skip
-        states[b] = s
-        done[b] = count
-        correct[b] = good
-        losses[b] = loss
-    for i in prange(n_items):
-        for a in range(k):
-            start = Y[i, a]
-            total = start
-            for b in range(n_blocks):
-                total += Yb[b, i, a] - start
-            Y[i, a] = total
+    for r in range(n_rounds):
+        for b in prange(n_blocks):
+            s, count, good, loss = _bpr_block(b, n_blocks, states[b], indptr, indices, users, X, Yb[b], owners[b],
+                                              n_samples, lr, reg, rational, r, n_rounds)  # fmt: skip
+            states[b] = s
+            done[b] += count
+            correct[b] += good
+            losses[b] += loss
+        refresh = r + 1 < n_rounds
+        for i in prange(n_items):  # row by row: merge, then hand the merged row to every copy for the next round
+            for a in range(k):
+                start = Y[i, a]
+                total = start
+                for b in range(n_blocks):
+                    total += Yb[b, i, a] - start
+                Y[i, a] = total
+                if refresh:
+                    for b in range(n_blocks):
+                        Yb[b, i, a] = total
     return done, correct, losses
 
 
