@@ -87,7 +87,7 @@ class BPRConfig(dg.Config):
     deterministic: bool = Field(
         default=True,
         description="Same seed, same factors whatever the thread timing (fixed user blocks, item changes merged "
-        "per epoch); off = Hogwild threads, faster on a busy machine but results vary run to run.",
+        "after every round of a fixed number of steps); off = Hogwild threads, faster but results vary run to run.",
     )
 
 

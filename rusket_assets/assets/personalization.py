@@ -78,9 +78,9 @@ def bpr_model(context: dg.AssetExecutionContext, config: BPRConfig, raw_transact
     """Bayesian personalised ranking on customer × product interactions, saved as a model file.
 
     With `deterministic` (default) the same seed gives the same model on every run: fixed user
-    blocks on private copies of the item factors, merged per epoch. Measured on a busy 2-core
-    machine: 4.3-6.3 s vs 1.8-2.2 s Hogwild on the bundled store (equal on one thread), with a
-    slightly better holdout precision@10 (0.094 vs 0.092).
+    blocks on private copies of the item factors, merged after every round of a fixed number of
+    steps. Library-level fit on a busy 2-core machine, bundled store's size: 12.4 s vs 2.2 s
+    Hogwild, holdout precision@10 0.092 vs 0.091 (benchmarks/RESULTS.md).
     """
     from rusket_core import BPR
 

@@ -21,9 +21,9 @@ SCHEDULES = ("linear", "constant")
 BLOCKS = 8
 #: deterministic mode: a block takes max(ROUND_STEPS, ROUND_PER_ITEM * items) SGD steps between merges
 #: of the item copies. Merging once per epoch diverged on long epochs (planted 100k users x 5k items:
-#: precision@10 0.0000 at 10+ steps per item, 0.054 like Hogwild at 4); the floor bounds the merges'
+#: precision@10 0.0000 at 10+ steps per item per round, 0.054 like Hogwild at 4); the floor bounds the merges'
 #: cost (each touches every item row and waits for all blocks).
-ROUND_STEPS, ROUND_PER_ITEM = 4096, 2
+ROUND_STEPS, ROUND_PER_ITEM = 4096, 4
 
 
 class BPR(FoldIn, FactorModel):
