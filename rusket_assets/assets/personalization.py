@@ -21,6 +21,8 @@ from rusket_assets.config import (
     RecommendationConfig,
     SimilarItemsConfig,
 )
+from rusket_assets.incremental import changed_customers, merge_rows, refresh_model
+from rusket_assets.resources import ModelStore, Warehouse
 
 GROUP = "personalization"
 asset = group_asset(GROUP)
@@ -40,8 +42,14 @@ def _weight_column(weight: str) -> str | None:
 
 
 @asset(io_manager_key=MODEL_IO, kinds={"numba"}, ins=RAW)
-def als_model(context: dg.AssetExecutionContext, config: ALSConfig, raw_transactions: pa.Table):
-    """Implicit ALS on customer × product interactions (confidence 1 + alpha * weight), saved as a model file."""
+def als_model(
+    context: dg.AssetExecutionContext, config: ALSConfig, raw_transactions: pa.Table, models: ModelStore, warehouse: Warehouse
+):
+    """Implicit ALS on customer × product interactions (confidence 1 + alpha * weight), saved as a model file.
+
+    In an incremental run (tag `rusket/refresh=incremental`) the saved model is updated instead:
+    changed customers folded in, new products added, then `warm_iterations` sweeps (rusket_assets.incremental).
+    """
     from rusket_core import ALS
 
     start = time.perf_counter()
@@ -55,7 +63,8 @@ def als_model(context: dg.AssetExecutionContext, config: ALSConfig, raw_transact
         alpha=config.alpha,
         regularization=config.regularization,
         random_state=config.seed,
-    ).fit()
+    )
+    model = refresh_model(context, model, models, warehouse, config.warm_iterations)
     context.add_output_metadata(
         {
             "training_seconds": time.perf_counter() - start,
@@ -69,8 +78,13 @@ def als_model(context: dg.AssetExecutionContext, config: ALSConfig, raw_transact
 
 
 @asset(io_manager_key=MODEL_IO, kinds={"numba"}, ins=RAW)
-def bpr_model(context: dg.AssetExecutionContext, config: BPRConfig, raw_transactions: pa.Table):
+def bpr_model(
+    context: dg.AssetExecutionContext, config: BPRConfig, raw_transactions: pa.Table, models: ModelStore, warehouse: Warehouse
+):
     """Bayesian personalised ranking on customer × product interactions, saved as a model file.
+
+    In an incremental run the saved model's changed customers are folded in (SGD over their rows,
+    items fixed) plus `warm_iterations` epochs; new products need a full fit (rusket_assets.incremental).
 
     With `deterministic` (default) the same seed gives the same model on every run: fixed user
     blocks on private copies of the item factors, merged per epoch. Measured on a busy 2-core
@@ -92,7 +106,8 @@ def bpr_model(context: dg.AssetExecutionContext, config: BPRConfig, raw_transact
         schedule=config.schedule,
         random_state=config.seed,
         deterministic=config.deterministic,
-    ).fit()
+    )
+    model = refresh_model(context, model, models, warehouse, config.warm_iterations)
     accuracy = getattr(model, "ranking_accuracy_", None)
     context.add_output_metadata(
         {
@@ -275,7 +290,8 @@ def user_recommendations(
     als_model,
     bpr_model,
     association_rules: pa.Table,
-) -> pa.Table:
+    warehouse: Warehouse,
+) -> pa.Table | None:
     """Top-N unseen products per customer: a hybrid of ALS, BPR-embedding similarity and basket rules.
 
     `published_recommender` (also scored by `model_evaluation`) with each customer's last basket
@@ -284,11 +300,20 @@ def user_recommendations(
     product (`alpha`), normalised to [0, 1]. Rules part: rule add-ons for the last basket, scored
     by confidence. Final score = (1 - rules_weight) * model + rules_weight * rules; `source` says
     which parts proposed the product. Products the customer already bought are never listed.
+    In an incremental run only the customers whose model rows changed are recomputed and merged
+    into the table (their rows deleted and inserted in one transaction); the others stay as they are.
     """
     import polars as pl
+    import pyarrow.compute as pc
 
     recommender = published_recommender(als_model, bpr_model, association_rules, raw_transactions, config)
-    ranked = pl.from_arrow(recommender.recommend_for_users(n=config.top_n, format="arrow")).rename(
+    changed = changed_customers(context, warehouse, [key(GROUP, "als_model"), key(GROUP, "bpr_model")])
+    merge = changed is not None and warehouse.has_table(GROUP, "user_recommendations")
+    users = None
+    if merge:  # incremental run: only the customers whose model rows changed
+        labels = pa.array(als_model.users.values)
+        users = labels.filter(pc.is_in(labels.cast(pa.string()), value_set=changed))
+    ranked = pl.from_arrow(recommender.recommend_for_users(users=users, n=config.top_n, format="arrow")).rename(
         {"user_id": "customer_id", "item_id": "product_id"}
     )
     ranked = ranked.with_columns(pl.col("rank").cast(pl.Int32)).select(
@@ -299,4 +324,12 @@ def user_recommendations(
         {f"from_{row['source']}": row["len"] for row in shares}
         | {"customers": ranked["customer_id"].n_unique(), "missing_embeddings": recommender.missing_embeddings}
     )
-    return ranked.to_arrow()
+    if not merge:
+        return ranked.to_arrow()
+    replaced = merge_rows(warehouse, GROUP, "user_recommendations", "customer_id", changed, ranked.to_arrow())
+    total = warehouse.scalar(f"select count(*) from {GROUP}.user_recommendations")
+    context.add_output_metadata(
+        {"refresh": "incremental", "customers_refreshed": len(users), "rows_replaced": replaced,
+         "rows_inserted": len(ranked), "dagster/row_count": dg.MetadataValue.int(int(total))}
+    )  # fmt: skip
+    return None
