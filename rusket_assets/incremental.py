@@ -153,7 +153,7 @@ def refresh_model(
         if updated is not None:
             everyone = bool(warm_iterations)
             customers = pa.array(updated.users.values) if everyone else diff.changed
-            record_changes(warehouse, name, context.run_id, customers)
+            record_changes(warehouse, name, context.run.run_id, customers)
             context.add_output_metadata(
                 {
                     "refresh": "incremental",
@@ -167,26 +167,20 @@ def refresh_model(
             return updated
     context.log.info(f"{name}: full fit ({reason})")
     current.fit()
-    record_changes(warehouse, name, context.run_id, None)
     context.add_output_metadata({"refresh": "full", "full_refresh_reason": reason})
     return current
 
 
-def record_changes(warehouse: Warehouse, model: str, run_id: str, customers: pa.Array | None) -> None:
+def record_changes(warehouse: Warehouse, model: str, run_id: str, customers: pa.Array) -> None:
     """Replace ``model``'s rows of ``personalization.refreshed_customers`` with this run's changed
-    customers; ``None`` (a full fit) records the run with no customer, meaning "everyone"."""
+    customers (ids as text; a row with a null id records a run that changed nobody)."""
     schema, table = CHANGES_TABLE
     target = f"{quote(schema)}.{quote(table)}"
-    ids = pa.array([], pa.string()) if customers is None else customers.cast(pa.string())
-    rows = pa.table(
-        {"model": [model] * max(1, len(ids)), "run_id": [run_id] * max(1, len(ids)),
-         "full": [customers is None] * max(1, len(ids)), "customer_id": ids if len(ids) else pa.nulls(1, pa.string())}
-    )  # fmt: skip
+    ids = customers.cast(pa.string()) if len(customers) else pa.nulls(1, pa.string())
+    rows = pa.table({"model": [model] * len(ids), "run_id": [run_id] * len(ids), "customer_id": ids})
     with warehouse.connect() as con:
         con.execute(f"create schema if not exists {quote(schema)}")
-        con.execute(
-            f"create table if not exists {target} (model VARCHAR, run_id VARCHAR, full BOOLEAN, customer_id VARCHAR)"
-        )
+        con.execute(f"create table if not exists {target} (model VARCHAR, run_id VARCHAR, customer_id VARCHAR)")
         view = f"__rusket_changes_{uuid.uuid4().hex}"
         con.register(view, rows)
         in_transaction(con, [(f"delete from {target} where model = ?", [model]), (f"insert into {target} select * from {view}", None)])
@@ -208,18 +202,18 @@ def in_transaction(con: Any, statements: list[tuple[str, list | None]]) -> None:
 
 def changed_customers(context: dg.AssetExecutionContext, warehouse: Warehouse, model_keys: list[dg.AssetKey]) -> pa.Array | None:
     """Customers (as text) whose rows changed in this run's incremental updates of ``model_keys``;
-    None when any of them was fully refitted or not updated in this run (recompute everyone)."""
+    None when any of them was fully refitted or not materialised in this run (recompute everyone)."""
     schema, table = CHANGES_TABLE
     if refresh_mode(context) == "full" or not warehouse.has_table(schema, table):
         return None
     names = [model_name(k) for k in model_keys]
     rows = warehouse.query(
-        f"select model, bool_or(full) as full, list(customer_id) filter (where customer_id is not null) as ids "
+        f"select model, list(customer_id) filter (where customer_id is not null) as ids "
         f"from {quote(schema)}.{quote(table)} where run_id = ? group by model",
-        [context.run_id],
+        [context.run.run_id],
     ).to_pylist()
     by_model = {r["model"]: r for r in rows}
-    if any(n not in by_model or by_model[n]["full"] for n in names):
+    if any(n not in by_model for n in names):
         return None
     return pa.array(sorted({c for n in names for c in by_model[n]["ids"] or []}), pa.string())
 

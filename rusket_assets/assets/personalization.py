@@ -109,6 +109,7 @@ def bpr_model(
     )
     model = refresh_model(context, model, models, warehouse, config.warm_iterations)
     accuracy = getattr(model, "ranking_accuracy_", None)
+    loss = getattr(model, "loss_", None)  # a model loaded and folded into has no training curve
     context.add_output_metadata(
         {
             "training_seconds": time.perf_counter() - start,
@@ -116,7 +117,7 @@ def bpr_model(
             "products": len(model.items),
             "factors": model.factors,
             **({"ranking_accuracy": float(accuracy[-1])} if accuracy is not None and len(accuracy) else {}),
-            **({"training_loss": float(model.loss_[-1])} if len(model.loss_) else {}),
+            **({"training_loss": float(loss[-1])} if loss is not None and len(loss) else {}),
         }
     )
     return model
