@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from rusket_assets.assets import analytics, baskets, daily, ingest, personalization, vectors
+from rusket_assets.engine import Engine
 from rusket_assets.io import DuckDBTableIOManager, ModelIOManager
 from rusket_assets.resources import (
     DEFAULT_LANCEDB,
@@ -29,6 +30,7 @@ def build_resources(
     lancedb_uri: str = DEFAULT_LANCEDB,
     models_path: str = DEFAULT_MODELS,
     source: TransactionSource | None = None,
+    engine: Engine | None = None,
     daily_files: daily.DailyFiles | None = None,
 ) -> dict[str, object]:
     """Resources bound to the given storage locations and source."""
@@ -40,6 +42,7 @@ def build_resources(
         "models": store,
         "source": source or TransactionSource(),
         "daily_files": daily_files or daily.DailyFiles(),
+        "engine": engine or Engine(),
         "warehouse_io": DuckDBTableIOManager(warehouse=warehouse),
         "model_io": ModelIOManager(store=store),
     }

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,11 +130,16 @@ def model_name(key: dg.AssetKey) -> str:
 
 
 def refresh_model(
-    context: dg.AssetExecutionContext, current: Any, models: ModelStore, warehouse: Warehouse, warm_iterations: int
+    context: dg.AssetExecutionContext,
+    build: Callable[[], Any],
+    fit: Callable[[], Any],
+    models: ModelStore,
+    warehouse: Warehouse,
+    warm_iterations: int,
 ) -> Any:
-    """The model to publish: in an incremental run, the saved model updated to ``current``'s
-    interactions; otherwise (or when that is not possible) ``current`` fitted from scratch. Records
-    the customers whose rows changed and what changed in the metadata."""
+    """The model to publish: in an incremental run, the saved model updated to the interactions of
+    ``build()`` (an unfitted model over today's history); otherwise, or when that is not possible,
+    ``fit()`` (the full fit). Records the customers whose rows changed and what changed in the metadata."""
     from rusket_assets.io import load_model
 
     name = model_name(context.asset_key)
@@ -144,15 +150,16 @@ def refresh_model(
         try:
             previous = load_model(models.path, name)
         except FileNotFoundError:
-            previous, reason = None, "no saved model yet"
-        if previous is not None and previous.get_params() != current.get_params():
-            changed = sorted(k for k, v in current.get_params().items() if previous.get_params().get(k) != v)
-            reason = f"parameters changed since the saved model: {', '.join(changed)}"
+            reason = "no saved model yet"
+        else:
+            current = build()
+            if previous.get_params() != current.get_params():
+                changed = sorted(k for k, v in current.get_params().items() if previous.get_params().get(k) != v)
+                reason = f"parameters changed since the saved model: {', '.join(changed)}"
     if reason is None:
         updated, diff, reason = update_model(previous, current, warm_iterations)
         if updated is not None:
-            everyone = bool(warm_iterations)
-            customers = pa.array(updated.users.values) if everyone else diff.changed
+            customers = pa.array(updated.users.values) if warm_iterations else diff.changed
             record_changes(warehouse, name, context.run.run_id, customers)
             context.add_output_metadata(
                 {
@@ -166,9 +173,8 @@ def refresh_model(
             )
             return updated
     context.log.info(f"{name}: full fit ({reason})")
-    current.fit()
     context.add_output_metadata({"refresh": "full", "full_refresh_reason": reason})
-    return current
+    return fit()
 
 
 def record_changes(warehouse: Warehouse, model: str, run_id: str, customers: pa.Array) -> None:

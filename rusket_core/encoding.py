@@ -197,14 +197,11 @@ def encode_transactions(
 
 def _factorize(col: pa.ChunkedArray, name: str) -> tuple[np.ndarray, Labels]:
     """Codes into the sorted unique values of ``col``; errors name the column for nulls and NaN."""
-    if col.null_count:
-        raise ValueError(f"column {name!r} has {col.null_count} null values (of {len(col)} rows); ids must not be null")
+    check_ids(name, len(col), n_null=col.null_count)
     if pa.types.is_dictionary(col.type):
         col = col.cast(col.type.value_type)
     if pa.types.is_floating(col.type):
-        nan = pc.sum(pc.is_nan(col)).as_py() or 0
-        if nan:
-            raise ValueError(f"column {name!r} has {nan} NaN values (of {len(col)} rows); ids must not be NaN")
+        check_ids(name, len(col), n_nan=pc.sum(pc.is_nan(col)).as_py() or 0)
     if pa.types.is_integer(col.type):
         dense = _factorize_dense_ints(col)
         if dense is not None:
@@ -238,16 +235,28 @@ def _weights(col: pa.ChunkedArray, name: str) -> np.ndarray:
     """Weights as float64; must be numeric, non-null, finite and >= 0."""
     if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_decimal(col.type)):
         raise ValueError(f"column {name!r} must be numeric, got {col.type}")
-    if col.null_count:
-        raise ValueError(f"column {name!r} has {col.null_count} null values (of {len(col)} rows)")
+    check_weights(name, len(col), n_null=col.null_count)
     w = col.combine_chunks().to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    bad = ~np.isfinite(w)
-    if bad.any():
-        raise ValueError(f"column {name!r} has {int(bad.sum())} non-finite values (NaN or inf)")
-    neg = w < 0
-    if neg.any():
-        raise ValueError(f"column {name!r} has {int(neg.sum())} negative values; weights must be >= 0")
+    check_weights(name, len(col), n_bad=int((~np.isfinite(w)).sum()), n_negative=int((w < 0).sum()))
     return w
+
+
+def check_ids(name: str, n_rows: int, n_null: int = 0, n_nan: int = 0) -> None:
+    """Refuse null or NaN ids (messages shared with the Spark engine)."""
+    if n_null:
+        raise ValueError(f"column {name!r} has {n_null} null values (of {n_rows} rows); ids must not be null")
+    if n_nan:
+        raise ValueError(f"column {name!r} has {n_nan} NaN values (of {n_rows} rows); ids must not be NaN")
+
+
+def check_weights(name: str, n_rows: int, n_null: int = 0, n_bad: int = 0, n_negative: int = 0) -> None:
+    """Refuse null, non-finite or negative weights (messages shared with the Spark engine)."""
+    if n_null:
+        raise ValueError(f"column {name!r} has {n_null} null values (of {n_rows} rows)")
+    if n_bad:
+        raise ValueError(f"column {name!r} has {n_bad} non-finite values (NaN or inf)")
+    if n_negative:
+        raise ValueError(f"column {name!r} has {n_negative} negative values; weights must be >= 0")
 
 
 @njit(cache=True, parallel=True)

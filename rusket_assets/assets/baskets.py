@@ -6,6 +6,7 @@ import pyarrow.compute as pc
 
 from rusket_assets.assets.common import ALS_GATES, group_asset, lookup, upstream
 from rusket_assets.config import AddOnsConfig, GraphConfig, MiningConfig, RulesConfig
+from rusket_assets.engine import Engine
 
 GROUP = "baskets"
 asset = group_asset(GROUP)
@@ -23,7 +24,9 @@ def rules_for_library(rules: pa.Table) -> pa.Table:
     kinds={"duckdb", "numba"},
     ins={"raw_transactions": upstream("ingest", "raw_transactions")},
 )  # fmt: skip
-def frequent_itemsets(context: dg.AssetExecutionContext, config: MiningConfig, raw_transactions: pa.Table) -> pa.Table:
+def frequent_itemsets(
+    context: dg.AssetExecutionContext, config: MiningConfig, engine: Engine, raw_transactions: pa.Table
+) -> pa.Table:
     """Itemsets of products bought together in at least `min_support` of baskets (FP-growth, exact).
 
     The threshold never goes below `min_baskets` baskets, so a small source does not mine every
@@ -34,20 +37,12 @@ def frequent_itemsets(context: dg.AssetExecutionContext, config: MiningConfig, r
     import math
     import time
 
-    from rusket_core import FPGrowth
-
     start = time.perf_counter()
     n_baskets = len(pc.unique(raw_transactions["basket_id"]))
     min_support = config.min_support
     if min_support < 1 and math.ceil(min_support * n_baskets) < config.min_baskets:
         min_support = int(config.min_baskets)  # an absolute count
-    model = FPGrowth.from_transactions(
-        raw_transactions.select(["basket_id", "product_id"]),
-        transaction_col="basket_id",
-        item_col="product_id",
-        min_support=min_support,
-        max_len=config.max_len,
-    )
+    model = engine.fpgrowth(raw_transactions, "basket_id", "product_id", min_support, config.max_len)
     itemsets = model.mine(format="arrow")
     lengths = pc.list_value_length(itemsets["itemsets"])
     context.add_output_metadata(
@@ -57,6 +52,7 @@ def frequent_itemsets(context: dg.AssetExecutionContext, config: MiningConfig, r
             "mining_seconds": time.perf_counter() - start,
             "itemset_count": itemsets.num_rows,
             "pairs_and_larger": int(pc.sum(pc.greater(lengths, 1)).as_py() or 0),
+            **engine.metadata(),
         }
     )
     return pa.table(

@@ -59,13 +59,10 @@ class ALS(FoldIn, FactorModel):
     def _fit(self, interactions: Encoded) -> None:
         ui = _csr(interactions)
         iu = transpose_csr(*ui, interactions.n_items)
-        rng = np.random.default_rng(self.random_state)
         k = self.factors
-        # zero-mean rows of about unit norm: with a small regularization the initial scale sticks,
-        # and balanced user/item norms rank better than a tiny positive start (measured)
-        scale = np.float32(1.0 / np.sqrt(k))
-        self.user_factors = rng.standard_normal((interactions.n_rows, k), dtype=np.float32) * scale
-        self.item_factors = rng.standard_normal((interactions.n_items, k), dtype=np.float32) * scale
+        self.user_factors, self.item_factors = init_factors(
+            interactions.n_rows, interactions.n_items, k, self.random_state
+        )
         self._warm_start()
         user_bounds = _balanced_bounds(ui[0], k)
         item_bounds = _balanced_bounds(iu[0], k)
@@ -121,6 +118,16 @@ class ALS(FoldIn, FactorModel):
             als_loss(ui[0], ui[1], ui[2], self.user_factors, self.item_factors,
                      gram(self.item_factors), self.alpha, self.regularization)
         )  # fmt: skip
+
+
+def init_factors(n_users: int, n_items: int, k: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
+    """Starting user and item factors for ``random_state`` (shared by the local and Spark fits)."""
+    rng = np.random.default_rng(random_state)
+    # zero-mean rows of about unit norm: with a small regularization the initial scale sticks,
+    # and balanced user/item norms rank better than a tiny positive start (measured)
+    scale = np.float32(1.0 / np.sqrt(k))
+    users = rng.standard_normal((n_users, k), dtype=np.float32) * scale
+    return users, rng.standard_normal((n_items, k), dtype=np.float32) * scale
 
 
 def gram(Y: np.ndarray) -> np.ndarray:

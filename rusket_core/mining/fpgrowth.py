@@ -54,11 +54,21 @@ def _check_max_len(max_len: Any) -> int:
 
 
 def mine_csr(
-    indptr: np.ndarray, indices: np.ndarray, n_items: int, min_count: int, max_len: int = 0
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    n_items: int,
+    min_count: int,
+    max_len: int = 0,
+    item_counts: np.ndarray | None = None,
+    roots: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact frequent itemsets of a CSR basket matrix: ``(offsets, item ids sorted per itemset, counts)``
-    ordered by count descending, then length, then discovery order."""
-    counts = np.bincount(indices, minlength=n_items).astype(np.int64)
+    ordered by count descending, then length, then discovery order.
+
+    Parallel FP-growth mines a projected part of the baskets: ``item_counts`` are then the counts
+    over all baskets (they fix the item order) and ``roots`` the items whose itemsets (those with
+    no less frequent item) this part holds completely; only those itemsets are returned."""
+    counts = np.bincount(indices, minlength=n_items).astype(np.int64) if item_counts is None else item_counts
     frequent = np.flatnonzero(counts >= min_count)
     by_rank = frequent[np.lexsort((frequent, counts[frequent]))]  # ascending count
     rank_of = np.full(n_items, -1, np.int32)
@@ -70,6 +80,7 @@ def mine_csr(
         counts[by_rank],
         int(min_count),
         int(max_len),
+        None if roots is None else rank_of[np.asarray(roots, np.int64)],
     )
     # expand the prefix tree into flat itemsets (one vectorised step per tree level)
     n = len(parent)

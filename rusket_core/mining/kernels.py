@@ -33,15 +33,18 @@ _FNV_PRIME = np.uint64(1099511628211)
 
 
 
-def mine_tree(indptr, indices, rank_of, rank_count, min_count, max_len):
+def mine_tree(indptr, indices, rank_of, rank_count, min_count, max_len, roots=None):
     """Mine all itemsets with count >= ``min_count`` (and length <= ``max_len``; 0 = no limit).
 
     ``rank_of[item]`` is the item's rank by ascending count (-1 when infrequent) and
     ``rank_count[rank]`` its count.  Returns the prefix tree ``(parent, rank, count)``
     where ``parent`` is -1 for single items; parents always precede their children.
+    ``roots`` (ranks) limits the search to the itemsets whose lowest rank is one of them.
     """
     items, occ_ptr, occ, cost = project(indptr, indices, rank_of, rank_count.shape[0])
-    order = np.argsort(-cost, kind="stable")  # biggest subtrees first for better balance
+    if roots is None:
+        roots = np.arange(len(cost))
+    order = roots[np.argsort(-cost[roots], kind="stable")]  # biggest subtrees first for better balance
     # subtrees differ widely in size: hand them out one at a time
     trees = _new_trees(len(order))
     old = numba.set_parallel_chunksize(1)

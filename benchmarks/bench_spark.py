@@ -1,0 +1,170 @@
+"""This project's Spark path vs Spark MLlib (FPGrowth, ALS) on the same Spark session, data and parameters,
+and vs the local engine; the Spark path at 2, 4 and 8 partitions; Spark's fixed overhead on a tiny input.
+
+    .venv/bin/python benchmarks/bench_spark.py [--baskets 20000] [--items 500] [--min-support 0.005]
+                                               [--als 100k] [--factors 32] [--iterations 10]
+
+Results go to stdout and ``benchmarks/_out/bench_spark_<parts>.json`` (``--only als`` runs one part). local[2].
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from interactions import dataset  # noqa: E402
+from quest import quest_baskets  # noqa: E402
+
+from rusket_core import ALS, FPGrowth  # noqa: E402
+from rusket_core.evaluation import precision_at_k  # noqa: E402
+from rusket_core.factorization.topk import topk  # noqa: E402
+from rusket_core.spark import fit_als, frequent_itemsets, spark_session  # noqa: E402
+
+OUT = Path(__file__).parent / "_out"
+
+
+def timed(fn):
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def precision10(user_factors, item_factors, users, items, train: pd.DataFrame, test: pd.DataFrame) -> float:
+    """precision@10 on the held-out pairs, training items excluded, for factors indexed like ``users``/``items``."""
+    u_index = {u: i for i, u in enumerate(users)}
+    i_index = {it: i for i, it in enumerate(items)}
+    tr = train.drop_duplicates(["user_id", "item_id"])
+    rows = tr["user_id"].map(u_index).to_numpy()
+    cols = tr["item_id"].map(i_index).to_numpy()
+    order = np.lexsort((cols, rows))
+    indptr = np.zeros(len(users) + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=len(users)), out=indptr[1:])
+    idx, _ = topk(user_factors, item_factors, 10, indptr, cols[order].astype(np.int32))
+    relevant = test.groupby("user_id")["item_id"].apply(set)
+    recs = [list(np.asarray(items)[idx[u_index[u]]]) for u in relevant.index if u in u_index]
+    rel = [relevant[u] for u in relevant.index if u in u_index]
+    return precision_at_k(recs, rel, 10)
+
+
+def bench_fim(spark, args, results):
+    b, i = quest_baskets(args.baskets, args.items, seed=0)
+    pdf = pd.DataFrame({"basket": b, "item": i})
+    df = spark.createDataFrame(pdf).cache()
+    df.count()
+    t_local, local = timed(lambda: FPGrowth.from_transactions(pdf, "basket", "item", args.min_support).mine())
+    t_local2, local = timed(lambda: FPGrowth.from_transactions(pdf, "basket", "item", args.min_support).mine())
+    expected = {(frozenset(s), int(c)) for s, c in zip(local["itemsets"], local["count"], strict=True)}
+    row = {"rows": len(pdf), "baskets": args.baskets, "items": args.items, "min_support": args.min_support,
+           "itemsets": len(local), "local_s": min(t_local, t_local2)}  # fmt: skip
+    frequent_itemsets(df, "basket", "item", args.min_support, n_groups=2)  # warm the Python workers
+    for parts in (2, 4, 8):
+        d = df.repartition(parts).cache()
+        d.count()
+        t, res = timed(lambda d=d, parts=parts: frequent_itemsets(d, "basket", "item", args.min_support, n_groups=parts))
+        got = res.mine()
+        assert {(frozenset(s), int(c)) for s, c in zip(got["itemsets"], got["count"], strict=True)} == expected
+        row[f"ours_spark_{parts}p_s"] = t
+        d.unpersist()
+    from pyspark.ml.fpm import FPGrowth as MLFPGrowth
+    from pyspark.sql import functions as F
+
+    def mllib():
+        baskets = df.groupBy("basket").agg(F.collect_set("item").alias("items"))
+        model = MLFPGrowth(itemsCol="items", minSupport=args.min_support, minConfidence=1.0).fit(baskets)
+        return model.freqItemsets.toPandas()
+
+    t, ml = timed(mllib)
+    row["mllib_s"] = t
+    row["mllib_itemsets"] = len(ml)
+    assert {(frozenset(s), int(c)) for s, c in zip(ml["items"], ml["freq"], strict=True)} == expected
+    results["fim"] = row
+    df.unpersist()
+
+
+def bench_als(spark, args, results):
+    train, test = dataset(args.als)
+    params = {"factors": args.factors, "iterations": args.iterations, "alpha": 10.0, "regularization": 0.05,
+              "solver": "cg", "random_state": 0}  # fmt: skip
+    pairs = train.drop_duplicates(["user_id", "item_id"])[["user_id", "item_id"]]
+    df = spark.createDataFrame(pairs).cache()
+    df.count()
+    t_local, local = timed(lambda: ALS.from_transactions(pairs, "user_id", "item_id", **params).fit())
+    t_local, local = timed(lambda: ALS.from_transactions(pairs, "user_id", "item_id", **params).fit())
+    users, items = local.users.take(np.arange(len(local.users))), local.items.take(np.arange(len(local.items)))
+    row = {"interactions": len(pairs), "users": len(users), "items": len(items), **params, "local_s": t_local,
+           "local_p10": precision10(local.user_factors, local.item_factors, users, items, pairs, test)}  # fmt: skip
+    fit_als(df, "user_id", "item_id", num_partitions=2, **{**params, "iterations": 1})  # warm the workers
+    for parts in (2, 4, 8):
+        t, model = timed(lambda parts=parts: fit_als(df, "user_id", "item_id", num_partitions=parts, **params))
+        row[f"ours_spark_{parts}p_s"] = t
+        row[f"ours_spark_{parts}p_max_diff"] = float(np.abs(model.item_factors - local.item_factors).max())
+    row["ours_spark_p10"] = precision10(model.user_factors, model.item_factors, users, items, pairs, test)
+    from pyspark.ml.recommendation import ALS as MLALS
+    from pyspark.sql import functions as F
+
+    rated = df.withColumn("rating", F.lit(1.0))
+    est = MLALS(rank=args.factors, maxIter=args.iterations, regParam=params["regularization"], alpha=params["alpha"],
+                implicitPrefs=True, userCol="user_id", itemCol="item_id", ratingCol="rating", seed=0,
+                numUserBlocks=2, numItemBlocks=2)  # fmt: skip
+
+    def mllib():
+        model = est.fit(rated)
+        return model, model.userFactors.toPandas(), model.itemFactors.toPandas()
+
+    t, (model, uf, itf) = timed(mllib)
+    row["mllib_s"] = t
+    U = np.zeros((len(users), args.factors), np.float32)
+    V = np.zeros((len(items), args.factors), np.float32)
+    U[local.users.indices_of(uf["id"].to_numpy())] = np.stack(uf["features"].to_numpy())
+    V[local.items.indices_of(itf["id"].to_numpy())] = np.stack(itf["features"].to_numpy())
+    row["mllib_p10"] = precision10(U, V, users, items, pairs, test)
+    results["als"] = row
+    df.unpersist()
+
+
+def bench_overhead(spark, args, results):
+    pdf = pd.DataFrame({"basket": [1, 1, 2, 2, 3], "item": [1, 2, 1, 2, 3]})
+    df = spark.createDataFrame(pdf)
+    results["overhead"] = {
+        "tiny_fim_spark_s": min(timed(lambda: frequent_itemsets(df, "basket", "item", 2))[0] for _ in range(3)),
+        "tiny_fim_local_s": min(timed(lambda: FPGrowth.from_transactions(pdf, "basket", "item", 2).mine())[0] for _ in range(3)),
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--baskets", type=int, default=20_000)
+    ap.add_argument("--items", type=int, default=500)
+    ap.add_argument("--min-support", type=float, default=0.005)
+    ap.add_argument("--als", default="100k")
+    ap.add_argument("--factors", type=int, default=32)
+    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--only", default="overhead,fim,als", help="comma-separated parts to run")
+    args = ap.parse_args()
+    parts = args.only.split(",")
+    import pyspark
+
+    t_start, spark = timed(lambda: spark_session("local[2]"))
+    results = {"session_start_s": t_start, "pyspark": pyspark.__version__, "python": platform.python_version(),
+               "java": spark.sparkContext._jvm.java.lang.System.getProperty("java.version")}  # fmt: skip
+    for name, run in (("overhead", bench_overhead), ("fim", bench_fim), ("als", bench_als)):
+        if name in parts:
+            run(spark, args, results)
+    OUT.mkdir(exist_ok=True)
+    (OUT / f"bench_spark_{'_'.join(parts)}.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
