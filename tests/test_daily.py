@@ -73,6 +73,20 @@ def test_rematerialising_a_day_replaces_it(tmp_path):
     assert got == list(zip(want["order_id"].to_pylist(), want["product_id"].to_pylist(), want["quantity"].to_pylist(), strict=True))
 
 
+def test_a_range_runs_in_one_run_and_reruns_idempotently(tmp_path):
+    store = generate_store(**SMALL)
+    defs = build(tmp_path)
+    days = ["2025-10-02", "2025-10-03", "2025-10-04"]
+    n = sum(day_lines(store, d).num_rows for d in days)
+    tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]}
+    for _ in range(2):
+        result = defs.resolve_job_def("daily_ingest").execute_in_process(instance=dg.DagsterInstance.ephemeral(), tags=tags)
+        assert result.success
+        assert rows(tmp_path, "select count(*), count(distinct (basket_id, product_id)) from ingest.daily_orders") == [(n, n)]
+    meta = result.asset_materializations_for_node("ingest__daily_orders")
+    assert sorted(m.partition for m in meta) == days and meta[0].metadata["rows_replaced"].value == n
+
+
 def test_a_day_file_is_read_and_must_hold_only_its_day(tmp_path):
     store = generate_store(**SMALL)
     folder = tmp_path / "daily"
