@@ -17,7 +17,7 @@ from rusket_assets.resources import (
     Warehouse,
 )
 
-ASSET_MODULES = [ingest, daily, baskets, personalization, analytics, vectors]
+ASSET_MODULES = [ingest, baskets, personalization, analytics, vectors]
 
 
 def all_assets() -> list[dg.AssetsDefinition]:

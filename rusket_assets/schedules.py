@@ -5,13 +5,11 @@ from __future__ import annotations
 import dagster as dg
 
 from rusket_assets import runs
-from rusket_assets.assets.daily import DAILY_ORDERS
 from rusket_assets.incremental import REFRESH_TAG
 from rusket_assets.resources import Warehouse
 from rusket_assets.sensors import daily_ingest_job
 
-# the whole unpartitioned graph (the daily partitions of ingest.daily_orders load on their own)
-GRAPH = dg.AssetSelection.all() - dg.AssetSelection.assets(DAILY_ORDERS)
+GRAPH = dg.AssetSelection.all()
 
 refresh_job = dg.define_asset_job(
     "refresh_all",

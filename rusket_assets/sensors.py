@@ -7,13 +7,8 @@ import os
 
 import dagster as dg
 
-from rusket_assets.assets.daily import DAILY_ORDERS, DailyFiles, daily_partitions
-
-daily_ingest_job = dg.define_asset_job(
-    "daily_ingest",
-    selection=dg.AssetSelection.assets(DAILY_ORDERS),
-    description="Load one day of order lines into ingest.daily_orders (backfill a range from the UI or CLI).",
-)
+from rusket_assets.assets.daily import DailyFiles, daily_partitions
+from rusket_assets.assets.daily import daily_ingest as daily_ingest_job
 
 
 def file_stamp(path: str) -> str:

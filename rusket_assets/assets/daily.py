@@ -20,13 +20,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from rusket_assets.assets.common import group_asset, key
+from rusket_assets.assets.common import DOMAINS, POOL, key
 from rusket_assets.incremental import in_transaction
+from rusket_assets.io import describe_table
 from rusket_assets.resources import DATA_DIR, TransactionSource, Warehouse, quote
 from rusket_assets.source import SourceError, read_transactions
 
 GROUP = "ingest"
-asset = group_asset(GROUP, io_manager_key=None)
 START_ENV = "RUSKET_START_DATE"
 DEFAULT_START = "2025-10-01"  # the synthetic store's first day (sample_data.START)
 DAILY_DIR_ENV = "RUSKET_DAILY_DIR"
@@ -84,7 +84,8 @@ def day_source(source: TransactionSource, files: list[str], day: str) -> Transac
 
 def replace_day(warehouse: Warehouse, lines: pa.Table, day: str) -> dict[str, int]:
     """Replace ``day``'s rows of ``ingest.daily_orders`` with ``lines`` in one transaction; returns
-    the rows deleted and the day's new customers and products (not in the table's other days)."""
+    the rows deleted, the day's new customers and products (not in the table's other days) and the
+    table's metadata."""
     schema, table = TABLE
     target = f"{quote(schema)}.{quote(table)}"
     start = datetime.fromisoformat(day)
@@ -109,11 +110,11 @@ def replace_day(warehouse: Warehouse, lines: pa.Table, day: str) -> dict[str, in
                 [(f"delete from {target} where {day_rows}", [start, end]),
                  (f"insert into {target} by name select * from {view}", None)],
             )  # fmt: skip
-            total = con.sql(f"select count(*) from {target}").fetchall()[0][0]
+            table_metadata = describe_table(con, schema, table)  # row count, column schema, preview
         finally:
             con.unregister(view)
     return {"rows_replaced": int(counts[0]), "new_customers": int(counts[1]), "new_products": int(counts[2]),
-            "dagster/row_count": int(total)}  # fmt: skip
+            **table_metadata}  # fmt: skip
 
 
 def ingest_day(source: TransactionSource, daily_files: DailyFiles, warehouse: Warehouse, day: str) -> dict:
@@ -138,34 +139,27 @@ def ingest_day(source: TransactionSource, daily_files: DailyFiles, warehouse: Wa
             "customers": len(pc.unique(lines["customer_id"])), **changes, **returns}  # fmt: skip
 
 
-@asset(kinds={"duckdb"}, partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run())
-def daily_orders(
-    context: dg.AssetExecutionContext, source: TransactionSource, daily_files: DailyFiles, warehouse: Warehouse
-) -> dg.MaterializeResult:
-    """Days of order lines (standard columns) in the history table ingest.daily_orders.
+DAILY_ORDERS = key(GROUP, "daily_orders")
+
+
+@dg.op(pool=POOL, tags={"domain": DOMAINS[GROUP]}, out={})
+def load_days(context: dg.OpExecutionContext, source: TransactionSource, daily_files: DailyFiles, warehouse: Warehouse):
+    """Load the run's day(s) into ingest.daily_orders, one transaction per day; each day is reported
+    as a materialisation of the ingest/daily_orders partition."""
+    days = context.partition_keys if context.has_partition_key_range else [context.partition_key]
+    for day in days:
+        done = ingest_day(source, daily_files, warehouse, day)
+        context.log.info(f"day {day}: {done['lines']} lines from {done['from']}, {done['rows_replaced']} rows replaced")
+        yield dg.AssetMaterialization(asset_key=DAILY_ORDERS, partition=day, metadata={"day": day, **done})
+
+
+@dg.job(partitions_def=daily_partitions, executor_def=dg.in_process_executor, tags={"domain": DOMAINS[GROUP]})
+def daily_ingest():
+    """Days of order lines into the history table ingest.daily_orders (standard columns).
 
     Each day comes from its file in the daily folder when there is one, else from the configured
-    source filtered to the day. Re-materialising a day replaces its rows (delete + insert in one
-    transaction): backfills never duplicate. Every line must fall on the partition's day. A range
-    (backfill, `--partition-range`) runs in one run, one transaction per day.
+    source filtered to the day. Re-running a day replaces its rows (delete + insert in one
+    transaction): backfills never duplicate. Every line must fall on the partition's day. A job,
+    not an asset: a partitioned asset beside the unpartitioned graph would stop "Materialize all".
     """
-    days = context.partition_keys
-    done = {}
-    for day in days:
-        done[day] = ingest_day(source, daily_files, warehouse, day)
-        context.log.info(f"day {day}: {done[day]}")
-    last = done[days[-1]]
-    if len(days) == 1:
-        return dg.MaterializeResult(metadata={"day": days[0], **last, "dagster/table_name": "ingest.daily_orders"})
-    return dg.MaterializeResult(
-        metadata={
-            "days": f"{days[0]}..{days[-1]} ({len(days)})",
-            **{name: sum(d[name] for d in done.values()) for name in ("lines", "rows_replaced")},
-            "lines_per_day": dg.MetadataValue.json({day: d["lines"] for day, d in done.items()}),
-            "dagster/row_count": last["dagster/row_count"],
-            "dagster/table_name": "ingest.daily_orders",
-        }
-    )
-
-
-DAILY_ORDERS = key(GROUP, "daily_orders")
+    load_days()
