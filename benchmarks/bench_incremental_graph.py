@@ -23,10 +23,10 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -83,8 +83,8 @@ def main() -> None:
     args = parser.parse_args()
     store = {"n_customers": args.customers, "n_products": args.products, "n_days": args.days + 1,
              "n_lines": int(args.lines * (args.days + 1) / args.days), "seed": 7}  # fmt: skip
-    day_n = str((START + timedelta(days=args.days - 1)).astype("datetime64[D]"))
-    next_day = str((START + timedelta(days=args.days)).astype("datetime64[D]"))
+    day_n = str((START + np.timedelta64(args.days - 1, "D")).astype("datetime64[D]"))
+    next_day = str((START + np.timedelta64(args.days, "D")).astype("datetime64[D]"))
     base = Path(tempfile.mkdtemp(prefix="bench_incremental_graph_"))
     a, b = base / "incremental", base / "full"
     a.mkdir()
