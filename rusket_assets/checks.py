@@ -3,14 +3,32 @@
 import dagster as dg
 
 from rusket_assets.assets.common import POOL, key
-from rusket_assets.resources import Warehouse
+from rusket_assets.io import table_location
+from rusket_assets.resources import Warehouse, quote
+
+RAW = key("ingest", "raw_transactions")
+ITEMSETS = key("baskets", "frequent_itemsets")
+RULES = key("baskets", "association_rules")
+ADDONS = key("baskets", "cart_addons")
+USER_FACTORS = key("personalization", "user_factors")
+ITEM_FACTORS = key("personalization", "item_factors")
+EVALUATION = key("personalization", "model_evaluation")
+RECOMMENDATIONS = key("personalization", "user_recommendations")
+
+
+
+def table(asset_key: dg.AssetKey) -> str:
+    """The quoted DuckDB table an asset is stored in (the IO manager's own mapping)."""
+    schema, name = table_location(asset_key)
+    return f"{quote(schema)}.{quote(name)}"
+
 
 NOT_FINITE = "not list_bool_and(list_transform(vector::FLOAT[], lambda x: isfinite(x)))"
 
 
-def _finite_factors(table: str, warehouse: Warehouse) -> dg.AssetCheckResult:
+def _finite_factors(asset_key: dg.AssetKey, warehouse: Warehouse) -> dg.AssetCheckResult:
     bad, rows, width = warehouse.query(
-        f"select count(*) filter (where {NOT_FINITE}), count(*), max(array_length(vector)) from {table}"
+        f"select count(*) filter (where {NOT_FINITE}), count(*), max(array_length(vector)) from {table(asset_key)}"
     ).to_pylist()[0].values()
     return dg.AssetCheckResult(
         passed=bad == 0 and rows > 0,
@@ -18,20 +36,20 @@ def _finite_factors(table: str, warehouse: Warehouse) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=key("personalization", "user_factors"), pool=POOL, blocking=True)
+@dg.asset_check(asset=USER_FACTORS, pool=POOL, blocking=True)
 def user_factors_finite(warehouse: Warehouse) -> dg.AssetCheckResult:
     """Every customer vector is finite (no NaN or inf)."""
-    return _finite_factors("personalization.user_factors", warehouse)
+    return _finite_factors(USER_FACTORS, warehouse)
 
 
-@dg.asset_check(asset=key("personalization", "item_factors"), pool=POOL, blocking=True)
+@dg.asset_check(asset=ITEM_FACTORS, pool=POOL, blocking=True)
 def item_factors_finite(warehouse: Warehouse) -> dg.AssetCheckResult:
     """Every product vector is finite (no NaN or inf)."""
-    return _finite_factors("personalization.item_factors", warehouse)
+    return _finite_factors(ITEM_FACTORS, warehouse)
 
 
 def _evaluation_rows(warehouse: Warehouse) -> dict[str, dict]:
-    return {r["model"]: r for r in warehouse.query("select * from personalization.model_evaluation").to_pylist()}
+    return {r["model"]: r for r in warehouse.query(f"select * from {table(EVALUATION)}").to_pylist()}
 
 
 def beats_popularity(rows: dict[str, dict], model: str) -> tuple[bool, dict[str, float]]:
@@ -43,7 +61,7 @@ def beats_popularity(rows: dict[str, dict], model: str) -> tuple[bool, dict[str,
     return bool(mine["precision"] > pop["precision"] and mine["ndcg"] > pop["ndcg"]), figures
 
 
-@dg.asset_check(asset=key("personalization", "model_evaluation"), pool=POOL, blocking=True)
+@dg.asset_check(asset=EVALUATION, pool=POOL, blocking=True)
 def published_beats_popularity(warehouse: Warehouse) -> dg.AssetCheckResult:
     """The published hybrid (ALS + BPR embeddings + rules on last baskets) ranks the holdout better
     than popularity.
@@ -54,55 +72,55 @@ def published_beats_popularity(warehouse: Warehouse) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=passed, metadata=figures)
 
 
-@dg.asset_check(asset=key("personalization", "model_evaluation"), pool=POOL)
+@dg.asset_check(asset=EVALUATION, pool=POOL)
 def bpr_beats_popularity(warehouse: Warehouse) -> dg.AssetCheckResult:
     """BPR ranks the holdout better than popularity (a warning only: BPR alone does not publish)."""
     passed, figures = beats_popularity(_evaluation_rows(warehouse), "bpr")
     return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=figures)
 
 
-@dg.asset_check(asset=key("baskets", "frequent_itemsets"), pool=POOL, blocking=True)
+@dg.asset_check(asset=ITEMSETS, pool=POOL, blocking=True)
 def itemset_supports_in_range(warehouse: Warehouse) -> dg.AssetCheckResult:
     """Every itemset has a support in (0, 1] and at least one item."""
     bad, rows = warehouse.query(
-        """select count(*) filter (where not (support > 0 and support <= 1) or len(itemset) < 1), count(*)
-           from baskets.frequent_itemsets"""
+        f"""select count(*) filter (where not (support > 0 and support <= 1) or len(itemset) < 1), count(*)
+           from {table(ITEMSETS)}"""
     ).to_pylist()[0].values()
     return dg.AssetCheckResult(passed=bad == 0, metadata={"bad_rows": bad, "rows": rows})
 
 
-@dg.asset_check(asset=key("baskets", "association_rules"), pool=POOL, blocking=True)
+@dg.asset_check(asset=RULES, pool=POOL, blocking=True)
 def rule_metrics_in_range(warehouse: Warehouse) -> dg.AssetCheckResult:
     """Supports in (0, 1], confidence in (0, 1], lift > 0, and antecedents disjoint from consequents."""
     result = warehouse.query(
-        """select
+        f"""select
              count(*) filter (where not (support > 0 and support <= 1 and antecedent_support > 0
                   and antecedent_support <= 1 and consequent_support > 0 and consequent_support <= 1)) as bad_support,
              count(*) filter (where not (confidence > 0 and confidence <= 1 + 1e-9)) as bad_confidence,
              count(*) filter (where not (lift > 0)) as bad_lift,
              count(*) filter (where len(list_intersect(antecedents, consequents)) > 0) as overlapping,
              count(*) as rules
-           from baskets.association_rules"""
+           from {table(RULES)}"""
     ).to_pylist()[0]
     bad = result["bad_support"] + result["bad_confidence"] + result["bad_lift"] + result["overlapping"]
     return dg.AssetCheckResult(passed=bad == 0, metadata=result)
 
 
-@dg.asset_check(asset=key("personalization", "user_recommendations"), pool=POOL, blocking=True)
+@dg.asset_check(asset=RECOMMENDATIONS, pool=POOL, blocking=True)
 def no_seen_items_in_recommendations(warehouse: Warehouse) -> dg.AssetCheckResult:
     """No customer is recommended a product they already bought."""
     seen, rows = warehouse.query(
-        """select count(*) filter (where exists (select 1 from ingest.raw_transactions t
+        f"""select count(*) filter (where exists (select 1 from {table(RAW)} t
                    where t.customer_id = r.customer_id and t.product_id = r.product_id)), count(*)
-           from personalization.user_recommendations r"""
+           from {table(RECOMMENDATIONS)} r"""
     ).to_pylist()[0].values()
     return dg.AssetCheckResult(passed=seen == 0 and rows > 0, metadata={"seen_items": seen, "rows": rows})
 
 
-@dg.asset_check(asset=key("baskets", "cart_addons"), pool=POOL)
+@dg.asset_check(asset=ADDONS, pool=POOL)
 def addons_exclude_the_product(warehouse: Warehouse) -> dg.AssetCheckResult:
     """No product is its own add-on."""
-    bad = warehouse.scalar("select count(*) from baskets.cart_addons where addon_product_id = product_id")
+    bad = warehouse.scalar(f"select count(*) from {table(ADDONS)} where addon_product_id = product_id")
     return dg.AssetCheckResult(passed=bad == 0, metadata={"self_addons": bad})
 
 

@@ -113,7 +113,10 @@ class RecommendationConfig(dg.Config):
     """Batch recommendations: top-N per customer and the blend of model, embeddings and rules."""
 
     top_n: int = Field(default=10, ge=1, description="Recommendations per customer.")
-    alpha: float = Field(default=0.7, description="Weight of ALS scores against BPR-embedding similarity.")
+    als_share: float = Field(
+        default=0.7, ge=0.0, le=1.0,
+        description="Share of ALS scores in the model part; the rest is BPR-embedding similarity (the library's Recommender alpha=).",
+    )
     rules_weight: float = Field(default=0.3, description="Weight of rule confidence (last basket as cart).")
 
 

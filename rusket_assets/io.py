@@ -19,7 +19,9 @@ import dagster as dg
 import pyarrow as pa
 
 from rusket_assets.columns import column_description
+from rusket_assets.interactions import WarehouseTable
 from rusket_assets.resources import ModelStore, Warehouse, quote
+from rusket_assets.streaming import is_stream, replace_table_stream
 
 STAGING_SUFFIX = "__staging"
 PREVIEW_ROWS = 10
@@ -122,6 +124,13 @@ class DuckDBTableIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         schema, table = table_location(context.asset_key)
+        if is_stream(obj):  # chunks appended as they are produced (rusket_assets.streaming)
+            with self.warehouse.connect() as con:
+                replace_table_stream(con, schema, table, obj)
+                context.add_output_metadata(describe_table(con, schema, table))
+            if getattr(obj, "metadata", None) is not None:
+                context.add_output_metadata(obj.metadata())
+            return
         data = _as_arrow(obj)
         with self.warehouse.connect() as con:
             replace_table(con, schema, table, data)
@@ -134,8 +143,10 @@ class DuckDBTableIOManager(dg.ConfigurableIOManager):
             raise FileNotFoundError(
                 f"table {schema}.{table} is not in {self.warehouse.path}: materialise {context.asset_key.to_user_string()} first"
             )
-        data = self.warehouse.query(f"select * from {quote(schema)}.{quote(table)}")
         kind = getattr(context.dagster_type, "typing_type", None)
+        if kind is WarehouseTable:  # the asset queries the columns it needs itself
+            return WarehouseTable(self.warehouse, schema, table)
+        data = self.warehouse.query(f"select * from {quote(schema)}.{quote(table)}")
         module = getattr(kind, "__module__", "") or ""
         if module.startswith("polars"):
             from rusket_core.frames import from_arrow

@@ -86,17 +86,23 @@ def generate_products(spec: StoreSpec, rng: np.random.Generator) -> dict[str, np
     }
 
 
-def generate_store(spec: StoreSpec | None = None, **overrides: int) -> pa.Table:
+def generate_store(spec: StoreSpec | None = None, part: int | None = None, **overrides: int) -> pa.Table:
     """Order lines of the synthetic store as a pyarrow Table.
 
     Columns: order_id (int64), customer_id (int64), product_id (string), product_name (string),
     category (string), quantity (int32), price (float64), revenue (float64), ordered_at
     (timestamp[s]). One row per (order, product); ``n_lines`` is approximate.
+
+    ``part`` makes one chunk of a larger store: the same products, customers and affinities for
+    every part, orders drawn from their own seed and numbered from ``part * 10**9 + 1`` (so chunks
+    written one after another form one store without holding it in memory).
     """
     spec = spec or StoreSpec()
     if overrides:
         spec = StoreSpec(**{**spec.__dict__, **overrides})
     rng = np.random.default_rng(spec.seed)
+    # order-level draws: the structure's generator for one whole store, a part's own otherwise
+    orng = rng if part is None else np.random.default_rng([spec.seed, int(part)])
     prod = generate_products(spec, rng)
     n_p, n_c, n_u = spec.n_products, spec.n_categories, spec.n_customers
     cat_of = prod["category_index"]
@@ -126,27 +132,27 @@ def generate_store(spec: StoreSpec | None = None, **overrides: int) -> pa.Table:
     mean_base_lines = 2.8
     n_orders = max(1, int(spec.n_lines / (mean_base_lines * 1.27)))
     # Every customer orders at least once (when there are enough orders); the rest follow activity.
-    first = rng.permutation(n_u)[: min(n_u, n_orders)]
-    extra = rng.choice(n_u, size=n_orders - len(first), p=activity / activity.sum())
-    customer = rng.permutation(np.concatenate([first, extra]))
-    seconds = np.sort(rng.integers(0, spec.n_days * 86_400, n_orders))
-    size = 1 + rng.poisson(mean_base_lines - 1.0, n_orders)
+    first = orng.permutation(n_u)[: min(n_u, n_orders)]
+    extra = orng.choice(n_u, size=n_orders - len(first), p=activity / activity.sum())
+    customer = orng.permutation(np.concatenate([first, extra]))
+    seconds = np.sort(orng.integers(0, spec.n_days * 86_400, n_orders))
+    size = 1 + orng.poisson(mean_base_lines - 1.0, n_orders)
     line_order = np.repeat(np.arange(n_orders), size)
     line_cust = customer[line_order]
 
     # Base lines: favourite category (85%) or any category by popularity, then product by Zipf.
     n_lines = len(line_order)
-    pick_fav = rng.random(n_lines) < 0.85
-    fav_slot = np.searchsorted(np.cumsum(fav_w), rng.random(n_lines) * fav_w.sum(), side="right")
+    pick_fav = orng.random(n_lines) < 0.85
+    fav_slot = np.searchsorted(np.cumsum(fav_w), orng.random(n_lines) * fav_w.sum(), side="right")
     line_cat = np.where(
         pick_fav,
         fav[line_cust, np.minimum(fav_slot, 2)],
-        np.searchsorted(np.cumsum(cat_pop), rng.random(n_lines) * 0.999999, side="right"),
+        np.searchsorted(np.cumsum(cat_pop), orng.random(n_lines) * 0.999999, side="right"),
     )
     # Popularity sums to 1 within each category and products are sorted by category, so the running
     # sum is (category index + share of the category up to and including the product).
     cum = np.cumsum(prod["popularity"])
-    u = rng.random(n_lines) * 0.999999
+    u = orng.random(n_lines) * 0.999999
     line_prod = np.searchsorted(cum, line_cat + u, side="left")
     line_prod = np.clip(line_prod, starts[line_cat], starts[line_cat + 1] - 1)
 
@@ -161,7 +167,7 @@ def generate_store(spec: StoreSpec | None = None, **overrides: int) -> pa.Table:
     partner_of = np.full(n_p, -1)
     partner_of[anchors] = partner
     has_partner = partner_of[line_prod] >= 0
-    add = has_partner & (rng.random(n_lines) < 0.6)
+    add = has_partner & (orng.random(n_lines) < 0.6)
     line_order = np.concatenate([line_order, line_order[add]])
     line_prod = np.concatenate([line_prod, partner_of[line_prod[add]]])
 
@@ -185,15 +191,15 @@ def generate_store(spec: StoreSpec | None = None, **overrides: int) -> pa.Table:
     wanted = line_order[is_b] * n_p + sub_of[line_prod[is_b]]
     has_a = key[np.searchsorted(key, wanted).clip(max=len(key) - 1)] == wanted
     drop = np.zeros(len(key), dtype=bool)
-    drop[np.flatnonzero(is_b)[has_a & (rng.random(len(has_a)) < 0.8)]] = True
+    drop[np.flatnonzero(is_b)[has_a & (orng.random(len(has_a)) < 0.8)]] = True
     line_order, line_prod = line_order[~drop], line_prod[~drop]
 
-    quantity = rng.geometric(0.65, len(line_order)).astype(np.int32)
+    quantity = orng.geometric(0.65, len(line_order)).astype(np.int32)
     price = prod["price"][line_prod]
     ordered_at = START + seconds[line_order].astype("timedelta64[s]")
     return pa.table(
         {
-            "order_id": pa.array(line_order + 1, pa.int64()),
+            "order_id": pa.array(line_order + 1 + (part or 0) * 10**9, pa.int64()),
             "customer_id": pa.array(customer[line_order] + 100_001, pa.int64()),
             "product_id": prod["product_id"].take(line_prod),
             "product_name": prod["product_name"].take(line_prod),

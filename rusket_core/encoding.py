@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit, prange
 
-from rusket_core.frames import column, input_format, to_arrow_table
+from rusket_core.frames import column, input_format, is_duckdb_relation, to_arrow_table
 
 
 class Labels:
@@ -168,6 +168,12 @@ class Encoded:
 
         return sparse.csr_array((self.weights(), self.indices, self.indptr), shape=(self.n_rows, self.n_items))
 
+    def row_slice(self, start: int, stop: int) -> Encoded:
+        """Rows ``start:stop`` as their own Encoded (same items), e.g. one chunk of customers."""
+        lo, hi = int(self.indptr[start]), int(self.indptr[stop])
+        data = None if self.data is None else self.data[lo:hi]
+        return Encoded(self.indptr[start : stop + 1] - lo, self.indices[lo:hi], data, Labels(self.rows.values[start:stop]), self.items)
+
     def item_counts(self) -> np.ndarray:
         """Number of rows containing each item."""
         return np.bincount(self.indices, minlength=self.n_items).astype(np.int64)
@@ -180,7 +186,15 @@ class Encoded:
 def encode_transactions(
     data: Any, transaction_col: str, item_col: str, weight_col: str | None = None
 ) -> Encoded:
-    """Encode long-format rows (one per transaction × item) into CSR; repeats collapse, weights add up."""
+    """Encode long-format rows (one per transaction × item) into CSR; repeats collapse, weights add up.
+
+    A DuckDB relation is encoded inside DuckDB (:func:`rusket_core.sql_encoding.encode_relation`): only
+    the codes, summed weights and label dictionaries reach Python, with the same result.
+    """
+    if is_duckdb_relation(data):
+        from rusket_core.sql_encoding import encode_relation
+
+        return encode_relation(data, transaction_col, item_col, weight_col)
     table = to_arrow_table(data)
     rows_col = column(table, transaction_col, "transaction column")
     items_col = column(table, item_col, "item column")

@@ -20,6 +20,8 @@ INDEX_MIN_ROWS = 50_000
 KEEP_VERSIONS = timedelta(hours=1)
 
 KINDS = ("item", "user")
+#: rows per batch written to LanceDB
+CHUNK_ROWS = 50_000
 METRICS = ("cosine", "l2", "dot")
 
 
@@ -29,6 +31,47 @@ def lancedb_table(model: Any, kind: str = "item", normalize: bool = False) -> pa
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     export = model.export_item_factors if kind == "item" else model.export_user_factors
     return export(normalize=normalize, include_labels=True, format="arrow")
+
+
+def factor_batches(
+    model: Any, kind: str = "item", normalize: bool = False, chunk_rows: int = CHUNK_ROWS
+) -> pa.RecordBatchReader:
+    """:func:`lancedb_table` as record batches of ``chunk_rows`` rows, each built when it is read.
+
+    A model exposing its factors and labels (``user_factors``/``users``) is exported slice by slice,
+    so a table of millions of customers never exists whole in arrow; other objects (e.g. an export
+    wrapper adding columns) are exported once and cut into batches.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    factors = getattr(model, f"{kind}_factors", None)
+    labels = getattr(model, "items" if kind == "item" else "users", None)
+    if not isinstance(factors, np.ndarray) or labels is None:
+        return lancedb_table(model, kind, normalize).to_reader(max_chunksize=int(chunk_rows))
+    from rusket_core.chunks import chunk_bounds
+    from rusket_core.frames import fixed_size_list
+
+    def batch(start: int, stop: int) -> pa.RecordBatch:
+        vectors = factors[start:stop]
+        if normalize:
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return pa.RecordBatch.from_pydict(
+            {"id": pa.array(np.arange(start, stop, dtype=np.int64)), "label": pa.array(labels.values[start:stop]),
+             "vector": fixed_size_list(vectors)}
+        )  # fmt: skip
+
+    bounds = list(chunk_bounds(len(factors), chunk_rows)) or [(0, 0)]
+    first = batch(*bounds[0])
+    return pa.RecordBatchReader.from_batches(first.schema, iter([first, *(batch(a, b) for a, b in bounds[1:])]))
+
+
+def index_config(n_rows: int, dim: int, metric: str = "cosine") -> Any:
+    """IVF-PQ settings for ``n_rows`` vectors of ``dim``: about sqrt(n) partitions (at least 256 rows
+    each, for k-means), sub-vectors of 8 dimensions."""
+    from lancedb.index import IvfPq
+
+    partitions = int(max(1, min(round(np.sqrt(n_rows)), n_rows // 256)))
+    return IvfPq(distance_type=metric, num_partitions=partitions, num_sub_vectors=_sub_vectors(dim))
 
 
 def to_lancedb(
@@ -43,32 +86,58 @@ def to_lancedb(
 ) -> Any:
     """Replace LanceDB table ``table`` at ``uri`` with the model's item (or user) vectors; return the table.
 
-    The replace is one ``create_table(mode="overwrite")`` call, which LanceDB (0.40, OSS) commits as
-    a new version of the same Lance dataset: readers see either the old rows or the new rows, never
-    an empty or half-written table (LanceDB OSS has no ``rename_table``, so a build-then-swap is not
-    available). Overwriting drops the old index; when the table has at least ``index_min_rows`` rows
-    an IVF-PQ index (``metric`` distance) is built in a second commit, so a query landing between
-    the two commits runs as an exact flat scan over the new rows. Columns: ``id`` (row index),
-    ``label`` (the model's own ids) and ``vector`` (fixed-size float32). Afterwards versions older
-    than ``keep_versions`` and the files only they use are deleted (``None`` keeps every version;
-    the current version is never deleted).
+    See :func:`write_lancedb` (which also reports the index settings and build time).
     """
+    return write_lancedb(model, uri, table, kind, metric, normalize, index_min_rows, keep_versions)[0]
+
+
+def write_lancedb(
+    model: Any,
+    uri: str,
+    table: str,
+    kind: str = "item",
+    metric: str = "cosine",
+    normalize: bool = False,
+    index_min_rows: int = INDEX_MIN_ROWS,
+    keep_versions: timedelta | None = KEEP_VERSIONS,
+    chunk_rows: int = CHUNK_ROWS,
+) -> tuple[Any, dict[str, Any]]:
+    """Replace LanceDB table ``table`` with the model's vectors, written in batches; (table, index facts).
+
+    The replace is one ``create_table(mode="overwrite")`` call fed ``chunk_rows`` rows at a time
+    (:func:`factor_batches`), which LanceDB (0.40, OSS) commits as a new version of the same Lance
+    dataset: readers see either the old rows or the new rows, never an empty or half-written table
+    (LanceDB OSS has no ``rename_table``, so a build-then-swap is not available). Overwriting drops
+    the old index; when the table has at least ``index_min_rows`` rows an IVF-PQ index
+    (``metric`` distance, :func:`index_config`) is built in a second commit, so a query landing
+    between the two commits runs as an exact flat scan over the new rows. Columns: ``id`` (row
+    index), ``label`` (the model's own ids) and ``vector`` (fixed-size float32). Afterwards versions
+    older than ``keep_versions`` and the files only they use are deleted (``None`` keeps every
+    version; the current version is never deleted). The facts: ``index_partitions``,
+    ``index_sub_vectors`` and ``index_seconds`` (absent without an index).
+    """
+    import time
+
     import lancedb
 
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    data = lancedb_table(model, kind, normalize)
+    data = factor_batches(model, kind, normalize, chunk_rows)
+    dim = data.schema.field("vector").type.list_size
     db = lancedb.connect(uri)
     tbl = db.create_table(table, data, mode="overwrite")
-    if data.num_rows >= max(int(index_min_rows), 256):  # PQ codebooks need at least 256 rows
-        from lancedb.index import IvfPq
-
-        dim = data.schema.field("vector").type.list_size
+    n_rows = tbl.count_rows()
+    facts: dict[str, Any] = {}
+    if n_rows >= max(int(index_min_rows), 256):  # PQ codebooks need at least 256 rows
+        config = index_config(n_rows, dim, metric)
+        start = time.perf_counter()
         # lancedb 0.40: with ``config=`` the first positional argument names the column
-        tbl.create_index("vector", config=IvfPq(distance_type=metric, num_sub_vectors=_sub_vectors(dim)))
+        tbl.create_index("vector", config=config)
+        facts = {"index_partitions": config.num_partitions, "index_sub_vectors": config.num_sub_vectors,
+                 "index_seconds": time.perf_counter() - start}  # fmt: skip
     if keep_versions is not None:
         tbl.optimize(cleanup_older_than=keep_versions)
-    return tbl
+    return tbl, facts
 
 
 def _sub_vectors(dim: int) -> int:

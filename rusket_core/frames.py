@@ -27,6 +27,11 @@ def input_format(obj: Any) -> Format:
     )
 
 
+def is_duckdb_relation(obj: Any) -> bool:
+    """Whether ``obj`` is a DuckDB relation (queried lazily inside DuckDB, not yet in Python)."""
+    return type(obj).__module__.split(".")[0] == "duckdb" and hasattr(obj, "query")
+
+
 def to_arrow_table(obj: Any) -> pa.Table:
     """Convert a pandas/polars/pyarrow frame or DuckDB relation to a pyarrow Table without copying where possible."""
     kind = input_format(obj)

@@ -14,7 +14,7 @@ from rusket_core.evaluation import (
     train_test_split,
 )
 from rusket_core.factorization import ALS
-from rusket_core.factorization.kernels import als_update
+from rusket_core.factorization.kernels import _cg_row, als_update
 
 
 def _random_csr(rng, n_rows, n_cols, density, empty_row=True, empty_col=True):
@@ -186,3 +186,28 @@ def test_fit_on_a_matrix_uses_indices_as_ids_and_rejects_bad_input():
 def test_invalid_parameters_raise(params):
     with pytest.raises(ValueError, match=next(iter(params))):
         ALS(**params)
+
+
+@pytest.mark.parametrize("k", [8, 37, 64])
+def test_cg_row_does_not_depend_on_where_its_scratch_lies(k):
+    # the vectorizer guards loops with run-time alias checks such as ``p - r < 256 bytes``; the
+    # allocator places each thread's scratch differently, so no path may change the summation order
+    rng = np.random.default_rng(k)
+    csr = _random_csr(rng, 40, 30, 0.2)
+    indptr, indices, data = csr.indptr.astype(np.int64), csr.indices.astype(np.int32), csr.data
+    Y = (rng.normal(size=(30, k)) / np.sqrt(k)).astype(np.float32)
+    G = (Y.astype(np.float64).T @ Y + 0.01 * np.eye(k)).astype(np.float32)
+    X0 = rng.normal(size=(40, k)).astype(np.float32)
+    buf = np.zeros(4096, np.float32)
+
+    def solve(gap):  # r, p, ap placed ``gap`` floats apart in one buffer
+        X = X0.copy()
+        r, p, ap = (buf[j * gap : j * gap + k] for j in range(1, 4))
+        for u in range(40):
+            if indptr[u + 1] > indptr[u]:
+                _cg_row(X[u], indptr, indices, data, u, Y, G, np.float32(40.0), 3, r, p, ap)
+        return X
+
+    far = solve(1024)
+    for gap in (k, k + 1, k + 8, k + 40, 2 * k + 64):  # adjacent to well apart
+        np.testing.assert_array_equal(solve(gap), far, err_msg=f"scratch rows {gap} floats apart")

@@ -7,6 +7,8 @@ import pyarrow.compute as pc
 
 from rusket_assets.assets.common import ALS_GATES, group_asset, lookup, upstream, with_rank
 from rusket_assets.config import PotentialConfig, SubstitutesConfig
+from rusket_assets.interactions import WarehouseTable
+from rusket_assets.streaming import TableStream
 
 GROUP = "analytics"
 asset = group_asset(GROUP)
@@ -16,20 +18,20 @@ asset = group_asset(GROUP)
     kinds={"duckdb"},
     ins={"raw_transactions": upstream("ingest", "raw_transactions")},
 )  # fmt: skip
-def customer_saturation(context: dg.AssetExecutionContext, raw_transactions: pa.Table) -> pa.Table:
+def customer_saturation(context: dg.AssetExecutionContext, raw_transactions: WarehouseTable) -> pa.Table:
     """Per customer: distinct categories bought, share of all categories, decile (1 = most saturated).
 
     Falls back to distinct products when the source has no category column.
     """
     from rusket_core import customer_saturation as saturation
 
-    lines = raw_transactions.select(["customer_id", "product_id", "category"])
-    by_category = lines["category"].null_count < lines.num_rows
+    by_category = bool(raw_transactions.scalar("count(category)"))
     if by_category:
-        lines = lines.filter(pc.is_valid(lines["category"]))
-        table = saturation(lines, user_col="customer_id", category_col="category", format="arrow")
+        with raw_transactions.relation(["customer_id", "category"], where="category is not null") as lines:
+            table = saturation(lines, user_col="customer_id", category_col="category", format="arrow")
     else:
-        table = saturation(lines, user_col="customer_id", item_col="product_id", format="arrow")
+        with raw_transactions.relation(["customer_id", "product_id"]) as lines:
+            table = saturation(lines, user_col="customer_id", item_col="product_id", format="arrow")
     context.add_output_metadata(
         {
             "counted": "categories" if by_category else "products",
@@ -41,40 +43,32 @@ def customer_saturation(context: dg.AssetExecutionContext, raw_transactions: pa.
 
 @asset(
     kinds={"duckdb"},
-    ins={
-        "raw_transactions": upstream("ingest", "raw_transactions"),
-        "products": upstream("ingest", "products"),
-        "als_model": upstream("personalization", "als_model"),
-    },
+    ins={"products": upstream("ingest", "products"), "als_model": upstream("personalization", "als_model")},
     deps=ALS_GATES,
 )  # fmt: skip
-def cross_sell_potential(
-    context: dg.AssetExecutionContext, config: PotentialConfig, raw_transactions: pa.Table, products: pa.Table, als_model
-) -> pa.Table:
+def cross_sell_potential(config: PotentialConfig, products: pa.Table, als_model) -> TableStream:
     """Per customer, the categories not bought yet with the highest propensity (best ALS score in the category).
 
     Without a category column in the source, the targets are the products themselves (column
-    `target` holds product ids then).
+    `target` holds product ids then). Purchases are the ALS model's interactions (the order lines'
+    customer × product pairs); written in chunks of customers.
     """
-    from rusket_core import score_potential
+    from rusket_core.chunks import iter_score_potential
 
     mapping = products.select(["product_id", "category"]).filter(pc.is_valid(products["category"]))
     by_category = mapping.num_rows > 0
-    table = score_potential(
-        user_history=raw_transactions.select(["customer_id", "product_id"]),
-        model=als_model,
-        target_categories=mapping if by_category else products["product_id"].to_pylist(),
-        user_col="customer_id",
-        item_col="product_id",
-        n=config.top_n,
-        format="arrow",
-    )
-    table = table.rename_columns(["customer_id", "target", "score"])
-    table = with_rank(table.sort_by([("customer_id", "ascending"), ("score", "descending")]), "customer_id")
-    context.add_output_metadata(
-        {"targets": "categories" if by_category else "products", "target_count": len(pc.unique(table["target"]))}
-    )
-    return table
+    targets = mapping if by_category else products["product_id"].to_pylist()
+    seen: set = set()
+
+    def chunks():
+        for chunk in iter_score_potential(als_model, targets, n=config.top_n):
+            seen.update(pc.unique(chunk["target"]).to_pylist())
+            yield with_rank(chunk.rename_columns(["customer_id", "target", "score"]), "customer_id")
+
+    def metadata() -> dict:
+        return {"targets": "categories" if by_category else "products", "target_count": len(seen)}
+
+    return TableStream(chunks(), metadata=metadata)
 
 
 @asset(

@@ -7,6 +7,7 @@ import pyarrow.compute as pc
 from rusket_assets.assets.common import ALS_GATES, group_asset, lookup, upstream
 from rusket_assets.config import AddOnsConfig, GraphConfig, MiningConfig, RulesConfig
 from rusket_assets.engine import Engine
+from rusket_assets.interactions import WarehouseTable, engine_input
 
 GROUP = "baskets"
 asset = group_asset(GROUP)
@@ -25,7 +26,7 @@ def rules_for_library(rules: pa.Table) -> pa.Table:
     ins={"raw_transactions": upstream("ingest", "raw_transactions")},
 )  # fmt: skip
 def frequent_itemsets(
-    context: dg.AssetExecutionContext, config: MiningConfig, engine: Engine, raw_transactions: pa.Table
+    context: dg.AssetExecutionContext, config: MiningConfig, engine: Engine, raw_transactions: WarehouseTable
 ) -> pa.Table:
     """Itemsets of products bought together in at least `min_support` of baskets (FP-growth, exact).
 
@@ -38,11 +39,12 @@ def frequent_itemsets(
     import time
 
     start = time.perf_counter()
-    n_baskets = len(pc.unique(raw_transactions["basket_id"]))
+    n_baskets = raw_transactions.scalar("count(distinct basket_id)")
     min_support = config.min_support
     if min_support < 1 and math.ceil(min_support * n_baskets) < config.min_baskets:
         min_support = int(config.min_baskets)  # an absolute count
-    model = engine.fpgrowth(raw_transactions, "basket_id", "product_id", min_support, config.max_len)
+    with raw_transactions.relation(["basket_id", "product_id"]) as lines:  # encoded in SQL (local engine)
+        model = engine.fpgrowth(engine_input(lines, engine), "basket_id", "product_id", min_support, config.max_len)
     itemsets = model.mine(format="arrow")
     lengths = pc.list_value_length(itemsets["itemsets"])
     context.add_output_metadata(

@@ -23,7 +23,9 @@ from rusket_assets.config import (
 )
 from rusket_assets.engine import Engine
 from rusket_assets.incremental import changed_customers, merge_rows, refresh_model
+from rusket_assets.interactions import WarehouseTable, engine_input
 from rusket_assets.resources import ModelStore, Warehouse
+from rusket_assets.streaming import TableStream
 
 GROUP = "personalization"
 asset = group_asset(GROUP)
@@ -32,8 +34,9 @@ WEIGHTS = {"quantity": "quantity", "revenue": "revenue", "count": None}
 INTERACTION_COLUMNS = ["customer_id", "product_id", "quantity", "revenue"]
 
 
-def _interactions(raw_transactions: pa.Table) -> pa.Table:
-    return raw_transactions.select(INTERACTION_COLUMNS)
+def _interaction_lines(raw_transactions: WarehouseTable, weight_col: str | None):
+    """A DuckDB relation over the customer, product (and weight) columns: encoded in SQL by the models."""
+    return raw_transactions.relation(["customer_id", "product_id", *([weight_col] if weight_col else [])])
 
 
 def _weight_column(weight: str) -> str | None:
@@ -44,7 +47,7 @@ def _weight_column(weight: str) -> str | None:
 
 @asset(io_manager_key=MODEL_IO, kinds={"numba"}, ins=RAW)
 def als_model(
-    context: dg.AssetExecutionContext, config: ALSConfig, engine: Engine, raw_transactions: pa.Table,
+    context: dg.AssetExecutionContext, config: ALSConfig, engine: Engine, raw_transactions: WarehouseTable,
     models: ModelStore, warehouse: Warehouse,
 ):  # fmt: skip
     """Implicit ALS on customer × product interactions (confidence 1 + alpha * weight), saved as a model file.
@@ -55,16 +58,16 @@ def als_model(
     from rusket_core import ALS
 
     start = time.perf_counter()
-    data = _interactions(raw_transactions)
     params = {
         "user_col": "customer_id", "item_col": "product_id", "rating_col": _weight_column(config.weight),
         "factors": config.factors, "iterations": config.iterations, "alpha": config.alpha,
         "regularization": config.regularization, "random_state": config.seed,
     }  # fmt: skip
-    model = refresh_model(
-        context, lambda: ALS.from_transactions(data, **params), lambda: engine.fit_als(data, **params),
-        models, warehouse, config.warm_iterations,
-    )  # fmt: skip
+    with _interaction_lines(raw_transactions, params["rating_col"]) as lines:  # encoded in SQL locally
+        model = refresh_model(
+            context, lambda: ALS.from_transactions(lines, **params),
+            lambda: engine.fit_als(engine_input(lines, engine), **params), models, warehouse, config.warm_iterations,
+        )  # fmt: skip
     context.add_output_metadata(
         {
             "training_seconds": time.perf_counter() - start,
@@ -80,8 +83,9 @@ def als_model(
 
 @asset(io_manager_key=MODEL_IO, kinds={"numba"}, ins=RAW)
 def bpr_model(
-    context: dg.AssetExecutionContext, config: BPRConfig, raw_transactions: pa.Table, models: ModelStore, warehouse: Warehouse
-):
+    context: dg.AssetExecutionContext, config: BPRConfig, raw_transactions: WarehouseTable,
+    models: ModelStore, warehouse: Warehouse,
+):  # fmt: skip
     """Bayesian personalised ranking on customer × product interactions, saved as a model file.
 
     With `deterministic` (default) the same seed gives the same model on every run: fixed user
@@ -94,23 +98,24 @@ def bpr_model(
     from rusket_core import BPR
 
     start = time.perf_counter()
+    with _interaction_lines(raw_transactions, None) as lines:  # encoded in SQL
 
-    def build():
-        return BPR.from_transactions(
-            _interactions(raw_transactions),
-            user_col="customer_id",
-            item_col="product_id",
-            factors=config.factors,
-            iterations=config.iterations,
-            learning_rate=config.learning_rate,
-            regularization=config.regularization,
-            loss=config.loss,
-            schedule=config.schedule,
-            random_state=config.seed,
-            deterministic=config.deterministic,
-        )
+        def build():
+            return BPR.from_transactions(
+                lines,
+                user_col="customer_id",
+                item_col="product_id",
+                factors=config.factors,
+                iterations=config.iterations,
+                learning_rate=config.learning_rate,
+                regularization=config.regularization,
+                loss=config.loss,
+                schedule=config.schedule,
+                random_state=config.seed,
+                deterministic=config.deterministic,
+            )
 
-    model = refresh_model(context, build, lambda: build().fit(), models, warehouse, config.warm_iterations)
+        model = refresh_model(context, build, lambda: build().fit(), models, warehouse, config.warm_iterations)
     accuracy = getattr(model, "ranking_accuracy_", None)
     loss = getattr(model, "loss_", None)  # a model loaded and folded into has no training curve
     context.add_output_metadata(
@@ -130,10 +135,12 @@ def bpr_model(
     kinds={"duckdb"},
     ins={"als_model": upstream(GROUP, "als_model")},
 )  # fmt: skip
-def user_factors(als_model) -> pa.Table:
+def user_factors(als_model) -> TableStream:
     """ALS customer vectors: customer_id (source type) and vector FLOAT[factors]."""
-    table = als_model.export_user_factors(format="arrow")
-    return pa.table({"customer_id": table["label"], "vector": table["vector"]})
+    from rusket_core.export import factor_batches
+
+    batches = factor_batches(als_model, kind="user")  # written chunk by chunk
+    return TableStream(pa.table({"customer_id": b["label"], "vector": b["vector"]}) for b in batches)
 
 
 @asset(
@@ -166,7 +173,7 @@ def last_baskets(transactions: pa.Table) -> pa.Table:
 
 def published_recommender(als_model, bpr_model, rules: pa.Table, transactions: pa.Table, config: RecommendationConfig):
     """The hybrid that ``user_recommendations`` publishes: ALS blended with BPR-embedding similarity
-    (``config.alpha``), rule add-ons for each customer's last basket in ``transactions``
+    (``config.als_share``), rule add-ons for each customer's last basket in ``transactions``
     (``config.rules_weight``). One place, so the quality gate scores exactly what ships."""
     from rusket_assets.assets.baskets import rules_for_library
     from rusket_core import Recommender
@@ -174,7 +181,7 @@ def published_recommender(als_model, bpr_model, rules: pa.Table, transactions: p
     embeddings = bpr_model.export_item_factors(format="arrow").select(["label", "vector"])
     return Recommender(
         model=als_model, rules_df=rules_for_library(rules), item_embeddings=embeddings,
-        alpha=config.alpha, rules_weight=config.rules_weight,  # the library checks both
+        alpha=config.als_share, rules_weight=config.rules_weight,  # the library checks both
         carts=last_baskets(transactions), cart_col="customer_id", cart_item_col="product_id",
     )  # fmt: skip
 
@@ -270,11 +277,13 @@ def model_evaluation(
     ins={"als_model": upstream(GROUP, "als_model")},
     deps=ALS_GATES,
 )  # fmt: skip
-def similar_items(config: SimilarItemsConfig, als_model) -> pa.Table:
+def similar_items(config: SimilarItemsConfig, als_model) -> TableStream:
     """For each product, the most similar products by cosine of ALS item factors (itself excluded)."""
-    table = als_model.batch_similar_items(n=config.top_n, format="arrow")
-    table = table.rename_columns(["product_id", "similar_product_id", "score"])
-    return with_rank(table, "product_id")
+    from rusket_core.chunks import iter_batch_similar_items
+
+    names = ["product_id", "similar_product_id", "score"]
+    chunks = iter_batch_similar_items(als_model, n=config.top_n)  # written chunk by chunk
+    return TableStream(with_rank(chunk.rename_columns(names), "product_id") for chunk in chunks)
 
 
 @asset(

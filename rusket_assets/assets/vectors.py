@@ -57,8 +57,8 @@ def _log_write(context: dg.AssetExecutionContext, name: str, rows: int, dims: in
     context.log.info(f"writing {rows} vectors of {dims} dimensions to LanceDB table {name} in {uri}")
 
 
-def _written(context: dg.AssetExecutionContext, tbl, uri: str) -> dg.MaterializeResult:
-    metadata = _describe(tbl, uri)
+def _written(context: dg.AssetExecutionContext, tbl, uri: str, index: dict) -> dg.MaterializeResult:
+    metadata = _describe(tbl, uri) | index  # index: partitions, sub-vectors, build seconds (when built)
     context.log.info(f"LanceDB table {tbl.name} replaced: {metadata['dagster/row_count']} rows, index {metadata['index']}")
     return dg.MaterializeResult(metadata=metadata)
 
@@ -78,13 +78,13 @@ def item_vectors(
     context: dg.AssetExecutionContext, config: VectorsConfig, vectors: VectorStore, als_model, products: pa.Table
 ) -> dg.MaterializeResult:
     """LanceDB table `item_vectors`: ALS product vectors with label, name and category (cosine search)."""
-    from rusket_core.export import to_lancedb
+    from rusket_core.export import write_lancedb
 
     vectors.connect()  # creates the directory
     _log_write(context, "item_vectors", len(als_model.items), als_model.factors, vectors.uri)
-    tbl = to_lancedb(_ItemsWithInfo(als_model, products), vectors.uri, "item_vectors", kind="item",
+    tbl, index = write_lancedb(_ItemsWithInfo(als_model, products), vectors.uri, "item_vectors", kind="item",
                      metric=METRIC, normalize=config.normalize, keep_versions=_retention(config))  # fmt: skip
-    return _written(context, tbl, vectors.uri)
+    return _written(context, tbl, vectors.uri, index)
 
 
 @asset(
@@ -96,10 +96,10 @@ def user_vectors(
     context: dg.AssetExecutionContext, config: VectorsConfig, vectors: VectorStore, als_model
 ) -> dg.MaterializeResult:
     """LanceDB table `user_vectors`: ALS customer vectors with the customer id as label."""
-    from rusket_core.export import to_lancedb
+    from rusket_core.export import write_lancedb
 
     vectors.connect()
     _log_write(context, "user_vectors", len(als_model.users), als_model.factors, vectors.uri)
-    tbl = to_lancedb(als_model, vectors.uri, "user_vectors", kind="user", metric=METRIC,
+    tbl, index = write_lancedb(als_model, vectors.uri, "user_vectors", kind="user", metric=METRIC,
                      normalize=config.normalize, keep_versions=_retention(config))  # fmt: skip
-    return _written(context, tbl, vectors.uri)
+    return _written(context, tbl, vectors.uri, index)

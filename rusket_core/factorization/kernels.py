@@ -21,8 +21,23 @@ from rusket_core.intrinsics import prefetch_row
 
 
 @njit(fastmath=True, cache=True)
+def _sqnorm(v):
+    """Sum of squares of ``v`` in a loop that stores nothing (see ``_cg_row`` on determinism)."""
+    s = np.float32(0.0)
+    for a in range(v.shape[0]):
+        s += v[a] * v[a]
+    return s
+
+
+@njit(fastmath=True, cache=True)
 def _cg_row(x, indptr, indices, data, u, Y, G, alpha, cg_steps, r, p, ap):
-    """A few conjugate-gradient steps on row u's normal equations, warm-started from x."""
+    """A few conjugate-gradient steps on row u's normal equations, warm-started from x.
+
+    Every reduction runs in a loop that stores nothing, and the scratch rows r, p, ap come from one
+    block: a loop that both stores and reduces is vectorized behind a run-time alias check (e.g.
+    ``p - r < 256`` bytes), so its summation order, hence the result, would depend on where the
+    allocator put each scratch array, which differs between threads.
+    """
     k = x.shape[0]
     # r = b - A x
     for a in range(k):
@@ -39,10 +54,9 @@ def _cg_row(x, indptr, indices, data, u, Y, G, alpha, cg_steps, r, p, ap):
         w = (np.float32(1.0) + c) - c * yx
         for a in range(k):
             r[a] += w * y[a]
-    rs_old = np.float32(0.0)
+    rs_old = _sqnorm(r)
     for a in range(k):
         p[a] = r[a]
-        rs_old += r[a] * r[a]
     if rs_old < 1e-20:
         return
     for _ in range(cg_steps):
@@ -66,11 +80,10 @@ def _cg_row(x, indptr, indices, data, u, Y, G, alpha, cg_steps, r, p, ap):
         if pap <= 0.0:
             return
         step = rs_old / pap
-        rs_new = np.float32(0.0)
         for a in range(k):
             x[a] += step * p[a]
             r[a] -= step * ap[a]
-            rs_new += r[a] * r[a]
+        rs_new = _sqnorm(r)
         if rs_new < 1e-20:
             return
         beta = rs_new / rs_old
@@ -136,9 +149,8 @@ def als_update(indptr, indices, data, X, Y, G, G64, alpha, cg_steps, cholesky, b
     k = X.shape[1]
     alpha32 = np.float32(alpha)
     for c in prange(bounds.shape[0] - 1):
-        r = np.empty(k, np.float32)
-        p = np.empty(k, np.float32)
-        ap = np.empty(k, np.float32)
+        scratch = np.empty((3, k), np.float32)  # one block: fixed distances between r, p, ap
+        r, p, ap = scratch[0], scratch[1], scratch[2]
         A = np.empty((k, k), np.float64)
         b = np.empty(k, np.float64)
         for u in range(bounds[c], bounds[c + 1]):

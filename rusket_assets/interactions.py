@@ -1,0 +1,48 @@
+"""Upstream warehouse tables handed to assets as references, so each asset queries only what it needs.
+
+An input annotated :class:`WarehouseTable` is not loaded by the table IO manager: the asset gets the
+table's location and opens a DuckDB relation over the columns (and rows) it uses. Encoders take the
+relation as is (``encode_transactions`` works inside DuckDB), so Python holds the interaction
+matrix, never the raw order lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from rusket_assets.resources import Warehouse, quote
+
+
+@dataclass(frozen=True)
+class WarehouseTable:
+    """The stored table ``schema.table`` of an upstream asset (a location, not its rows)."""
+
+    warehouse: Warehouse
+    schema: str
+    table: str
+
+    @property
+    def name(self) -> str:
+        """Quoted ``schema.table`` for SQL."""
+        return f"{quote(self.schema)}.{quote(self.table)}"
+
+    @contextmanager
+    def relation(self, columns: Sequence[str], where: str | None = None) -> Iterator[Any]:
+        """A DuckDB relation over ``columns`` (and rows matching ``where``), valid inside the block."""
+        if not columns:
+            raise ValueError("name the columns to read")
+        with self.warehouse.connect() as con:
+            select = ", ".join(quote(c) for c in columns)
+            yield con.sql(f"select {select} from {self.name}" + (f" where {where}" if where else ""))
+
+    def scalar(self, expression: str, where: str | None = None) -> Any:
+        """One aggregate over the table, e.g. ``count(distinct basket_id)``."""
+        return self.warehouse.scalar(f"select {expression} from {self.name}" + (f" where {where}" if where else ""))
+
+
+def engine_input(relation: Any, engine: Any) -> Any:
+    """What an engine's fit takes: the relation itself locally (encoded inside DuckDB), its arrow table on Spark."""
+    return relation.to_arrow_table() if getattr(engine, "is_spark", False) else relation
