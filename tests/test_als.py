@@ -181,7 +181,7 @@ def test_fit_on_a_matrix_uses_indices_as_ids_and_rejects_bad_input():
 @pytest.mark.parametrize(
     "params",
     [{"factors": 0}, {"iterations": -1}, {"alpha": -1}, {"regularization": -0.1},
-     {"solver": "lu"}, {"cg_steps": 0}, {"num_threads": 0}],
+     {"solver": "lu"}, {"cg_steps": 0}, {"num_threads": 0}, {"init_scale": 0.0}],
 )  # fmt: skip
 def test_invalid_parameters_raise(params):
     with pytest.raises(ValueError, match=next(iter(params))):
@@ -211,3 +211,44 @@ def test_cg_row_does_not_depend_on_where_its_scratch_lies(k):
     far = solve(1024)
     for gap in (k, k + 1, k + 8, k + 40, 2 * k + 64):  # adjacent to well apart
         np.testing.assert_array_equal(solve(gap), far, err_msg=f"scratch rows {gap} floats apart")
+
+
+def _reference_cg_fit(csr, U, V, alpha, reg, iterations, cg_steps):
+    """numpy reference of the warm-started CG ALS loop (implicit's least_squares_cg steps) in float64."""
+    ui = csr.toarray().astype(np.float64)
+    U, V = U.astype(np.float64), V.astype(np.float64)
+    for _ in range(iterations):
+        for R, X, Y in ((ui, U, V), (ui.T, V, U)):
+            A0 = Y.T @ Y + reg * np.eye(Y.shape[1])
+            for u, row in enumerate(R):
+                seen = row > 0
+                if not seen.any():
+                    X[u] = 0.0
+                    continue
+                c, Ys = alpha * row[seen], Y[seen]
+                x = X[u]
+                r = Ys.T @ (1 + c) - A0 @ x - Ys.T @ (c * (Ys @ x))
+                p, rs = r.copy(), r @ r
+                for _ in range(cg_steps):
+                    ap = A0 @ p + Ys.T @ (c * (Ys @ p))
+                    step = rs / (p @ ap)
+                    x += step * p
+                    r -= step * ap
+                    rs_new = r @ r
+                    p = r + rs_new / rs * p
+                    rs = rs_new
+    return U, V
+
+
+@pytest.mark.parametrize("init_scale", [1.0, 0.01])
+def test_cg_fit_follows_the_reference_loop_from_a_scaled_start(init_scale):
+    """The whole fit = the reference CG loop from init_factors(..., init_scale); the start is scaled."""
+    csr = _random_csr(np.random.default_rng(5), 30, 20, 0.2)
+    params = {"factors": 6, "alpha": 5.0, "regularization": 0.1, "cg_steps": 3, "random_state": 3}
+    start = ALS(**params, iterations=0, init_scale=init_scale).fit(csr)
+    unit = ALS(**params, iterations=0).fit(csr)
+    np.testing.assert_allclose(start.item_factors, init_scale * unit.item_factors, rtol=1e-6)
+    model = ALS(**params, iterations=3, init_scale=init_scale).fit(csr)
+    U, V = _reference_cg_fit(csr, start.user_factors, start.item_factors, 5.0, 0.1, 3, 3)
+    np.testing.assert_allclose(model.user_factors, U, rtol=2e-3, atol=2e-4 * np.abs(U).max())
+    np.testing.assert_allclose(model.item_factors, V, rtol=2e-3, atol=2e-4 * np.abs(V).max())

@@ -28,6 +28,13 @@ class ALS(FoldIn, FactorModel):
     Confidence grows linearly with the rating, so heavy-tailed ratings (revenue) are best
     compressed first (e.g. ``log1p``) to keep the row systems well conditioned.
 
+    Starting factors are zero-mean normal with rows of norm about ``init_scale``. With a small
+    ``regularization`` that scale persists through the fit and acts as extra regularisation: a
+    small start (``init_scale=0.01``, about implicit's ``rand * 0.01``) leaves user and item norms
+    unbalanced, which penalises like a larger ``regularization``. That start fits dense data
+    (about 40+ training items per user) better and sparse data worse than the balanced default
+    (benchmarks/RESULTS.md, "ALS vs implicit precision gap"); raising ``regularization`` helps both.
+
     Fold-in: ``recalculate_user(s)`` / ``recalculate_item(s)`` return the exact rows for given
     interactions with the other side fixed (model unchanged); ``partial_fit_users`` /
     ``partial_fit_items`` write them into the model (new labels appended), ``partial_fit`` does
@@ -44,6 +51,7 @@ class ALS(FoldIn, FactorModel):
         cg_steps: int = 3,
         random_state: int = 0,
         num_threads: int | None = None,
+        init_scale: float = 1.0,
     ) -> None:
         super().__init__(num_threads)
         if solver not in SOLVERS:
@@ -55,13 +63,14 @@ class ALS(FoldIn, FactorModel):
         self.solver = solver
         self.cg_steps = check_int("cg_steps", cg_steps, 1)
         self.random_state = random_state
+        self.init_scale = check_real("init_scale", init_scale, strict=True)
 
     def _fit(self, interactions: Encoded) -> None:
         ui = _csr(interactions)
         iu = transpose_csr(*ui, interactions.n_items)
         k = self.factors
         self.user_factors, self.item_factors = init_factors(
-            interactions.n_rows, interactions.n_items, k, self.random_state
+            interactions.n_rows, interactions.n_items, k, self.random_state, self.init_scale
         )
         self._warm_start()
         user_bounds = _balanced_bounds(ui[0], k)
@@ -120,12 +129,15 @@ class ALS(FoldIn, FactorModel):
         )  # fmt: skip
 
 
-def init_factors(n_users: int, n_items: int, k: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
-    """Starting user and item factors for ``random_state`` (shared by the local and Spark fits)."""
+def init_factors(
+    n_users: int, n_items: int, k: int, random_state: int, scale: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Starting user and item factors for ``random_state`` (shared by the local and Spark fits).
+
+    Zero-mean normal rows of norm about ``scale``; see :class:`ALS` on what the scale does.
+    """
     rng = np.random.default_rng(random_state)
-    # zero-mean rows of about unit norm: with a small regularization the initial scale sticks,
-    # and balanced user/item norms rank better than a tiny positive start (measured)
-    scale = np.float32(1.0 / np.sqrt(k))
+    scale = np.float32(scale / np.sqrt(k))
     users = rng.standard_normal((n_users, k), dtype=np.float32) * scale
     return users, rng.standard_normal((n_items, k), dtype=np.float32) * scale
 

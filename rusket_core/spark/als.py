@@ -76,7 +76,7 @@ def fit_als(
     """Train :class:`~rusket_core.ALS` on a Spark DataFrame of interactions; returns a fitted local model.
 
     ``params`` are ALS's (factors, iterations, alpha, regularization, solver, cg_steps,
-    random_state). The fitted model holds the labels and the training interactions (needed to
+    random_state, init_scale). The fitted model holds the labels and the training interactions (needed to
     exclude seen items), so every local method works on it; ``num_partitions`` (default: the
     session's task slots) splits the row solves.
     """
@@ -86,7 +86,7 @@ def fit_als(
     user_rows = interaction_rows(enc.pairs, "row", "item").repartition(parts).persist()
     item_rows = interaction_rows(enc.pairs, "item", "row").repartition(parts).persist()
     try:
-        U, V = init_factors(len(enc.rows), len(enc.items), model.factors, model.random_state)
+        U, V = init_factors(len(enc.rows), len(enc.items), model.factors, model.random_state, model.init_scale)
         for _ in range(model.iterations):
             U = solve_rows(user_rows, U, V, model)
             V = solve_rows(item_rows, V, U, model)
