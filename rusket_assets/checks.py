@@ -14,6 +14,8 @@ USER_FACTORS = key("personalization", "user_factors")
 ITEM_FACTORS = key("personalization", "item_factors")
 EVALUATION = key("personalization", "model_evaluation")
 RECOMMENDATIONS = key("personalization", "user_recommendations")
+ALS_MODEL = key("personalization", "als_model")
+BPR_MODEL = key("personalization", "bpr_model")
 
 
 
@@ -46,6 +48,30 @@ def user_factors_finite(warehouse: Warehouse) -> dg.AssetCheckResult:
 def item_factors_finite(warehouse: Warehouse) -> dg.AssetCheckResult:
     """Every product vector is finite (no NaN or inf)."""
     return _finite_factors(ITEM_FACTORS, warehouse)
+
+
+def _model_finite(model) -> dg.AssetCheckResult:
+    import numpy as np
+
+    bad = {side: int((~np.isfinite(f).all(axis=1)).sum())
+           for side, f in (("customers", model.user_factors), ("products", model.item_factors))}  # fmt: skip
+    return dg.AssetCheckResult(
+        passed=not any(bad.values()),
+        metadata={f"{side}_with_nan_or_inf": count for side, count in bad.items()},
+    )
+
+
+@dg.asset_check(asset=ALS_MODEL, pool=POOL, blocking=True)
+def als_model_finite(als_model) -> dg.AssetCheckResult:
+    """Every ALS factor is finite, checked on the model itself so no table or vector store is
+    written from a broken model (blocking: the factor tables and everything after them wait)."""
+    return _model_finite(als_model)
+
+
+@dg.asset_check(asset=BPR_MODEL, pool=POOL, blocking=True)
+def bpr_model_finite(bpr_model) -> dg.AssetCheckResult:
+    """Every BPR factor is finite (its item embeddings feed the published blend)."""
+    return _model_finite(bpr_model)
 
 
 def _evaluation_rows(warehouse: Warehouse) -> dict[str, dict]:
@@ -130,6 +156,8 @@ def all_checks() -> list[dg.AssetChecksDefinition]:
         itemset_supports_in_range,
         rule_metrics_in_range,
         addons_exclude_the_product,
+        als_model_finite,
+        bpr_model_finite,
         user_factors_finite,
         item_factors_finite,
         published_beats_popularity,

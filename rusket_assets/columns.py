@@ -36,6 +36,11 @@ TABLES: dict[str, dict[str, str]] = {
         "price": "Unit price in the source's currency; empty when the source has none.",
         "ordered_at": "Order time; empty when the source has none.",
     },
+    "personalization.refreshed_customers": {
+        "model": "Model whose last incremental update changed the customer's row (store name, e.g. personalization__als_model).",
+        "run_id": "Dagster run of that update.",
+        "customer_id": "Customer id as text; empty on the one row of an update that changed nobody.",
+    },
     "ingest.products": {
         "category": "Most frequent category of the product's lines; empty when the source has none.",
         "price": "Median unit price over the product's lines, in the source's currency.",
@@ -137,6 +142,8 @@ TABLES: dict[str, dict[str, str]] = {
         "vector": "ALS customer factors (unit length when normalize is on): search by cosine.",
     },
 }
+
+TABLES["ingest.daily_orders"] = TABLES["ingest.raw_transactions"]  # the same standard columns, day by day
 
 
 def column_description(table: str, column: str) -> str | None:

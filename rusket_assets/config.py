@@ -68,6 +68,9 @@ class ALSConfig(dg.Config):
     regularization: float = Field(default=0.01, ge=0.0, description="L2 penalty on the factors.")
     weight: Weight = Field(default="quantity", description="Interaction strength: quantity, revenue or count (lines).")
     seed: int = Field(default=42, description="Seed of the initial factors (same seed, same model).")
+    warm_iterations: int = Field(
+        default=0, ge=0, description="Incremental runs: sweeps over all interactions after the fold-in (0: fold-in only)."
+    )
 
 
 class BPRConfig(dg.Config):
@@ -88,6 +91,9 @@ class BPRConfig(dg.Config):
         default=True,
         description="Same seed, same factors whatever the thread timing (fixed user blocks, item changes merged "
         "after every round of a fixed number of steps); off = Hogwild threads, faster but results vary run to run.",
+    )
+    warm_iterations: int = Field(
+        default=0, ge=0, description="Incremental runs: epochs over all interactions after the fold-in (0: fold-in only)."
     )
 
 

@@ -65,8 +65,11 @@ def _by_user_then_score(table: pa.Table, users: Any) -> pa.Table:
     return table.take(pa.array(order))
 
 
-def iter_recommend_for_users(recommender: Any, n: int = 10, chunk_size: int = CHUNK_ROWS) -> Iterator[pa.Table]:
-    """``recommender.recommend_for_users`` (the hybrid, with its own carts) for every user, ``chunk_size`` at a time."""
-    users = recommender.users.values
+def iter_recommend_for_users(
+    recommender: Any, n: int = 10, chunk_size: int = CHUNK_ROWS, users: Any = None
+) -> Iterator[pa.Table]:
+    """``recommender.recommend_for_users`` (the hybrid, with its own carts) for every user (or the
+    given ``users``), ``chunk_size`` at a time."""
+    users = recommender.users.values if users is None else users
     for start, stop in chunk_bounds(len(users), chunk_size):
         yield recommender.recommend_for_users(users=users[start:stop], n=n, format="arrow")

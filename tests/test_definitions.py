@@ -12,7 +12,8 @@ import yaml
 
 from rusket_assets.assets.common import POOL
 from rusket_assets.definitions import defs
-from rusket_assets.schedules import refresh_schedule
+from rusket_assets.incremental import REFRESH_TAG
+from rusket_assets.schedules import refresh_schedule, weekly_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {"ingest", "baskets", "personalization", "analytics", "vectors"}
@@ -58,9 +59,15 @@ def test_daily_schedule_requests_a_run_of_the_whole_graph():
     )
     result = refresh_schedule.evaluate_tick(context)
     assert len(result.run_requests) == 1
-    assert refresh_schedule.cron_schedule == "0 3 * * *"
+    assert refresh_schedule.cron_schedule == "0 3 * * 1-6"  # incremental on weekdays and Saturday
     job = defs.resolve_job_def(refresh_schedule.job_name)
+    assert job.tags[REFRESH_TAG] == "incremental"
     assert set(job.asset_layer.executable_asset_keys) == set(defs.resolve_all_asset_keys())
+    # the full rebuild on Sundays
+    assert weekly_schedule.cron_schedule == "0 3 * * 0"
+    full = defs.resolve_job_def(weekly_schedule.job_name)
+    assert REFRESH_TAG not in full.tags
+    assert set(full.asset_layer.executable_asset_keys) == set(defs.resolve_all_asset_keys())
 
 
 def test_main_releases_pool_slots_of_a_killed_run(tmp_path, monkeypatch):

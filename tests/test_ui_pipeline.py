@@ -104,3 +104,27 @@ def test_evaluation_and_training_figures_are_numeric_metadata(graph):
         assert isinstance(evaluation[name], dg.FloatMetadataValue), name
     assert isinstance(metadata["bpr_model"]["training_loss"], dg.FloatMetadataValue)
     assert 0 < metadata["bpr_model"]["training_loss"].value < 0.7  # mean -ln sigma(z) below chance (ln 2)
+
+
+def test_a_model_with_nan_factors_writes_no_factor_table(graph, monkeypatch):
+    """The blocking finiteness check runs on the ALS model itself: the factor tables keep their rows."""
+    import numpy as np
+
+    from rusket_core import ALS
+
+    tmp, *_ = graph
+    fit = ALS._fit
+
+    def broken_fit(self, interactions):
+        fit(self, interactions)
+        self.item_factors[0, 0] = np.nan
+
+    monkeypatch.setattr(ALS, "_fit", broken_fit)
+    tables = ["personalization.user_factors", "personalization.item_factors"]
+    before = {t: sql(tmp, f"select * from {t} order by all") for t in tables}
+    factors = {dg.AssetKey([P, name]) for name in ("user_factors", "item_factors")}
+    result = run(build(tmp), {dg.AssetKey([P, "als_model"])} | factors, RUN_CONFIG)
+    failed = {e.asset_check_key.name for e in result.get_asset_check_evaluations() if not e.passed}
+    assert "als_model_finite" in failed
+    assert not {e.asset_key for e in result.get_asset_materialization_events()} & factors
+    assert {t: sql(tmp, f"select * from {t} order by all") for t in tables} == before

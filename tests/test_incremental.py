@@ -1,0 +1,145 @@
+"""Incremental refresh of the graph: fold-in of the day's customers, merged recommendations, the gate."""
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pyarrow.compute as pc
+
+from rusket_assets.assets.daily import HISTORY_SOURCE, DailyFiles
+from rusket_assets.definitions import build_definitions
+from rusket_assets.incremental import REFRESH_TAG
+from rusket_assets.resources import TransactionSource, Warehouse
+from rusket_assets.source import read_transactions
+
+STORE = {"n_customers": 400, "n_products": 120, "n_categories": 10, "n_days": 30, "n_lines": 5_000, "seed": 3}
+LAST_DAY = "2025-10-30"
+RUN_CONFIG: dict = {
+    "ops": {
+        "personalization__als_model": {"config": {"factors": 8, "iterations": 6, "alpha": 10.0, "regularization": 0.1}},
+        "personalization__bpr_model": {"config": {"factors": 16, "iterations": 30}},
+        "baskets__frequent_itemsets": {"config": {"min_support": 0.004}},
+    }
+}
+RECOMMENDATIONS = {
+    dg.AssetKey(["ingest", "raw_transactions"]),
+    dg.AssetKey(["ingest", "products"]),
+    dg.AssetKey(["baskets", "frequent_itemsets"]),
+    dg.AssetKey(["baskets", "association_rules"]),
+    dg.AssetKey(["personalization", "als_model"]),
+    dg.AssetKey(["personalization", "bpr_model"]),
+    dg.AssetKey(["personalization", "user_factors"]),
+    dg.AssetKey(["personalization", "item_factors"]),
+    dg.AssetKey(["personalization", "model_evaluation"]),
+    dg.AssetKey(["personalization", "user_recommendations"]),
+}
+
+
+def setup(tmp: Path) -> dg.Definitions:
+    """The store's first 29 days in ingest.daily_orders; the graph reads that history table."""
+    warehouse = Warehouse(path=str(tmp / "warehouse.duckdb"), publish_snapshot=False)
+    lines, _ = read_transactions(TransactionSource(**STORE, date_to=LAST_DAY), warehouse)
+    warehouse.replace_table("ingest", "daily_orders", lines)
+    defs = build_definitions(
+        warehouse_path=warehouse.path, lancedb_uri=str(tmp / "lancedb"), models_path=str(tmp / "models"),
+        source=TransactionSource(**HISTORY_SOURCE), daily_files=DailyFiles(path=str(tmp / "daily")),
+    )  # fmt: skip
+    return defs
+
+
+def run(defs, instance, tags=None, config=None, partition=None):
+    if partition:
+        job = defs.resolve_job_def("daily_ingest")
+        # the day's lines come from the synthetic store itself
+        config = {"resources": {"source": {"config": STORE}}}
+        return job.execute_in_process(partition_key=partition, instance=instance, run_config=config)
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=RECOMMENDATIONS)
+    return job.execute_in_process(run_config=config or RUN_CONFIG, instance=instance, tags=tags or {}, raise_on_error=False)
+
+
+def table(tmp: Path, query: str) -> list[tuple]:
+    with duckdb.connect(str(tmp / "warehouse.duckdb")) as con:
+        return con.sql(query).fetchall()
+
+
+def metadata(result, name):
+    return {k: v.value for k, v in result.asset_materializations_for_node(name)[0].metadata.items()}
+
+
+RECS = "select customer_id, rank, product_id, score, source from personalization.user_recommendations"
+
+
+def test_incremental_run_refreshes_only_the_days_customers(tmp_path):
+    defs = setup(tmp_path)
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run(defs, instance).success  # full build on days 1..29
+        before = {row[:3]: row for row in table(tmp_path, RECS)}
+        assert run(defs, instance, partition=LAST_DAY).success
+        day = table(tmp_path, f"select distinct customer_id from ingest.daily_orders where ordered_at::DATE = '{LAST_DAY}'")
+        day_customers = {c for (c,) in day}
+        known = {c for (c,) in table(tmp_path, f"select distinct customer_id from ingest.daily_orders where ordered_at < '{LAST_DAY}'")}
+        result = run(defs, instance, tags={REFRESH_TAG: "incremental"})
+        assert result.success
+    als = metadata(result, "personalization__als_model")
+    assert als["refresh"] == "incremental"
+    assert als["customers_refreshed"] == len(day_customers)  # quantity weights: every buyer's row grew
+    assert als["new_customers"] == len(day_customers - known) > 0
+    assert metadata(result, "personalization__bpr_model")["refresh"] == "incremental"
+    refreshed = {int(c) for (c,) in table(tmp_path, "select distinct customer_id from personalization.refreshed_customers")}
+    assert refreshed == day_customers
+    recs = metadata(result, "personalization__user_recommendations")
+    assert recs["customers_refreshed"] == len(day_customers)
+    assert recs["rows_replaced"] == sum(1 for k in before if k[0] in day_customers & known)
+    after = table(tmp_path, RECS)
+    # old customers' rows untouched, the day's customers (new ones included) have fresh rows
+    untouched = sorted(row for row in after if row[0] not in day_customers)
+    assert untouched == sorted(row for key, row in before.items() if key[0] not in day_customers)
+    assert {row[0] for row in after} >= day_customers
+    assert {row[0] for row in after} == known | day_customers
+    # no duplicates and no product the customer bought (today's purchases included)
+    assert table(tmp_path, "select count(*) - count(distinct (customer_id, rank)) from personalization.user_recommendations") == [(0,)]
+    seen = table(
+        tmp_path,
+        "select count(*) from personalization.user_recommendations r join ingest.daily_orders d "
+        "on r.customer_id = d.customer_id and r.product_id = d.product_id",
+    )
+    assert seen == [(0,)]
+
+
+def test_incremental_equals_fold_in_of_the_day(tmp_path):
+    """The published ALS is the saved model with the day's lines folded in (library partial_fit)."""
+    from rusket_assets.io import load_model
+
+    defs = setup(tmp_path)
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run(defs, instance).success
+        saved = load_model(tmp_path / "models", "personalization__als_model")
+        assert run(defs, instance, partition=LAST_DAY).success
+        assert run(defs, instance, tags={REFRESH_TAG: "incremental"}).success
+    day = Warehouse(path=str(tmp_path / "warehouse.duckdb")).query(
+        f"select customer_id, product_id, quantity from ingest.daily_orders where ordered_at::DATE = '{LAST_DAY}'"
+    )
+    saved.partial_fit(day)
+    published = load_model(tmp_path / "models", "personalization__als_model")
+    assert list(published.users.values) == list(saved.users.values)
+    assert abs(published.user_factors - saved.user_factors).max() < 1e-4
+    assert abs(published.item_factors - saved.item_factors).max() < 1e-4
+    n = len(pc.unique(day["customer_id"]))
+    assert n > 0
+
+
+def test_gate_blocks_an_incremental_run(tmp_path):
+    defs = setup(tmp_path)
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run(defs, instance).success
+        before = table(tmp_path, RECS + " order by customer_id, rank")
+        assert run(defs, instance, partition=LAST_DAY).success
+        weak = {"ops": {**RUN_CONFIG["ops"], "personalization__als_model": {"config": {"factors": 8, "iterations": 0}},
+                        "personalization__bpr_model": {"config": {"factors": 8, "iterations": 0}},
+                        "personalization__user_recommendations": {"config": {"rules_weight": 0.0}}}}  # fmt: skip
+        result = run(defs, instance, tags={REFRESH_TAG: "incremental"}, config=weak)
+    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["published_beats_popularity"] is False
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert dg.AssetKey(["personalization", "user_recommendations"]) not in materialized
+    assert table(tmp_path, RECS + " order by customer_id, rank") == before
