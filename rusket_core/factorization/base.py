@@ -426,6 +426,9 @@ class FactorModel(RecommenderBase):
         return from_arrow(pa.table(columns), self._output_format(format))
 
 
+FactorModel._registry[FactorModel.__name__] = FactorModel  # models built by FactorModel.from_factors load too
+
+
 def transpose_csr(
     indptr: np.ndarray, indices: np.ndarray, data: np.ndarray | None, n_cols: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
