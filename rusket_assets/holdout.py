@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from rusket_assets.interactions import WarehouseTable
-from rusket_assets.resources import quote
+from rusket_assets.tables import quote
 from rusket_core.evaluation import split_pairs
 
 #: the coded lines: every row of the table with its user code ``uc`` and item code ``ic``

@@ -23,7 +23,8 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from rusket_assets.resources import ModelStore, Warehouse, quote
+from rusket_assets.resources import ModelStore, Warehouse
+from rusket_assets.tables import quote
 
 REFRESH_TAG = "rusket/refresh"
 MODES = ("full", "incremental")

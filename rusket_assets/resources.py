@@ -14,17 +14,13 @@ import pyarrow as pa
 from pydantic import Field
 
 from rusket_assets.sample_data import StoreSpec
+from rusket_assets.tables import replace_table
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("RUSKET_DATA_DIR", PROJECT_ROOT / "data"))
 DEFAULT_WAREHOUSE = str(DATA_DIR / "warehouse.duckdb")
 DEFAULT_LANCEDB = str(DATA_DIR / "lancedb")
 DEFAULT_MODELS = str(DATA_DIR / "models")
-
-
-def quote(name: str) -> str:
-    """Quote a DuckDB identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def lock_holder(message: str) -> str:
@@ -161,9 +157,7 @@ class Warehouse(dg.ConfigurableResource):
         return rows[0][0] if rows else None
 
     def replace_table(self, schema: str, table: str, data: pa.Table) -> None:
-        """Replace ``schema.table`` with ``data`` atomically (see :func:`rusket_assets.io.replace_table`)."""
-        from rusket_assets.io import replace_table
-
+        """Replace ``schema.table`` with ``data`` atomically (see :func:`rusket_assets.tables.replace_table`)."""
         with self.connect() as con:
             replace_table(con, schema, table, data)
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from rusket_assets.resources import TransactionSource, Warehouse, quote
+from rusket_assets.resources import TransactionSource, Warehouse
+from rusket_assets.tables import quote
 
 ID_ROLES = ("basket_id", "customer_id", "product_id")
 NUMERIC_ROLES = ("quantity", "revenue", "price")

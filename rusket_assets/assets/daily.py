@@ -23,8 +23,9 @@ from pydantic import Field
 from rusket_assets.assets.common import DOMAINS, POOL, key
 from rusket_assets.incremental import in_transaction
 from rusket_assets.io import describe_table
-from rusket_assets.resources import DATA_DIR, TransactionSource, Warehouse, quote
+from rusket_assets.resources import DATA_DIR, TransactionSource, Warehouse
 from rusket_assets.source import SourceError, read_transactions
+from rusket_assets.tables import quote
 
 GROUP = "ingest"
 START_ENV = "RUSKET_START_DATE"

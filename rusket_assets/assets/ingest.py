@@ -6,9 +6,10 @@ import pyarrow as pa
 
 from rusket_assets.assets.common import group_asset, key
 from rusket_assets.io import table_location
-from rusket_assets.resources import TransactionSource, Warehouse, quote
+from rusket_assets.resources import TransactionSource, Warehouse
 from rusket_assets.source import read_transactions, reads_warehouse, stream_transactions
 from rusket_assets.streaming import TableStream
+from rusket_assets.tables import quote
 
 GROUP = "ingest"
 asset = group_asset(GROUP)
