@@ -92,13 +92,13 @@ def main() -> None:
     out: dict = {"store": store, "day_N": day_n, "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
     try:
         warehouse = Warehouse(path=str(a / "warehouse.duckdb"), publish_snapshot=False)
-        everything, _ = read_transactions(TransactionSource(**store), warehouse)
-        history, _ = read_transactions(TransactionSource(**store, date_to=day_n), warehouse)
+        everything, _ = read_transactions(TransactionSource(store=store), warehouse)
+        history, _ = read_transactions(TransactionSource(store=store, location={"date_to": day_n}), warehouse)
         warehouse.replace_table("ingest", "daily_orders", history)
         out["lines_days_1_to_N-1"] = history.num_rows
         with dg.DagsterInstance.ephemeral() as instance:
             out["build_days_1_to_N-1_s"] = round(timed_run(definitions(a), "refresh_all", instance)[0], 1)
-            ingest = {"resources": {"source": {"config": store}}}
+            ingest = {"resources": {"source": {"config": {"store": store}}}}
             out["ingest_day_N_s"] = round(
                 timed_run(definitions(a), "daily_ingest", instance, partition_key=day_n, run_config=ingest)[0], 2
             )

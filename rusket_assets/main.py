@@ -65,31 +65,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def source_config(args: argparse.Namespace) -> dict:
-    """Run-config overrides of the ``source`` resource from the command line."""
+    """Run-config overrides of the ``source`` resource from the command line (its nested shape:
+    ``location``, ``columns``, ``returns``)."""
     from rusket_assets.source import SourceError, filter_statement
 
-    config: dict = {}
-    options = {
+    location = {
         "kind": args.source_kind, "path": args.source_path, "table": args.source_table, "where": args.where,
         "date_from": args.date_from, "date_to": args.date_to, "min_quantity": args.min_quantity,
-        "returns": args.returns,
     }  # fmt: skip
-    for name, value in options.items():
-        if value is not None:
-            config[name] = value
+    location = {name: value for name, value in location.items() if value is not None}
     if args.where is not None:
         try:
             filter_statement(args.where)
         except SourceError as exc:
             raise SystemExit(f"error: {exc}") from None
     if args.source_kind == "duckdb" and args.source_path:
-        config["database"] = config.pop("path")
+        location["database"] = location.pop("path")
+    columns = {}
     for item in args.map:
         role, sep, column = item.partition("=")
         if not sep or role not in ROLES:
             raise SystemExit(f"--map expects ROLE=COLUMN with ROLE one of {', '.join(ROLES)}; got {item!r}")
-        config[ROLES[role]] = column
-    return config
+        columns[ROLES[role]] = column
+    config: dict = {"location": location, "columns": columns, "returns": args.returns}
+    return {part: value for part, value in config.items() if value}
 
 
 def step_seconds(instance, run_id: str) -> dict[str, float]:
@@ -220,7 +219,7 @@ def stop_warm_up(warmer: subprocess.Popen | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     source = source_config(args)
-    print(f"Materialising every asset from {source.get('kind', 'synthetic')} data (about a minute on 2 cores) ...")
+    print(f"Materialising every asset from {source.get('location', {}).get('kind', 'synthetic')} data (about a minute on 2 cores) ...")
     start = time.perf_counter()
     warmer = None if args.no_warm_up else start_warm_up()
     try:

@@ -38,9 +38,10 @@ def raw_transactions(context: dg.AssetExecutionContext, source: TransactionSourc
             "select count(*), count(distinct basket_id), count(distinct customer_id), count(distinct product_id) "
             f"from {quote(schema)}.{quote(table)}"
         ).to_pylist()[0].values()
-        context.log.info(f"read {n_lines} order lines from {source.kind} source; returns ({source.returns}): {returns}")
+        where = source.location
+        context.log.info(f"read {n_lines} order lines from {where.kind} source; returns ({source.returns}): {returns}")
         return {
-            "source": source.kind if source.kind == "synthetic" else f"{source.kind}: {source.path or source.table}",
+            "source": where.kind if where.kind == "synthetic" else f"{where.kind}: {where.path or where.table}",
             "baskets": baskets,
             "customers": customers,
             "products": products,

@@ -32,7 +32,7 @@ RECOMMENDATIONS = {
 def setup(tmp: Path) -> dg.Definitions:
     """The store's first 29 days in ingest.daily_orders; the graph reads that history table."""
     warehouse = Warehouse(path=str(tmp / "warehouse.duckdb"), publish_snapshot=False)
-    lines, _ = read_transactions(TransactionSource(**STORE, date_to=LAST_DAY), warehouse)
+    lines, _ = read_transactions(TransactionSource(store=STORE, location={"date_to": LAST_DAY}), warehouse)
     warehouse.replace_table("ingest", "daily_orders", lines)
     defs = build_definitions(
         warehouse_path=warehouse.path, lancedb_uri=str(tmp / "lancedb"), models_path=str(tmp / "models"),
@@ -45,7 +45,7 @@ def run(defs, instance, tags=None, config=None, partition=None):
     if partition:
         job = defs.resolve_job_def("daily_ingest")
         # the day's lines come from the synthetic store itself
-        config = {"resources": {"source": {"config": STORE}}}
+        config = {"resources": {"source": {"config": {"store": STORE}}}}
         return job.execute_in_process(partition_key=partition, instance=instance, run_config=config)
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=RECOMMENDATIONS)
     return job.execute_in_process(run_config=config or RUN_CONFIG, instance=instance, tags=tags or {}, raise_on_error=False)

@@ -9,7 +9,7 @@ import pytest
 
 from rusket_assets import config
 from rusket_assets.definitions import build_definitions
-from rusket_assets.resources import TransactionSource
+from rusket_assets.resources import ColumnMapping, SourceLocation, SyntheticStore, TransactionSource
 
 SMALL = {"n_customers": 200, "n_products": 60, "n_categories": 6, "n_days": 20, "n_lines": 2_000, "seed": 1}
 
@@ -19,7 +19,7 @@ def build(tmp: Path) -> dg.Definitions:
         warehouse_path=str(tmp / "warehouse.duckdb"),
         lancedb_uri=str(tmp / "lancedb"),
         models_path=str(tmp / "models"),
-        source=TransactionSource(**SMALL),
+        source=TransactionSource(store=SMALL),
     )
 
 
@@ -49,15 +49,15 @@ def test_bad_choice_fails_config_validation(tmp_path, op, field, value):
         dg.validate_run_config(job, {"ops": {op: {"config": {field: value}}}})
 
 
-@pytest.mark.parametrize(("field", "value"), [("kind", "excel"), ("returns", "keep")])
-def test_bad_source_choice_fails_config_validation(tmp_path, field, value):
+@pytest.mark.parametrize(("field", "config"), [("kind", {"location": {"kind": "excel"}}), ("returns", {"returns": "keep"})])
+def test_bad_source_choice_fails_config_validation(tmp_path, field, config):
     from rusket_assets.source import RETURN_POLICIES
 
     fields = TransactionSource.model_fields
     assert set(typing.get_args(fields["returns"].annotation)) == set(RETURN_POLICIES)
     job = build(tmp_path).resolve_job_def("refresh_all")
     with pytest.raises(dg.DagsterInvalidConfigError, match=f"{field}.*not in enum type"):
-        dg.validate_run_config(job, {"resources": {"source": {"config": {field: value}}}})
+        dg.validate_run_config(job, {"resources": {"source": {"config": config}}})
 
 
 def test_bad_choice_rejected_before_any_asset_runs(tmp_path):
@@ -85,7 +85,7 @@ def _config_classes():
 
 
 def test_every_config_field_is_described_in_plain_text():
-    classes = [*_config_classes(), TransactionSource]
+    classes = [*_config_classes(), TransactionSource, SourceLocation, ColumnMapping, SyntheticStore]
     assert len(classes) >= 12
     for cls in classes:
         assert cls.__doc__ and "``" not in cls.__doc__, cls.__name__
