@@ -34,7 +34,7 @@ import dagster as dg  # noqa: E402
 
 from rusket_assets.assets.daily import HISTORY_SOURCE, DailyFiles  # noqa: E402
 from rusket_assets.definitions import build_definitions  # noqa: E402
-from rusket_assets.main import step_seconds  # noqa: E402
+from rusket_assets.instance import step_seconds  # noqa: E402
 from rusket_assets.resources import TransactionSource, Warehouse  # noqa: E402
 from rusket_assets.sample_data import START  # noqa: E402
 from rusket_assets.source import read_transactions  # noqa: E402

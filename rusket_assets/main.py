@@ -7,13 +7,12 @@ instance (``DAGSTER_HOME``, default ``<repo>/dagster_home``), so they show up in
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
 
-from rusket_assets.resources import PROJECT_ROOT
-from rusket_assets.runs import process_tags, release_dead_runs
+from rusket_assets.instance import project_instance, step_seconds
+from rusket_assets.runs import process_tags
 
 SAMPLE_QUERY = """\
 select r.rank, r.product_id, p.product_name, p.category, round(r.score, 4) as score, r.source
@@ -91,23 +90,6 @@ def source_config(args: argparse.Namespace) -> dict:
     return {part: value for part, value in config.items() if value}
 
 
-def step_seconds(instance, run_id: str) -> dict[str, float]:
-    """Wall-clock seconds of each step of a run, from its event log."""
-    import dagster as dg
-
-    started: dict[str, float] = {}
-    seconds: dict[str, float] = {}
-    for entry in instance.all_logs(run_id):
-        event = entry.dagster_event
-        if event is None or event.step_key is None:
-            continue
-        if event.event_type == dg.DagsterEventType.STEP_START:
-            started[event.step_key] = entry.timestamp
-        elif event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
-            seconds[event.step_key] = entry.timestamp - started.get(event.step_key, entry.timestamp)
-    return seconds
-
-
 def materialise_all(
     log_level: str = "INFO", defs=None, instance=None, source: dict | None = None
 ) -> tuple[bool, dict[str, float]]:
@@ -115,28 +97,18 @@ def materialise_all(
 
     Uses the project's Dagster instance (DAGSTER_HOME) unless ``instance`` is given.
     """
-    import dagster as dg
-
     from rusket_assets.schedules import refresh_job
 
     if defs is None:
         from rusket_assets.definitions import defs
-    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))
     job = defs.resolve_job_def(refresh_job.name)
     run_config: dict = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     if source:
         run_config["resources"] = {"source": {"config": source}}
-    own_instance = instance is None
-    instance = instance or dg.DagsterInstance.get()
-    try:
-        for run_id in release_dead_runs(instance):
-            print(f"marked run {run_id} failed: its process ended without finishing it", file=sys.stderr)
+    with project_instance(instance) as instance:
         tags = {"rusket/launcher": "main", **process_tags()}
         result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False, tags=tags)
         timings = step_seconds(instance, result.run_id)
-    finally:
-        if own_instance:
-            instance.dispose()
     for event in result.all_events:
         if event.is_step_failure:
             error = event.step_failure_data.error
