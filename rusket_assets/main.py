@@ -191,7 +191,7 @@ def stop_warm_up(warmer: subprocess.Popen | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     source = source_config(args)
-    print(f"Materialising every asset from {source.get('location', {}).get('kind', 'synthetic')} data (about a minute on 2 cores) ...")
+    print(f"Materialising every asset from {source.get('location', {}).get('kind', 'synthetic')} data ...")
     start = time.perf_counter()
     warmer = None if args.no_warm_up else start_warm_up()
     try:

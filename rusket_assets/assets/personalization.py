@@ -52,8 +52,8 @@ class BPRConfig(dg.Config):
     regularization: float = Field(default=0.01, ge=0.0, description="L2 penalty applied at every SGD step.")
     loss: BPRLoss = Field(
         default="logistic",
-        description="Pair loss: logistic (BPR-Opt) or rational. Logistic ranks better on the bundled store "
-        "(holdout precision@10 0.092 vs 0.089); compare in model_evaluation on your data.",
+        description="Pair loss: logistic (BPR-Opt, ranked better on the bundled store) or rational; "
+        "compare both in model_evaluation on your data.",
     )
     schedule: BPRSchedule = Field(default="linear", description="Learning rate over epochs: linear (to 0) or constant.")
     seed: int = Field(default=42, description="Seed of the initial factors and the sample streams.")
@@ -162,8 +162,8 @@ def bpr_model(
 
     With `deterministic` (default) the same seed gives the same model on every run: fixed user
     blocks on private copies of the item factors, merged after every round of a fixed number of
-    steps. Library-level fit on a busy 2-core machine, bundled store's size: 12.4 s vs 2.2 s
-    Hogwild, holdout precision@10 0.092 vs 0.091 (benchmarks/RESULTS.md).
+    steps; it takes longer than lock-free Hogwild threads at about the same holdout precision
+    (benchmarks/RESULTS.md, "Deterministic BPR").
     In an incremental run the saved model's changed customers are folded in (SGD over their rows,
     items fixed) plus `warm_iterations` epochs; new products need a full fit (rusket_assets.incremental).
     """

@@ -20,9 +20,9 @@ SCHEDULES = ("linear", "constant")
 #: user blocks of the deterministic mode (fixed, so results do not depend on the thread count)
 BLOCKS = 8
 #: deterministic mode: a block takes max(ROUND_STEPS, ROUND_PER_ITEM * items) SGD steps between merges
-#: of the item copies. Merging once per epoch diverged on long epochs (planted 100k users x 5k items:
-#: precision@10 0.0000 at 10+ steps per item per round, 0.054 like Hogwild at 4); the floor bounds the merges'
-#: cost (each touches every item row and waits for all blocks).
+#: of the item copies. Merging once per epoch diverged on long epochs (benchmarks/RESULTS.md,
+#: "Deterministic BPR"); the floor bounds the merges' cost (each touches every item row and waits
+#: for all blocks).
 ROUND_STEPS, ROUND_PER_ITEM = 4096, 4
 
 
@@ -37,16 +37,13 @@ class BPR(FoldIn, FactorModel):
     ``loss`` sets how a pair with score gap z = x_u·(y_i - y_j) is weighted: ``"logistic"`` is
     Rendle's BPR-Opt (weight 1 - sigma(z), which vanishes like e^-z once a pair is ranked right);
     ``"rational"`` (default) puts sigma(z) = 1/2 + z/(2(1 + |z|)) in its place, a convex loss whose
-    weight falls like 1/z, so pairs already ranked right keep pulling the factors apart. Which one
-    ranks better depends on the data (held-out precision@10, linear schedule, 100 epochs): on the
-    planted 1m benchmark rational 0.0616 vs logistic 0.0565, but with catalogue coverage 0.12 vs
-    0.29 (it leans to popular items); on the pipeline's synthetic store logistic 0.0918 vs 0.0890;
-    on the retail sample logistic 0.048 vs 0.047 (mean of 3 splits). Compare both with
+    weight falls like 1/z, so pairs already ranked right keep pulling the factors apart and lean
+    to popular items. Which one ranks better depends on the data (held-out figures on planted,
+    synthetic and retail data in benchmarks/RESULTS.md); compare both with
     ``rusket_core.evaluation`` on your data.
     ``schedule="linear"`` (default) lowers the step size from ``learning_rate`` in the first epoch
     towards 0 in the last, so the final factors are not left at the noise level of a full-size
-    step (planted 1m: 0.0616 vs 0.0594 constant with the rational loss, 0.0565 vs 0.0536 with the
-    logistic one); ``"constant"`` keeps it.
+    step; ``"constant"`` keeps it.
     By default threads update shared factors without locks (Hogwild), so results are reproducible
     for a given ``random_state`` only with one thread. ``deterministic=True`` gives the same factors
     for the same ``random_state`` whatever the thread count or timing: users are split into
