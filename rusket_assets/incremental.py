@@ -3,7 +3,7 @@
 A run tagged ``rusket/refresh=incremental`` (the ``refresh_incremental`` job) updates ALS and BPR from
 their last saved version instead of refitting: the interactions encoded from today's history are
 compared with the ones the saved model was trained on; customers whose rows grew are folded in with
-``partial_fit`` of the difference (new customers and, for ALS, new products added), customers whose
+``partial_fit`` of the difference (new customers and new products added), customers whose
 rows shrank are re-solved from their whole rows (``partial_fit_users(replace=True)``), and an optional
 warm pass (``fit(init=model)``) follows. The customers whose model rows changed are written to
 ``personalization.refreshed_customers``; ``user_recommendations`` recomputes only theirs and merges
@@ -98,8 +98,6 @@ def _fallback_reason(previous: Any, current: Any, diff: Diff) -> str | None:
     """Why the fold-in cannot reproduce today's training data exactly (None when it can)."""
     if diff.vanished_customers:
         return f"{diff.vanished_customers} customers of the saved model are no longer in the history"
-    if diff.new_products and type(previous).__name__ == "BPR":
-        return f"{diff.new_products} new products: BPR folds in customers only"
     return None
 
 

@@ -96,7 +96,8 @@ def bpr_model(
     steps. Library-level fit on a busy 2-core machine, bundled store's size: 12.4 s vs 2.2 s
     Hogwild, holdout precision@10 0.092 vs 0.091 (benchmarks/RESULTS.md).
     In an incremental run the saved model's changed customers are folded in (SGD over their rows,
-    items fixed) plus `warm_iterations` epochs; new products need a full fit (rusket_assets.incremental).
+    items fixed; new products by SGD over their buyers, customers fixed) plus `warm_iterations`
+    epochs (rusket_assets.incremental).
     """
     from rusket_core import BPR
 
