@@ -267,6 +267,7 @@ def model_evaluation(
     """
     from rusket_assets.holdout import holdout_split
     from rusket_assets.io import save_model
+    from rusket_core.encoding import encode_transactions
     from rusket_core.evaluation import evaluate
     from rusket_core.factorization.bpr import LOSSES
     from rusket_core.popularity import PopularityRecommender
@@ -280,15 +281,22 @@ def model_evaluation(
     with holdout_split(raw_transactions, columns, "customer_id", "product_id", config.test_fraction, config.seed,
                        config.sample_customers) as (train, test, n_customers, sample_train):  # fmt: skip
         info["split_seconds"] = time.perf_counter() - start
+        encodings: dict = {}
+
+        def encoded(rating_col: str | None):
+            """The train lines encoded in SQL once (the weighted encoding serves unweighted models too)."""
+            weighted = als_model.rating_col if rating_col is None else rating_col
+            if weighted not in encodings:
+                encodings[weighted] = encode_transactions(train, "customer_id", "product_id", weight_col=weighted)
+            return encodings[weighted]
+
         for name, (asset_name, config_cls) in HOLDOUT_MODELS.items():
             model = published[name]
             start = time.perf_counter()
 
             def build(model=model):
-                return type(model).from_transactions(
-                    train, user_col="customer_id", item_col="product_id",  # encoded in SQL
-                    rating_col=model.rating_col, **model.get_params(),
-                )  # fmt: skip
+                return type(model).from_encoded(encoded(model.rating_col), "customer_id", "product_id",
+                                                model.rating_col, **model.get_params())  # fmt: skip
 
             # incremental only when the published model was updated (not refitted) in this run
             incremental = same_split and changed_customers(context, warehouse, [key(GROUP, asset_name)]) is not None
@@ -302,11 +310,12 @@ def model_evaluation(
             candidates.insert(0, (f"bpr_{other}", bpr_model, {"loss": other}))
         for name, model, changes in candidates:
             start = time.perf_counter()
-            fitted[name] = type(model).from_transactions(
-                train, user_col="customer_id", item_col="product_id",
-                rating_col=model.rating_col, **{**model.get_params(), **changes},
+            fitted[name] = type(model).from_encoded(
+                encoded(model.rating_col), "customer_id", "product_id", model.rating_col,
+                **{**model.get_params(), **changes},
             ).fit()  # fmt: skip
             seconds[name] = time.perf_counter() - start
+        encodings.clear()  # the matrices stay referenced by the fitted models only
         start = time.perf_counter()
         blend = published_recommender(
             fitted["als"], fitted["bpr"], association_rules, last_baskets(sample_train),
