@@ -100,11 +100,14 @@ class BPRConfig(dg.Config):
 class EvaluationConfig(dg.Config):
     """Holdout evaluation: cut-off, share of each customer's items held out, seed and sample size."""
 
-    k: int = 10
-    test_fraction: float = 0.2
-    seed: int = 42
+    k: int = Field(default=10, ge=1, description="Cut-off of the ranking metrics (precision@k, ...).")
+    test_fraction: float = Field(
+        default=0.2, gt=0.0, lt=1.0,
+        description="Share of (customer, product) pairs held out, by a seeded hash of the pair (a pair keeps its side as days are added).",
+    )  # fmt: skip
+    seed: int = Field(default=42, description="Seed of the split hash and of the customer sample.")
     sample_customers: int = Field(
-        default=20_000, ge=1, description="Customers (seeded sample) whose held-out items are scored."
+        default=20_000, ge=1, description="Customers (smallest seeded hash) whose held-out items are scored."
     )
     compare_bpr_losses: bool = Field(default=False, description="Also score BPR with the other pair loss (row bpr_<loss>).")
 
