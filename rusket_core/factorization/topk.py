@@ -204,7 +204,7 @@ def blocked_topk(
     # slices of rows (each still many blocks per thread) so progress can be logged between them
     step = max(block_rows * n_chunks * 8, -(-m // 20))
     progress = Progress(logger, label, m, unit)
-    with _single_threaded_blas(blas and n_chunks > 1):  # parallelism from numba threads, one product each
+    with single_threaded_blas(blas and n_chunks > 1):  # parallelism from numba threads, one product each
         for first in range(0, m, step):
             end = min(m, first + step)
             plan = (first, end, buf_cols, scratch_cols, select_cols, block_rows, n_chunks)
@@ -312,7 +312,7 @@ _blas_controller: list = []
 
 
 @contextmanager
-def _single_threaded_blas(active: bool = True):
+def single_threaded_blas(active: bool = True):
     """Limit BLAS to one thread while numba threads each run their own products.
 
     Without it the BLAS and numba thread pools oversubscribe the cores. Needs threadpoolctl
