@@ -11,13 +11,16 @@ import numpy as np
 from rusket_core.encoding import Encoded
 from rusket_core.factorization.base import FactorModel, check_int, check_real, transpose_csr
 from rusket_core.factorization.foldin import FoldIn
-from rusket_core.factorization.kernels import als_loss, als_update, rotate_rows
-from rusket_core.factorization.topk import single_threaded_blas
+from rusket_core.factorization.kernels import als_loss, als_update
+from rusket_core.factorization.topk import one_thread_if
 from rusket_core.progress import Progress
 
 logger = logging.getLogger(__name__)
 
 SOLVERS = ("cg", "cholesky")
+#: fits with fewer multiply-adds per half-iteration than this (entries × factors × solver steps)
+#: run on one numba thread (see ``topk.one_thread_if``)
+SMALL_FIT = 1 << 24
 
 
 class ALS(FoldIn, FactorModel):
@@ -81,11 +84,13 @@ class ALS(FoldIn, FactorModel):
         U, V = self.user_factors, self.item_factors
         cg = self.solver == "cg"
         basis = np.eye(k)  # U and V are held as (original factors) @ basis during a CG fit
-        for it in range(self.iterations):
-            basis = self._solve(ui, U, V, user_bounds, basis if cg else None)
-            basis = self._solve(iu, V, U, item_bounds, basis if cg else None)
-            if progress.due(it + 1):  # the loss is computed only when logged (rotation-invariant)
-                progress.update(it + 1, loss=self.training_loss())
+        small = len(ui[1]) * k * (self.cg_steps + 1 if cg else k) < SMALL_FIT
+        with one_thread_if(small):
+            for it in range(self.iterations):
+                basis = self._solve(ui, U, V, user_bounds, basis if cg else None)
+                basis = self._solve(iu, V, U, item_bounds, basis if cg else None)
+                if progress.due(it + 1):  # the loss is computed only when logged (rotation-invariant)
+                    progress.update(it + 1, loss=self.training_loss())
         if cg:
             rotate(U, basis.T)
             rotate(V, basis.T)
@@ -176,15 +181,16 @@ def eigenbasis(Y: np.ndarray, reg: float) -> tuple[np.ndarray, np.ndarray]:
     return lam.astype(np.float32), P
 
 
-def rotate(M: np.ndarray, P: np.ndarray) -> None:
-    """``M[:] = M @ P`` in place (float32 products of row blocks, in parallel)."""
-    with single_threaded_blas():
-        rotate_rows(M, np.ascontiguousarray(P, dtype=np.float32), _row_block(M.shape[0]))
+def rotate(M: np.ndarray, P: np.ndarray, block: int = 1 << 14) -> None:
+    """``M[:] = M @ P`` in place: float32 BLAS products of row blocks (bounded temporaries).
 
-
-def _row_block(n_rows: int) -> int:
-    """Rows per BLAS product: a few blocks per thread, each at most 16k rows (bounded temporaries)."""
-    return int(min(1 << 14, max(256, -(-n_rows // (4 * numba.get_num_threads())))))
+    Plain BLAS calls, not a parallel kernel: on small inputs the wake-up of a parallel region
+    per rotation measured 30-70 ms on a loaded machine, more than the products themselves.
+    """
+    P32 = np.ascontiguousarray(P, dtype=np.float32)
+    for start in range(0, M.shape[0], block):
+        rows = M[start : start + block]
+        rows[:] = rows @ P32
 
 
 _NO_G64 = np.zeros((0, 0))  # the CG solve does not read the float64 Gram matrix

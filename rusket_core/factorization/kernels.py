@@ -164,16 +164,6 @@ def als_update(indptr, indices, data, X, Y, lam, G64, alpha, cg_steps, cholesky,
 
 
 @njit(parallel=True, cache=True)
-def rotate_rows(M, P, block):
-    """``M[:] = M @ P`` in place, ``block`` rows per product, blocks in parallel (BLAS one thread each)."""
-    n = M.shape[0]
-    for b in prange((n + block - 1) // block):
-        s = b * block
-        e = min(n, s + block)
-        M[s:e] = np.dot(M[s:e], P)
-
-
-@njit(parallel=True, cache=True)
 def als_loss(indptr, indices, data, X, Y, YtY, alpha, reg):
     """Hu et al. objective: sum_all c_ui (p_ui - x_u.y_i)^2 + reg (|X|^2 + |Y|^2), in float64.
 
