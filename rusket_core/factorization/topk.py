@@ -340,7 +340,7 @@ def _single_threaded_blas(active: bool = True):
 
 
 #: top-k over fewer scores than this (query rows × columns) runs on one numba thread
-SMALL_SCORES = 1 << 22
+SMALL_SCORES = 1 << 24
 
 
 @contextmanager
