@@ -261,3 +261,16 @@ def test_cg_fit_follows_the_reference_loop_from_a_scaled_start(init_scale):
     U, V = _reference_cg_fit(csr, start.user_factors, start.item_factors, 5.0, 0.1, 3, 3)
     np.testing.assert_allclose(model.user_factors, U, rtol=2e-3, atol=2e-4 * np.abs(U).max())
     np.testing.assert_allclose(model.item_factors, V, rtol=2e-3, atol=2e-4 * np.abs(V).max())
+
+
+def test_fit_is_the_same_on_one_thread_and_on_all(monkeypatch):
+    """Small fits run on one numba thread (no parallel start-up); the factors must not change."""
+    import rusket_core.factorization.als as als_module
+
+    csr = _random_csr(np.random.default_rng(8), 60, 40, 0.15)
+    fits = []
+    for small_fit in (0, 1 << 40):  # never / always "small"
+        monkeypatch.setattr(als_module, "SMALL_FIT", small_fit)
+        fits.append(ALS(factors=8, iterations=4, random_state=2).fit(csr))
+    np.testing.assert_array_equal(fits[0].user_factors, fits[1].user_factors)
+    np.testing.assert_array_equal(fits[0].item_factors, fits[1].item_factors)
