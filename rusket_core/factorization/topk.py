@@ -192,7 +192,8 @@ def blocked_topk(
 
     ``kernel`` is the parallel kernel of the scorer's module (see :func:`parallel_kernel`). Rows are scored ``block_rows`` at a time (at most ``BLOCK_SCORES`` values in ``buf`` and
     ``scratch`` per thread), blocks shared among the numba threads; BLAS runs single-threaded
-    meanwhile (``blas``). The exclusion CSR has one row per query (see :func:`select_topk`).
+    meanwhile (``blas``); fewer than ``SMALL_SCORES`` scores in all run on one thread. The
+    exclusion CSR has one row per query (see :func:`select_topk`).
     ``n=None`` runs the scorer alone (it stores its own output). Returns ``(idx int32, scores
     float32)`` of shape (m, min(n, select_cols)), padded with -1 / -inf.
     """
