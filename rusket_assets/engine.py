@@ -3,16 +3,18 @@ inside Spark tasks, on ``master`` or a Spark Connect ``remote`` such as ``sc://h
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 
 ENGINES = ("local", "spark")
 
 
 class Engine(dg.ConfigurableResource):
-    """Where the heavy steps (frequent itemsets, ALS) run; asset keys, tables and checks stay the same."""
+    """Where the heavy steps (frequent itemsets, ALS, similar items) run; asset keys, tables and checks stay the same."""
 
     engine: str = "local"
     master: str = "local[2]"
@@ -63,6 +65,19 @@ class Engine(dg.ConfigurableResource):
 
         cols = [user_col, item_col, *([rating_col] if rating_col else [])]
         return fit_als(self.frame(table.select(cols)), user_col, item_col, rating_col, self.n_partitions(), **params)
+
+    def similar_items(self, model: Any, n: int) -> Iterator[pa.Table]:
+        """``model``'s most similar items as chunks of [item_id, similar_item_id, score], grouped by item
+        (label order), best first: the same rows on either engine."""
+        if not self.is_spark:
+            from rusket_core.chunks import iter_batch_similar_items
+
+            yield from iter_batch_similar_items(model, n=n)
+            return
+        from rusket_core.spark import batch_similar_items
+
+        table = batch_similar_items(model, n, spark=self.session(), num_partitions=self.n_partitions()).toArrow()
+        yield table.take(pc.sort_indices(table, [("item_id", "ascending")]))  # stable: keeps each item's order
 
     def metadata(self) -> dict[str, Any]:
         """What an asset reports about where it ran."""

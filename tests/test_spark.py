@@ -122,6 +122,32 @@ def test_parallel_fpgrowth_equals_local_and_brute_force(spark, min_support, max_
     )
 
 
+def test_relay_all_gather_returns_every_task_bytes_in_partition_order():
+    """The driver relay used by the one-job ALS: each round every peer gets every peer's payload."""
+    import threading
+
+    from rusket_core.spark.relay import Peer, Relay
+
+    n, rounds = 3, 4
+    got: dict[int, list] = {}
+    with Relay("127.0.0.1") as relay:
+        with pytest.raises(ConnectionError):  # a wrong secret is turned away
+            Peer(relay.address, "not-the-secret", 0, n).all_gather(b"x")
+
+        def task(p: int) -> None:
+            peer = Peer(relay.address, relay.secret, p, n)
+            got[p] = [peer.all_gather(bytes([p, r]) * (p + 1)) for r in range(rounds)]
+            peer.close()
+
+        threads = [threading.Thread(target=task, args=(p,)) for p in reversed(range(n))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    expected = [[bytes([p, r]) * (p + 1) for p in range(n)] for r in range(rounds)]
+    assert got == {p: expected for p in range(n)}
+
+
 def test_spark_validation_uses_the_local_messages(spark):
     pdf = pd.DataFrame({"basket": [1, 1, 2, 3], "item": ["a", None, "b", None]})
     with pytest.raises(ValueError) as local:
@@ -170,9 +196,10 @@ def test_spark_als_factors_equal_local(als_pair):
 
 
 def test_spark_cholesky_als_equals_local(spark):
+    """The job-per-half-iteration path (``barrier=False``) gives the local factors too."""
     pdf = _interactions(4)
-    params = {"factors": 6, "iterations": 1, "solver": "cholesky", "random_state": 1}
-    remote = fit_als(spark.createDataFrame(pdf), "user", "item", **params)
+    params = {"factors": 6, "iterations": 2, "solver": "cholesky", "random_state": 1}
+    remote = fit_als(spark.createDataFrame(pdf), "user", "item", num_partitions=3, barrier=False, **params)
     local = ALS.from_transactions(pdf, "user", "item", **params).fit()
     np.testing.assert_allclose(remote.item_factors, local.item_factors, atol=1e-4)
 
@@ -237,7 +264,8 @@ def test_dagster_engine_spark_tables_equal_local(spark, tmp_path):
     )
 
     keys = [["ingest", "raw_transactions"], ["ingest", "products"], ["baskets", "frequent_itemsets"],
-            ["personalization", "als_model"], ["personalization", "user_factors"]]  # fmt: skip
+            ["personalization", "als_model"], ["personalization", "user_factors"],
+            ["personalization", "similar_items"]]  # fmt: skip
     tables = {}
     for name in ("local", "spark"):
         tmp = tmp_path / name
@@ -252,16 +280,23 @@ def test_dagster_engine_spark_tables_equal_local(spark, tmp_path):
         }
         assert meta["frequent_itemsets"]["engine"].value == name
         assert meta["als_model"]["engine"].value == name
+        assert meta["similar_items"]["engine"].value == name
         with duckdb.connect(str(tmp / "warehouse.duckdb")) as con:
             tables[name] = (
                 con.sql("select list_sort(itemset), count from baskets.frequent_itemsets").fetchall(),
                 con.sql("select customer_id, vector from personalization.user_factors order by 1").fetchall(),
-            )
+                con.sql("select product_id, rank, similar_product_id, score from personalization.similar_items"
+                        " order by 1, 2").fetchall(),
+            )  # fmt: skip
     assert meta["frequent_itemsets"]["spark_partitions"].value >= 1
-    local_sets, local_factors = tables["local"]
-    spark_sets, spark_factors = tables["spark"]
+    local_sets, local_factors, local_similar = tables["local"]
+    spark_sets, spark_factors, spark_similar = tables["spark"]
     assert len(local_sets) > 10 and sorted(map(str, spark_sets)) == sorted(map(str, local_sets))
     assert [c for c, _ in spark_factors] == [c for c, _ in local_factors]
     np.testing.assert_allclose(
         np.array([v for _, v in spark_factors]), np.array([v for _, v in local_factors]), atol=5e-3
     )
+    # similar items from (nearly) the same factors: the same products, scores within the factor tolerance
+    assert len(spark_similar) == len(local_similar) > 0
+    assert [r[:2] for r in spark_similar] == [r[:2] for r in local_similar]
+    np.testing.assert_allclose([r[3] for r in spark_similar], [r[3] for r in local_similar], atol=1e-2)

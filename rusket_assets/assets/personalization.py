@@ -280,13 +280,12 @@ def model_evaluation(
     ins={"als_model": upstream(GROUP, "als_model")},
     deps=ALS_GATES,
 )  # fmt: skip
-def similar_items(config: SimilarItemsConfig, als_model) -> TableStream:
+def similar_items(config: SimilarItemsConfig, engine: Engine, als_model) -> TableStream:
     """For each product, the most similar products by cosine of ALS item factors (itself excluded)."""
-    from rusket_core.chunks import iter_batch_similar_items
-
     names = ["product_id", "similar_product_id", "score"]
-    chunks = iter_batch_similar_items(als_model, n=config.top_n)  # written chunk by chunk
-    return TableStream(with_rank(chunk.rename_columns(names), "product_id") for chunk in chunks)
+    chunks = engine.similar_items(als_model, config.top_n)  # written chunk by chunk
+    ranked = (with_rank(chunk.rename_columns(names), "product_id") for chunk in chunks)
+    return TableStream(ranked, metadata=engine.metadata)
 
 
 @asset(

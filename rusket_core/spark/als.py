@@ -25,7 +25,7 @@ from rusket_core.frames import list_column
 from rusket_core.spark.encoding import encode
 from rusket_core.spark.fpgrowth import _list_parts, _one_thread
 from rusket_core.spark.relay import Peer, Relay
-from rusket_core.spark.session import default_parallelism, shipped
+from rusket_core.spark.session import default_parallelism, is_classic, shipped
 
 EMPTY_ROWS = pa.table({
     "side": pa.array([], pa.int32()), "id": pa.array([], pa.int32()),
@@ -172,7 +172,7 @@ def fit_als(
     item_col: str,
     rating_col: str | None = None,
     num_partitions: int | None = None,
-    barrier: bool = True,
+    barrier: bool | None = None,
     **params: Any,
 ) -> ALS:
     """Train :class:`~rusket_core.ALS` on a Spark DataFrame of interactions; returns a fitted local model.
@@ -181,13 +181,15 @@ def fit_als(
     random_state, init_scale). The fitted model holds the labels and the training interactions (needed to
     exclude seen items), so every local method works on it. ``num_partitions`` (default and, with
     ``barrier``, at most: the session's task slots) splits the row solves; ``barrier`` picks one job
-    for the whole fit (default) or one per half-iteration (see the module docstring).
+    for the whole fit or one per half-iteration (see the module docstring); by default one job on a
+    classic session, one per half-iteration on Spark Connect.
     """
     from pyspark.sql import functions as F
 
     model = ALS(**params)
     enc = encode(df, user_col, item_col, rating_col)
     slots = default_parallelism(df.sparkSession)
+    barrier = is_classic(df.sparkSession) if barrier is None else barrier
     parts = min(num_partitions or slots, slots) if barrier else (num_partitions or slots)
     user_rows = interaction_rows(enc.pairs, "row", "item")
     item_rows = interaction_rows(enc.pairs, "item", "row")
