@@ -32,6 +32,20 @@ def make_dagster_home(parent: Path) -> Path:
     return home
 
 
+@pytest.fixture(scope="session")
+def spark():
+    """One local[2] Spark session for the whole run (start-up takes tens of seconds), with a Spark
+    Connect port free for the Connect test; skipped without pyspark."""
+    pytest.importorskip("pyspark")
+    from rusket_core.spark import spark_session
+
+    port = free_port()
+    session = spark_session(conf={"spark.connect.grpc.binding.port": port})
+    session.rusket_connect_port = port
+    yield session
+    session.stop()
+
+
 @pytest.fixture
 def dagster_home(tmp_path, monkeypatch) -> Path:
     """A fresh DAGSTER_HOME with the project's instance config, set in the environment for the test."""

@@ -1,4 +1,4 @@
-"""Spark engine (local[2], one session for the module): results equal the local engine's and brute force."""
+"""Spark engine (local[2], one session for the test run: tests/conftest.py): results equal the local engine's and brute force."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from rusket_core import ALS, FPGrowth
 from rusket_core.encoding import encode_baskets
 from rusket_core.mining import mine_csr
 from rusket_core.spark.fpgrowth import project_for_groups, rank_groups
-from tests.conftest import free_port
 from tests.library.conftest import brute_force, mined
 
 pyspark = pytest.importorskip("pyspark")
@@ -22,17 +21,7 @@ from rusket_core.spark import (  # noqa: E402
     batch_similar_items,
     fit_als,
     frequent_itemsets,
-    spark_session,
 )
-
-
-@pytest.fixture(scope="module")
-def spark():
-    port = free_port()
-    session = spark_session(conf={"spark.connect.grpc.binding.port": port})
-    session.rusket_connect_port = port
-    yield session
-    session.stop()
 
 
 def _baskets(seed: int, n: int, n_items: int, max_size: int) -> list[set[str]]:
@@ -239,52 +228,3 @@ def test_spark_connect_session_runs_batch_scoring(spark, als_pair):
         assert _rows(remote, "user_id", "item_id") == _rows(local.batch_recommend(n=4), "user_id", "item_id")
     finally:
         client.stop()
-
-
-def test_dagster_engine_spark_tables_equal_local(spark, tmp_path):
-    """frequent_itemsets and the ALS factors materialised with engine=spark equal the local engine's."""
-    import dagster as dg
-    import duckdb
-
-    from rusket_assets.definitions import build_definitions
-    from rusket_assets.engine import Engine
-    from rusket_assets.resources import TransactionSource
-    from tests.pipeline.conftest import RUN_CONFIG, SMALL, failure_messages, run
-
-    keys = [["ingest", "raw_transactions"], ["ingest", "products"], ["baskets", "frequent_itemsets"],
-            ["personalization", "als_model"], ["personalization", "user_factors"],
-            ["personalization", "similar_items"]]  # fmt: skip
-    tables = {}
-    for name in ("local", "spark"):
-        tmp = tmp_path / name
-        defs = build_definitions(
-            warehouse_path=str(tmp / "warehouse.duckdb"), lancedb_uri=str(tmp / "lancedb"),
-            models_path=str(tmp / "models"), source=TransactionSource(**SMALL), engine=Engine(engine=name),
-        )  # fmt: skip
-        result = run(defs, [dg.AssetKey(k) for k in keys], RUN_CONFIG)
-        assert result.success, failure_messages(result)
-        meta = {
-            e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()
-        }
-        assert meta["frequent_itemsets"]["engine"].value == name
-        assert meta["als_model"]["engine"].value == name
-        assert meta["similar_items"]["engine"].value == name
-        with duckdb.connect(str(tmp / "warehouse.duckdb")) as con:
-            tables[name] = (
-                con.sql("select list_sort(itemset), count from baskets.frequent_itemsets").fetchall(),
-                con.sql("select customer_id, vector from personalization.user_factors order by 1").fetchall(),
-                con.sql("select product_id, rank, similar_product_id, score from personalization.similar_items"
-                        " order by 1, 2").fetchall(),
-            )  # fmt: skip
-    assert meta["frequent_itemsets"]["spark_partitions"].value >= 1
-    local_sets, local_factors, local_similar = tables["local"]
-    spark_sets, spark_factors, spark_similar = tables["spark"]
-    assert len(local_sets) > 10 and sorted(map(str, spark_sets)) == sorted(map(str, local_sets))
-    assert [c for c, _ in spark_factors] == [c for c, _ in local_factors]
-    np.testing.assert_allclose(
-        np.array([v for _, v in spark_factors]), np.array([v for _, v in local_factors]), atol=5e-3
-    )
-    # similar items from (nearly) the same factors: the same products, scores within the factor tolerance
-    assert len(spark_similar) == len(local_similar) > 0
-    assert [r[:2] for r in spark_similar] == [r[:2] for r in local_similar]
-    np.testing.assert_allclose([r[3] for r in spark_similar], [r[3] for r in local_similar], atol=1e-2)
