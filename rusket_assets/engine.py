@@ -3,12 +3,10 @@ inside Spark tasks, on ``master`` or a Spark Connect ``remote`` such as ``sc://h
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.compute as pc
 
 ENGINES = ("local", "spark")
 
@@ -21,6 +19,7 @@ class Engine(dg.ConfigurableResource):
     remote: str | None = None
     conf: dict[str, str] = {}
     partitions: int | None = None
+    lakehouse_path: str | None = None  # parquet root for Spark-written tables (default: beside the warehouse file)
 
     @property
     def is_spark(self) -> bool:
@@ -66,18 +65,18 @@ class Engine(dg.ConfigurableResource):
         cols = [user_col, item_col, *([rating_col] if rating_col else [])]
         return fit_als(self.frame(table.select(cols)), user_col, item_col, rating_col, self.n_partitions(), **params)
 
-    def similar_items(self, model: Any, n: int) -> Iterator[pa.Table]:
-        """``model``'s most similar items as chunks of [item_id, similar_item_id, score], grouped by item
-        (label order), best first: the same rows on either engine."""
-        if not self.is_spark:
-            from rusket_core.chunks import iter_batch_similar_items
-
-            yield from iter_batch_similar_items(model, n=n)
-            return
+    def similar_items(self, model: Any, n: int) -> Any:
+        """Spark DataFrame [item_id, similar_item_id, score, rank] of ``model``'s most similar items (the
+        local top-k per partition: the local engine's rows)."""
         from rusket_core.spark import batch_similar_items
 
-        table = batch_similar_items(model, n, spark=self.session(), num_partitions=self.n_partitions()).toArrow()
-        yield table.take(pc.sort_indices(table, [("item_id", "ascending")]))  # stable: keeps each item's order
+        return batch_similar_items(model, n, spark=self.session(), num_partitions=self.n_partitions(), rank=True)
+
+    def spark_table(self, frame: Any) -> Any:
+        """An asset output written by Spark as parquet under ``lakehouse_path``, a DuckDB view over it."""
+        from rusket_assets.lakehouse import SparkTable
+
+        return SparkTable(frame, self.lakehouse_path, self.metadata)
 
     def metadata(self) -> dict[str, Any]:
         """What an asset reports about where it ran."""

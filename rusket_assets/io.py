@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from rusket_assets.columns import column_description
 from rusket_assets.interactions import WarehouseTable
+from rusket_assets.lakehouse import SparkTable, drop_relation, write_parquet_view
 from rusket_assets.resources import ModelStore, Warehouse, quote
 from rusket_assets.streaming import is_stream, replace_table_stream
 
@@ -36,7 +37,6 @@ def replace_table(con: Any, schema: str, table: str, data: pa.Table) -> None:
     """
     if not isinstance(data, pa.Table):
         raise TypeError(f"expected a pyarrow Table for {schema}.{table}, got {type(data).__name__}")
-    target = f"{quote(schema)}.{quote(table)}"
     staging = f"{quote(schema)}.{quote(table + STAGING_SUFFIX)}"
     view = f"__rusket_new_{uuid.uuid4().hex}"
     con.execute(f"create schema if not exists {quote(schema)}")
@@ -44,7 +44,7 @@ def replace_table(con: Any, schema: str, table: str, data: pa.Table) -> None:
     con.begin()
     try:
         con.execute(f"create or replace table {staging} as select * from {quote(view)}")
-        con.execute(f"drop table if exists {target}")
+        drop_relation(con, schema, table)  # a table, or the parquet view a Spark run left
         con.execute(f"alter table {staging} rename to {quote(table)}")
         con.commit()
     except BaseException:
@@ -113,7 +113,8 @@ def _as_arrow(obj: Any) -> pa.Table:
 
 
 class DuckDBTableIOManager(dg.ConfigurableIOManager):
-    """Stores pandas/polars/pyarrow outputs as typed DuckDB tables ``<group>.<asset>``, replaced atomically.
+    """Stores pandas/polars/pyarrow outputs as typed DuckDB tables ``<group>.<asset>``, replaced atomically;
+    a :class:`~rusket_assets.lakehouse.SparkTable` becomes parquet files and a view over them.
 
     Inputs load as the annotated type (polars or pandas DataFrame), else as a pyarrow Table.
     """
@@ -124,6 +125,13 @@ class DuckDBTableIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         schema, table = table_location(context.asset_key)
+        if isinstance(obj, SparkTable):  # written by Spark as parquet, published as a view (rusket_assets.lakehouse)
+            path = write_parquet_view(self.warehouse, schema, table, obj)
+            with self.warehouse.connect() as con:
+                context.add_output_metadata(describe_table(con, schema, table) | {"parquet": dg.MetadataValue.path(str(path))})
+            if obj.metadata is not None:
+                context.add_output_metadata(obj.metadata())
+            return
         if is_stream(obj):  # chunks appended as they are produced (rusket_assets.streaming)
             with self.warehouse.connect() as con:
                 replace_table_stream(con, schema, table, obj)

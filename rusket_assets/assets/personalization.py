@@ -1,6 +1,7 @@
 """Personalization group: ALS and BPR models, their factors, holdout evaluation and similar items."""
 
 import time
+from typing import Any
 
 import dagster as dg
 import pyarrow as pa
@@ -280,10 +281,17 @@ def model_evaluation(
     ins={"als_model": upstream(GROUP, "als_model")},
     deps=ALS_GATES,
 )  # fmt: skip
-def similar_items(config: SimilarItemsConfig, engine: Engine, als_model) -> TableStream:
-    """For each product, the most similar products by cosine of ALS item factors (itself excluded)."""
+def similar_items(config: SimilarItemsConfig, engine: Engine, als_model) -> Any:  # TableStream | SparkTable
+    """For each product, the most similar products by cosine of ALS item factors (itself excluded).
+
+    With engine=spark the rows are computed and written by the executors (parquet files under the
+    engine's lakehouse path, published as a DuckDB view: rusket_assets.lakehouse)."""
+    from rusket_core.chunks import iter_batch_similar_items
+
     names = ["product_id", "similar_product_id", "score"]
-    chunks = engine.similar_items(als_model, config.top_n)  # written chunk by chunk
+    if engine.is_spark:
+        return engine.spark_table(engine.similar_items(als_model, config.top_n).toDF(*names, "rank"))
+    chunks = iter_batch_similar_items(als_model, n=config.top_n)  # written chunk by chunk
     ranked = (with_rank(chunk.rename_columns(names), "product_id") for chunk in chunks)
     return TableStream(ranked, metadata=engine.metadata)
 

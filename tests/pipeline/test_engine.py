@@ -36,6 +36,9 @@ def test_dagster_engine_spark_tables_equal_local(spark, tmp_path):
         assert meta["frequent_itemsets"]["engine"].value == name
         assert meta["als_model"]["engine"].value == name
         assert meta["similar_items"]["engine"].value == name
+        with duckdb.connect(str(tmp / "warehouse.duckdb")) as con:  # Spark's rows: parquet files and a view
+            kind = con.execute("select table_type from information_schema.tables where table_name = 'similar_items'")
+            assert kind.fetchall() == [("VIEW" if name == "spark" else "BASE TABLE",)]
         with duckdb.connect(str(tmp / "warehouse.duckdb")) as con:
             tables[name] = (
                 con.sql("select list_sort(itemset), count from baskets.frequent_itemsets").fetchall(),
@@ -55,3 +58,35 @@ def test_dagster_engine_spark_tables_equal_local(spark, tmp_path):
     assert len(spark_similar) == len(local_similar) > 0
     assert [r[:2] for r in spark_similar] == [r[:2] for r in local_similar]
     np.testing.assert_allclose([r[3] for r in spark_similar], [r[3] for r in local_similar], atol=1e-2)
+
+
+def test_spark_table_becomes_a_parquet_view_swapped_atomically(spark, tmp_path):
+    """A Spark output is parquet under the lakehouse plus a DuckDB view; a failed write keeps the old
+    view; two versions stay on disk; a local write replaces the view with a table again."""
+    import pyarrow as pa
+
+    from rusket_assets.lakehouse import SparkTable, default_root, relation_type, write_parquet_view
+    from rusket_assets.resources import Warehouse
+
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"))
+    warehouse.replace_table("recs", "t", pa.table({"a": [1, 2]}))
+    home = default_root(warehouse.path) / "recs" / "t"
+
+    def kind() -> str:
+        with warehouse.connect() as con:
+            return relation_type(con, "recs", "t")
+
+    def rows() -> list:
+        return sorted(warehouse.query("select a from recs.t").column("a").to_pylist())
+
+    first = write_parquet_view(warehouse, "recs", "t", SparkTable(spark.range(3).toDF("a")))
+    assert kind() == "VIEW" and rows() == [0, 1, 2] and first.parent == home
+    broken = spark.range(2).selectExpr("raise_error('boom') as a")
+    with pytest.raises(Exception, match="boom"):
+        write_parquet_view(warehouse, "recs", "t", SparkTable(broken))
+    assert rows() == [0, 1, 2] and [p.name for p in home.iterdir()] == [first.name]
+    second = write_parquet_view(warehouse, "recs", "t", SparkTable(spark.range(5, 7).toDF("a")))
+    third = write_parquet_view(warehouse, "recs", "t", SparkTable(spark.range(8, 9).toDF("a")))
+    assert rows() == [8] and sorted(p.name for p in home.iterdir()) == sorted([second.name, third.name])
+    warehouse.replace_table("recs", "t", pa.table({"a": [4]}))
+    assert kind() == "BASE TABLE" and rows() == [4]
