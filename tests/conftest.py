@@ -34,14 +34,11 @@ def make_dagster_home(parent: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def spark():
-    """One local[2] Spark session for the whole run (start-up takes tens of seconds), with a Spark
-    Connect port free for the Connect test; skipped without pyspark."""
+    """One local[2] Spark session for the whole run (start-up takes tens of seconds); skipped without pyspark."""
     pytest.importorskip("pyspark")
     from rusket_core.spark import spark_session
 
-    port = free_port()
-    session = spark_session(conf={"spark.connect.grpc.binding.port": port})
-    session.rusket_connect_port = port
+    session = spark_session()
     yield session
     session.stop()
 

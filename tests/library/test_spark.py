@@ -212,19 +212,3 @@ def test_factor_exports_as_spark_frames(spark, als_pair):
     np.testing.assert_allclose(first["vector"], local.user_factors[0], rtol=1e-6)
     recs = local.batch_recommend(n=2, format="spark")
     assert recs.count() == 2 * len(local.users)
-
-
-def test_spark_connect_session_runs_batch_scoring(spark, als_pair):
-    """A Spark Connect client (gRPC, the path a remote ``sc://`` cluster uses) against a server in this JVM."""
-    from pyspark.sql.connect.session import SparkSession as ConnectSession
-
-    jvm = spark._jvm
-    jvm.org.apache.spark.sql.connect.service.SparkConnectService.start(spark._jsc.sc())
-    client = ConnectSession.builder.remote(f"sc://localhost:{spark.rusket_connect_port}").getOrCreate()
-    try:
-        local, _ = als_pair
-        remote = batch_recommend(local, n=4, spark=client).toPandas()
-        assert len(remote) == 4 * len(local.users)
-        assert _rows(remote, "user_id", "item_id") == _rows(local.batch_recommend(n=4), "user_id", "item_id")
-    finally:
-        client.stop()
