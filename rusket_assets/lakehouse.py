@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rusket_assets.resources import quote
+from rusket_assets.tables import drop_relation, quote
 
 
 @dataclass
@@ -34,21 +34,6 @@ def default_root(warehouse_path: str) -> Path:
     """The lakehouse directory beside a DuckDB file: ``warehouse.duckdb`` -> ``warehouse.lakehouse/``."""
     path = Path(warehouse_path).resolve()
     return path.with_name(path.stem + ".lakehouse")
-
-
-def relation_type(con: Any, schema: str, table: str) -> str | None:
-    """``'BASE TABLE'``, ``'VIEW'`` or None for ``schema.table`` in the open warehouse."""
-    rows = con.execute(
-        "select table_type from information_schema.tables where table_schema = ? and table_name = ?", [schema, table]
-    ).fetchall()
-    return rows[0][0] if rows else None
-
-
-def drop_relation(con: Any, schema: str, table: str) -> None:
-    """Drop ``schema.table`` whether it is a table or a view (a Spark run leaves a view, a local one a table)."""
-    kind = relation_type(con, schema, table)
-    if kind is not None:
-        con.execute(f"drop {'view' if kind == 'VIEW' else 'table'} {quote(schema)}.{quote(table)}")
 
 
 def _current_files(con: Any, schema: str, table: str) -> str | None:

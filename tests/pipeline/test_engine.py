@@ -26,7 +26,7 @@ def test_dagster_engine_spark_tables_equal_local(spark, tmp_path):
         tmp = tmp_path / name
         defs = build_definitions(
             warehouse_path=str(tmp / "warehouse.duckdb"), lancedb_uri=str(tmp / "lancedb"),
-            models_path=str(tmp / "models"), source=TransactionSource(**SMALL), engine=Engine(engine=name),
+            models_path=str(tmp / "models"), source=TransactionSource(store=SMALL), engine=Engine(engine=name),
         )  # fmt: skip
         result = run(defs, [dg.AssetKey(k) for k in keys], RUN_CONFIG)
         assert result.success, failure_messages(result)
@@ -65,8 +65,9 @@ def test_spark_table_becomes_a_parquet_view_swapped_atomically(spark, tmp_path):
     view; two versions stay on disk; a local write replaces the view with a table again."""
     import pyarrow as pa
 
-    from rusket_assets.lakehouse import SparkTable, default_root, relation_type, write_parquet_view
+    from rusket_assets.lakehouse import SparkTable, default_root, write_parquet_view
     from rusket_assets.resources import Warehouse
+    from rusket_assets.tables import relation_type
 
     warehouse = Warehouse(path=str(tmp_path / "w.duckdb"))
     warehouse.replace_table("recs", "t", pa.table({"a": [1, 2]}))
