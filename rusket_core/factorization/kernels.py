@@ -227,8 +227,9 @@ def _draw_pair(s, indices, start, stop, owner, u, n_items):
 
 
 @njit(inline="always")
-def _bpr_user(s, u, steps, indptr, indices, owner, xu, Y, n_items, lr32, shrink, rational):
-    """``steps`` SGD steps for user u (factors ``xu``) against item factors ``Y``.
+def _bpr_user(s, u, steps, indptr, indices, owner, hits, xu, Y, n_items, lr32, shrink, rational):
+    """``steps`` SGD steps for user u (factors ``xu``) against item factors ``Y``, counting each item
+    row's updates in ``hits``.
 
     Returns (generator state, steps already ranked right, summed pair loss -ln sigma(z)).
     """
@@ -251,6 +252,8 @@ def _bpr_user(s, u, steps, indptr, indices, owner, xu, Y, n_items, lr32, shrink,
             prefetch_row(Y, j_next)
         yi = Y[i]
         yj = Y[j]
+        hits[i] += 1
+        hits[j] += 1
         z = np.float32(0.0)
         for a in range(k):
             z += xu[a] * (yi[a] - yj[a])
@@ -272,7 +275,7 @@ def _bpr_user(s, u, steps, indptr, indices, owner, xu, Y, n_items, lr32, shrink,
 
 
 @njit(inline="always")
-def _bpr_block(c, n_chunks, s, indptr, indices, users, X, Y, owner, n_samples, lr, reg, rational, r, n_rounds):
+def _bpr_block(c, n_chunks, s, indptr, indices, users, X, Y, owner, hits, n_samples, lr, reg, rational, r, n_rounds):
     """Round ``r`` of ``n_rounds`` of one epoch of user block ``c`` of ``n_chunks``: the round's
     contiguous share of the block's users each take in turn their share (equal up to one) of the
     block's quota of steps. Returns (state, steps, ranked right, summed loss)."""
@@ -291,7 +294,7 @@ def _bpr_block(c, n_chunks, s, indptr, indices, users, X, Y, owner, n_samples, l
         if steps == 0:
             continue
         u = users[u0 + t]
-        s, g, l_u = _bpr_user(s, u, steps, indptr, indices, owner, X[u], Y, Y.shape[0], lr32, shrink, rational)
+        s, g, l_u = _bpr_user(s, u, steps, indptr, indices, owner, hits, X[u], Y, Y.shape[0], lr32, shrink, rational)
         good += g
         loss += l_u
         count += steps
@@ -320,10 +323,11 @@ def bpr_epochs(indptr, indices, users, X, Y, lr, reg, n_samples, n_epochs, seeds
     losses = np.zeros((n_epochs, n_chunks), np.float64)
     for c in prange(n_chunks):
         owner = np.full(Y.shape[0], -1, np.int32)  # user rows fit int32 (``users`` is int32)
+        hits = np.zeros(Y.shape[0], np.int64)  # unused here
         s = seeds[c]
         for epoch in range(n_epochs):
             rate = lr * (1.0 - decay * epoch / n_epochs)
-            s, count, good, loss = _bpr_block(c, n_chunks, s, indptr, indices, users, X, Y, owner,
+            s, count, good, loss = _bpr_block(c, n_chunks, s, indptr, indices, users, X, Y, owner, hits,
                                               n_samples, rate, reg, rational, 0, 1)  # fmt: skip
             done[epoch, c] = count
             correct[epoch, c] = good
@@ -339,8 +343,11 @@ def bpr_epoch_blocks(indptr, indices, users, X, Y, Yb, lr, reg, n_samples, state
     in place); user rows are disjoint between blocks. The epoch runs in ``n_rounds`` rounds, each
     taking the next contiguous share of every block's users: a block works on its own copy
     ``Yb[b]`` of the item factors taken at the start of the round, and at the end of the round every
-    item row becomes its start value plus the blocks' changes, summed in block order (frequent
-    merges keep the copies from going stale, which costs ranking quality when blocks are long).
+    item row becomes its start value plus the blocks' changes, summed in block order and scaled by
+    (1 - d^N) / sum_b (1 - d^n_b) (n_b the row's updates in block b, N their sum, d = 1 - lr reg) so
+    the merged row decays as one block taking all N updates would (frequent merges keep the copies
+    from going stale, which costs ranking quality when blocks are long). A plain sum of many updates
+    per block turned the decay 1 - sum_b (1 - d^n_b) below -1 and diverged (benchmarks/RESULTS.md).
     Steps as in ``bpr_epochs``. Returns (steps done, steps already ranked right, summed pair loss)
     per block.
     """
@@ -350,23 +357,35 @@ def bpr_epoch_blocks(indptr, indices, users, X, Y, Yb, lr, reg, n_samples, state
     correct = np.zeros(n_blocks, np.int64)
     losses = np.zeros(n_blocks, np.float64)
     owners = np.full((n_blocks, n_items), -1, np.int32)  # user ids differ between rounds: no reset needed
+    hits = np.zeros((n_blocks, n_items), np.int64)  # updates of each item row by each block in the round
+    log_shrink = np.log1p(-lr * reg)
     for b in prange(n_blocks):
         Yb[b] = Y
     for r in range(n_rounds):
         for b in prange(n_blocks):
             s, count, good, loss = _bpr_block(b, n_blocks, states[b], indptr, indices, users, X, Yb[b], owners[b],
-                                              n_samples, lr, reg, rational, r, n_rounds)  # fmt: skip
+                                              hits[b], n_samples, lr, reg, rational, r, n_rounds)  # fmt: skip
             states[b] = s
             done[b] += count
             correct[b] += good
             losses[b] += loss
         refresh = r + 1 < n_rounds
         for i in prange(n_items):  # row by row: merge, then hand the merged row to every copy for the next round
+            n_all = 0
+            decayed = 0.0  # sum over blocks of 1 - shrink ** n_b
+            for b in range(n_blocks):
+                n_all += hits[b, i]
+                decayed -= np.expm1(hits[b, i] * log_shrink)
+                hits[b, i] = 0
+            weight = np.float32(1.0)
+            if decayed > 0.0:
+                weight = np.float32(-np.expm1(n_all * log_shrink) / decayed)
             for a in range(k):
                 start = Y[i, a]
-                total = start
+                total = np.float32(0.0)
                 for b in range(n_blocks):
                     total += Yb[b, i, a] - start
+                total = start + weight * total
                 Y[i, a] = total
                 if refresh:
                     for b in range(n_blocks):
