@@ -54,8 +54,9 @@ class BPR(FoldIn, FactorModel):
     for the same ``random_state`` whatever the thread count or timing: users are split into
     ``BLOCKS`` fixed blocks with their own sample streams, each epoch runs in rounds of a fixed number of
     steps per block (``ROUND_STEPS``, ``ROUND_PER_ITEM``), each block on a private copy of the item
-    factors, and after every round the blocks' item changes are summed in block order (memory:
-    ``BLOCKS`` copies of the item factors). After ``fit``, ``samples_`` holds the steps taken per
+    factors, and after every round the blocks' item changes are summed in block order, each row's sum
+    scaled so its weight decay matches one block taking all its updates (``bpr_epoch_blocks``;
+    memory: ``BLOCKS`` copies of the item factors). After ``fit``, ``samples_`` holds the steps taken per
     epoch, ``ranking_accuracy_`` the share of samples already ranked right and ``loss_`` the mean
     pair loss -ln sigma(z) of the epoch's samples.
     ``partial_fit_users`` / ``partial_fit_items`` run seeded SGD epochs over the given users' (items')
