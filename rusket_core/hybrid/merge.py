@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from numba import njit
 
 from rusket_core.encoding import Encoded
 from rusket_core.hybrid.carts import EncodedCarts
@@ -86,10 +87,26 @@ def merge_with_rules(
 
 
 def in_rows(indptr: np.ndarray, indices: np.ndarray, n_cols: int, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Whether each (row, item) pair is stored in the CSR matrix with ``n_cols`` columns (reads only ``rows``)."""
-    from rusket_core.factorization.topk import csr_rows
+    """Whether each (row, item) pair is stored in the CSR matrix with ``n_cols`` columns (sorted
+    indices within a row, as ``Encoded`` keeps them; reads only ``rows``)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    if len(items) and (items.min() < 0 or items.max() >= n_cols):
+        raise ValueError(f"item indices must be in [0, {n_cols})")
+    return _in_rows_kernel(np.asarray(indptr, dtype=np.int64), np.asarray(indices), rows, items)
 
-    unique, position = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
-    ptr, cols = csr_rows(indptr, indices, unique)
-    stored = np.repeat(np.arange(len(unique), dtype=np.int64), np.diff(ptr)) * n_cols + cols
-    return np.isin(position.astype(np.int64) * n_cols + items, stored)
+
+@njit(cache=True)
+def _in_rows_kernel(indptr, indices, rows, items):
+    """Binary search of each item in its row's sorted indices."""
+    out = np.zeros(len(rows), dtype=np.bool_)
+    for p in range(len(rows)):
+        lo, hi = indptr[rows[p]], indptr[rows[p] + 1]
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if indices[mid] < items[p]:
+                lo = mid + 1
+            else:
+                hi = mid
+        out[p] = lo < indptr[rows[p] + 1] and indices[lo] == items[p]
+    return out
