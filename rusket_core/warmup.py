@@ -2,7 +2,7 @@
 
 Each family calls its public entry points once on a tiny input whose arrays have the types a real
 call passes to the kernels, so numba compiles, and with ``cache=True`` stores, the very signatures
-the real call needs (``tests/test_warmup.py`` checks this against the whole asset graph). Families
+the real call needs (``tests/pipeline/test_warmup.py`` checks this against the whole asset graph). Families
 warmed in another process overlap their compile time with that process's work:
 ``python -m rusket_assets.main`` warms the model, rules, recommendation and analytics kernels in a
 background process while it ingests and mines (the encoding and mining kernels it needs first it

@@ -267,23 +267,9 @@ def _carts_reference(model, rules, cart, n):
     return out[:n]
 
 
-def _random_model(rng, users, n_items, density) -> ALS:
-    """Random 3-factor model over ``users``; item labels are the even numbers (odd ones are free for
-    items known only to rules)."""
-    dense = rng.random((len(users), n_items)) < density
-    return _model(
-        rng.normal(size=(len(users), 3)),
-        rng.normal(size=(n_items, 3)),
-        users,
-        np.arange(0, 2 * n_items, 2),
-        np.r_[0, np.cumsum(dense.sum(axis=1))],
-        np.nonzero(dense)[1],
-    )
-
-
-def test_carts_match_brute_force_reference():
+def test_carts_match_brute_force_reference(random_model):
     rng = np.random.default_rng(11)
-    model = _random_model(rng, np.arange(30), 20, density=0.25)
+    model = random_model(rng, np.arange(30), 20, density=0.25)
     universe = np.r_[model.items.values, np.arange(1, 10, 2)]
     ants = [sorted(rng.choice(universe, rng.integers(1, 3), replace=False).tolist()) for _ in range(60)]
     cons = [rng.choice(universe, rng.integers(1, 3), replace=False).tolist() for _ in range(60)]
@@ -358,9 +344,9 @@ def _blended_reference(model, rules, cart, user_row, n, w):
     return sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
 
 
-def test_users_with_carts_match_brute_force_reference():
+def test_users_with_carts_match_brute_force_reference(random_model):
     rng = np.random.default_rng(5)
-    model = _random_model(rng, np.arange(100, 125), 18, density=0.3)
+    model = random_model(rng, np.arange(100, 125), 18, density=0.3)
     universe = np.r_[model.items.values, np.arange(1, 9, 2)]
     rules = pd.DataFrame(
         {

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from rusket_core.warmup import FAMILIES, warm_up
+from tests.conftest import ROOT
 
 CHILD = r"""
 import json, sys, tempfile
@@ -33,7 +33,7 @@ def signatures():
 warm_up()
 before = signatures()
 sys.path.insert(0, sys.argv[1])
-from test_pipeline import build, run
+from tests.pipeline.conftest import build, run
 with tempfile.TemporaryDirectory() as tmp:
     result = run(build(Path(tmp)))
 print(json.dumps({"before": before, "after": signatures(), "success": result.success}))
@@ -42,7 +42,7 @@ print(json.dumps({"before": before, "after": signatures(), "success": result.suc
 
 def test_the_graph_needs_no_signature_the_warm_up_did_not_compile():
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(Path(__file__).parent)], capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", CHILD, str(ROOT)], capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +12,8 @@ from rusket_core import ALS, FPGrowth
 from rusket_core.encoding import encode_baskets
 from rusket_core.mining import mine_csr
 from rusket_core.spark.fpgrowth import project_for_groups, rank_groups
-from tests.test_mining import brute_force, mined
+from tests.conftest import free_port
+from tests.library.conftest import brute_force, mined
 
 pyspark = pytest.importorskip("pyspark")
 
@@ -27,15 +26,9 @@ from rusket_core.spark import (  # noqa: E402
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def spark():
-    port = _free_port()
+    port = free_port()
     session = spark_session(conf={"spark.connect.grpc.binding.port": port})
     session.rusket_connect_port = port
     yield session
@@ -226,15 +219,10 @@ def test_dagster_engine_spark_tables_equal_local(spark, tmp_path):
     import dagster as dg
     import duckdb
 
+    from rusket_assets.definitions import build_definitions
     from rusket_assets.engine import Engine
-    from tests.test_pipeline import (
-        RUN_CONFIG,
-        SMALL,
-        TransactionSource,
-        build_definitions,
-        failure_messages,
-        run,
-    )
+    from rusket_assets.resources import TransactionSource
+    from tests.pipeline.conftest import RUN_CONFIG, SMALL, failure_messages, run
 
     keys = [["ingest", "raw_transactions"], ["ingest", "products"], ["baskets", "frequent_itemsets"],
             ["personalization", "als_model"], ["personalization", "user_factors"]]  # fmt: skip

@@ -11,16 +11,10 @@ from rusket_assets.definitions import build_definitions
 from rusket_assets.incremental import REFRESH_TAG
 from rusket_assets.resources import TransactionSource, Warehouse
 from rusket_assets.source import read_transactions
+from tests.pipeline.conftest import RUN_CONFIG
+from tests.pipeline.conftest import SMALL as STORE
 
-STORE = {"n_customers": 400, "n_products": 120, "n_categories": 10, "n_days": 30, "n_lines": 5_000, "seed": 3}
 LAST_DAY = "2025-10-30"
-RUN_CONFIG: dict = {
-    "ops": {
-        "personalization__als_model": {"config": {"factors": 8, "iterations": 6, "alpha": 10.0, "regularization": 0.1}},
-        "personalization__bpr_model": {"config": {"factors": 16, "iterations": 30}},
-        "baskets__frequent_itemsets": {"config": {"min_support": 0.004}},
-    }
-}
 RECOMMENDATIONS = {
     dg.AssetKey(["ingest", "raw_transactions"]),
     dg.AssetKey(["ingest", "products"]),

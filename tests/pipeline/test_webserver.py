@@ -1,32 +1,21 @@
 """The Dagster UI serves the workspace: every asset of the Definitions is listed over GraphQL."""
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import requests
 
 from rusket_assets.definitions import defs
+from tests.conftest import ROOT, free_port, make_dagster_home
 
-ROOT = Path(__file__).resolve().parents[1]
 QUERY = "{ assetNodes { assetKey { path } groupName } }"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_webserver_lists_every_asset(tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    home = make_dagster_home(tmp_path)
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "RUSKET_DATA_DIR": str(tmp_path / "data")}
     server = subprocess.Popen(

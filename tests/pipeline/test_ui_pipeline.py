@@ -5,7 +5,8 @@ from pathlib import Path
 import dagster as dg
 import lancedb
 import pytest
-from test_pipeline import RUN_CONFIG, build, failure_messages, run, sql
+
+from tests.pipeline.conftest import RUN_CONFIG, build, failure_messages, run, sql
 
 P = "personalization"
 # Everything built from the ALS model that a consumer reads (DuckDB tables and LanceDB vectors).

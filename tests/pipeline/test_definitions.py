@@ -2,10 +2,8 @@
 
 import datetime as dt
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import dagster as dg
 import yaml
@@ -14,8 +12,8 @@ from rusket_assets.assets.common import POOL
 from rusket_assets.definitions import defs
 from rusket_assets.incremental import REFRESH_TAG
 from rusket_assets.schedules import refresh_schedule, weekly_schedule
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {"ingest", "baskets", "personalization", "analytics", "vectors"}
 
 
@@ -37,11 +35,8 @@ def test_workspace_points_at_the_definitions():
     assert (target["module_name"], target["attribute"]) == ("rusket_assets.definitions", "defs")
 
 
-def test_instance_config_keeps_state_in_project_and_limits_duckdb_writers(tmp_path, monkeypatch):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
+def test_instance_config_keeps_state_in_project_and_limits_duckdb_writers(dagster_home):
+    home = dagster_home
     with dg.DagsterInstance.get() as instance:
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
         # the run queue, not the steps, waits for the pool: the UI shows a second run queued
@@ -70,14 +65,10 @@ def test_daily_schedule_requests_a_run_of_the_whole_graph():
     assert set(full.asset_layer.executable_asset_keys) == set(defs.resolve_all_asset_keys())
 
 
-def test_main_releases_pool_slots_of_a_killed_run(tmp_path, monkeypatch):
+def test_main_releases_pool_slots_of_a_killed_run(dagster_home):
     from rusket_assets.runs import PID_TAG
     from rusket_assets.runs import release_dead_runs as release_stale_runs
 
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pids = {"killed": int(finished.stdout), "alive": os.getpid()}
     with dg.DagsterInstance.get() as instance:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -16,25 +13,8 @@ from scipy import sparse
 
 from rusket_core.encoding import encode_baskets
 from rusket_core.mining import FPGrowth, min_count_for, mine_csr
-
-RETAIL = Path(__file__).parent / "data" / "online_retail_II_sample.parquet"
-
-
-def brute_force(baskets: list[set], min_count: int, max_len: int | None) -> dict[frozenset, int]:
-    """Every itemset over the items seen, counted by scanning all baskets."""
-    universe = sorted(set().union(*baskets)) if baskets else []
-    out: dict[frozenset, int] = {}
-    for k in range(1, (max_len or len(universe)) + 1):
-        for combo in itertools.combinations(universe, k):
-            c = sum(1 for b in baskets if b.issuperset(combo))
-            if c >= min_count:
-                out[frozenset(combo)] = c
-    return out
-
-
-def mined(frame: pd.DataFrame) -> dict[frozenset, int]:
-    return {frozenset(s): int(c) for s, c in zip(frame["itemsets"], frame["count"], strict=True)}
-
+from tests.conftest import RETAIL
+from tests.library.conftest import brute_force, mined
 
 baskets_strategy = st.lists(
     st.sets(st.integers(0, 7), max_size=8), min_size=1, max_size=30

@@ -1,7 +1,6 @@
 """Runs in separate processes: a killed run never blocks the next one, and runs on one warehouse never mix."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +16,8 @@ from rusket_assets import runs
 from rusket_assets.resources import Warehouse
 from rusket_assets.sample_data import generate_store
 from rusket_assets.schedules import release_dead_runs
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 # The real ingest assets plus `hold`, which keeps its run (and the warehouse) busy until the test
 # creates the file "go", then records how many customers the warehouse's raw_transactions has.
 JOB = '''
@@ -59,14 +58,11 @@ CUSTOMERS = {"a": 30, "b": 50}
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    (tmp_path / "home").mkdir()
-    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", tmp_path / "home" / "dagster.yaml")
+def home(tmp_path, dagster_home):
     (tmp_path / "job.py").write_text(JOB)
     for name, n in CUSTOMERS.items():
         store = generate_store(n_customers=n, n_products=40, n_categories=8, n_days=5, n_lines=300, seed=n)
         pq.write_table(store, tmp_path / f"{name}.parquet")
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     return tmp_path
 
 

@@ -1,4 +1,4 @@
-"""Hybrid recommendations in chunks of customers equal the unchunked call; last baskets found in SQL."""
+"""Hybrid recommendations in chunks of customers equal the unchunked call."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from rusket_assets.assets.personalization import last_baskets
 from rusket_core.chunks import iter_recommend_for_users
 from rusket_core.hybrid import Recommender
-from tests.test_hybrid import _random_model
 
 
 def _rules(rng, universe, n):
@@ -37,9 +35,9 @@ def _assert_same(got: pa.Table, want: pa.Table) -> None:
 
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 7, 25, 1000])
-def test_chunks_equal_the_unchunked_hybrid(chunk_size):
+def test_chunks_equal_the_unchunked_hybrid(chunk_size, random_model):
     rng = np.random.default_rng(3)
-    model = _random_model(rng, np.arange(100, 125), 18, density=0.3)
+    model = random_model(rng, np.arange(100, 125), 18, density=0.3)
     universe = np.r_[model.items.values, np.arange(1, 9, 2)]
     # carts for most users (some empty); users 100-104 and 120 have none
     carts = {int(u): sorted(rng.choice(universe, rng.integers(0, 4), replace=False).tolist()) for u in range(105, 125)}
@@ -52,43 +50,12 @@ def test_chunks_equal_the_unchunked_hybrid(chunk_size):
     assert {"model", "model+rules"} <= set(whole["source"].to_pylist())
 
 
-def test_chunks_with_no_carts_at_all_equal_the_unchunked_hybrid():
+def test_chunks_with_no_carts_at_all_equal_the_unchunked_hybrid(random_model):
     rng = np.random.default_rng(8)
-    model = _random_model(rng, np.arange(10), 12, density=0.3)
+    model = random_model(rng, np.arange(10), 12, density=0.3)
     empty = pl.DataFrame({"customer": pl.Series([], dtype=pl.Int64), "sku": pl.Series([], dtype=pl.Int64)})
     rec = Recommender(model, rules_df=_rules(rng, model.items.values, 20), carts=empty,
                       cart_col="customer", cart_item_col="sku")  # fmt: skip
     whole = rec.recommend_for_users(n=4, format="arrow")
     assert set(whole["source"].to_pylist()) == {"model"} and whole.num_rows == 10 * 4
     _assert_same(pa.concat_tables(list(iter_recommend_for_users(rec, n=4, chunk_size=3))), whole)
-
-
-def _last_baskets_reference(lines: pa.Table) -> set:
-    """The polars definition: sort by customer, ordered_at, basket_id (nulls first), take the last basket."""
-    frame = pl.from_arrow(lines)
-    last = (
-        frame.sort(["customer_id", "ordered_at", "basket_id"], nulls_last=False)
-        .group_by("customer_id")
-        .agg(pl.col("basket_id").last())
-    )
-    return set(frame.join(last, on=["customer_id", "basket_id"]).select("customer_id", "product_id").rows())
-
-
-def test_last_baskets_in_sql_match_the_sorted_definition():
-    rng = np.random.default_rng(4)
-    n = 400
-    days = np.datetime64("2026-01-01", "us") + rng.integers(0, 6, n).astype("timedelta64[D]")
-    times = pa.array(days, mask=rng.random(n) < 0.1)  # nulls count as the oldest
-    lines = pa.table(
-        {
-            "basket_id": pa.array([f"b{int(b)}" for b in rng.integers(0, 15, n)]),  # ties on time -> basket order
-            "customer_id": pa.array(rng.integers(0, 12, n)),
-            "product_id": pa.array([f"p{int(p)}" for p in rng.integers(0, 9, n)]),
-            "ordered_at": times,
-        }
-    )
-    got = last_baskets(lines)
-    assert got.column_names == ["customer_id", "product_id"]
-    assert {tuple(r.values()) for r in got.to_pylist()} == _last_baskets_reference(lines)
-    one = lines.filter(pa.compute.equal(lines["customer_id"], 3))
-    assert {tuple(r.values()) for r in last_baskets(one).to_pylist()} == _last_baskets_reference(one)

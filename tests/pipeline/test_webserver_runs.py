@@ -1,7 +1,7 @@
 """Runs launched the way an operator does: GraphQL `launchRun`, and "Materialize all" in a real browser.
 
 One `dagster dev` (webserver + daemon, this project's dagster.yaml) serves all tests, with the graph on
-a smaller store (tests/webserver_store.py) so a default "Materialize all" stays short. The browser is
+a smaller store (tests/pipeline/webserver_store.py) so a default "Materialize all" stays short. The browser is
 Debian's headless Chromium driven by Playwright for Python; the test is skipped only when no
 `chromium` is installed (`.ci/run` installs it).
 """
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from test_pipeline import RUN_CONFIG, SMALL
-from test_webserver import free_port
 
 from rusket_assets.definitions import defs
+from tests.conftest import ROOT, free_port, make_dagster_home
+from tests.pipeline.conftest import RUN_CONFIG, SMALL
 
-ROOT = Path(__file__).resolve().parents[1]
+STORE = Path(__file__).with_name("webserver_store.py")
 SELECTOR = {"repositoryLocationName": "rusket_assets", "repositoryName": "__repository__", "jobName": "refresh_all"}
 LAUNCH = """mutation ($params: ExecutionParams!) { launchRun(executionParams: $params) {
   __typename
@@ -42,13 +42,11 @@ class Dagster:
     """A `dagster dev` process and its GraphQL endpoint."""
 
     def __init__(self, tmp: Path) -> None:
-        home = tmp / "dagster_home"
-        home.mkdir()
-        shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+        home = make_dagster_home(tmp)
         workspace = tmp / "workspace.yaml"
         workspace.write_text(
             "load_from:\n  - python_file:\n"
-            f"      relative_path: {ROOT / 'tests' / 'webserver_store.py'}\n"
+            f"      relative_path: {STORE}\n"
             "      attribute: defs\n      location_name: rusket_assets\n"
             f"      working_directory: {ROOT}\n"
         )
