@@ -10,6 +10,9 @@ seconds (from the run's event log, as ``main`` prints them), peak RSS, and the r
 written. Data stays under ``--out`` (default /tmp/bench_scale).
 
 Usage: ``python benchmarks/bench_scale.py --lines 3000000 [--lines 1000000] [--write-results]``.
+``--data DIR`` keeps the generated stores there (``store_<lines>.parquet`` with a ``.json``
+description beside it) and reuses them on later runs instead of generating again;
+``--generate-only`` just makes them; ``--markdown FILE`` writes the results table to a file.
 """
 
 from __future__ import annotations
