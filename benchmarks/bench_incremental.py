@@ -40,7 +40,7 @@ from rusket_assets.sample_data import START, StoreSpec, generate_store  # noqa: 
 from rusket_core.evaluation import evaluate  # noqa: E402
 from rusket_core.factorization import ALS, BPR  # noqa: E402
 
-# the pipeline's defaults (rusket_assets/config.py ALSConfig / BPRConfig), quantity as the weight
+# the pipeline's defaults (ALSConfig / BPRConfig in rusket_assets/assets/personalization.py), quantity as the weight
 MODELS = {
     "als": (ALS, {"factors": 64, "iterations": 15, "alpha": 40.0, "regularization": 0.01}),
     "bpr": (BPR, {"factors": 64, "iterations": 100, "learning_rate": 0.05, "regularization": 0.01,

@@ -7,7 +7,7 @@ refreshed by ``refresh_incremental`` (fold-in of day N's customers, merged recom
 other by ``refresh_all`` (everything refitted). Reported: wall clock of each run and of its steps,
 and precision@10 of the published ``user_recommendations`` on day N+1's purchases (customers with
 recommendations in both). The in-process executor runs one step at a time; the numba kernels are
-compiled by the first build, before anything is timed. Writes ``/tmp/bench_incremental_graph.json``.
+compiled (``rusket_core.warmup``, fold-in included) and used by the first build before anything is timed. Writes ``/tmp/bench_incremental_graph.json``.
 
     .venv/bin/python benchmarks/bench_incremental_graph.py                  # bundled store size
     .venv/bin/python benchmarks/bench_incremental_graph.py --lines 100000 --customers 8000
@@ -34,7 +34,7 @@ import dagster as dg  # noqa: E402
 
 from rusket_assets.assets.daily import HISTORY_SOURCE, DailyFiles  # noqa: E402
 from rusket_assets.definitions import build_definitions  # noqa: E402
-from rusket_assets.main import step_seconds  # noqa: E402
+from rusket_assets.instance import step_seconds  # noqa: E402
 from rusket_assets.resources import TransactionSource, Warehouse  # noqa: E402
 from rusket_assets.sample_data import START  # noqa: E402
 from rusket_assets.source import read_transactions  # noqa: E402
@@ -91,14 +91,17 @@ def main() -> None:
     os.environ.setdefault("DAGSTER_HOME", str(base))
     out: dict = {"store": store, "day_N": day_n, "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
     try:
+        from rusket_core.warmup import warm_up
+
+        out["warm_up_s"] = round(sum(warm_up().values()), 1)
         warehouse = Warehouse(path=str(a / "warehouse.duckdb"), publish_snapshot=False)
-        everything, _ = read_transactions(TransactionSource(**store), warehouse)
-        history, _ = read_transactions(TransactionSource(**store, date_to=day_n), warehouse)
+        everything, _ = read_transactions(TransactionSource(store=store), warehouse)
+        history, _ = read_transactions(TransactionSource(store=store, location={"date_to": day_n}), warehouse)
         warehouse.replace_table("ingest", "daily_orders", history)
         out["lines_days_1_to_N-1"] = history.num_rows
         with dg.DagsterInstance.ephemeral() as instance:
             out["build_days_1_to_N-1_s"] = round(timed_run(definitions(a), "refresh_all", instance)[0], 1)
-            ingest = {"resources": {"source": {"config": store}}}
+            ingest = {"resources": {"source": {"config": {"store": store}}}}
             out["ingest_day_N_s"] = round(
                 timed_run(definitions(a), "daily_ingest", instance, partition_key=day_n, run_config=ingest)[0], 2
             )

@@ -4,7 +4,8 @@ import dagster as dg
 
 from rusket_assets.assets.common import POOL, key
 from rusket_assets.io import table_location
-from rusket_assets.resources import Warehouse, quote
+from rusket_assets.resources import Warehouse
+from rusket_assets.tables import quote
 
 RAW = key("ingest", "raw_transactions")
 ITEMSETS = key("baskets", "frequent_itemsets")

@@ -1,8 +1,12 @@
-"""The evaluation holdout split inside DuckDB: only pair codes and the sampled customers' test lines reach Python.
+"""The evaluation holdout split inside DuckDB, stable as days are appended.
 
-Same split as ``train_test_split`` on the whole table (users and items coded by first appearance,
-pairs ordered by those codes, ``split_pairs`` with the same seed) and the same customer sample, so
-the metrics equal the in-memory version's while memory follows the interaction matrix.
+A (customer, product) pair is held out when a seeded hash of the pair falls below ``test_fraction``
+of the hash range, so every line of a pair lands on the same side and a pair keeps its side whatever
+lines are added later: yesterday's train lines plus today's train lines are today's train lines,
+which lets an incremental run update the holdout models like the published ones. The scored
+customers are the ``sample_customers`` with the smallest seeded hash among those with lines on both
+sides (a customer without training lines is unknown to every model). Nothing but the sampled
+customers' test lines reaches Python; the train lines stay a DuckDB relation.
 """
 
 from __future__ import annotations
@@ -11,25 +15,31 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-import numpy as np
 import pyarrow as pa
 
 from rusket_assets.interactions import WarehouseTable
-from rusket_assets.resources import quote
-from rusket_core.evaluation import split_pairs
+from rusket_assets.tables import quote
 
-#: the coded lines: every row of the table with its user code ``uc`` and item code ``ic``
-_CODED = """{table} t join __holdout_users u on t.{user} = u.{user} join __holdout_items i on t.{item} = i.{item}"""
-_IS_TEST = "exists (select 1 from __holdout_test x where x.uc = u.uc and x.ic = i.ic)"
+#: hash values are compared modulo this (the held-out share's resolution)
+BUCKETS = 1_000_000
 
 
 class Holdout(NamedTuple):
     """The train lines (a DuckDB relation, valid inside the block), the sampled customers' test lines
-    (arrow, in table order) and how many customers were sampled."""
+    (arrow, in table order), how many customers were sampled and their train lines (a relation)."""
 
     train: Any
     test: pa.Table
     customers: int
+    sample_train: Any
+
+
+def is_test(user: str, item: str, test_fraction: float, seed: int) -> str:
+    """SQL condition: the pair (``user``, ``item``) is held out (depends on the pair and the seed only)."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    cut = round(test_fraction * BUCKETS)
+    return f"(hash({user}, {item}, {int(seed)}::BIGINT) % {BUCKETS}) < {cut}"
 
 
 @contextmanager
@@ -42,35 +52,24 @@ def holdout_split(
     seed: int,
     sample_customers: int,
 ) -> Iterator[Holdout]:
-    """Split each user's distinct items into train and test (seeded); test lines of a seeded sample of
-    ``sample_customers`` of the customers with test items (all of them when fewer)."""
-    select = ", ".join(f"t.{quote(c)}" for c in columns)
-    names = {"table": table.name, "user": quote(user_col), "item": quote(item_col)}
-    coded = _CODED.format(**names)
+    """Split ``table``'s pairs by :func:`is_test`; the test lines of the sampled customers and the
+    train lines (``columns`` of both)."""
+    select = ", ".join(quote(c) for c in columns)
+    user = quote(user_col)
+    test = is_test(user, quote(item_col), test_fraction, seed)
     with table.warehouse.connect() as con:
-        for code, col in (("uc", names["user"]), ("ic", names["item"])):
-            con.execute(
-                f"create temp table __holdout_{'users' if code == 'uc' else 'items'} as "
-                f"select {col}, (row_number() over (order by min(rowid)) - 1)::BIGINT as {code} "
-                f"from {table.name} group by {col}"
-            )  # codes by first appearance, as dictionary_encode numbers them
-        pairs = con.sql(f"select distinct u.uc, i.ic from {coded} order by u.uc, i.ic").fetchnumpy()
-        test = split_pairs(pairs["uc"].astype(np.int64), test_fraction, seed)
-        test_pairs = pa.table({"uc": pairs["uc"][test], "ic": pairs["ic"][test]})
-        del pairs
-        con.register("__holdout_test_pairs", test_pairs)
-        con.execute("create temp table __holdout_test as select * from __holdout_test_pairs")
-        con.unregister("__holdout_test_pairs")
-        customers = con.sql(
-            f"select u.uc from {coded} where {_IS_TEST} group by u.uc order by min(t.rowid)"
-        ).fetchnumpy()["uc"]  # the test customers in order of first appearance among the test lines
-        if len(customers) > sample_customers:
-            rng = np.random.default_rng(seed)
-            customers = customers[np.sort(rng.choice(len(customers), sample_customers, replace=False))]
-        con.register("__holdout_sample_codes", pa.table({"uc": customers}))
+        con.execute(
+            f"create temp table __holdout_sample as select {user} from {table.name} group by {user} "
+            f"having bool_or({test}) and bool_or(not {test}) "
+            f"order by hash({user}, {int(seed)}::BIGINT), {user} limit {int(sample_customers)}"
+        )
         test_lines = con.sql(
-            f"select {select} from {coded} where {_IS_TEST} "
-            "and u.uc in (select uc from __holdout_sample_codes) order by t.rowid"
+            f"select {select} from {table.name} where {test} "
+            f"and {user} in (select {user} from __holdout_sample) order by rowid"
         ).to_arrow_table()
-        train = con.sql(f"select {select} from {coded} where not {_IS_TEST}")
-        yield Holdout(train, test_lines, len(customers))
+        customers = con.sql("select count(*) from __holdout_sample").fetchall()[0][0]
+        train = con.sql(f"select {select} from {table.name} where not {test}")
+        sample_train = con.sql(
+            f"select {select} from {table.name} where not {test} and {user} in (select {user} from __holdout_sample)"
+        )
+        yield Holdout(train, test_lines, int(customers), sample_train)

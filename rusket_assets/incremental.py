@@ -3,7 +3,7 @@
 A run tagged ``rusket/refresh=incremental`` (the ``refresh_incremental`` job) updates ALS and BPR from
 their last saved version instead of refitting: the interactions encoded from today's history are
 compared with the ones the saved model was trained on; customers whose rows grew are folded in with
-``partial_fit`` of the difference (new customers and, for ALS, new products added), customers whose
+``partial_fit`` of the difference (new customers and new products added), customers whose
 rows shrank are re-solved from their whole rows (``partial_fit_users(replace=True)``), and an optional
 warm pass (``fit(init=model)``) follows. The customers whose model rows changed are written to
 ``personalization.refreshed_customers``; ``user_recommendations`` recomputes only theirs and merges
@@ -23,7 +23,8 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from rusket_assets.resources import ModelStore, Warehouse, quote
+from rusket_assets.resources import ModelStore, Warehouse
+from rusket_assets.tables import quote
 
 REFRESH_TAG = "rusket/refresh"
 MODES = ("full", "incremental")
@@ -98,8 +99,6 @@ def _fallback_reason(previous: Any, current: Any, diff: Diff) -> str | None:
     """Why the fold-in cannot reproduce today's training data exactly (None when it can)."""
     if diff.vanished_customers:
         return f"{diff.vanished_customers} customers of the saved model are no longer in the history"
-    if diff.new_products and type(previous).__name__ == "BPR":
-        return f"{diff.new_products} new products: BPR folds in customers only"
     return None
 
 
@@ -129,22 +128,24 @@ def model_name(key: dg.AssetKey) -> str:
     return "__".join(key.path)
 
 
-def refresh_model(
-    context: dg.AssetExecutionContext,
-    build: Callable[[], Any],
-    fit: Callable[[], Any],
-    models: ModelStore,
-    warehouse: Warehouse,
-    warm_iterations: int,
-) -> Any:
-    """The model to publish: in an incremental run, the saved model updated to the interactions of
-    ``build()`` (an unfitted model over today's history); otherwise, or when that is not possible,
-    ``fit()`` (the full fit). Records the customers whose rows changed and what changed in the metadata."""
+@dataclass
+class Refresh:
+    """A model to publish, how it was obtained (metadata) and, after an update, whose rows changed."""
+
+    model: Any
+    metadata: dict
+    changed: pa.Array | None  # None after a full fit
+
+
+def refresh(
+    incremental: bool, models: ModelStore, name: str, build: Callable[[], Any], fit: Callable[[], Any], warm_iterations: int
+) -> Refresh:
+    """Saved model ``name`` updated to the interactions of ``build()`` (an unfitted model over today's
+    data) when ``incremental`` and possible, else ``fit()`` (the full fit), the reason in the metadata."""
     from rusket_assets.io import load_model
 
-    name = model_name(context.asset_key)
     reason = None
-    if refresh_mode(context) == "full":
+    if not incremental:
         reason = "full refresh"
     else:
         try:
@@ -160,21 +161,37 @@ def refresh_model(
         updated, diff, reason = update_model(previous, current, warm_iterations)
         if updated is not None:
             customers = pa.array(updated.users.values) if warm_iterations else diff.changed
-            record_changes(warehouse, name, context.run.run_id, customers)
-            context.add_output_metadata(
-                {
-                    "refresh": "incremental",
-                    "customers_refreshed": len(customers),
-                    "customers_with_new_lines": len(diff.changed),
-                    "new_customers": diff.new_customers,
-                    "new_products": diff.new_products,
-                    "warm_iterations": warm_iterations,
-                }
-            )
-            return updated
-    context.log.info(f"{name}: full fit ({reason})")
-    context.add_output_metadata({"refresh": "full", "full_refresh_reason": reason})
-    return fit()
+            metadata = {
+                "refresh": "incremental",
+                "customers_refreshed": len(customers),
+                "customers_with_new_lines": len(diff.changed),
+                "new_customers": diff.new_customers,
+                "new_products": diff.new_products,
+                "warm_iterations": warm_iterations,
+            }
+            return Refresh(updated, metadata, customers)
+    return Refresh(fit(), {"refresh": "full", "full_refresh_reason": reason}, None)
+
+
+def refresh_model(
+    context: dg.AssetExecutionContext,
+    build: Callable[[], Any],
+    fit: Callable[[], Any],
+    models: ModelStore,
+    warehouse: Warehouse,
+    warm_iterations: int,
+) -> Any:
+    """The model to publish: in an incremental run, the saved model updated to the interactions of
+    ``build()`` (an unfitted model over today's history); otherwise, or when that is not possible,
+    ``fit()`` (the full fit). Records the customers whose rows changed and what changed in the metadata."""
+    name = model_name(context.asset_key)
+    result = refresh(refresh_mode(context) == "incremental", models, name, build, fit, warm_iterations)
+    if result.changed is not None:
+        record_changes(warehouse, name, context.run.run_id, result.changed)
+    else:
+        context.log.info(f"{name}: full fit ({result.metadata['full_refresh_reason']})")
+    context.add_output_metadata(result.metadata)
+    return result.model
 
 
 def record_changes(warehouse: Warehouse, model: str, run_id: str, customers: pa.Array) -> None:

@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from rusket_assets.resources import Warehouse, quote
+from rusket_assets.resources import Warehouse
+from rusket_assets.tables import quote
 
 
 @dataclass(frozen=True)

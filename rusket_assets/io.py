@@ -6,7 +6,6 @@ Here a table is written to a staging table and swapped in inside one transaction
 with ``connection.sql(...)``.
 """
 
-import contextlib
 import importlib
 import json
 import os
@@ -20,42 +19,11 @@ import pyarrow as pa
 
 from rusket_assets.columns import column_description
 from rusket_assets.interactions import WarehouseTable
-from rusket_assets.resources import ModelStore, Warehouse, quote
+from rusket_assets.resources import ModelStore, Warehouse
 from rusket_assets.streaming import is_stream, replace_table_stream
+from rusket_assets.tables import quote, replace_table
 
-STAGING_SUFFIX = "__staging"
 PREVIEW_ROWS = 10
-
-
-def replace_table(con: Any, schema: str, table: str, data: pa.Table) -> None:
-    """Replace ``schema.table`` with ``data`` in one transaction.
-
-    The new rows go to a staging table, then the old table is dropped and the staging table renamed,
-    all before COMMIT: readers see the old table or the new one, never an empty or partial one; a
-    failure rolls back and leaves the old table; the column set may change between writes.
-    """
-    if not isinstance(data, pa.Table):
-        raise TypeError(f"expected a pyarrow Table for {schema}.{table}, got {type(data).__name__}")
-    target = f"{quote(schema)}.{quote(table)}"
-    staging = f"{quote(schema)}.{quote(table + STAGING_SUFFIX)}"
-    view = f"__rusket_new_{uuid.uuid4().hex}"
-    con.execute(f"create schema if not exists {quote(schema)}")
-    con.register(view, data)
-    con.begin()
-    try:
-        con.execute(f"create or replace table {staging} as select * from {quote(view)}")
-        con.execute(f"drop table if exists {target}")
-        con.execute(f"alter table {staging} rename to {quote(table)}")
-        con.commit()
-    except BaseException:
-        # A failed COMMIT (e.g. disk full) has already ended the transaction: the rollback's own
-        # "no transaction is active" must not hide the real cause.
-        with contextlib.suppress(Exception):
-            con.rollback()
-        raise
-    finally:
-        with contextlib.suppress(Exception):
-            con.unregister(view)
 
 
 def table_location(asset_key: dg.AssetKey) -> tuple[str, str]:

@@ -7,13 +7,12 @@ instance (``DAGSTER_HOME``, default ``<repo>/dagster_home``), so they show up in
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
 
-from rusket_assets.resources import PROJECT_ROOT
-from rusket_assets.runs import process_tags, release_dead_runs
+from rusket_assets.instance import project_instance, step_seconds
+from rusket_assets.runs import process_tags
 
 SAMPLE_QUERY = """\
 select r.rank, r.product_id, p.product_name, p.category, round(r.score, 4) as score, r.source
@@ -65,48 +64,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def source_config(args: argparse.Namespace) -> dict:
-    """Run-config overrides of the ``source`` resource from the command line."""
+    """Run-config overrides of the ``source`` resource from the command line (its nested shape:
+    ``location``, ``columns``, ``returns``)."""
     from rusket_assets.source import SourceError, filter_statement
 
-    config: dict = {}
-    options = {
+    location = {
         "kind": args.source_kind, "path": args.source_path, "table": args.source_table, "where": args.where,
         "date_from": args.date_from, "date_to": args.date_to, "min_quantity": args.min_quantity,
-        "returns": args.returns,
     }  # fmt: skip
-    for name, value in options.items():
-        if value is not None:
-            config[name] = value
+    location = {name: value for name, value in location.items() if value is not None}
     if args.where is not None:
         try:
             filter_statement(args.where)
         except SourceError as exc:
             raise SystemExit(f"error: {exc}") from None
     if args.source_kind == "duckdb" and args.source_path:
-        config["database"] = config.pop("path")
+        location["database"] = location.pop("path")
+    columns = {}
     for item in args.map:
         role, sep, column = item.partition("=")
         if not sep or role not in ROLES:
             raise SystemExit(f"--map expects ROLE=COLUMN with ROLE one of {', '.join(ROLES)}; got {item!r}")
-        config[ROLES[role]] = column
-    return config
-
-
-def step_seconds(instance, run_id: str) -> dict[str, float]:
-    """Wall-clock seconds of each step of a run, from its event log."""
-    import dagster as dg
-
-    started: dict[str, float] = {}
-    seconds: dict[str, float] = {}
-    for entry in instance.all_logs(run_id):
-        event = entry.dagster_event
-        if event is None or event.step_key is None:
-            continue
-        if event.event_type == dg.DagsterEventType.STEP_START:
-            started[event.step_key] = entry.timestamp
-        elif event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
-            seconds[event.step_key] = entry.timestamp - started.get(event.step_key, entry.timestamp)
-    return seconds
+        columns[ROLES[role]] = column
+    config: dict = {"location": location, "columns": columns, "returns": args.returns}
+    return {part: value for part, value in config.items() if value}
 
 
 def materialise_all(
@@ -116,28 +97,18 @@ def materialise_all(
 
     Uses the project's Dagster instance (DAGSTER_HOME) unless ``instance`` is given.
     """
-    import dagster as dg
-
     from rusket_assets.schedules import refresh_job
 
     if defs is None:
         from rusket_assets.definitions import defs
-    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))
     job = defs.resolve_job_def(refresh_job.name)
     run_config: dict = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     if source:
         run_config["resources"] = {"source": {"config": source}}
-    own_instance = instance is None
-    instance = instance or dg.DagsterInstance.get()
-    try:
-        for run_id in release_dead_runs(instance):
-            print(f"marked run {run_id} failed: its process ended without finishing it", file=sys.stderr)
+    with project_instance(instance) as instance:
         tags = {"rusket/launcher": "main", **process_tags()}
         result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False, tags=tags)
         timings = step_seconds(instance, result.run_id)
-    finally:
-        if own_instance:
-            instance.dispose()
     for event in result.all_events:
         if event.is_step_failure:
             error = event.step_failure_data.error
@@ -220,7 +191,7 @@ def stop_warm_up(warmer: subprocess.Popen | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     source = source_config(args)
-    print(f"Materialising every asset from {source.get('kind', 'synthetic')} data (about a minute on 2 cores) ...")
+    print(f"Materialising every asset from {source.get('location', {}).get('kind', 'synthetic')} data ...")
     start = time.perf_counter()
     warmer = None if args.no_warm_up else start_warm_up()
     try:

@@ -11,20 +11,16 @@ from typing import Any, Literal
 
 import dagster as dg
 import pyarrow as pa
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from rusket_assets.sample_data import StoreSpec
+from rusket_assets.tables import replace_table
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("RUSKET_DATA_DIR", PROJECT_ROOT / "data"))
 DEFAULT_WAREHOUSE = str(DATA_DIR / "warehouse.duckdb")
 DEFAULT_LANCEDB = str(DATA_DIR / "lancedb")
 DEFAULT_MODELS = str(DATA_DIR / "models")
-
-
-def quote(name: str) -> str:
-    """Quote a DuckDB identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def lock_holder(message: str) -> str:
@@ -161,9 +157,7 @@ class Warehouse(dg.ConfigurableResource):
         return rows[0][0] if rows else None
 
     def replace_table(self, schema: str, table: str, data: pa.Table) -> None:
-        """Replace ``schema.table`` with ``data`` atomically (see :func:`rusket_assets.io.replace_table`)."""
-        from rusket_assets.io import replace_table
-
+        """Replace ``schema.table`` with ``data`` atomically (see :func:`rusket_assets.tables.replace_table`)."""
         with self.connect() as con:
             replace_table(con, schema, table, data)
 
@@ -192,18 +186,16 @@ class VectorStore(dg.ConfigurableResource):
         return lancedb.connect(self.uri)
 
 
-class TransactionSource(dg.ConfigurableResource):
-    """Where order lines come from, and which source column plays which role.
+class SourceLocation(dg.Config):
+    """Where order lines come from and which of them are read.
 
     kind: "synthetic" (the bundled generated store, default), "parquet" or "csv" (path may be a
-    glob), or "duckdb" (table in the DuckDB file database; the warehouse when empty). The *_col
-    fields map source columns to roles; optional roles may be left empty. where is an optional
-    filter: one SQL expression over the source's columns (no subqueries or statements).
+    glob), or "duckdb" (table in the DuckDB file database; the warehouse when empty). where is an
+    optional filter: one SQL expression over the source's columns (no subqueries or statements).
     date_from/date_to (ISO dates, date_to exclusive) and min_quantity are structured filters.
-    returns says what to do with return lines (negative quantity or revenue, e.g. 'C' invoices):
-    "fail", "drop" them, or "net" (default) them against the same customer's purchases of the same
-    product, most recent purchase first.
     """
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt or un-nested field is an error, not ignored
 
     kind: Literal["synthetic", "parquet", "csv", "duckdb"] = Field(default="synthetic", description="Where order lines come from: synthetic (bundled generated store), parquet, csv or duckdb.")
     path: str = Field(default="", description="Parquet or CSV file, or a glob (kinds parquet and csv).")
@@ -213,7 +205,13 @@ class TransactionSource(dg.ConfigurableResource):
     date_from: str = Field(default="", description="Keep lines ordered on or after this ISO date; empty for no limit.")
     date_to: str = Field(default="", description="Keep lines ordered before this ISO date (exclusive); empty for no limit.")
     min_quantity: float | None = Field(default=None, description="Drop lines with a smaller quantity; empty for no limit.")
-    returns: Literal["net", "drop", "fail"] = Field(default="net", description="Return lines: net them against earlier purchases, drop them, or fail the ingest.")
+
+
+class ColumnMapping(dg.Config):
+    """Which source column plays which role; optional roles may be left empty."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt or un-nested field is an error, not ignored
+
     basket_col: str = Field(default="order_id", description="Source column with the basket (order or invoice) id.")
     customer_col: str = Field(default="customer_id", description="Source column with the customer id.")
     product_col: str = Field(default="product_id", description="Source column with the product id.")
@@ -223,13 +221,6 @@ class TransactionSource(dg.ConfigurableResource):
     timestamp_col: str = Field(default="ordered_at", description="Source column with the order time; empty if absent.")
     product_name_col: str = Field(default="product_name", description="Source column with the product name; empty if absent.")
     price_col: str = Field(default="price", description="Source column with the unit price; empty if absent.")
-    # Synthetic store size (kind="synthetic"); defaults are the bundled store's (sample_data.StoreSpec).
-    n_customers: int = Field(default=StoreSpec.n_customers, description="Customers in the synthetic store (kind synthetic).")
-    n_products: int = Field(default=StoreSpec.n_products, description="Products in the synthetic store.")
-    n_categories: int = Field(default=StoreSpec.n_categories, description="Product categories in the synthetic store.")
-    n_days: int = Field(default=StoreSpec.n_days, description="Days of orders in the synthetic store.")
-    n_lines: int = Field(default=StoreSpec.n_lines, description="Order lines in the synthetic store.")
-    seed: int = Field(default=StoreSpec.seed, description="Seed of the synthetic store (same seed, same data).")
 
     def roles(self) -> dict[str, str]:
         """Role -> source column for every mapped role (empty mappings left out)."""
@@ -245,6 +236,52 @@ class TransactionSource(dg.ConfigurableResource):
             "price": self.price_col,
         }
         return {role: col for role, col in mapping.items() if col}
+
+
+class SyntheticStore(dg.Config):
+    """Size and seed of the generated store (kind synthetic); defaults are the bundled store's."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt or un-nested field is an error, not ignored
+
+    n_customers: int = Field(default=StoreSpec.n_customers, description="Customers in the synthetic store.")
+    n_products: int = Field(default=StoreSpec.n_products, description="Products in the synthetic store.")
+    n_categories: int = Field(default=StoreSpec.n_categories, description="Product categories in the synthetic store.")
+    n_days: int = Field(default=StoreSpec.n_days, description="Days of orders in the synthetic store.")
+    n_lines: int = Field(default=StoreSpec.n_lines, description="Order lines in the synthetic store.")
+    seed: int = Field(default=StoreSpec.seed, description="Seed of the synthetic store (same seed, same data).")
+
+    def spec(self) -> StoreSpec:
+        """The sample_data specification of this store."""
+        return StoreSpec(**self.model_dump())
+
+
+#: the part of the source configuration each field belongs to (config path ``source.<part>.<field>``)
+SOURCE_PARTS = {
+    name: part
+    for part, config in (("location", SourceLocation), ("columns", ColumnMapping), ("store", SyntheticStore))
+    for name in config.model_fields
+}
+
+
+class TransactionSource(dg.ConfigurableResource):
+    """Where order lines come from (location), which source column plays which role (columns), the
+    generated store's size (store, kind synthetic) and the returns policy.
+
+    returns says what to do with return lines (negative quantity or revenue, e.g. 'C' invoices):
+    "fail", "drop" them, or "net" (default) them against the same customer's purchases of the same
+    product, most recent purchase first.
+    """
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt or un-nested field is an error, not ignored
+
+    location: SourceLocation = Field(default_factory=SourceLocation, description="Where order lines come from and which are read.")
+    columns: ColumnMapping = Field(default_factory=ColumnMapping, description="Source column of each role.")
+    store: SyntheticStore = Field(default_factory=SyntheticStore, description="Size and seed of the synthetic store (kind synthetic).")
+    returns: Literal["net", "drop", "fail"] = Field(default="net", description="Return lines: net them against earlier purchases, drop them, or fail the ingest.")
+
+    def roles(self) -> dict[str, str]:
+        """Role -> source column for every mapped role (empty mappings left out)."""
+        return self.columns.roles()
 
 
 class ModelStore(dg.ConfigurableResource):

@@ -21,7 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from rusket_assets.resources import TransactionSource, Warehouse, quote
+from rusket_assets.resources import SOURCE_PARTS, TransactionSource, Warehouse
+from rusket_assets.tables import quote
 
 ID_ROLES = ("basket_id", "customer_id", "product_id")
 NUMERIC_ROLES = ("quantity", "revenue", "price")
@@ -50,9 +51,10 @@ class SourceError(ValueError):
 
 
 def field(name: str) -> str:
-    """How a source field is named in messages: ``source.where (--where)``."""
+    """How a source field is named in messages, by its config path: ``source.location.where (--where)``."""
     flag = FLAGS.get(name)
-    return f"source.{name}" + (f" ({flag})" if flag else "")
+    path = ".".join(filter(None, ("source", SOURCE_PARTS.get(name), name)))
+    return path + (f" ({flag})" if flag else "")
 
 
 def _has_subquery(node: Any) -> bool:
@@ -68,7 +70,7 @@ def _has_subquery(node: Any) -> bool:
 def filter_statement(where: str) -> str:
     """The statement ``select * from src where <where>`` rebuilt from DuckDB's parse tree.
 
-    Raises SourceError naming ``source.where (--where)`` unless ``where`` is exactly one
+    Raises SourceError naming ``source.location.where (--where)`` unless ``where`` is exactly one
     expression without subqueries (so it cannot run other statements or read other tables).
     """
     import duckdb
@@ -135,7 +137,8 @@ def open_source(source: TransactionSource, warehouse: Warehouse) -> Iterator[tup
     connection to the warehouse itself (see the module docstring)."""
     import duckdb
 
-    kind = source.kind.lower()
+    location = source.location
+    kind = location.kind.lower()
     own_file = reads_warehouse(source, warehouse)
     if own_file and not os.path.isfile(warehouse.path):
         raise SourceError(f"{field('database')}: no DuckDB file at {warehouse.path!r}")
@@ -143,10 +146,10 @@ def open_source(source: TransactionSource, warehouse: Warehouse) -> Iterator[tup
         # the warehouse's own instance (same path and settings as the table IO manager's connections)
         con = stack.enter_context(warehouse.connect()) if own_file else stack.enter_context(duckdb.connect())
         if kind == "duckdb":
-            if not source.table:
+            if not location.table:
                 raise SourceError(f"source kind 'duckdb' needs {field('table')} (optionally schema-qualified)")
-            reference = table_reference(source.table)
-            database = source.database or warehouse.path
+            reference = table_reference(location.table)
+            database = location.database or warehouse.path
             if not os.path.isfile(database):
                 raise SourceError(f"{field('database')}: no DuckDB file at {database!r}")
             if not own_file:
@@ -155,30 +158,22 @@ def open_source(source: TransactionSource, warehouse: Warehouse) -> Iterator[tup
             try:
                 con.execute(f"create temp view src as select * from {reference}")
             except duckdb.CatalogException as exc:
-                raise SourceError(f"{field('table')}: no table {source.table!r} in {database}") from exc
-            description = f"DuckDB table {source.table} in {database}"
+                raise SourceError(f"{field('table')}: no table {location.table!r} in {database}") from exc
+            description = f"DuckDB table {location.table} in {database}"
         elif kind == "synthetic":
-            from rusket_assets.sample_data import StoreSpec, generate_store
+            from rusket_assets.sample_data import generate_store
 
-            spec = StoreSpec(
-                n_customers=source.n_customers,
-                n_products=source.n_products,
-                n_categories=source.n_categories,
-                n_days=source.n_days,
-                n_lines=source.n_lines,
-                seed=source.seed,
-            )
-            con.register("synthetic_store", generate_store(spec))
+            con.register("synthetic_store", generate_store(source.store.spec()))
             con.execute("create temp view src as select * from synthetic_store")
-            description = f"synthetic store (seed {source.seed})"
+            description = f"synthetic store (seed {source.store.seed})"
         elif kind in ("parquet", "csv"):
-            files = _source_files(kind, source.path)
+            files = _source_files(kind, location.path)
             reader = "read_parquet" if kind == "parquet" else "read_csv"
             listed = "[" + ", ".join(_literal(f) for f in files) + "]"
             con.execute(f"create temp view src as select * from {reader}({listed}, union_by_name = true)")
-            description = f"{kind} {source.path}"
+            description = f"{kind} {location.path}"
         else:
-            raise SourceError(f"unknown source kind {source.kind!r}: use synthetic, parquet, csv or duckdb")
+            raise SourceError(f"unknown {field('kind')} {location.kind!r}: use synthetic, parquet, csv or duckdb")
         if not own_file:  # settings of a private in-memory instance (the warehouse's are not ours to lock)
             if kind != "parquet" and kind != "csv":
                 # the source is attached or in memory: nothing else on disk is reachable from here
@@ -191,22 +186,23 @@ def _date(name: str, value: str) -> str:
     try:
         return datetime.fromisoformat(value).isoformat(sep=" ")
     except ValueError as exc:
-        raise SourceError(f"source.{name} must be an ISO date such as 2011-01-31, got {value!r}") from exc
+        raise SourceError(f"{field(name)} must be an ISO date such as 2011-01-31, got {value!r}") from exc
 
 
 def _filters(source: TransactionSource, roles: dict[str, str]) -> list[str]:
     """SQL conditions of the structured filters (typed values only, never the user's text)."""
     conditions = []
     for name, op in (("date_from", ">="), ("date_to", "<")):
-        value = getattr(source, name)
+        value = getattr(source.location, name)
         if value:
             if "ordered_at" not in roles:
-                raise SourceError(f"source.{name} needs the timestamp column mapped (source.timestamp_col)")
+                raise SourceError(f"{field(name)} needs the timestamp column mapped ({field('timestamp_col')})")
             conditions.append(f"cast({quote(roles['ordered_at'])} as TIMESTAMP) {op} TIMESTAMP '{_date(name, value)}'")
-    if source.min_quantity is not None:
+    min_quantity = source.location.min_quantity
+    if min_quantity is not None:
         if "quantity" not in roles:
-            raise SourceError("source.min_quantity needs the quantity column mapped (source.quantity_col)")
-        conditions.append(f"{quote(roles['quantity'])} >= {float(source.min_quantity)!r}")
+            raise SourceError(f"{field('min_quantity')} needs the quantity column mapped ({field('quantity_col')})")
+        conditions.append(f"{quote(roles['quantity'])} >= {float(min_quantity)!r}")
     return conditions
 
 
@@ -343,7 +339,8 @@ def transaction_query(source: TransactionSource, warehouse: Warehouse) -> Iterat
     policy = source.returns.lower()
     if policy not in RETURN_POLICIES:
         raise SourceError(f"source.returns must be one of {', '.join(RETURN_POLICIES)}, got {source.returns!r}")
-    statement = filter_statement(source.where) if source.where else "select * from src"
+    where = source.location.where
+    statement = filter_statement(where) if where else "select * from src"
     with open_source(source, warehouse) as (con, description):
         try:
             columns = con.sql("describe src").fetchall()
@@ -371,12 +368,12 @@ def transaction_query(source: TransactionSource, warehouse: Warehouse) -> Iterat
                 + " from filtered"
             ).fetchall()[0]
         except duckdb.Error as exc:
-            if source.where:
-                raise SourceError(f"{field('where')} {source.where!r} cannot be applied to {description}: {exc}") from exc
+            if where:
+                raise SourceError(f"{field('where')} {where!r} cannot be applied to {description}: {exc}") from exc
             raise
         if n_rows == 0:
-            applied = [f"{field('where')} {source.where!r}"] if source.where else []
-            applied += [f"source.{n}" for n in ("date_from", "date_to", "min_quantity") if getattr(source, n) not in ("", None)]
+            applied = [f"{field('where')} {where!r}"] if where else []
+            applied += [field(n) for n in ("date_from", "date_to", "min_quantity") if getattr(source.location, n) not in ("", None)]
             raise SourceError(f"{description} has no rows" + (" matching " + ", ".join(applied) if applied else ""))
         problems = [
             f"column {roles[r]!r} ({r}) has {n} null values in {n_rows} rows"
@@ -403,9 +400,9 @@ def read_transactions(source: TransactionSource, warehouse: Warehouse) -> tuple[
 
 def reads_warehouse(source: TransactionSource, warehouse: Warehouse) -> bool:
     """Whether the source is a table in the warehouse file itself (kind duckdb without another database)."""
-    if source.kind.lower() != "duckdb":
+    if source.location.kind.lower() != "duckdb":
         return False
-    return os.path.realpath(source.database or warehouse.path) == os.path.realpath(warehouse.path)
+    return os.path.realpath(source.location.database or warehouse.path) == os.path.realpath(warehouse.path)
 
 
 def stream_transactions(

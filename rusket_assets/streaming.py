@@ -14,9 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from rusket_assets.resources import quote
-
-STAGING_SUFFIX = "__staging"
+from rusket_assets.tables import STAGING_SUFFIX, quote
 
 
 class TableStream:

@@ -1,8 +1,7 @@
 """Factor tables for vector stores: LanceDB-ready frames and an atomic table replace with an ANN index.
 
-Measured on this 2-core machine (lancedb 0.40, 64-dim float32, cosine, top-10 query): flat scan vs
-IVF-PQ query 6.6 vs 5.0 ms at 5k rows, 11 vs 9 ms at 20k, 39 vs 9 ms at 100k, while building the
-index took 0.5 s, 6.5 s and 21 s. Below ``INDEX_MIN_ROWS`` a flat (exact) scan is kept.
+Below ``INDEX_MIN_ROWS`` rows a flat (exact) scan is kept: there an IVF-PQ index saves little query
+time and costs seconds to build (figures in benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

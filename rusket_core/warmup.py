@@ -64,6 +64,14 @@ def _bpr() -> Any:
     return BPR(factors=4, iterations=1, deterministic=True).fit(_interactions())  # the pipeline's mode
 
 
+def _fold_in() -> None:
+    """The incremental refresh's kernels: user and item fold-in of ALS and BPR (a new customer buying a new product)."""
+    day = pa.table({"user_id": pa.array([0, 6, 6], pa.int64()), "item_id": pa.array([1, 1, 8], pa.int64()),
+                    "rating": pa.array([1.0, 2.0, 1.0])})  # fmt: skip
+    _als().partial_fit(day)
+    _bpr().partial_fit(day)
+
+
 def _top_k() -> None:
     als = _als()
     als.batch_recommend(n=3, format="arrow")
@@ -104,6 +112,7 @@ FAMILIES: dict[str, Callable[[], object]] = {
     "top_k": _top_k,
     "rules": _rules_kernels,
     "recommendations": _recommendations,
+    "fold_in": _fold_in,
 }
 
 

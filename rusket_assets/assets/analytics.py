@@ -4,11 +4,24 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
 from rusket_assets.assets.common import ALS_GATES, group_asset, lookup, upstream, with_rank
-from rusket_assets.config import PotentialConfig, SubstitutesConfig
 from rusket_assets.interactions import WarehouseTable
 from rusket_assets.streaming import TableStream
+
+
+class SubstitutesConfig(dg.Config):
+    """Substitutes: product pairs bought together less than chance."""
+
+    max_lift: float = Field(default=0.8, description="Pairs whose rule lift is below this are substitutes.")
+
+
+class PotentialConfig(dg.Config):
+    """Cross-sell potential: top categories per customer."""
+
+    top_n: int = Field(default=3, ge=1, description="Target categories (or products) listed per customer.")
+
 
 GROUP = "analytics"
 asset = group_asset(GROUP)

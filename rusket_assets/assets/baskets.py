@@ -1,13 +1,52 @@
 """Baskets group: frequent itemsets, association rules, cart add-ons and the product graph."""
 
+from typing import Literal
+
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
 from rusket_assets.assets.common import ALS_GATES, group_asset, lookup, upstream
-from rusket_assets.config import AddOnsConfig, GraphConfig, MiningConfig, RulesConfig
 from rusket_assets.engine import Engine
 from rusket_assets.interactions import WarehouseTable, engine_input
+
+# Closed choices (tests check they match the library's own lists).
+RuleMetric = Literal[
+    "confidence", "lift", "leverage", "conviction", "support", "antecedent support", "consequent support",
+    "zhangs_metric", "jaccard", "certainty", "kulczynski",
+]  # fmt: skip
+
+
+class MiningConfig(dg.Config):
+    """Frequent-itemset mining: support threshold (fraction of baskets) and longest itemset."""
+
+    min_support: float = Field(default=0.0003, description="Fraction of baskets in (0, 1], or a count >= 1.")
+    max_len: int | None = Field(default=3, description="Longest itemset to mine; None for no limit.")
+    min_baskets: int = Field(
+        default=10, description="Floor on the absolute basket count (keeps small data sets from mining every combination)."
+    )
+
+
+class RulesConfig(dg.Config):
+    """Association rules: the metric to filter on and its minimum value."""
+
+    metric: RuleMetric = Field(default="confidence", description="Rule metric that min_threshold applies to.")
+    min_threshold: float = Field(default=0.01, description="Keep rules whose metric is at least this value.")
+
+
+class AddOnsConfig(dg.Config):
+    """Cart add-ons: how many per product."""
+
+    top_n: int = Field(default=5, ge=1, description="Add-ons listed per product.")
+
+
+class GraphConfig(dg.Config):
+    """Product graph: rules kept as edges (lift at least min_lift) and the Louvain seed."""
+
+    min_lift: float = Field(default=1.0, description="Rules with a lower lift are not edges of the graph.")
+    seed: int = Field(default=0, description="Seed of the Louvain community detection (same seed, same communities).")
+
 
 GROUP = "baskets"
 asset = group_asset(GROUP)

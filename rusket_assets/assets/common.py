@@ -1,4 +1,10 @@
-"""Names shared by the asset modules."""
+"""Names shared by the asset modules, and the decorator that sets each group's asset defaults once.
+
+Each asset's run configuration (a ``dg.Config``) sits next to it in its group's module. Every closed
+choice there is a Literal, so the launchpad autocompletes it and rejects a bad value before the run
+starts; value ranges (ge/gt) are checked for the whole run at the start of its first step
+(:func:`check_run_config`), so nothing is written either; every field carries a one-line description.
+"""
 
 from __future__ import annotations
 

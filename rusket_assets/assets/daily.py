@@ -23,8 +23,9 @@ from pydantic import Field
 from rusket_assets.assets.common import DOMAINS, POOL, key
 from rusket_assets.incremental import in_transaction
 from rusket_assets.io import describe_table
-from rusket_assets.resources import DATA_DIR, TransactionSource, Warehouse, quote
+from rusket_assets.resources import DATA_DIR, TransactionSource, Warehouse
 from rusket_assets.source import SourceError, read_transactions
+from rusket_assets.tables import quote
 
 GROUP = "ingest"
 START_ENV = "RUSKET_START_DATE"
@@ -36,7 +37,7 @@ KINDS = {".parquet": "parquet", ".csv": "csv"}
 
 daily_partitions = dg.DailyPartitionsDefinition(start_date=os.environ.get(START_ENV, DEFAULT_START))
 # the history table as a source for the unpartitioned graph (raw_transactions)
-HISTORY_SOURCE = {"kind": "duckdb", "table": "ingest.daily_orders", "basket_col": "basket_id"}
+HISTORY_SOURCE = {"location": {"kind": "duckdb", "table": "ingest.daily_orders"}, "columns": {"basket_col": "basket_id"}}
 
 
 class DailyFiles(dg.ConfigurableResource):
@@ -68,18 +69,18 @@ class DailyFiles(dg.ConfigurableResource):
 def day_source(source: TransactionSource, files: list[str], day: str) -> TransactionSource:
     """The source restricted to one day: its file of the daily folder, else the configured source
     with ``date_from``/``date_to`` set to the day (the mappings and returns policy kept)."""
-    fields = {name: getattr(source, name) for name in TransactionSource.model_fields}
+    location = source.location.model_dump()
     if files:
         kinds = {KINDS[Path(f).suffix.lower()] for f in files}
         if len(kinds) > 1:
             raise SourceError(f"day {day} has files of several kinds in the daily folder: {files}")
         if len(files) > 1:
             raise SourceError(f"day {day} has {len(files)} files in the daily folder, expected one: {files}")
-        fields.update(kind=kinds.pop(), path=files[0], where="", date_from="", date_to="")
+        location.update(kind=kinds.pop(), path=files[0], where="", date_from="", date_to="")
     else:
         end = (datetime.fromisoformat(day) + timedelta(days=1)).date().isoformat()
-        fields.update(date_from=day, date_to=end)
-    return TransactionSource(**fields)
+        location.update(date_from=day, date_to=end)
+    return TransactionSource(location=location, columns=source.columns, store=source.store, returns=source.returns)
 
 
 def replace_day(warehouse: Warehouse, lines: pa.Table, day: str) -> dict[str, int]:
@@ -132,10 +133,10 @@ def ingest_day(source: TransactionSource, daily_files: DailyFiles, warehouse: Wa
         where = files[0] if files else "the source"
         raise SourceError(
             f"{stamps.null_count + outside} of {lines.num_rows} lines from {where} are not ordered on {day} "
-            f"(column ordered_at, source.timestamp_col); a partition holds exactly its day"
+            f"(column ordered_at, source.columns.timestamp_col); a partition holds exactly its day"
         )
     changes = replace_day(warehouse, lines, day)
-    return {"from": files[0] if files else f"{source.kind} source", "lines": lines.num_rows,
+    return {"from": files[0] if files else f"{source.location.kind} source", "lines": lines.num_rows,
             "customers": len(pc.unique(lines["customer_id"])), **changes, **returns}  # fmt: skip
 
 

@@ -6,9 +6,10 @@ import pyarrow as pa
 
 from rusket_assets.assets.common import group_asset, key
 from rusket_assets.io import table_location
-from rusket_assets.resources import TransactionSource, Warehouse, quote
+from rusket_assets.resources import TransactionSource, Warehouse
 from rusket_assets.source import stream_transactions
 from rusket_assets.streaming import TableStream
+from rusket_assets.tables import quote
 
 GROUP = "ingest"
 asset = group_asset(GROUP)
@@ -33,9 +34,10 @@ def raw_transactions(context: dg.AssetExecutionContext, source: TransactionSourc
             "select count(*), count(distinct basket_id), count(distinct customer_id), count(distinct product_id) "
             f"from {quote(schema)}.{quote(table)}"
         ).to_pylist()[0].values()
-        context.log.info(f"read {n_lines} order lines from {source.kind} source; returns ({source.returns}): {returns}")
+        where = source.location
+        context.log.info(f"read {n_lines} order lines from {where.kind} source; returns ({source.returns}): {returns}")
         return {
-            "source": source.kind if source.kind == "synthetic" else f"{source.kind}: {source.path or source.table}",
+            "source": where.kind if where.kind == "synthetic" else f"{where.kind}: {where.path or where.table}",
             "baskets": baskets,
             "customers": customers,
             "products": products,

@@ -1,10 +1,14 @@
 """Personalization group: ALS and BPR models, their factors, holdout evaluation and similar items."""
 
+import json
 import time
+from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
 from rusket_assets.assets.common import (
     ALS_GATES,
@@ -15,18 +19,90 @@ from rusket_assets.assets.common import (
     upstream,
     with_rank,
 )
-from rusket_assets.config import (
-    ALSConfig,
-    BPRConfig,
-    EvaluationConfig,
-    RecommendationConfig,
-    SimilarItemsConfig,
-)
 from rusket_assets.engine import Engine
-from rusket_assets.incremental import changed_customers, merge_rows, refresh_model
+from rusket_assets.incremental import changed_customers, merge_rows, refresh, refresh_model
 from rusket_assets.interactions import WarehouseTable, engine_input
 from rusket_assets.resources import ModelStore, Warehouse
 from rusket_assets.streaming import TableStream
+
+# Closed choices (tests check they match the library's own lists).
+Weight = Literal["quantity", "revenue", "count"]
+BPRLoss = Literal["logistic", "rational"]
+BPRSchedule = Literal["linear", "constant"]
+
+
+class ALSConfig(dg.Config):
+    """Implicit ALS hyper-parameters."""
+
+    factors: int = Field(default=64, ge=1, description="Length of each customer and product vector.")
+    iterations: int = Field(default=15, ge=0, description="Alternating sweeps (customers, then products).")
+    alpha: float = Field(default=40.0, ge=0.0, description="Confidence scale: confidence = 1 + alpha * weight.")
+    regularization: float = Field(default=0.01, ge=0.0, description="L2 penalty on the factors.")
+    weight: Weight = Field(default="quantity", description="Interaction strength: quantity, revenue or count (lines).")
+    seed: int = Field(default=42, description="Seed of the initial factors (same seed, same model).")
+    warm_iterations: int = Field(
+        default=0, ge=0, description="Incremental runs: sweeps over all interactions after the fold-in (0: fold-in only)."
+    )
+
+
+class BPRConfig(dg.Config):
+    """BPR hyper-parameters."""
+
+    factors: int = Field(default=64, ge=1, description="Length of each customer and product vector.")
+    iterations: int = Field(default=100, ge=0, description="Epochs; each takes as many SGD steps as there are interactions.")
+    learning_rate: float = Field(default=0.05, gt=0.0, description="SGD step size in the first epoch.")
+    regularization: float = Field(default=0.01, ge=0.0, description="L2 penalty applied at every SGD step.")
+    loss: BPRLoss = Field(
+        default="logistic",
+        description="Pair loss: logistic (BPR-Opt, ranked better on the bundled store) or rational; "
+        "compare both in model_evaluation on your data.",
+    )
+    schedule: BPRSchedule = Field(default="linear", description="Learning rate over epochs: linear (to 0) or constant.")
+    seed: int = Field(default=42, description="Seed of the initial factors and the sample streams.")
+    deterministic: bool = Field(
+        default=True,
+        description="Same seed, same factors whatever the thread timing (fixed user blocks, item changes merged "
+        "after every round of a fixed number of steps); off = Hogwild threads, faster but results vary run to run.",
+    )
+    warm_iterations: int = Field(
+        default=0, ge=0, description="Incremental runs: epochs over all interactions after the fold-in (0: fold-in only)."
+    )
+
+
+class EvaluationConfig(dg.Config):
+    """Holdout evaluation: cut-off, share of each customer's items held out, seed and sample size."""
+
+    k: int = Field(default=10, ge=1, description="Cut-off of the ranking metrics (precision@k, ...).")
+    test_fraction: float = Field(
+        default=0.2, gt=0.0, lt=1.0,
+        description="Share of (customer, product) pairs held out, by a seeded hash of the pair (a pair keeps its side as days are added).",
+    )  # fmt: skip
+    seed: int = Field(default=42, description="Seed of the split hash and of the customer sample.")
+    sample_customers: int = Field(
+        default=20_000, ge=1, description="Customers (smallest seeded hash) whose held-out items are scored."
+    )
+    compare_bpr_losses: bool = Field(default=False, description="Also score BPR with the other pair loss (row bpr_<loss>).")
+
+
+class RecommendationConfig(dg.Config):
+    """Batch recommendations: top-N per customer and the blend of model, embeddings and rules."""
+
+    top_n: int = Field(default=10, ge=1, description="Recommendations per customer.")
+    als_share: float = Field(
+        default=0.7, ge=0.0, le=1.0,
+        description="Share of ALS scores in the model part; the rest is BPR-embedding similarity (the library's Recommender alpha=).",
+    )
+    rules_weight: float = Field(default=0.3, description="Weight of rule confidence (last basket as cart).")
+    chunk_customers: int = Field(
+        default=50_000, ge=1, description="Customers scored and written per chunk (memory holds one chunk)."
+    )
+
+
+class SimilarItemsConfig(dg.Config):
+    """Similar items per product."""
+
+    top_n: int = Field(default=10, ge=1, description="Similar products listed per product.")
+
 
 GROUP = "personalization"
 asset = group_asset(GROUP)
@@ -91,10 +167,11 @@ def bpr_model(
 
     With `deterministic` (default) the same seed gives the same model on every run: fixed user
     blocks on private copies of the item factors, merged after every round of a fixed number of
-    steps. Library-level fit on a busy 2-core machine, bundled store's size: 12.4 s vs 2.2 s
-    Hogwild, holdout precision@10 0.092 vs 0.091 (benchmarks/RESULTS.md).
+    steps; it takes longer than lock-free Hogwild threads at about the same holdout precision
+    (benchmarks/RESULTS.md, "Deterministic BPR").
     In an incremental run the saved model's changed customers are folded in (SGD over their rows,
-    items fixed) plus `warm_iterations` epochs; new products need a full fit (rusket_assets.incremental).
+    items fixed; new products by SGD over their buyers, customers fixed) plus `warm_iterations`
+    epochs (rusket_assets.incremental).
     """
     from rusket_core import BPR
 
@@ -195,11 +272,33 @@ def published_recommender(als_model, bpr_model, rules: pa.Table, carts: pa.Table
     )  # fmt: skip
 
 
-def _published_config(context: dg.AssetExecutionContext) -> RecommendationConfig:
-    """This run's ``user_recommendations`` config (defaults when the run does not set it)."""
-    op = key(GROUP, "user_recommendations").to_python_identifier()
+def _run_config(context: dg.AssetExecutionContext, asset_name: str, cls: type[dg.Config]) -> dg.Config:
+    """This run's config of another asset of the group (defaults when the run does not set it)."""
+    op = key(GROUP, asset_name).to_python_identifier()
     given = (context.run.run_config.get("ops") or {}).get(op) or {}
-    return RecommendationConfig(**(given.get("config") or {}))
+    return cls(**(given.get("config") or {}))
+
+
+#: the holdout twin of each published factor model: (asset, its config class)
+HOLDOUT_MODELS = {"als": ("als_model", ALSConfig), "bpr": ("bpr_model", BPRConfig)}
+SPLIT_FILE = "personalization__model_evaluation__split.json"
+
+
+def holdout_model_name(name: str) -> str:
+    """The model store's name of the holdout model ``name`` ("als" or "bpr") saved by model_evaluation."""
+    return f"personalization__model_evaluation__{name}"
+
+
+def _split_signature(config: EvaluationConfig) -> dict:
+    """What the holdout models' training lines depend on besides the data (a change means a refit)."""
+    import duckdb
+
+    return {"test_fraction": config.test_fraction, "seed": config.seed, "duckdb": duckdb.__version__}
+
+
+def _saved_split(models: ModelStore) -> dict | None:
+    path = Path(models.path) / SPLIT_FILE
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 @asset(
@@ -218,48 +317,99 @@ def model_evaluation(
     als_model,
     bpr_model,
     association_rules: pa.Table,
+    models: ModelStore,
+    warehouse: Warehouse,
 ) -> pa.Table:
     """Holdout ranking quality of ALS, BPR, popularity and the published hybrid, on one split.
 
-    Each customer's items are split at random (seeded) into train and test; every model is refitted
-    on train with its published parameters, and the blend that `user_recommendations` publishes
-    (`published_recommender`: same models, rules, last-basket carts and weights as this run's
-    `user_recommendations` config) is rebuilt from them, its carts taken from the train lines.
-    All are scored by the same `evaluate` on the test items of a seeded sample of
-    `sample_customers` customers: precision, recall, ndcg, MAP at k, and catalogue coverage.
-    The rules are the published ones (mined on all baskets). With `compare_bpr_losses` a row
-    `bpr_<loss>` scores BPR with the other pair loss too.
+    A seeded hash of each (customer, product) pair puts all its lines in train or test
+    (`rusket_assets.holdout`), so a pair keeps its side as days are appended. Holdout ALS and BPR
+    with the published parameters are trained on the train lines and saved next to the published
+    models; the blend that `user_recommendations` publishes (`published_recommender`: same rules,
+    last-basket carts from the train lines and this run's weights) is built from them. All are
+    scored by the same `evaluate` on the test lines of `sample_customers` customers (the smallest
+    seeded hash): precision, recall, ndcg, MAP at k, and catalogue coverage.
+
+    Full run: the holdout models are fitted from scratch. Incremental run: each holdout model takes
+    the update its published model took in this run (`rusket_assets.incremental.refresh`: the
+    customers whose train lines grew folded in, new products added, `warm_iterations` of the
+    published model's config), or is refitted when that model was. This is sound because the
+    split is stable (yesterday's train lines plus today's train lines are today's) and the holdout
+    models follow exactly the update path of the shipped models, so the blocking gate judges what
+    that path produces, at the cost of the day rather than of two full fits.
+    With `compare_bpr_losses` a row `bpr_<loss>` scores BPR refitted with the other pair loss.
     """
     from rusket_assets.holdout import holdout_split
+    from rusket_assets.io import save_model
+    from rusket_core.encoding import encode_transactions
     from rusket_core.evaluation import evaluate
     from rusket_core.factorization.bpr import LOSSES
     from rusket_core.popularity import PopularityRecommender
 
-    candidates = [("als", als_model, {}), ("bpr", bpr_model, {}), ("popularity", PopularityRecommender(), {})]
-    if config.compare_bpr_losses:
-        other = next(loss for loss in LOSSES if loss != bpr_model.loss)
-        candidates.insert(2, (f"bpr_{other}", bpr_model, {"loss": other}))
-    fitted, seconds = {}, {}
+    published = {"als": als_model, "bpr": bpr_model}
+    fitted, seconds, info = {}, {}, {}
     columns = sorted({*INTERACTION_COLUMNS, *CART_COLUMNS})
+    split = _split_signature(config)
+    same_split = _saved_split(models) == split
+    start = time.perf_counter()
     with holdout_split(raw_transactions, columns, "customer_id", "product_id", config.test_fraction, config.seed,
-                       config.sample_customers) as (train, test, n_customers):  # fmt: skip
+                       config.sample_customers) as (train, test, n_customers, sample_train):  # fmt: skip
+        info["split_seconds"] = time.perf_counter() - start
+        encodings: dict = {}
+
+        def encoded(rating_col: str | None):
+            """The train lines encoded in SQL once (the weighted encoding serves unweighted models too)."""
+            weighted = als_model.rating_col if rating_col is None else rating_col
+            if weighted not in encodings:
+                encodings[weighted] = encode_transactions(train, "customer_id", "product_id", weight_col=weighted)
+            return encodings[weighted]
+
+        for name, (asset_name, config_cls) in HOLDOUT_MODELS.items():
+            model = published[name]
+            start = time.perf_counter()
+
+            def build(model=model):
+                return type(model).from_encoded(encoded(model.rating_col), "customer_id", "product_id",
+                                                model.rating_col, **model.get_params())  # fmt: skip
+
+            # incremental only when the published model was updated (not refitted) in this run
+            incremental = same_split and changed_customers(context, warehouse, [key(GROUP, asset_name)]) is not None
+            warm = _run_config(context, asset_name, config_cls).warm_iterations
+            result = refresh(incremental, models, holdout_model_name(name), build, lambda b=build: b().fit(), warm)
+            fitted[name], seconds[name] = result.model, time.perf_counter() - start
+            info |= {f"holdout_{name} {k}": v for k, v in result.metadata.items()}
+        candidates = [("popularity", PopularityRecommender(), {})]
+        if config.compare_bpr_losses:
+            other = next(loss for loss in LOSSES if loss != bpr_model.loss)
+            candidates.insert(0, (f"bpr_{other}", bpr_model, {"loss": other}))
         for name, model, changes in candidates:
             start = time.perf_counter()
-            fitted[name] = type(model).from_transactions(
-                train, user_col="customer_id", item_col="product_id",  # encoded in SQL
-                rating_col=model.rating_col, **{**model.get_params(), **changes},
+            fitted[name] = type(model).from_encoded(
+                encoded(model.rating_col), "customer_id", "product_id", model.rating_col,
+                **{**model.get_params(), **changes},
             ).fit()  # fmt: skip
             seconds[name] = time.perf_counter() - start
+        encodings.clear()  # the matrices stay referenced by the fitted models only
         start = time.perf_counter()
-        fitted["published"] = published_recommender(
-            fitted["als"], fitted["bpr"], association_rules, last_baskets(train), _published_config(context)
-        )
+        blend = published_recommender(
+            fitted["als"], fitted["bpr"], association_rules, last_baskets(sample_train),
+            _run_config(context, "user_recommendations", RecommendationConfig),
+        )  # fmt: skip
         seconds["published"] = seconds["als"] + seconds["bpr"] + time.perf_counter() - start
+        order = ["als", "bpr", *(n for n, _, _ in candidates)]
+        fitted = {name: fitted[name] for name in order} | {"published": blend}
+    start = time.perf_counter()
     rows = []
     for name, recommender in fitted.items():
         metrics = evaluate(recommender, test=test, k=config.k)
         rows.append({"model": name, **{m: metrics[m] for m in METRICS},
                      "k": config.k, "n_users": metrics["n_users"], "fit_seconds": seconds[name]})  # fmt: skip
+    info["evaluate_seconds"] = time.perf_counter() - start
+    # the split file goes last: a run failing half-way leaves none, and the next run refits
+    (Path(models.path) / SPLIT_FILE).unlink(missing_ok=True)
+    for name in HOLDOUT_MODELS:
+        save_model(fitted[name], models.path, holdout_model_name(name))
+    (Path(models.path) / SPLIT_FILE).write_text(json.dumps(split))
     table = pa.Table.from_pylist(rows)
     k = config.k
     context.add_output_metadata(
@@ -271,6 +421,7 @@ def model_evaluation(
         | {f"coverage {row['model']}": float(row["coverage"]) for row in rows}
         | {f"fit_seconds {row['model']}": float(row["fit_seconds"]) for row in rows}
         | {"test_interactions": test.num_rows, "evaluated_customers": n_customers}
+        | info
     )
     return table
 

@@ -4,11 +4,21 @@ from datetime import timedelta
 
 import dagster as dg
 import pyarrow as pa
+from pydantic import Field
 
 from rusket_assets.assets.common import ALS_GATES, group_asset, lookup, upstream
 from rusket_assets.columns import column_description
-from rusket_assets.config import VectorsConfig
 from rusket_assets.resources import VectorStore
+
+
+class VectorsConfig(dg.Config):
+    """LanceDB export: normalise vectors (cosine search) or keep raw factors."""
+
+    normalize: bool = Field(default=True, description="Store unit-length vectors (cosine search); off keeps raw factors.")
+    keep_versions_hours: float = Field(
+        default=1.0, ge=0.0, description="Older LanceDB table versions (and their files) are pruned after this long."
+    )
+
 
 GROUP = "vectors"
 asset = group_asset(GROUP, io_manager_key=None)

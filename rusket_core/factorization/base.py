@@ -94,13 +94,26 @@ class FactorModel(RecommenderBase):
         ``rating_col`` values must be finite and >= 0 (confidence grows with them); without it
         every interaction counts once. Call ``fit()`` to train.
         """
-        model = cls(**params)
         encoded = encode_transactions(data, user_col, item_col, weight_col=rating_col)
-        if encoded.data is not None:
+        return cls.from_encoded(encoded, user_col, item_col, rating_col, format=input_format(data), **params)
+
+    @classmethod
+    def from_encoded(
+        cls, encoded: Encoded, user_col: str, item_col: str, rating_col: str | None = None,
+        format: str | None = None, **params: Any,
+    ) -> FactorModel:  # fmt: skip
+        """:meth:`from_transactions` over interactions already encoded (one encoding shared by several
+        models of the same lines); without ``rating_col`` the weights are dropped (each pair counts once)."""
+        if rating_col is None:
+            encoded = Encoded(encoded.indptr, encoded.indices, None, encoded.rows, encoded.items)
+        elif encoded.data is None:
+            raise ValueError(f"rating_col={rating_col!r} but the encoded interactions have no weights")
+        else:
             _check_ratings(encoded.data, repr(rating_col))
+        model = cls(**params)
         model._set_interactions(encoded)
         model.user_col, model.item_col, model.rating_col = user_col, item_col, rating_col
-        model._format = input_format(data)
+        model._format = format
         return model
 
     @classmethod
@@ -424,6 +437,9 @@ class FactorModel(RecommenderBase):
             pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)), k
         )
         return from_arrow(pa.table(columns), self._output_format(format))
+
+
+FactorModel._registry[FactorModel.__name__] = FactorModel  # models built by FactorModel.from_factors load too
 
 
 def transpose_csr(

@@ -10,7 +10,12 @@ import numpy as np
 from rusket_core.encoding import Encoded
 from rusket_core.factorization.base import FactorModel, check_int, check_real
 from rusket_core.factorization.foldin import FoldIn
-from rusket_core.factorization.kernels import bpr_epoch_blocks, bpr_epochs, bpr_fold_in
+from rusket_core.factorization.kernels import (
+    bpr_epoch_blocks,
+    bpr_epochs,
+    bpr_fold_in,
+    bpr_item_fold_in,
+)
 from rusket_core.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -20,9 +25,9 @@ SCHEDULES = ("linear", "constant")
 #: user blocks of the deterministic mode (fixed, so results do not depend on the thread count)
 BLOCKS = 8
 #: deterministic mode: a block takes max(ROUND_STEPS, ROUND_PER_ITEM * items) SGD steps between merges
-#: of the item copies. Merging once per epoch diverged on long epochs (planted 100k users x 5k items:
-#: precision@10 0.0000 at 10+ steps per item per round, 0.054 like Hogwild at 4); the floor bounds the merges'
-#: cost (each touches every item row and waits for all blocks).
+#: of the item copies. Merging once per epoch diverged on long epochs (benchmarks/RESULTS.md,
+#: "Deterministic BPR"); the floor bounds the merges' cost (each touches every item row and waits
+#: for all blocks).
 ROUND_STEPS, ROUND_PER_ITEM = 4096, 4
 
 
@@ -37,16 +42,13 @@ class BPR(FoldIn, FactorModel):
     ``loss`` sets how a pair with score gap z = x_u·(y_i - y_j) is weighted: ``"logistic"`` is
     Rendle's BPR-Opt (weight 1 - sigma(z), which vanishes like e^-z once a pair is ranked right);
     ``"rational"`` (default) puts sigma(z) = 1/2 + z/(2(1 + |z|)) in its place, a convex loss whose
-    weight falls like 1/z, so pairs already ranked right keep pulling the factors apart. Which one
-    ranks better depends on the data (held-out precision@10, linear schedule, 100 epochs): on the
-    planted 1m benchmark rational 0.0616 vs logistic 0.0565, but with catalogue coverage 0.12 vs
-    0.29 (it leans to popular items); on the pipeline's synthetic store logistic 0.0918 vs 0.0890;
-    on the retail sample logistic 0.048 vs 0.047 (mean of 3 splits). Compare both with
+    weight falls like 1/z, so pairs already ranked right keep pulling the factors apart and lean
+    to popular items. Which one ranks better depends on the data (held-out figures on planted,
+    synthetic and retail data in benchmarks/RESULTS.md); compare both with
     ``rusket_core.evaluation`` on your data.
     ``schedule="linear"`` (default) lowers the step size from ``learning_rate`` in the first epoch
     towards 0 in the last, so the final factors are not left at the noise level of a full-size
-    step (planted 1m: 0.0616 vs 0.0594 constant with the rational loss, 0.0565 vs 0.0536 with the
-    logistic one); ``"constant"`` keeps it.
+    step; ``"constant"`` keeps it.
     By default threads update shared factors without locks (Hogwild), so results are reproducible
     for a given ``random_state`` only with one thread. ``deterministic=True`` gives the same factors
     for the same ``random_state`` whatever the thread count or timing: users are split into
@@ -56,8 +58,9 @@ class BPR(FoldIn, FactorModel):
     ``BLOCKS`` copies of the item factors). After ``fit``, ``samples_`` holds the steps taken per
     epoch, ``ranking_accuracy_`` the share of samples already ranked right and ``loss_`` the mean
     pair loss -ln sigma(z) of the epoch's samples.
-    ``partial_fit_users`` runs seeded SGD epochs over the given users' rows with the item factors
-    fixed (reproducible for a seed at any thread count); ``fit(init=model)`` warm-starts.
+    ``partial_fit_users`` / ``partial_fit_items`` run seeded SGD epochs over the given users' (items')
+    rows with the other side fixed (reproducible for a seed at any thread count), so ``partial_fit``
+    takes in new products too; ``fit(init=model)`` warm-starts.
     """
 
     def __init__(
@@ -134,30 +137,36 @@ class BPR(FoldIn, FactorModel):
         if not self.deterministic and self.iterations:
             logger.info("%s: done, last epoch loss %.4g, ranked right %.4g", what, self.loss_[-1], self.ranking_accuracy_[-1])
 
-    def _check_item_fold_in(self) -> None:
-        """BPR has no item fold-in: say so before anything changes."""
-        raise NotImplementedError(
-            "BPR folds in users only: an item's SGD steps also need the other users' negatives; refit "
-            "(fit(init=model) warm-starts) to add items"
-        )
-
     def _solve_rows(
         self, side: str, indptr, indices, data, X: np.ndarray, new: np.ndarray,
         epochs: int | None = None, random_state: int | None = None,
     ) -> None:  # fmt: skip
-        """Fold-in SGD: ``epochs`` (default ``iterations``) epochs over these rows with the items fixed,
-        each row taking per epoch the share of steps a user gets in ``fit``; new rows start as in a
-        cold fit. Seeded by ``random_state`` (default the model's)."""
+        """Fold-in SGD: ``epochs`` (default ``iterations``) epochs over these rows with the other side
+        fixed, each row taking per epoch the share of steps a user (an item) gets in ``fit``; new rows
+        start as in a cold fit. Users: pairs as in ``fit``. Items: the item as a buyer's positive
+        against a negative and as a non-buyer's negative against one of their items
+        (``bpr_item_fold_in``). Seeded by ``random_state`` (default the model's)."""
         epochs = check_int("epochs", self.iterations if epochs is None else epochs, 0)
         seed = self.random_state if random_state is None else random_state
         k = self.factors
         rng = np.random.default_rng(seed)
         X[new] = rng.standard_normal((int(new.sum()), k), dtype=np.float32) * np.float32(0.1 / np.sqrt(k))
+        enc, own = (self.user_items, self.item_factors) if self._fold_matrix is None else self._fold_matrix
+        decay = 1.0 if self.schedule == "linear" else 0.0
+        if side == "items":
+            active = int((enc.item_counts() > 0).sum())
+            steps = max(1, round(enc.nnz / max(active, 1)))
+            bpr_item_fold_in(
+                indptr, indices, X, self.user_factors, np.ascontiguousarray(enc.indptr, np.int64),
+                np.ascontiguousarray(enc.indices, np.int32), np.ascontiguousarray(own, np.float32), self.learning_rate,
+                self.regularization, steps, epochs, np.uint64(rng.integers(0, 2**63)), self.loss == "rational", decay,
+            )  # fmt: skip
+            return
         lengths = np.diff(self.user_items.indptr)
         active = int(((lengths > 0) & (lengths < self.user_items.n_items)).sum())
         steps = max(1, round(self.user_items.nnz / max(active, 1)))
         bpr_fold_in(
             indptr, indices, X, self.item_factors, self.learning_rate, self.regularization, steps,
             epochs, np.uint64(rng.integers(0, 2**63)), self.loss == "rational",
-            1.0 if self.schedule == "linear" else 0.0, max(1, min(len(X), 4 * numba.get_num_threads())),
+            decay, max(1, min(len(X), 4 * numba.get_num_threads())),
         )  # fmt: skip

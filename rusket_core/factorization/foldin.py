@@ -32,6 +32,7 @@ class FoldIn:
     """
 
     _init: tuple | None = None
+    _fold_matrix: tuple[Encoded, np.ndarray] | None = None
 
     def fit(self, user_items: Any = None, init: FactorModel | None = None) -> FactorModel:
         """Train as :meth:`FactorModel.fit`; with ``init`` (a fitted model of the same class and
@@ -128,8 +129,13 @@ class FoldIn:
             ptr, ind, dat = transpose_csr(ptr, ind, dat, enc.n_items)
         sub_ptr, sub_ind, sub_dat = take_rows(ptr, ind, dat, targets)
         solved = np.ascontiguousarray(X[targets])
-        with self._threads():
-            self._solve_rows(side, sub_ptr, sub_ind, sub_dat, solved, new, **options)
+        # what the rows are solved against: the interactions and this side's whole factor matrix (new rows zero)
+        self._fold_matrix = (enc, X)
+        try:
+            with self._threads():
+                self._solve_rows(side, sub_ptr, sub_ind, sub_dat, solved, new, **options)
+        finally:
+            self._fold_matrix = None
         X[targets] = solved
 
     def partial_fit(self, data: Any, **options: Any) -> FactorModel:

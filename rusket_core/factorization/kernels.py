@@ -2,9 +2,9 @@
 
 All kernels are pure functions over CSR arrays (``indptr`` int64, ``indices`` int32, ``data``
 float32) and C-contiguous float32 factor matrices, updated in place. The ALS row solvers are
-plain ``@njit`` functions (compiled once, linked into the kernel): numba-IR inlining them made the cold
-compile of ``als_update`` 8.7 s instead of 5.9 s at the same speed. The BPR sampling helpers stay
-``inline="always"``: as calls they measured 20 % slower.
+plain ``@njit`` functions (compiled once, linked into the kernel, which keeps its cold compile short);
+the BPR sampling helpers are ``inline="always"`` (inlined into the epoch loop). The compile and
+speed figures behind both choices are in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -426,3 +426,82 @@ def bpr_fold_in(indptr, indices, X, Y, lr, reg, steps, n_epochs, seed, rational,
                     step_g = lr32 * g
                     for a in range(k):
                         xu[a] = shrink * xu[a] + step_g * (yi[a] - yj[a])
+
+
+@njit(inline="always")
+def _in_sorted(indices, start, stop, x):
+    """Whether ``x`` is in the sorted slice ``indices[start:stop]`` (binary search)."""
+    lo, hi = start, stop
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if indices[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < stop and indices[lo] == x
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def bpr_item_fold_in(indptr, indices, rows, X, user_indptr, user_indices, Y, lr, reg, steps, n_epochs, seed, rational, decay):
+    """BPR SGD on item rows ``rows`` (row r of the item CSR ``indptr``/``indices`` lists its buyers)
+    with the user factors X and the item factors Y fixed.
+
+    Each step takes the item as the positive of one of its buyers u against a negative j drawn for u
+    (redrawn while in u's sorted row of ``user_indptr``/``user_indices``), then as the negative of a
+    user v who did not buy it against one of v's items: the two sides of the item's gradient in
+    ``bpr_epochs``. Each row has its own stream seeded by ``seed`` and the row number and reads only
+    fixed factors, so results do not depend on the thread count. Rows bought by nobody or by
+    everyone are left as they are.
+    """
+    n_users = X.shape[0]
+    n_items = Y.shape[0]
+    k = X.shape[1]
+    half = np.float32(0.5)
+    one = np.float32(1.0)
+    for r in prange(rows.shape[0]):
+        start = indptr[r]
+        stop = indptr[r + 1]
+        if stop == start or stop - start >= n_users:
+            continue
+        s = _splitmix(seed + np.uint64(r))
+        y = rows[r]
+        for epoch in range(n_epochs):
+            rate = lr * (1.0 - decay * epoch / n_epochs)
+            lr32 = np.float32(rate)
+            shrink = np.float32(1.0 - rate * reg)
+            for _ in range(steps):
+                s = _xorshift(s)
+                u = indices[start + _below(s, stop - start)]
+                us = user_indptr[u]
+                ue = user_indptr[u + 1]
+                if ue - us < n_items:  # a buyer of everything has no negative
+                    while True:
+                        s = _xorshift(s)
+                        j = _below(s, n_items)
+                        if not _in_sorted(user_indices, us, ue, j):
+                            break
+                    xu = X[u]
+                    yj = Y[j]
+                    z = np.float32(0.0)
+                    for a in range(k):
+                        z += xu[a] * (y[a] - yj[a])
+                    g = lr32 * (half - half * z / (one + abs(z)) if rational else one / (one + np.exp(z)))
+                    for a in range(k):
+                        y[a] = shrink * y[a] + g * xu[a]
+                while True:
+                    s = _xorshift(s)
+                    v = _below(s, n_users)
+                    if not _in_sorted(indices, start, stop, v):
+                        break
+                vs = user_indptr[v]
+                ve = user_indptr[v + 1]
+                if ve > vs:
+                    s = _xorshift(s)
+                    yp = Y[user_indices[vs + _below(s, ve - vs)]]
+                    xv = X[v]
+                    z = np.float32(0.0)
+                    for a in range(k):
+                        z += xv[a] * (yp[a] - y[a])
+                    g = lr32 * (half - half * z / (one + abs(z)) if rational else one / (one + np.exp(z)))
+                    for a in range(k):
+                        y[a] = shrink * y[a] - g * xv[a]

@@ -478,8 +478,8 @@ def rules_kernel(offsets, items, support, metric, min_threshold, max_consequent)
     itemset i is listed twice; -(1 + i) when a subset of itemset i is missing; -(2 + n) when
     an itemset has over 30 items) and the rules as CSR antecedents/consequents plus supports.
     Subset supports come from a hash table of the itemsets, looked up once per subset.
-    Sequential on purpose: the work is random hash probes (memory-bound), and on this 2-core
-    machine a ``prange`` version was no faster while doubling the JIT compile time.
+    Sequential on purpose: the work is random hash probes (memory-bound); a ``prange`` version
+    gained nothing and doubled the JIT compile time (benchmarks/RESULTS.md).
     """
     n = offsets.shape[0] - 1
     size = 16

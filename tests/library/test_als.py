@@ -166,6 +166,26 @@ def test_from_transactions_sums_duplicates_and_checks_ratings():
         ALS.from_transactions(df, "c", "s", rating_col="missing")
 
 
+def test_from_encoded_shares_one_encoding_between_weighted_and_unweighted_models():
+    from rusket_core.encoding import Encoded, encode_transactions
+    from rusket_core.factorization import BPR
+
+    df = pd.DataFrame({"c": [1, 1, 2, 3, 3], "s": ["a", "a", "b", "a", "c"], "r": [1.0, 2.0, 0.5, 1.0, 4.0]})
+    enc = encode_transactions(df, "c", "s", weight_col="r")
+    als = ALS.from_encoded(enc, "c", "s", "r", factors=2, iterations=3).fit()
+    same = ALS.from_transactions(df, "c", "s", "r", factors=2, iterations=3).fit()
+    np.testing.assert_array_equal(als.user_factors, same.user_factors)
+    bpr = BPR.from_encoded(enc, "c", "s", factors=2)  # no rating column: each pair counts once
+    assert bpr.user_items.data is None and bpr.user_items.indices is enc.indices
+    assert (bpr.user_col, bpr.item_col, bpr.rating_col) == ("c", "s", None)
+    assert enc.data.tolist() == [3.0, 0.5, 1.0, 4.0]  # the shared encoding keeps its weights
+    with pytest.raises(ValueError, match="'r'.*no weights"):
+        ALS.from_encoded(encode_transactions(df, "c", "s"), "c", "s", "r")
+    negative = Encoded(enc.indptr, enc.indices, -enc.data, enc.rows, enc.items)
+    with pytest.raises(ValueError, match="'r'"):
+        ALS.from_encoded(negative, "c", "s", "r")  # ratings checked as in from_transactions
+
+
 def test_fit_on_a_matrix_uses_indices_as_ids_and_rejects_bad_input():
     csr = sp.csr_array(np.array([[1, 0, 2], [0, 1, 0]], dtype=np.float32))
     model = ALS(factors=2, iterations=2).fit(csr)

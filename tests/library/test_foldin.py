@@ -294,9 +294,52 @@ def test_bpr_fold_in_finds_the_planted_cluster_of_new_users():
     model.partial_fit_users(df[held])
     rec = model.batch_recommend(n=10, users=users)
     assert ((rec["item_id"] % 6) == (rec["user_id"] % 6)).mean() > 0.7
-    with pytest.raises(NotImplementedError, match="users only"):
-        model.partial_fit_items(df[held])
     assert len(model.items) == 200
+
+
+def _bpr_item_setup():
+    df = planted_interactions(n_users=600, n_items=200, n_interactions=12_000, n_clusters=6, random_state=3)
+    held = df["item_id"].isin(range(0, 200, 25))  # 8 new products, several clusters
+    params = {"factors": 16, "iterations": 60, "random_state": 1}
+    return df, held, params
+
+
+def test_bpr_item_fold_in_places_new_items_among_their_planted_cluster():
+    df, held, params = _bpr_item_setup()
+    model = BPR.from_transactions(df[~held], "user_id", "item_id", **params).fit()
+    users0, items0 = model.user_factors.copy(), model.item_factors.copy()
+    model.partial_fit_items(df[held])
+    new = sorted(set(df.loc[held, "item_id"]))
+    assert list(model.items.values[-len(new):]) == new
+    assert np.array_equal(model.user_factors, users0) and np.array_equal(model.item_factors[:200 - len(new)], items0)
+    unit = model.item_factors / np.linalg.norm(model.item_factors, axis=1, keepdims=True)
+    old = unit[: -len(new)]
+    same = []
+    for row, item in zip(unit[-len(new):], new, strict=True):
+        top = model.items.values[np.argsort(-(old @ row))[:10]]
+        same.append(np.mean(top % 6 == item % 6))
+    assert np.mean(same) > 0.6  # chance: 1/6
+    # the new products are ranked for their cluster's customers like the old ones
+    users = list(range(0, 600, 7))
+    rec = model.batch_recommend(n=10, users=users)
+    assert ((rec["item_id"] % 6) == (rec["user_id"] % 6)).mean() > 0.7
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bpr_partial_fit_items_is_seeded(threads, tmp_path):
+    df, held, params = _bpr_item_setup()
+    saved = BPR.from_transactions(df[~held], "user_id", "item_id", num_threads=1, **params).fit().save(tmp_path / "b.npz")
+
+    def fold(num_threads, **options):
+        model = BPR.load(saved)
+        model.num_threads = num_threads
+        model.partial_fit_items(df[held], epochs=20, **options)
+        return model.item_factors
+
+    first = fold(threads)
+    assert np.array_equal(fold(threads), first)
+    assert np.array_equal(fold(1), first)  # rows share no state: the thread count does not matter
+    assert not np.array_equal(fold(threads, random_state=9), first)
 
 
 def test_bpr_warm_start_copies_rows_by_label():
@@ -341,11 +384,10 @@ def test_partial_fit_adds_new_items_and_leaves_every_batch_user_exact():
         )
     # the new items are in their buyers' training rows, so never recommended back to them
     assert not {70, 71} & set(model.recommend_items(500, n=len(model.items))[0].tolist())
-    bpr = BPR.from_transactions(train, "user", "item", "rating", factors=4, iterations=2).fit()
-    nnz = bpr.user_items.nnz
-    with pytest.raises(NotImplementedError, match="users only"):
-        bpr.partial_fit(batch)
-    assert bpr.user_items.nnz == nnz and len(bpr.users) == 20
+    bpr = BPR.from_transactions(train, "user", "item", factors=4, iterations=2).fit()
+    bpr.partial_fit(batch[["user", "item"]])  # BPR takes in new products too
+    assert {70, 71} <= set(bpr.items.values.tolist()) and 500 in set(bpr.users.values.tolist())
+    assert np.isfinite(bpr.item_factors).all() and len(bpr.item_factors) == len(bpr.items)
 
 
 def test_partial_fit_with_only_new_items_and_a_failure_leaves_the_model_as_it_was():

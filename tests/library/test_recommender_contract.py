@@ -75,9 +75,9 @@ def _factor_models(train):
 
 
 @pytest.mark.parametrize("name", ["als", "bpr", "popularity", "from_factors"])
-def test_evaluate_factor_models_matches_brute_force(split, name):
-    train, test = split
-    model = _factor_models(train)[name]
+def test_evaluate_factor_models_matches_brute_force(split, fitted, name):
+    _, test = split
+    model = fitted[name]
     assert isinstance(model, RecommenderBase)
     seen = _seen(model)
     relevant = _relevant(test)
@@ -94,8 +94,7 @@ def test_evaluate_factor_models_matches_brute_force(split, name):
     assert result["coverage"] == pytest.approx(len(distinct) / len(model.items))
 
 
-def _hybrid(train, **settings) -> Recommender:
-    models = _factor_models(train)
+def _hybrid(models: dict, **settings) -> Recommender:
     rules = pd.DataFrame(
         {"antecedents": [["p0"], ["p1", "p2"], ["p3"]], "consequents": [["p4"], ["p5"], ["new_item"]],
          "confidence": [0.9, 0.6, 0.8], "lift": [2.0, 1.5, 3.0]}
@@ -104,10 +103,10 @@ def _hybrid(train, **settings) -> Recommender:
     return Recommender(models["als"], rules_df=rules, item_embeddings=emb, **settings)
 
 
-def test_evaluate_hybrid_with_carts_matches_its_single_user_answers(split):
+def test_evaluate_hybrid_with_carts_matches_its_single_user_answers(split, fitted):
     train, test = split
     carts = train.groupby("user_id")["item_id"].apply(lambda s: list(s)[-2:]).to_dict()
-    rec = _hybrid(train, alpha=0.6, rules_weight=0.4, carts=carts)
+    rec = _hybrid(fitted, alpha=0.6, rules_weight=0.4, carts=carts)
     relevant = _relevant(test)
     # the published frame, user by user, through the wider recommend_for_users call
     full = rec.recommend_for_users(n=K, format="pandas")
@@ -120,9 +119,9 @@ def test_evaluate_hybrid_with_carts_matches_its_single_user_answers(split):
     assert result != evaluate(rec.model, test=test, k=K)
 
 
-def test_evaluate_hybrid_without_carts_matches_recommend_for_user(split):
-    train, test = split
-    rec = _hybrid(train, alpha=0.5)
+def test_evaluate_hybrid_without_carts_matches_recommend_for_user(split, fitted):
+    _, test = split
+    rec = fitted["hybrid"]
     relevant = _relevant(test)
     recs = {u: rec.recommend_for_user(u, n=K)[0].tolist() for u in relevant}
     result = evaluate(rec, test=test, k=K)
@@ -130,33 +129,116 @@ def test_evaluate_hybrid_without_carts_matches_recommend_for_user(split):
         assert result[metric] == pytest.approx(value, abs=1e-9), metric
 
 
-@pytest.mark.parametrize("name", ["als", "popularity", "hybrid"])
-def test_batch_recommend_contract(split, name):
+# ----------------------------------------------------------------------------------------------
+# the RecommenderBase contract, run against every implementation (after implicit's
+# RecommenderBaseTestMixin): one fixture, parametrised over the implementations
+
+IMPLEMENTATIONS = ["als", "bpr", "popularity", "from_factors", "hybrid", "hybrid_with_carts"]
+FACTOR_MODELS = ["als", "bpr", "popularity", "from_factors"]
+
+
+@pytest.fixture(scope="module")
+def fitted(split) -> dict[str, RecommenderBase]:
+    """Every implementation, fitted once on the training split."""
     train, _ = split
-    rec = _hybrid(train, carts={1000: ["p0"]}) if name == "hybrid" else _factor_models(train)[name]
-    users = [rec.users.values[3], rec.users.values[0]]
-    frame = rec.batch_recommend(n=4, users=users, format="pandas")
-    assert tuple(frame.columns) == BATCH_COLUMNS
-    assert list(dict.fromkeys(frame["user_id"])) == users  # grouped by user, request order
+    models: dict[str, RecommenderBase] = _factor_models(train)
+    models["hybrid"] = _hybrid(models, alpha=0.5)
+    models["hybrid_with_carts"] = _hybrid(models, carts={1000: ["p0"], 1003: ["p1", "p2"]}, rules_weight=0.5)
+    return models
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def recommender(request, fitted) -> RecommenderBase:
+    return fitted[request.param]
+
+
+def _owned(rec: RecommenderBase, user) -> set:
+    """Labels of the items ``rec`` treats as seen by ``user``."""
     seen = rec.user_items
+    row = rec.users.index_of(user)
+    return set(rec.items.take(seen.indices[seen.indptr[row] : seen.indptr[row + 1]]).tolist())
 
-    def owned(user) -> set:
-        row = rec.users.index_of(user)
-        return set(rec.items.take(seen.indices[seen.indptr[row] : seen.indptr[row + 1]]))
 
-    for user, group in frame.groupby("user_id", sort=False):
-        assert len(group) == 4
+def test_is_a_recommender_over_the_callers_labels(recommender):
+    assert isinstance(recommender, RecommenderBase)
+    assert recommender.users.values.min() >= 1000  # the caller's ids, not row positions
+    assert {"p0", "p29"} <= set(recommender.items.values.tolist())
+    seen = recommender.user_items
+    assert (seen.n_rows, seen.n_items) == (len(recommender.users), len(recommender.items))
+
+
+def test_batch_recommend_shape_order_and_labels(recommender):
+    users = [recommender.users.values[5], recommender.users.values[0], recommender.users.values[2]]
+    frame = recommender.batch_recommend(n=4, users=users, format="pandas")
+    assert tuple(frame.columns) == BATCH_COLUMNS
+    assert list(dict.fromkeys(frame["user_id"])) == users  # grouped by user, in request order
+    assert frame["user_id"].map(type).eq(int).all() and frame["item_id"].str.startswith("p").all()
+    for _, group in frame.groupby("user_id", sort=False):
+        assert len(group) == 4  # n respected: every user has more than 4 candidates
+        assert group["item_id"].is_unique
         assert (np.diff(group["score"].to_numpy()) <= 1e-6).all()  # best first
-        assert owned(user) and not owned(user) & set(group["item_id"])
-    with_seen = rec.batch_recommend(n=len(rec.items), users=users[:1], exclude_seen=False, format="pandas")
-    assert owned(users[0]) <= set(with_seen["item_id"])
-    with pytest.raises(KeyError):
-        rec.batch_recommend(n=2, users=[-5])
 
 
-def test_evaluate_excludes_extra_train_items(split):
-    train, test = split
-    model = _factor_models(train)["als"]
+def test_every_user_by_default_in_the_recommenders_order(recommender):
+    frame = recommender.batch_recommend(n=2, format="pandas")
+    assert list(dict.fromkeys(frame["user_id"])) == recommender.users.values.tolist()
+    assert (frame.groupby("user_id").size() == 2).all()
+
+
+def test_seen_items_are_excluded_unless_asked(recommender):
+    users = recommender.users.values[:5].tolist()
+    everything = recommender.batch_recommend(n=len(recommender.items), users=users, format="pandas")
+    with_seen = recommender.batch_recommend(n=len(recommender.items), users=users, exclude_seen=False, format="pandas")
+    for user in users:
+        owned = _owned(recommender, user)
+        got = everything.loc[everything["user_id"] == user, "item_id"]
+        assert owned and got.is_unique and not owned & set(got)
+        assert owned <= set(with_seen.loc[with_seen["user_id"] == user, "item_id"])
+        if isinstance(recommender, FactorModel):  # every unseen item is a candidate
+            assert set(got) == set(recommender.items.values.tolist()) - owned
+
+
+def test_formats_hold_the_same_rows(recommender):
+    users = recommender.users.values[:4].tolist()
+    pandas = recommender.batch_recommend(n=3, users=users, format="pandas")
+    polars = recommender.batch_recommend(n=3, users=users, format="polars")
+    arrow = recommender.batch_recommend(n=3, users=users, format="arrow")
+    assert polars.to_pandas().equals(pandas) and arrow.to_pandas().equals(pandas)
+
+
+def test_n_zero_and_unknown_users(recommender):
+    assert len(recommender.batch_recommend(n=0, users=[1000], format="pandas")) == 0
+    with pytest.raises(KeyError, match="unknown"):
+        recommender.batch_recommend(n=2, users=[1000, -5])
+
+
+@pytest.mark.parametrize("name", [*FACTOR_MODELS, "hybrid"])
+def test_single_user_answer_is_the_batch_row(fitted, name):
+    rec = fitted[name]
+    user = rec.users.values[7]
+    single = rec.recommend_items(user, n=5) if isinstance(rec, FactorModel) else rec.recommend_for_user(user, n=5)
+    frame = rec.batch_recommend(n=5, users=[user], format="pandas")
+    assert single[0].tolist() == frame["item_id"].tolist()
+    np.testing.assert_allclose(single[1], frame["score"].to_numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", FACTOR_MODELS)
+def test_from_factors_and_save_load_round_trips(fitted, name, tmp_path):
+    model = fitted[name]
+    want = model.batch_recommend(n=5, format="pandas")
+    rebuilt = type(model).from_factors(
+        model.user_factors, model.item_factors, model.users.values, model.items.values, model.user_items
+    )
+    assert type(rebuilt) is type(model)
+    assert rebuilt.batch_recommend(n=5, format="pandas").equals(want)
+    loaded = FactorModel.load(model.save(tmp_path / f"{name}.npz"))
+    assert type(loaded) is type(model)
+    assert loaded.batch_recommend(n=5, format="pandas").equals(want)
+
+
+def test_evaluate_excludes_extra_train_items(split, fitted):
+    _, test = split
+    model = fitted["als"]
     extra = test.groupby("user_id").head(1)  # pretend one test item per user was seen too
     relevant = _relevant(test)
     seen = _seen(model)

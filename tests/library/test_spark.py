@@ -231,7 +231,7 @@ def test_dagster_engine_spark_tables_equal_local(spark, tmp_path):
         tmp = tmp_path / name
         defs = build_definitions(
             warehouse_path=str(tmp / "warehouse.duckdb"), lancedb_uri=str(tmp / "lancedb"),
-            models_path=str(tmp / "models"), source=TransactionSource(**SMALL), engine=Engine(engine=name),
+            models_path=str(tmp / "models"), source=TransactionSource(store=SMALL), engine=Engine(engine=name),
         )  # fmt: skip
         result = run(defs, [dg.AssetKey(k) for k in keys], RUN_CONFIG)
         assert result.success, failure_messages(result)

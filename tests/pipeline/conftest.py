@@ -27,7 +27,7 @@ def build(tmp: Path, source: TransactionSource | None = None) -> dg.Definitions:
         warehouse_path=str(tmp / "warehouse.duckdb"),
         lancedb_uri=str(tmp / "lancedb"),
         models_path=str(tmp / "models"),
-        source=source or TransactionSource(**SMALL),
+        source=source or TransactionSource(store=SMALL),
     )
 
 

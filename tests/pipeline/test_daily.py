@@ -21,7 +21,7 @@ SMALL = {"n_customers": 300, "n_products": 100, "n_categories": 10, "n_days": 10
 def build(tmp: Path, folder: Path | None = None) -> dg.Definitions:
     return build_definitions(
         warehouse_path=str(tmp / "warehouse.duckdb"), lancedb_uri=str(tmp / "lancedb"),
-        models_path=str(tmp / "models"), source=TransactionSource(**SMALL),
+        models_path=str(tmp / "models"), source=TransactionSource(store=SMALL),
         daily_files=DailyFiles(path=str(folder or tmp / "daily")),
     )  # fmt: skip
 

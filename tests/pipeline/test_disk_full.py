@@ -9,7 +9,8 @@ import pyarrow as pa
 import pytest
 import scipy.sparse as sp
 
-from rusket_assets.io import load_model, replace_table, save_model
+from rusket_assets.io import load_model, save_model
+from rusket_assets.tables import replace_table
 from rusket_core import ALS
 
 

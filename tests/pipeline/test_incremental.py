@@ -32,7 +32,7 @@ RECOMMENDATIONS = {
 def setup(tmp: Path) -> dg.Definitions:
     """The store's first 29 days in ingest.daily_orders; the graph reads that history table."""
     warehouse = Warehouse(path=str(tmp / "warehouse.duckdb"), publish_snapshot=False)
-    lines, _ = read_transactions(TransactionSource(**STORE, date_to=LAST_DAY), warehouse)
+    lines, _ = read_transactions(TransactionSource(store=STORE, location={"date_to": LAST_DAY}), warehouse)
     warehouse.replace_table("ingest", "daily_orders", lines)
     defs = build_definitions(
         warehouse_path=warehouse.path, lancedb_uri=str(tmp / "lancedb"), models_path=str(tmp / "models"),
@@ -45,7 +45,7 @@ def run(defs, instance, tags=None, config=None, partition=None):
     if partition:
         job = defs.resolve_job_def("daily_ingest")
         # the day's lines come from the synthetic store itself
-        config = {"resources": {"source": {"config": STORE}}}
+        config = {"resources": {"source": {"config": {"store": STORE}}}}
         return job.execute_in_process(partition_key=partition, instance=instance, run_config=config)
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=RECOMMENDATIONS)
     return job.execute_in_process(run_config=config or RUN_CONFIG, instance=instance, tags=tags or {}, raise_on_error=False)
@@ -132,6 +132,86 @@ def test_gate_blocks_an_incremental_run(tmp_path):
                         "personalization__bpr_model": {"config": {"factors": 8, "iterations": 0}},
                         "personalization__user_recommendations": {"config": {"rules_weight": 0.0}}}}  # fmt: skip
         result = run(defs, instance, tags={REFRESH_TAG: "incremental"}, config=weak)
+    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["published_beats_popularity"] is False
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert dg.AssetKey(["personalization", "user_recommendations"]) not in materialized
+    assert table(tmp_path, RECS + " order by customer_id, rank") == before
+
+
+def _train_lines(tmp: Path, where: str = "true"):
+    """The holdout split's train lines (EvaluationConfig defaults) of ingest.daily_orders matching ``where``."""
+    from rusket_assets.holdout import is_test
+
+    test = is_test("customer_id", "product_id", 0.2, 42)
+    return Warehouse(path=str(tmp / "warehouse.duckdb")).query(
+        f"select customer_id, product_id, quantity from ingest.daily_orders where not {test} and {where} order by all"
+    )
+
+
+def test_incremental_run_updates_the_holdout_models(tmp_path):
+    """Full run: holdout ALS = a fit on the train lines; incremental: that model with the day's train lines folded in."""
+    import numpy as np
+
+    from rusket_assets.assets.personalization import holdout_model_name
+    from rusket_assets.io import load_model
+    from rusket_core import ALS
+
+    defs = setup(tmp_path)
+    models = tmp_path / "models"
+    with dg.DagsterInstance.ephemeral() as instance:
+        full = run(defs, instance)
+        assert full.success
+        saved = load_model(models, holdout_model_name("als"))
+        params = RUN_CONFIG["ops"]["personalization__als_model"]["config"]
+        refit = ALS.from_transactions(_train_lines(tmp_path), "customer_id", "product_id", "quantity",
+                                      random_state=42, **params).fit()  # fmt: skip
+        assert list(saved.users.values) == list(refit.users.values)
+        np.testing.assert_array_equal(saved.user_factors, refit.user_factors)
+        assert metadata(full, "personalization__model_evaluation")["holdout_als refresh"] == "full"
+        assert run(defs, instance, partition=LAST_DAY).success
+        result = run(defs, instance, tags={REFRESH_TAG: "incremental"})
+        assert result.success
+    evaluation = metadata(result, "personalization__model_evaluation")
+    assert evaluation["holdout_als refresh"] == evaluation["holdout_bpr refresh"] == "incremental"
+    day = _train_lines(tmp_path, f"ordered_at::DATE = '{LAST_DAY}'")
+    assert evaluation["holdout_als customers_with_new_lines"] == len(pc.unique(day["customer_id"])) > 0
+    updated = load_model(models, holdout_model_name("als"))
+    saved.partial_fit(day)
+    assert list(updated.users.values) == list(saved.users.values)
+    assert abs(updated.user_factors - saved.user_factors).max() < 1e-4
+    # customers without train lines that day keep their rows exactly
+    n_old = len(refit.users)
+    untouched = ~np.isin(updated.users.values[:n_old], day["customer_id"].to_numpy())
+    np.testing.assert_array_equal(updated.user_factors[:n_old][untouched], refit.user_factors[untouched])
+    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["published_beats_popularity"]
+
+
+def test_gate_blocks_a_broken_incremental_update(tmp_path, monkeypatch):
+    """A bug in the update path breaks the holdout models too (they take the same path): the gate fails."""
+    import numpy as np
+
+    import rusket_assets.incremental as incremental
+
+    update = incremental.update_model
+
+    def broken(previous, current, warm_iterations):
+        model, diff, reason = update(previous, current, warm_iterations)
+        if model is not None:
+            model.item_factors = np.random.default_rng(0).standard_normal(model.item_factors.shape).astype(np.float32)
+        return model, diff, reason
+
+    defs = setup(tmp_path)
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run(defs, instance).success
+        before = table(tmp_path, RECS + " order by customer_id, rank")
+        assert run(defs, instance, partition=LAST_DAY).success
+        monkeypatch.setattr(incremental, "update_model", broken)
+        no_rules = {"ops": {**RUN_CONFIG["ops"], "personalization__user_recommendations": {"config": {"rules_weight": 0.0}}}}
+        result = run(defs, instance, tags={REFRESH_TAG: "incremental"}, config=no_rules)
+    evaluation = metadata(result, "personalization__model_evaluation")
+    assert evaluation["holdout_als refresh"] == evaluation["holdout_bpr refresh"] == "incremental"
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["published_beats_popularity"] is False
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}

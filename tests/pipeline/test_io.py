@@ -13,8 +13,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from rusket_assets.io import DuckDBTableIOManager, markdown_table, replace_table
+from rusket_assets.io import DuckDBTableIOManager, markdown_table
 from rusket_assets.resources import Warehouse
+from rusket_assets.tables import replace_table
 
 
 def vectors(n: int, k: int) -> pa.FixedSizeListArray:

@@ -188,8 +188,8 @@ def write_parquet(tmp: Path, table: pa.Table) -> str:
     return str(path)
 
 
-def parquet_source(path: str, **mapping) -> TransactionSource:
-    return TransactionSource(kind="parquet", path=path, **mapping)
+def parquet_source(path: str, returns: str = "net", **mapping) -> TransactionSource:
+    return TransactionSource(location={"kind": "parquet", "path": path}, columns=mapping, returns=returns)
 
 
 @pytest.mark.parametrize(
@@ -239,9 +239,9 @@ def test_duckdb_table_source_with_column_mapping(tmp_path):
         con.register("renamed", renamed)
         con.execute("create table sales.lines as select * from renamed")
     source = TransactionSource(
-        kind="duckdb", database=str(tmp_path / "shop.duckdb"), table="sales.lines",
-        basket_col="Invoice", customer_col="Customer", product_col="SKU", product_name_col="Name",
-        category_col="Cat", quantity_col="Qty", price_col="Price", revenue_col="", timestamp_col="When",
+        location={"kind": "duckdb", "database": str(tmp_path / "shop.duckdb"), "table": "sales.lines"},
+        columns={"basket_col": "Invoice", "customer_col": "Customer", "product_col": "SKU", "product_name_col": "Name",
+                 "category_col": "Cat", "quantity_col": "Qty", "price_col": "Price", "revenue_col": "", "timestamp_col": "When"},
     )  # fmt: skip
     result = run(build(tmp_path, source), [dg.AssetKey(["ingest", "raw_transactions"])])
     assert result.success, failure_messages(result)
@@ -365,7 +365,9 @@ def test_main_prints_locations_query_and_neighbours(pipeline, capsys):
     assert "10 rows" in out
     assert out.count("distance ") == 5
     args = parse_args(["--source-kind", "parquet", "--source-path", "x/*.parquet", "--map", "basket=Invoice", "--map", "category="])
-    assert source_config(args) == {"kind": "parquet", "path": "x/*.parquet", "basket_col": "Invoice", "category_col": ""}
+    assert source_config(args) == {
+        "location": {"kind": "parquet", "path": "x/*.parquet"}, "columns": {"basket_col": "Invoice", "category_col": ""}
+    }
 
 
 def test_default_synthetic_store_has_the_promised_size_and_structure():
@@ -402,7 +404,7 @@ def test_csv_glob_source(tmp_path):
     (tmp_path / "csv").mkdir()
     pacsv.write_csv(store.slice(0, half), tmp_path / "csv" / "part-1.csv")
     pacsv.write_csv(store.slice(half), tmp_path / "csv" / "part-2.csv")
-    source = TransactionSource(kind="csv", path=str(tmp_path / "csv" / "*.csv"))
+    source = TransactionSource(location={"kind": "csv", "path": str(tmp_path / "csv" / "*.csv")})
     result = run(build(tmp_path, source), [dg.AssetKey(["ingest", "raw_transactions"])])
     assert result.success, failure_messages(result)
     assert sql(tmp_path, "select count(*), count(distinct basket_id) from ingest.raw_transactions")[0] == (

@@ -38,7 +38,7 @@ def hold(warehouse: Warehouse) -> dg.MaterializeResult:
     customers = warehouse.scalar("select count(distinct customer_id) from ingest.raw_transactions")
     return dg.MaterializeResult(metadata={"customers": customers})
 
-source = TransactionSource(kind="parquet", path=os.path.join(DATA, os.environ["RUSKET_TEST_SOURCE"] + ".parquet"))
+source = TransactionSource(location={"kind": "parquet", "path": os.path.join(DATA, os.environ["RUSKET_TEST_SOURCE"] + ".parquet")})
 held = [hold] if os.environ.get("RUSKET_TEST_HOLD") else []
 defs = dg.Definitions(
     assets=[raw_transactions, products, hold],
@@ -210,7 +210,7 @@ def test_snapshot_readers_never_block_a_run(home):
     def ingest(source: str) -> None:
         defs = build_definitions(
             warehouse_path=str(home / "warehouse.duckdb"), lancedb_uri=str(home / "lancedb"), models_path=str(home / "models"),
-            source=TransactionSource(kind="parquet", path=str(home / f"{source}.parquet")),
+            source=TransactionSource(location={"kind": "parquet", "path": str(home / f"{source}.parquet")}),
         )
         job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={dg.AssetKey(["ingest", "raw_transactions"])})
         assert job.execute_in_process(instance=dg.DagsterInstance.ephemeral()).success

@@ -39,10 +39,10 @@ INJECTIONS = [
 ]
 
 
-def parquet_source(tmp_path, table=LINES, **config) -> TransactionSource:
+def parquet_source(tmp_path, table=LINES, returns="net", **location) -> TransactionSource:
     path = tmp_path / "lines.parquet"
     pq.write_table(table, path)
-    return TransactionSource(kind="parquet", path=str(path), **{**MAPPING, **config})
+    return TransactionSource(location={"kind": "parquet", "path": str(path), **location}, columns=MAPPING, returns=returns)
 
 
 def read(tmp_path, source):
@@ -65,6 +65,11 @@ def test_returns_policies_give_the_documented_rows(tmp_path):
     rows = sorted(zip(*(netted[c].to_pylist() for c in ("basket_id", "customer_id", "product_id", "quantity", "revenue")), strict=True))
     assert rows == [("o1", 1, "x", 1, 1.0), ("o1", 1, "y", 1, 10.0), ("o4", 2, "x", 1, 1.0)]
     assert TransactionSource().returns == "net"
+    # fields live in their part of the config: a flat or misspelt one is refused, never ignored
+    with pytest.raises(ValueError, match="kind"):
+        TransactionSource(kind="parquet")
+    with pytest.raises(ValueError, match="basket"):
+        TransactionSource(columns={"basket": "invoice"})
 
 
 def test_no_returns_keeps_every_line_in_order(tmp_path):
@@ -78,15 +83,15 @@ def test_structured_filters(tmp_path):
     source = parquet_source(tmp_path, returns="drop", date_from="1970-01-01 00:00:02", date_to="1970-01-01 00:00:05", min_quantity=2)
     table, _ = read(tmp_path, source)
     assert table["basket_id"].to_pylist() == ["o2"]
-    with pytest.raises(SourceError, match="source.date_from must be an ISO date"):
+    with pytest.raises(SourceError, match="source.location.date_from must be an ISO date"):
         read(tmp_path, parquet_source(tmp_path, date_from="last week"))
-    with pytest.raises(SourceError, match=r"has no rows matching source.where \(--where\) 'qty > 100'"):
+    with pytest.raises(SourceError, match=r"has no rows matching source.location.where \(--where\) 'qty > 100'"):
         read(tmp_path, parquet_source(tmp_path, where="qty > 100"))
 
 
 @pytest.mark.parametrize("where", INJECTIONS)
 def test_filter_must_be_one_expression(where):
-    with pytest.raises(SourceError, match=r"source.where \(--where\)"):
+    with pytest.raises(SourceError, match=r"source.location.where \(--where\)"):
         filter_statement(where)
 
 
@@ -94,7 +99,7 @@ def test_filter_keeps_ordinary_expressions():
     assert filter_statement("Quantity > 0 and Country = 'UK' -- comment").startswith("SELECT * FROM src WHERE")
     args = argparse.Namespace(source_kind=None, source_path=None, source_table=None, where=INJECTIONS[0], map=[],
                               date_from=None, date_to=None, min_quantity=None, returns=None)  # fmt: skip
-    with pytest.raises(SystemExit, match=r"^error: source.where \(--where\) is not a valid SQL expression"):
+    with pytest.raises(SystemExit, match=r"^error: source.location.where \(--where\) is not a valid SQL expression"):
         source_config(args)
 
 
@@ -110,17 +115,18 @@ def test_crafted_where_on_the_warehouse_fails_ingest_and_leaves_every_table(tmp_
     before.close()
     defs = build_definitions(
         warehouse_path=str(warehouse), lancedb_uri=str(tmp_path / "lancedb"), models_path=str(tmp_path / "models"),
-        source=TransactionSource(kind="duckdb", table="ingest.source_lines", **MAPPING),
+        source=TransactionSource(location={"kind": "duckdb", "table": "ingest.source_lines"}, columns=MAPPING),
     )
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={dg.AssetKey(["ingest", "raw_transactions"])})
     def config(where):  # run config replaces the whole source config
-        return {"resources": {"source": {"config": {"kind": "duckdb", "table": "ingest.source_lines", "where": where, **MAPPING}}}}
+        location = {"kind": "duckdb", "table": "ingest.source_lines", "where": where}
+        return {"resources": {"source": {"config": {"location": location, "columns": MAPPING}}}}
 
     for where in INJECTIONS[:3] + ["no_such_column > 1"]:
         result = job.execute_in_process(run_config=config(where), instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
         assert not result.success
         [failure] = [e for e in result.all_events if e.is_step_failure]
-        assert "source.where (--where)" in failure.step_failure_data.error.cause.message
+        assert "source.location.where (--where)" in failure.step_failure_data.error.cause.message
     with duckdb.connect(str(warehouse), read_only=True) as con:
         assert con.sql("select table_schema, table_name from information_schema.tables order by all").fetchall() == tables
         assert con.sql("select * from baskets.association_rules").fetchall() == [(42,)]
@@ -141,12 +147,13 @@ def test_crafted_where_on_the_warehouse_fails_ingest_and_leaves_every_table(tmp_
 def test_csv_errors_name_the_file_or_column(tmp_path, content, message):
     path = tmp_path / "lines.csv"
     path.write_text(content)
-    source = TransactionSource(kind="csv", path=str(path), basket_col="basket", customer_col="customer",
-                               product_col="product", quantity_col="qty", revenue_col="", timestamp_col="", **UNMAPPED)  # fmt: skip
+    columns = {"basket_col": "basket", "customer_col": "customer", "product_col": "product", "quantity_col": "qty",
+               "revenue_col": "", "timestamp_col": "", **UNMAPPED}  # fmt: skip
+    source = TransactionSource(location={"kind": "csv", "path": str(path)}, columns=columns)
     with pytest.raises(SourceError, match=message.replace("(", r"\(").replace(")", r"\)")):
         read(tmp_path, source)
-    with pytest.raises(SourceError, match=r"source.path \(--source-path\): no csv file"):
-        read(tmp_path, source.model_copy(update={"path": str(tmp_path / "nothing*.csv")}))
+    with pytest.raises(SourceError, match=r"source.location.path \(--source-path\): no csv file"):
+        read(tmp_path, TransactionSource(location={"kind": "csv", "path": str(tmp_path / "nothing*.csv")}, columns=columns))
 
 
 @pytest.mark.parametrize("policy", ["drop", "net"])
@@ -186,7 +193,7 @@ def test_a_warehouse_table_streams_into_the_same_warehouse_and_a_failure_keeps_t
         con.register("lines", LINES)
         con.execute("create table ingest.source_lines as select * from lines")
         con.execute("create table ingest.raw_transactions as select 'old' as basket_id")
-    source = TransactionSource(kind="duckdb", table="ingest.source_lines", returns="drop", **MAPPING)
+    source = TransactionSource(location={"kind": "duckdb", "table": "ingest.source_lines"}, columns=MAPPING, returns="drop")
     whole, counts = read_transactions(source, warehouse)  # the unchunked read (nothing else open)
     assert whole.num_rows == 4 and read_transactions(parquet_source(tmp_path, returns="drop"), warehouse)[0].equals(whole)
 

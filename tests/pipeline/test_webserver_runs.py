@@ -126,7 +126,7 @@ def test_launchpad_refuses_a_bad_choice_without_starting_a_run(dagster):
 
 
 def test_graphql_launch_of_refresh_all_passes_every_check(dagster):
-    run_config = {**RUN_CONFIG, "resources": {"source": {"config": SMALL}}}
+    run_config = {**RUN_CONFIG, "resources": {"source": {"config": {"store": SMALL}}}}
     reply = launch(dagster, run_config)
     assert reply["__typename"] == "LaunchRunSuccess", reply
     run_id = reply["run"]["runId"]

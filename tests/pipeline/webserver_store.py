@@ -7,4 +7,4 @@ from rusket_assets.resources import TransactionSource
 
 STORE = {"n_customers": 3000, "n_products": 300, "n_categories": 20, "n_days": 60, "n_lines": 40_000, "seed": 7}
 
-defs = build_definitions(source=TransactionSource(**STORE))
+defs = build_definitions(source=TransactionSource(store=STORE))
