@@ -10,6 +10,9 @@ seconds (from the run's event log, as ``main`` prints them), peak RSS, and the r
 written. Data stays under ``--out`` (default /tmp/bench_scale).
 
 Usage: ``python benchmarks/bench_scale.py --lines 3000000 [--lines 1000000] [--write-results]``.
+``--data DIR`` keeps the generated stores there (``store_<lines>.parquet`` with a ``.json``
+description beside it) and reuses them on later runs instead of generating again;
+``--generate-only`` just makes them; ``--markdown FILE`` writes the results table to a file.
 """
 
 from __future__ import annotations
@@ -71,6 +74,22 @@ def generate(lines: int, path: Path, part_lines: int) -> dict:
     return {"lines": written, "parts": n_parts, "customers": spec.n_customers, "products": spec.n_products,
             "categories": spec.n_categories, "seconds": time.perf_counter() - start,
             "parquet_mb": path.stat().st_size / 2**20}  # fmt: skip
+
+
+def store_for(lines: int, parquet: Path, part_lines: int) -> dict:
+    """The store of ``lines`` order lines at ``parquet``: reused when its description is beside it, else generated."""
+    described = parquet.with_suffix(".json")
+    if parquet.exists() and described.exists():
+        store = json.loads(described.read_text())
+        print(f"reusing {store['lines']:,} lines at {parquet}", flush=True)
+        return store
+    partial = parquet.with_suffix(".parquet.partial")  # a crashed generation never looks finished
+    store = generate(lines, partial, part_lines)
+    partial.replace(parquet)
+    store["target"] = lines
+    described.write_text(json.dumps(store, indent=1))
+    print(f"generated {store['lines']:,} lines in {store['seconds']:.0f} s -> {parquet}", flush=True)
+    return store
 
 
 def tree_rss(proc) -> int:
@@ -235,6 +254,10 @@ def main() -> None:
     parser.add_argument("--part-lines", type=int, default=1_000_000, help="order lines generated per part")
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_scale"), help="where data and runs go")
     parser.add_argument("--write-results", action="store_true", help=f"replace the section in {RESULTS.name}")
+    parser.add_argument("--data", type=Path, help="where the generated stores go (default: --out); a store "
+                        "already there with its .json description is reused, not generated again")
+    parser.add_argument("--generate-only", action="store_true", help="generate (or find) the stores, run nothing")
+    parser.add_argument("--markdown", type=Path, help="also write the results table (markdown) to this file")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.from_json:
@@ -243,11 +266,13 @@ def main() -> None:
         parser.error("give --lines (or --from-json)")
     else:
         results = []
+    data = args.data or args.out
+    data.mkdir(parents=True, exist_ok=True)
     for lines in [] if args.from_json else args.lines:
-        parquet = args.out / f"store_{lines}.parquet"
-        store = generate(lines, parquet, args.part_lines)
-        store["target"] = lines
-        print(f"generated {store['lines']:,} lines in {store['seconds']:.0f} s -> {parquet}", flush=True)
+        parquet = data / f"store_{lines}.parquet"
+        store = store_for(lines, parquet, args.part_lines)
+        if args.generate_only:
+            continue
         run = run_graph(parquet, args.out / f"run_{lines}")
         if not run["ok"]:
             raise SystemExit(f"the run on {parquet} failed:\n{run['stderr']}")
@@ -255,8 +280,14 @@ def main() -> None:
         for step, seconds in sorted(run["steps"].items(), key=lambda kv: -kv[1]):
             print(f"  {seconds:8.1f} s  {run['step_peak_mb'].get(step, 0):7.0f} MB  {step}")
         results.append({"store": store, "run": run})
+    if args.generate_only:
+        return
     if not args.from_json:
         (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    if args.markdown:
+        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        args.markdown.write_text(markdown(results, git.stdout.strip() or os.environ.get("BENCH_COMMIT", "unknown")))
+        print(f"wrote {args.markdown}")
     if args.write_results:
         git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
         commit = git.stdout.strip() or os.environ.get("BENCH_COMMIT", "unknown")  # a `git archive` copy has no .git

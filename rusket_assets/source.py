@@ -1,9 +1,11 @@
 """Reading and validating the configured source of order lines into the standard column set.
 
 The source is read on its own in-memory DuckDB connection that holds nothing but the source (a
-DuckDB source is attached read-only, never the warehouse read-write), and the user's ``where``
-filter must parse as one expression over the source's columns: no statement, subquery or table
-reference can come in through it.
+DuckDB source in another file is attached read-only), and the user's ``where`` filter must parse as
+one expression over the source's columns: no statement, subquery or table reference can come in
+through it. A source table inside the warehouse file itself is read over a connection of the
+warehouse's own database instance (DuckDB attaches a file once per process), so its lines can
+stream into the warehouse while they are read; the filter still only reaches that table.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -129,13 +131,20 @@ def _source_files(kind: str, path: str) -> list[str]:
 
 @contextmanager
 def open_source(source: TransactionSource, warehouse: Warehouse) -> Iterator[tuple[Any, str]]:
-    """Yield (connection, description): an in-memory DuckDB connection where view ``src`` is the source."""
+    """Yield (connection, description): a DuckDB connection where temp view ``src`` is the source.
+
+    In-memory for every source except a table inside the warehouse file, which is read over a
+    connection to the warehouse itself (see the module docstring)."""
     import duckdb
 
     location = source.location
     kind = location.kind.lower()
-    con = duckdb.connect()
-    try:
+    own_file = reads_warehouse(source, warehouse)
+    if own_file and not os.path.isfile(warehouse.path):
+        raise SourceError(f"{field('database')}: no DuckDB file at {warehouse.path!r}")
+    with ExitStack() as stack:
+        # the warehouse's own instance (same path and settings as the table IO manager's connections)
+        con = stack.enter_context(warehouse.connect()) if own_file else stack.enter_context(duckdb.connect())
         if kind == "duckdb":
             if not location.table:
                 raise SourceError(f"source kind 'duckdb' needs {field('table')} (optionally schema-qualified)")
@@ -143,9 +152,11 @@ def open_source(source: TransactionSource, warehouse: Warehouse) -> Iterator[tup
             database = location.database or warehouse.path
             if not os.path.isfile(database):
                 raise SourceError(f"{field('database')}: no DuckDB file at {database!r}")
-            con.execute(f"attach {_literal(database)} as source_db (read_only)")
+            if not own_file:
+                con.execute(f"attach {_literal(database)} as source_db (read_only)")
+                reference = f"source_db.{reference}"
             try:
-                con.execute(f"create view src as select * from source_db.{reference}")
+                con.execute(f"create temp view src as select * from {reference}")
             except duckdb.CatalogException as exc:
                 raise SourceError(f"{field('table')}: no table {location.table!r} in {database}") from exc
             description = f"DuckDB table {location.table} in {database}"
@@ -153,23 +164,22 @@ def open_source(source: TransactionSource, warehouse: Warehouse) -> Iterator[tup
             from rusket_assets.sample_data import generate_store
 
             con.register("synthetic_store", generate_store(source.store.spec()))
-            con.execute("create view src as select * from synthetic_store")
+            con.execute("create temp view src as select * from synthetic_store")
             description = f"synthetic store (seed {source.store.seed})"
         elif kind in ("parquet", "csv"):
             files = _source_files(kind, location.path)
             reader = "read_parquet" if kind == "parquet" else "read_csv"
             listed = "[" + ", ".join(_literal(f) for f in files) + "]"
-            con.execute(f"create view src as select * from {reader}({listed}, union_by_name = true)")
+            con.execute(f"create temp view src as select * from {reader}({listed}, union_by_name = true)")
             description = f"{kind} {location.path}"
         else:
             raise SourceError(f"unknown {field('kind')} {location.kind!r}: use synthetic, parquet, csv or duckdb")
-        if kind != "parquet" and kind != "csv":
-            # the source is attached or in memory: nothing else on disk is reachable from here
-            con.execute("set enable_external_access = false")
-        con.execute("set lock_configuration = true")
+        if not own_file:  # settings of a private in-memory instance (the warehouse's are not ours to lock)
+            if kind != "parquet" and kind != "csv":
+                # the source is attached or in memory: nothing else on disk is reachable from here
+                con.execute("set enable_external_access = false")
+            con.execute("set lock_configuration = true")
         yield con, description
-    finally:
-        con.close()
 
 
 def _date(name: str, value: str) -> str:

@@ -7,7 +7,7 @@ import pyarrow as pa
 from rusket_assets.assets.common import group_asset, key
 from rusket_assets.io import table_location
 from rusket_assets.resources import TransactionSource, Warehouse
-from rusket_assets.source import read_transactions, reads_warehouse, stream_transactions
+from rusket_assets.source import stream_transactions
 from rusket_assets.streaming import TableStream
 from rusket_assets.tables import quote
 
@@ -23,13 +23,9 @@ def raw_transactions(context: dg.AssetExecutionContext, source: TransactionSourc
     here, naming the column and the number of rows, and nothing downstream is written; return lines
     follow `source.returns` (the counts it touched are in the metadata). Checked and counted in
     DuckDB, then streamed batch by batch into the warehouse: the lines are never all in Python
-    (except for a source table inside the warehouse file itself, read whole before the write).
+    (a source table inside the warehouse file too: read over the warehouse's own connection).
     """
-    if reads_warehouse(source, warehouse):  # one process cannot hold the file open twice: read it whole first
-        table, returns = read_transactions(source, warehouse)
-        reader = table.to_reader()
-    else:
-        reader, returns = stream_transactions(source, warehouse)
+    reader, returns = stream_transactions(source, warehouse)
 
     schema, table = table_location(context.asset_key)
 

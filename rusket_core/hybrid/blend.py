@@ -92,6 +92,14 @@ class UserBlend:
     def __init__(self, model: FactorModel, embeddings: ItemEmbeddings | None) -> None:
         self.model = model
         self.embeddings = embeddings
+        self._strongest: tuple[Encoded, np.ndarray] | None = None  # (interactions, their strongest items)
+
+    def strongest(self) -> np.ndarray:
+        """:func:`strongest_items` of the model's interactions, computed once (not once per chunk of users)."""
+        enc = self.model.user_items
+        if self._strongest is None or self._strongest[0] is not enc:
+            self._strongest = (enc, strongest_items(enc))
+        return self._strongest[1]
 
     def topk(
         self, rows: np.ndarray, n: int, alpha: float, targets: list | None, scaled: bool = False,
@@ -121,7 +129,7 @@ class UserBlend:
             target_vecs, has_sem = np.zeros((m, 1), dtype=np.float32), np.zeros(m, dtype=np.bool_)
         else:
             vectors = emb.aligned
-            target_vecs, has_sem = emb.target_vectors(rows, targets, strongest_items(enc))
+            target_vecs, has_sem = emb.target_vectors(rows, targets, self.strongest())
         state = BlendScores(
             np.ascontiguousarray(model.user_factors[rows], dtype=np.float32),
             np.ascontiguousarray(model.item_factors.T, dtype=np.float32),

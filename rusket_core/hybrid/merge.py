@@ -6,10 +6,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from numba import njit
 
 from rusket_core.encoding import Encoded
-from rusket_core.hybrid.carts import SOURCES, AddOns, EncodedCarts
-from rusket_core.hybrid.rule_index import RuleIndex
+from rusket_core.hybrid.carts import EncodedCarts
+from rusket_core.hybrid.rule_index import RuleIndex, RuleMatches
 
 
 def merge_with_rules(
@@ -19,7 +20,7 @@ def merge_with_rules(
     model_scores: np.ndarray,
     carts: EncodedCarts,
     cart_rows: np.ndarray,
-    add_ons: AddOns,
+    rules: RuleMatches,
     index: RuleIndex,
     seen: Encoded | None,
     rules_weight: float,
@@ -27,8 +28,8 @@ def merge_with_rules(
     """Columns [pos, rank, item, score, model_score, rule_score, source] of the merged ranking.
 
     ``rows``: the requested model user rows (unique); ``model_idx`` / ``model_scores`` their scaled
-    model part (model item indices); ``cart_rows`` the model user row of each cart; ``add_ons`` the
-    carts' add-ons (only "rules" ones are used). Items of the user's cart, and of their ``seen`` row
+    model part (model item indices); ``cart_rows`` the model user row of each cart; ``rules`` the
+    carts' rule consequents (``RuleIndex.match``; the similar/popular fallbacks are not used here). Items of the user's cart, and of their ``seen`` row
     when given, are dropped; score = (1 - rules_weight) * model + rules_weight * confidence, top
     ``width`` per user. ``pos`` is the position in ``rows``, ``item`` a vocabulary id.
     """
@@ -45,13 +46,11 @@ def merge_with_rules(
     in_cart = pl.DataFrame(
         {"pos": pos_of_row[np.repeat(cart_rows, np.diff(carts.indptr))], "item": carts.items.astype(np.int64)}
     )
-    is_rule = (np.arange(add_ons.idx.shape[1])[None, :] < add_ons.count[:, None]) & (
-        add_ons.source == SOURCES.index("rules")
-    )
+    is_rule = np.arange(rules.idx.shape[1])[None, :] < rules.count[:, None]
     rules_part = pl.DataFrame({
         "pos": pos_of_row[np.repeat(cart_rows, is_rule.sum(axis=1))],
-        "item": add_ons.idx[is_rule].astype(np.int64),
-        "rule_score": add_ons.score[is_rule],
+        "item": rules.idx[is_rule].astype(np.int64),
+        "rule_score": rules.conf[is_rule],
     }).filter(pl.col("pos") >= 0)  # fmt: skip  # carts of users not asked for
     if seen is not None:  # rule items the user already has (the model part excludes them itself)
         user_row = rows[rules_part["pos"].to_numpy()]
@@ -88,10 +87,26 @@ def merge_with_rules(
 
 
 def in_rows(indptr: np.ndarray, indices: np.ndarray, n_cols: int, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Whether each (row, item) pair is stored in the CSR matrix with ``n_cols`` columns (reads only ``rows``)."""
-    from rusket_core.factorization.topk import csr_rows
+    """Whether each (row, item) pair is stored in the CSR matrix with ``n_cols`` columns (sorted
+    indices within a row, as ``Encoded`` keeps them; reads only ``rows``)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    if len(items) and (items.min() < 0 or items.max() >= n_cols):
+        raise ValueError(f"item indices must be in [0, {n_cols})")
+    return _in_rows_kernel(np.asarray(indptr, dtype=np.int64), np.asarray(indices), rows, items)
 
-    unique, position = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
-    ptr, cols = csr_rows(indptr, indices, unique)
-    stored = np.repeat(np.arange(len(unique), dtype=np.int64), np.diff(ptr)) * n_cols + cols
-    return np.isin(position.astype(np.int64) * n_cols + items, stored)
+
+@njit(cache=True)
+def _in_rows_kernel(indptr, indices, rows, items):
+    """Binary search of each item in its row's sorted indices."""
+    out = np.zeros(len(rows), dtype=np.bool_)
+    for p in range(len(rows)):
+        lo, hi = indptr[rows[p]], indptr[rows[p] + 1]
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if indices[mid] < items[p]:
+                lo = mid + 1
+            else:
+                hi = mid
+        out[p] = lo < indptr[rows[p] + 1] and indices[lo] == items[p]
+    return out

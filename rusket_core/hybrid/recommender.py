@@ -193,9 +193,9 @@ class Recommender(RecommenderBase):
         targets = None if targets is None else [targets[i] for i in keep]
         idx, scores = self._blend.topk(rows, 2 * width, alpha, targets, scaled=True, exclude_seen=exclude_seen)
         carts, cart_rows = self._carts_of(carts, rows)
-        add_ons = self._add_ons.top(carts, 2 * width)
+        rules = self._index.match(carts.indptr, carts.items, 2 * width)  # rules only: no similar/popular fill
         seen = self.model.user_items if exclude_seen else None
-        merged = merge_with_rules(rows, width, idx, scores, carts, cart_rows, add_ons, self._index, seen, rules_weight)
+        merged = merge_with_rules(rows, width, idx, scores, carts, cart_rows, rules, self._index, seen, rules_weight)
         return make_frame(
             {
                 "user_id": self.model.users.take(rows[merged["pos"]]),

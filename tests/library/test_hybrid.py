@@ -386,3 +386,22 @@ def test_users_with_carts_rules_weight_zero_keeps_the_model_order_and_errors():
         rec.recommend_for_users(n=3, carts={4242: ["A"]})
     with pytest.raises(ValueError, match="rules_weight"):
         rec.recommend_for_users(n=3, carts={1001: ["A"]}, rules_weight=1.5)
+
+
+def test_in_rows_matches_a_set_reference_on_random_csr():
+    from rusket_core.hybrid.merge import in_rows
+
+    rng = np.random.default_rng(5)
+    n_rows, n_cols = 40, 30
+    stored = {(r, c) for r in range(n_rows) for c in range(n_cols) if rng.random() < 0.2}
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    for r, _ in stored:
+        indptr[r + 1] += 1
+    indptr = np.cumsum(indptr)
+    indices = np.array([c for _, c in sorted(stored)], dtype=np.int32)  # sorted within each row
+    rows = rng.integers(0, n_rows, 500)
+    items = rng.integers(0, n_cols, 500)
+    expected = [(int(r), int(c)) in stored for r, c in zip(rows, items, strict=True)]
+    assert in_rows(indptr, indices, n_cols, rows, items).tolist() == expected
+    assert any(expected) and not all(expected)
+    assert in_rows(indptr, indices, n_cols, rows[:0], items[:0]).tolist() == []

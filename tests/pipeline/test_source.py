@@ -179,3 +179,48 @@ def test_streaming_fails_before_any_line_is_read(tmp_path):
         stream_transactions(parquet_source(tmp_path, nulls, returns="drop"), warehouse)
     with pytest.raises(SourceError, match=r"column 'qty' \(quantity\) has 2 negative values in 6 rows"):
         stream_transactions(parquet_source(tmp_path, returns="fail"), warehouse)
+
+
+def test_a_warehouse_table_streams_into_the_same_warehouse_and_a_failure_keeps_the_old_table(tmp_path):
+    """Source table inside the warehouse file: read in batches over the warehouse's own connection while
+    the lines are written into it (batch boundaries inside customer 1's rows), equal to the whole read."""
+    from rusket_assets.source import stream_transactions
+    from rusket_assets.streaming import TableStream, replace_table_stream
+
+    warehouse = Warehouse(path=str(tmp_path / "warehouse.duckdb"))
+    with warehouse.connect() as con:
+        con.execute("create schema ingest")
+        con.register("lines", LINES)
+        con.execute("create table ingest.source_lines as select * from lines")
+        con.execute("create table ingest.raw_transactions as select 'old' as basket_id")
+    source = TransactionSource(location={"kind": "duckdb", "table": "ingest.source_lines"}, columns=MAPPING, returns="drop")
+    whole, counts = read_transactions(source, warehouse)  # the unchunked read (nothing else open)
+    assert whole.num_rows == 4 and read_transactions(parquet_source(tmp_path, returns="drop"), warehouse)[0].equals(whole)
+
+    def failing(reader):
+        yield next(reader)
+        raise RuntimeError("disk full")
+
+    reader, _ = stream_transactions(source, warehouse, batch_rows=2)
+    with warehouse.connect() as con, pytest.raises(RuntimeError, match="disk full"):
+        replace_table_stream(con, "ingest", "raw_transactions", TableStream(failing(iter(reader)), reader.schema))
+    reader.close()
+    with warehouse.connect() as con:
+        assert con.sql("select * from ingest.raw_transactions").fetchall() == [("old",)]
+        assert con.sql("select count(*) from duckdb_tables() where table_name like '%staging%'").fetchall() == [(0,)]
+
+    reader, streamed_counts = stream_transactions(source, warehouse, batch_rows=2)
+    assert streamed_counts == counts
+    sizes = []
+
+    def counted(batches):
+        for batch in batches:
+            sizes.append(batch.num_rows)
+            yield batch
+
+    with warehouse.connect() as con:  # the reader holds its own connection to the same file meanwhile
+        assert replace_table_stream(con, "ingest", "raw_transactions", TableStream(counted(reader), reader.schema)) == 4
+    assert sizes == [2, 2]
+    with warehouse.connect() as con:
+        stored = con.sql("select * from ingest.raw_transactions").to_arrow_table()
+    assert stored.equals(whole)
