@@ -390,8 +390,6 @@ def test_users_with_carts_rules_weight_zero_keeps_the_model_order_and_errors():
 
 def test_strongest_items_of_given_rows_equal_brute_force():
     """Per requested row: the largest weight, ties to the lowest item index, -1 for an empty row."""
-    from rusket_core.encoding import Encoded, Labels
-
     rng = np.random.default_rng(3)
     dense = rng.integers(0, 4, size=(40, 12)).astype(np.float32)  # many ties, some empty rows
     dense[[5, 17]] = 0
