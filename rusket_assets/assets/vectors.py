@@ -8,7 +8,7 @@ from pydantic import Field
 
 from rusket_assets.assets.common import ALS_GATES, group_asset, key, lookup, upstream
 from rusket_assets.columns import column_description
-from rusket_assets.incremental import changed_customers
+from rusket_assets.incremental import changed_rows
 from rusket_assets.resources import VectorStore, Warehouse
 
 
@@ -114,7 +114,7 @@ def user_vectors(
     from rusket_core.export import upsert_lancedb, write_lancedb
 
     vectors.connect()  # creates the directory
-    rows = _changed_rows(context, warehouse, als_model)
+    rows = changed_rows(context, warehouse, als_model, key("personalization", "als_model"))
     if rows is not None:
         try:
             tbl, facts = upsert_lancedb(als_model, vectors.uri, "user_vectors", rows, kind="user", metric=METRIC,
@@ -130,16 +130,3 @@ def user_vectors(
                      normalize=config.normalize, keep_versions=_retention(config))  # fmt: skip
     return _written(context, tbl, vectors.uri, index | {"refresh": "full"})
 
-
-def _changed_rows(context: dg.AssetExecutionContext, warehouse: Warehouse, als_model):
-    """Model row indices of the customers whose ALS rows changed in this incremental run; None (rewrite
-    the table) in a full run, when ALS was refitted, or when everyone changed."""
-    import numpy as np
-    import pyarrow.compute as pc
-
-    changed = changed_customers(context, warehouse, [key("personalization", "als_model")])
-    if changed is None:
-        return None
-    labels = pa.array(als_model.users.values).cast(pa.string())
-    rows = np.flatnonzero(pc.is_in(labels, value_set=changed).to_numpy(zero_copy_only=False))
-    return None if len(rows) == len(labels) else rows  # everyone changed (warm pass): rewrite

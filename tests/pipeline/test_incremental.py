@@ -69,6 +69,7 @@ def metadata(result, name):
     return {k: v.value for k, v in result.asset_materializations_for_node(name)[0].metadata.items()}
 
 
+FACTORS = "select customer_id, vector from personalization.user_factors"
 RECS = "select customer_id, rank, product_id, score, source from personalization.user_recommendations"
 
 
@@ -78,6 +79,7 @@ def test_incremental_run_refreshes_only_the_days_customers(tmp_path):
         assert run(defs, instance).success  # full build on days 1..29
         before = {row[:3]: row for row in table(tmp_path, RECS)}
         vectors_before = user_vectors(tmp_path)
+        factors_before = dict(table(tmp_path, FACTORS))
         assert run(defs, instance, partition=LAST_DAY).success
         day = table(tmp_path, f"select distinct customer_id from ingest.daily_orders where ordered_at::DATE = '{LAST_DAY}'")
         day_customers = {c for (c,) in day}
@@ -117,6 +119,15 @@ def test_incremental_run_refreshes_only_the_days_customers(tmp_path):
     vectors_after = user_vectors(tmp_path)
     assert len(vectors_after) == vec["dagster/row_count"] == len(model.users) == len(known | day_customers)
     assert {c: v for c, v in vectors_after.items() if c not in day_customers} == {c: v for c, v in vectors_before.items() if c not in day_customers}
+    # DuckDB customer factors: the same, raw factors
+    factors = metadata(result, "personalization__user_factors")
+    assert (factors["customers_refreshed"], factors["rows_replaced"]) == (len(day_customers), len(day_customers & known))
+    factors_after = dict(table(tmp_path, FACTORS))
+    assert len(factors_after) == len(model.users)
+    assert {c: v for c, v in factors_after.items() if c not in day_customers} == {c: v for c, v in factors_before.items() if c not in day_customers}
+    for row, label in enumerate(model.users.values):
+        if label in day_customers:
+            assert list(factors_after[label]) == model.user_factors[row].tolist()
     unit = model.user_factors / np.linalg.norm(model.user_factors, axis=1, keepdims=True)
     for row, label in enumerate(model.users.values):
         assert vectors_after[label][0] == row
