@@ -20,7 +20,7 @@ class SubstitutesConfig(dg.Config):
 class PotentialConfig(dg.Config):
     """Cross-sell potential: top categories per customer."""
 
-    top_n: int = Field(default=3, ge=1, description="Target categories (or products) listed per customer.")
+    n: int = Field(default=3, ge=1, description="Target categories (or products) listed per customer.")
 
 
 GROUP = "analytics"
@@ -74,7 +74,7 @@ def cross_sell_potential(config: PotentialConfig, products: pa.Table, als_model)
     seen: set = set()
 
     def chunks():
-        for chunk in iter_score_potential(als_model, targets, n=config.top_n):
+        for chunk in iter_score_potential(als_model, targets, n=config.n):
             seen.update(pc.unique(chunk["target"]).to_pylist())
             yield with_rank(chunk.rename_columns(["customer_id", "target", "score"]), "customer_id")
 

@@ -38,7 +38,7 @@ class RulesConfig(dg.Config):
 class AddOnsConfig(dg.Config):
     """Cart add-ons: how many per product."""
 
-    top_n: int = Field(default=5, ge=1, description="Add-ons listed per product.")
+    n: int = Field(default=5, ge=1, description="Add-ons listed per product.")
 
 
 class GraphConfig(dg.Config):
@@ -153,7 +153,7 @@ def cart_addons(
 
     recommender = Recommender(model=als_model, rules_df=rules_for_library(association_rules))
     carts = pa.table({"cart": products["product_id"], "item": products["product_id"]})
-    addons = recommender.recommend_for_carts(carts, n=config.top_n, cart_col="cart", item_col="item", format="arrow")
+    addons = recommender.recommend_for_carts(carts, n=config.n, cart_col="cart", item_col="item", format="arrow")
     table = pa.table(
         {
             "product_id": addons["cart_id"],

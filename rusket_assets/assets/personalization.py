@@ -93,7 +93,7 @@ class EvaluationConfig(dg.Config):
 class RecommendationConfig(dg.Config):
     """Batch recommendations: top-N per customer and the blend of model, embeddings and rules."""
 
-    top_n: int = Field(default=10, ge=1, description="Recommendations per customer.")
+    n: int = Field(default=10, ge=1, description="Recommendations per customer.")
     als_share: float = Field(
         default=0.7, ge=0.0, le=1.0,
         description="Share of ALS scores in the model part; the rest is BPR-embedding similarity (the library's Recommender alpha=).",
@@ -107,7 +107,7 @@ class RecommendationConfig(dg.Config):
 class SimilarItemsConfig(dg.Config):
     """Similar items per product."""
 
-    top_n: int = Field(default=10, ge=1, description="Similar products listed per product.")
+    n: int = Field(default=10, ge=1, description="Similar products listed per product.")
 
 
 GROUP = "personalization"
@@ -456,7 +456,7 @@ def similar_items(config: SimilarItemsConfig, als_model) -> TableStream:
     from rusket_core.chunks import iter_batch_similar_items
 
     names = ["product_id", "similar_product_id", "score"]
-    chunks = iter_batch_similar_items(als_model, n=config.top_n)  # written chunk by chunk
+    chunks = iter_batch_similar_items(als_model, n=config.n)  # written chunk by chunk
     return TableStream(with_rank(chunk.rename_columns(names), "product_id") for chunk in chunks)
 
 
@@ -512,7 +512,7 @@ def user_recommendations(
 
     def chunks():
         batches = iter_recommend_for_users(
-            recommender, n=config.top_n, chunk_size=config.chunk_customers,
+            recommender, n=config.n, chunk_size=config.chunk_customers,
             users=None if users is None else users.to_numpy(zero_copy_only=False),
         )  # fmt: skip
         for chunk in batches:

@@ -197,7 +197,7 @@ def test_score_potential_matches_brute_force():
     assert got.keys() == expected.keys()
     assert all(got[k] == pytest.approx(v, rel=1e-5) for k, v in expected.items())
     assert (np.diff(out["score"].to_numpy()) <= 0).all()
-    # top_n keeps each customer's best two categories of the same scores
+    # n keeps each customer's best two categories of the same scores
     top = score_potential(hist, model, mapping, user_col="user", item_col="item", n=2)
     best_two = {}
     for (user, c), v in sorted(expected.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1])):
