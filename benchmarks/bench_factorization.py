@@ -186,7 +186,7 @@ def markdown(results: list[dict], meta: dict) -> str:
         f"Machine: {meta['cpu']}, {meta['cores']} cores visible, {meta['threads']} threads per library; "
         f"load average at start {meta['load_start']}, at end {meta['load_end']} (shared machine).",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
-        f"Command: `{meta['command']}` (best of {meta['repeat']} runs per cell; quality from the last run).",
+        f"Command: `{meta['command']}` (median of {meta['repeat']} runs per cell, libraries interleaved; quality from the last run).",
         "",
     ]
     for size in dict.fromkeys(r["size"] for r in results):
@@ -232,6 +232,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--out", default=str(HERE / "_out" / "factorization.json"))
+    parser.add_argument("--baseline", metavar="DIR", help="also run the project as checked out in DIR "
+                        "(e.g. `git worktree add DIR main`), as library 'baseline', interleaved with the rest")
     parser.add_argument("--worker", nargs=3, metavar=("LIB", "MODEL", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -249,25 +251,32 @@ def main() -> None:
         "command": "python benchmarks/bench_factorization.py " + " ".join(sys.argv[1:]),
     }  # fmt: skip
     results = []
+    keys = ("fit_s", "batch_top10_s", "similar_all_s")
     for size in args.sizes:
         for model in args.models:
-            for lib in args.libs:
-                best: dict | None = None
-                for _ in range(args.repeat):
-                    cmd = [sys.executable, __file__, "--threads", str(args.threads), "--worker", lib, model, size]
+            libs = [*args.libs, *(["baseline"] if args.baseline else [])]
+            runs: dict[str, list[dict]] = {lib: [] for lib in libs}
+            for _ in range(args.repeat):  # libraries interleaved, so load changes hit all of them alike
+                for lib in libs:
+                    script, as_lib = (__file__, lib) if lib != "baseline" else (
+                        str(Path(args.baseline) / "benchmarks" / Path(__file__).name), "project")
+                    cmd = [sys.executable, script, "--threads", str(args.threads), "--worker", as_lib, model, size]
                     proc = subprocess.run(cmd, env=_env(args.threads), capture_output=True, text=True)
                     if proc.returncode != 0:
                         print(f"{lib} {model} {size} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-                        break
-                    run = json.loads(proc.stdout.strip().splitlines()[-1])
-                    if best is not None:
-                        for key in ("fit_s", "batch_top10_s", "similar_all_s"):
-                            if key in run:
-                                run[key] = min(run[key], best[key])
-                    best = run
-                if best is not None:
-                    print(json.dumps(best), flush=True)
-                    results.append(best)
+                        continue
+                    runs[lib].append({**json.loads(proc.stdout.strip().splitlines()[-1]), "lib": lib})
+            for done in runs.values():
+                if not done:
+                    continue
+                row = dict(done[-1])
+                for key in keys:
+                    if key in row:
+                        values = [r[key] for r in done]
+                        row[key] = float(np.median(values))
+                        row[key + "_runs"] = values
+                print(json.dumps(row), flush=True)
+                results.append(row)
     meta["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,11 +12,15 @@ from rusket_core.encoding import Encoded
 from rusket_core.factorization.base import FactorModel, check_int, check_real, transpose_csr
 from rusket_core.factorization.foldin import FoldIn
 from rusket_core.factorization.kernels import als_loss, als_update
+from rusket_core.factorization.topk import one_thread_if
 from rusket_core.progress import Progress
 
 logger = logging.getLogger(__name__)
 
 SOLVERS = ("cg", "cholesky")
+#: fits with fewer multiply-adds per half-iteration than this (entries × factors × solver steps)
+#: run on one numba thread (see ``topk.one_thread_if``)
+SMALL_FIT = 1 << 24
 
 
 class ALS(FoldIn, FactorModel):
@@ -77,24 +81,38 @@ class ALS(FoldIn, FactorModel):
         item_bounds = _balanced_bounds(iu[0], k)
         progress = Progress(logger, f"ALS fit ({interactions.n_rows} users × {interactions.n_items} items, {k} factors)",
                             self.iterations, "iterations")  # fmt: skip
-        for it in range(self.iterations):
-            self._solve(ui, self.user_factors, self.item_factors, user_bounds)
-            self._solve(iu, self.item_factors, self.user_factors, item_bounds)
-            if progress.due(it + 1):  # the loss is computed only when logged
-                progress.update(it + 1, loss=self.training_loss())
+        U, V = self.user_factors, self.item_factors
+        cg = self.solver == "cg"
+        basis = np.eye(k)  # U and V are held as (original factors) @ basis during a CG fit
+        small = len(ui[1]) * k * (self.cg_steps + 1 if cg else k) < SMALL_FIT
+        with one_thread_if(small):
+            for it in range(self.iterations):
+                basis = self._solve(ui, U, V, user_bounds, basis if cg else None)
+                basis = self._solve(iu, V, U, item_bounds, basis if cg else None)
+                if progress.due(it + 1):  # the loss is computed only when logged (rotation-invariant)
+                    progress.update(it + 1, loss=self.training_loss())
+        if cg:
+            rotate(U, basis.T)
+            rotate(V, basis.T)
 
-    def _solve(self, csr, X: np.ndarray, Y: np.ndarray, bounds: np.ndarray, exact: bool = False) -> None:
-        """Re-solve every row of X with Y fixed (by Cholesky when ``exact`` or the solver says so)."""
-        G64 = gram(Y) + self.regularization * np.eye(Y.shape[1])
-        als_update(
-            csr[0], csr[1], csr[2], X, Y, G64.astype(np.float32), G64,
-            self.alpha, self.cg_steps, exact or self.solver == "cholesky", bounds,
-        )  # fmt: skip
+    def _solve(self, csr, X: np.ndarray, Y: np.ndarray, bounds: np.ndarray, basis: np.ndarray | None = None):
+        """Re-solve every row of X with Y fixed: exactly by Cholesky when ``basis`` is None, else by CG
+        after rotating X and Y (in place) into the eigenbasis of ``Y^T Y + reg*I``; returns the new basis."""
+        if basis is None:
+            G64 = gram(Y) + self.regularization * np.eye(Y.shape[1])
+            als_update(csr[0], csr[1], csr[2], X, Y, np.zeros(0, np.float32), G64,
+                       self.alpha, self.cg_steps, True, bounds)  # fmt: skip
+            return None
+        lam, P = eigenbasis(Y, self.regularization)
+        rotate(X, P)
+        rotate(Y, P)
+        als_update(csr[0], csr[1], csr[2], X, Y, lam, _NO_G64, self.alpha, self.cg_steps, False, bounds)
+        return basis @ P
 
     def _solve_rows(self, side: str, indptr, indices, data, X: np.ndarray, new: np.ndarray) -> None:
         """Fold-in rows: the exact least-squares solution whatever ``solver`` is."""
         Y = self.item_factors if side == "users" else self.user_factors
-        self._solve((indptr, indices, data), X, Y, _balanced_bounds(indptr, self.factors), exact=True)
+        self._solve((indptr, indices, data), X, Y, _balanced_bounds(indptr, self.factors))
 
     def recalculate_user(self, user_id: Any, interactions: Any) -> np.ndarray:
         """The exact factor row of a user (known or new) with exactly ``interactions``, item factors fixed.
@@ -142,10 +160,40 @@ def init_factors(
     return users, rng.standard_normal((n_items, k), dtype=np.float32) * scale
 
 
-def gram(Y: np.ndarray) -> np.ndarray:
-    """``Y^T Y`` accumulated in float64."""
-    Y64 = Y.astype(np.float64)
-    return Y64.T @ Y64
+def gram(Y: np.ndarray, block: int = 1 << 14) -> np.ndarray:
+    """``Y^T Y`` in float64: float32 BLAS products of row blocks, summed in float64."""
+    Y = np.ascontiguousarray(Y, dtype=np.float32)
+    out = np.zeros((Y.shape[1], Y.shape[1]))
+    for start in range(0, Y.shape[0], block):
+        rows = Y[start : start + block]
+        out += rows.T @ rows
+    return out
+
+
+def eigenbasis(Y: np.ndarray, reg: float) -> tuple[np.ndarray, np.ndarray]:
+    """(eigenvalues float32, orthonormal eigenvectors float64) of ``Y^T Y + reg*I``.
+
+    In that basis (factors ``@ P``) the matrix every CG row solve multiplies by is diagonal, and
+    dot products between user and item factors are unchanged; CG's iterates are the same as in
+    the original basis up to rounding.
+    """
+    lam, P = np.linalg.eigh(gram(Y) + reg * np.eye(Y.shape[1]))
+    return lam.astype(np.float32), P
+
+
+def rotate(M: np.ndarray, P: np.ndarray, block: int = 1 << 14) -> None:
+    """``M[:] = M @ P`` in place: float32 BLAS products of row blocks (bounded temporaries).
+
+    Plain BLAS calls, not a parallel kernel: on small inputs the wake-up of a parallel region
+    per rotation measured 30-70 ms on a loaded machine, more than the products themselves.
+    """
+    P32 = np.ascontiguousarray(P, dtype=np.float32)
+    for start in range(0, M.shape[0], block):
+        rows = M[start : start + block]
+        rows[:] = rows @ P32
+
+
+_NO_G64 = np.zeros((0, 0))  # the CG solve does not read the float64 Gram matrix
 
 
 def _csr(enc: Encoded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

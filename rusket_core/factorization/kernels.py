@@ -30,9 +30,11 @@ def _sqnorm(v):
 
 
 @njit(fastmath=True, cache=True)
-def _cg_row(x, indptr, indices, data, u, Y, G, alpha, cg_steps, r, p, ap):
+def _cg_row(x, indptr, indices, data, u, Y, lam, alpha, cg_steps, r, p, ap):
     """A few conjugate-gradient steps on row u's normal equations, warm-started from x.
 
+    The factors are expressed in the eigenbasis of ``Y^T Y + reg*I`` (see ``als_update``), so that
+    matrix is the diagonal ``lam`` and each step costs O(k * entries) instead of O(k^2).
     Every reduction runs in a loop that stores nothing, and the scratch rows r, p, ap come from one
     block: a loop that both stores and reduces is vectorized behind a run-time alias check (e.g.
     ``p - r < 256`` bytes), so its summation order, hence the result, would depend on where the
@@ -41,10 +43,7 @@ def _cg_row(x, indptr, indices, data, u, Y, G, alpha, cg_steps, r, p, ap):
     k = x.shape[0]
     # r = b - A x
     for a in range(k):
-        acc = np.float32(0.0)
-        for b in range(k):
-            acc += G[a, b] * x[b]
-        r[a] = -acc
+        r[a] = -lam[a] * x[a]
     for e in range(indptr[u], indptr[u + 1]):
         y = Y[indices[e]]
         c = alpha * data[e]
@@ -61,10 +60,7 @@ def _cg_row(x, indptr, indices, data, u, Y, G, alpha, cg_steps, r, p, ap):
         return
     for _ in range(cg_steps):
         for a in range(k):
-            acc = np.float32(0.0)
-            for b in range(k):
-                acc += G[a, b] * p[b]
-            ap[a] = acc
+            ap[a] = lam[a] * p[a]
         for e in range(indptr[u], indptr[u + 1]):
             y = Y[indices[e]]
             c = alpha * data[e]
@@ -140,11 +136,13 @@ def _cholesky_row(x, indptr, indices, data, u, Y, G64, alpha, A, b):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def als_update(indptr, indices, data, X, Y, G, G64, alpha, cg_steps, cholesky, bounds):
+def als_update(indptr, indices, data, X, Y, lam, G64, alpha, cg_steps, cholesky, bounds):
     """Solve every row of X against fixed Y; rows split into cost-balanced chunks ``bounds``.
 
-    ``G`` / ``G64`` are ``Y^T Y + reg*I`` in float32 / float64. Each row depends only on its own
-    entries, so the result does not depend on the chunking or the thread count.
+    ``G64`` is ``Y^T Y + reg*I`` (float64) for the Cholesky solve. The CG solve needs X and Y in
+    that matrix's eigenbasis, where it is ``diag(lam)`` (float32; ``als.eigenbasis`` rotates them).
+    Each row depends only on its own entries, so the result does not depend on the chunking or
+    the thread count.
     """
     k = X.shape[1]
     alpha32 = np.float32(alpha)
@@ -162,7 +160,7 @@ def als_update(indptr, indices, data, X, Y, G, G64, alpha, cg_steps, cholesky, b
             elif cholesky:
                 _cholesky_row(x, indptr, indices, data, u, Y, G64, alpha, A, b)
             else:
-                _cg_row(x, indptr, indices, data, u, Y, G, alpha32, cg_steps, r, p, ap)
+                _cg_row(x, indptr, indices, data, u, Y, lam, alpha32, cg_steps, r, p, ap)
 
 
 @njit(parallel=True, cache=True)

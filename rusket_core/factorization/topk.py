@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 #: scores held per thread at once by ``topk`` (rows per block = this / n_items)
 BLOCK_SCORES = 1 << 21
+#: rows per block when few rows are scored: at least this many (BLAS efficiency), and otherwise
+#: small enough that every thread gets two blocks (a small input must not run on one thread)
+MIN_BLOCK_ROWS = 64
 
 
 @njit(cache=True)
@@ -189,7 +192,8 @@ def blocked_topk(
 
     ``kernel`` is the parallel kernel of the scorer's module (see :func:`parallel_kernel`). Rows are scored ``block_rows`` at a time (at most ``BLOCK_SCORES`` values in ``buf`` and
     ``scratch`` per thread), blocks shared among the numba threads; BLAS runs single-threaded
-    meanwhile (``blas``). The exclusion CSR has one row per query (see :func:`select_topk`).
+    meanwhile (``blas``); fewer than ``SMALL_SCORES`` scores in all run on one thread. The
+    exclusion CSR has one row per query (see :func:`select_topk`).
     ``n=None`` runs the scorer alone (it stores its own output). Returns ``(idx int32, scores
     float32)`` of shape (m, min(n, select_cols)), padded with -1 / -inf.
     """
@@ -199,12 +203,15 @@ def blocked_topk(
     out_val = np.empty((m, width), dtype=np.float32)
     if not m or (n is not None and not width):
         return out_idx, out_val
-    block_rows = int(max(1, min(m, BLOCK_SCORES // max(buf_cols + scratch_cols, select_cols, 1))))
-    n_chunks = int(max(1, min((m + block_rows - 1) // block_rows, numba.get_num_threads())))
+    small = m * select_cols < SMALL_SCORES
+    threads = 1 if small else numba.get_num_threads()
+    block_rows = BLOCK_SCORES // max(buf_cols + scratch_cols, select_cols, 1)
+    block_rows = int(max(1, min(m, block_rows, max(MIN_BLOCK_ROWS, -(-m // (2 * threads))))))
+    n_chunks = int(max(1, min((m + block_rows - 1) // block_rows, threads)))
     # slices of rows (each still many blocks per thread) so progress can be logged between them
     step = max(block_rows * n_chunks * 8, -(-m // 20))
     progress = Progress(logger, label, m, unit)
-    with _single_threaded_blas(blas and n_chunks > 1):  # parallelism from numba threads, one product each
+    with one_thread_if(small), _single_threaded_blas(blas and n_chunks > 1):
         for first in range(0, m, step):
             end = min(m, first + step)
             plan = (first, end, buf_cols, scratch_cols, select_cols, block_rows, n_chunks)
@@ -331,6 +338,26 @@ def _single_threaded_blas(active: bool = True):
         return
     with controller.limit(limits=1, user_api="blas"):
         yield
+
+
+#: top-k over fewer scores than this (query rows × columns) runs on one numba thread
+SMALL_SCORES = 1 << 24
+
+
+@contextmanager
+def one_thread_if(small: bool):
+    """One numba thread while ``small``: starting a parallel region wakes the other threads, which
+    on a busy machine costs more than a small kernel's whole computation (the kernels that use
+    this give the same result at any thread count)."""
+    previous = numba.get_num_threads()
+    if not small or previous == 1:
+        yield
+        return
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 def n_chunks(m: int) -> int:

@@ -11,7 +11,14 @@ import numpy as np
 import pyarrow as pa
 
 from rusket_core.encoding import Encoded
-from rusket_core.factorization.als import ALS, _balanced_bounds, gram, init_factors
+from rusket_core.factorization.als import (
+    ALS,
+    _balanced_bounds,
+    eigenbasis,
+    gram,
+    init_factors,
+    rotate,
+)
 from rusket_core.factorization.kernels import als_update
 from rusket_core.frames import list_column
 from rusket_core.spark.encoding import encode
@@ -32,23 +39,33 @@ def interaction_rows(pairs: Any, key: str, other: str) -> Any:
 
 
 def solve_rows(rows: Any, X: np.ndarray, Y: np.ndarray, model: ALS) -> np.ndarray:
-    """Re-solve the rows of ``X`` held by the Spark rows against fixed ``Y``; returns the new ``X``."""
+    """Re-solve the rows of ``X`` held by the Spark rows against fixed ``Y``; returns the new ``X``.
+
+    As in the local fit, the CG solve runs in the eigenbasis of ``Y^T Y + reg*I`` (rotated on the
+    driver, rotated back here), the Cholesky solve in the original basis."""
     k = X.shape[1]
-    G64 = gram(Y) + model.regularization * np.eye(k)
-    G32 = G64.astype(np.float32)
     alpha, cg_steps, cholesky = model.alpha, model.cg_steps, model.solver == "cholesky"
-    arrays, release = shipped(rows.sparkSession, (X, Y, G32, G64))
+    P = None
+    if cholesky:
+        G64, lam = gram(Y) + model.regularization * np.eye(k), np.zeros(0, np.float32)
+    else:
+        G64 = np.zeros((0, 0))
+        lam, P = eigenbasis(Y, model.regularization)
+        X, Y = X.copy(), Y.copy()
+        rotate(X, P)
+        rotate(Y, P)
+    arrays, release = shipped(rows.sparkSession, (X, Y, lam, G64))
 
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         _one_thread()
-        X, Y, G32, G64 = arrays()
+        X, Y, lam, G64 = arrays()
         for batch in batches:
             ids = batch.column(0).to_numpy(zero_copy_only=False).astype(np.int64)
             offsets, idx = _list_parts(batch.column(1))
             _, w = _list_parts(batch.column(2))
             x = np.ascontiguousarray(X[ids])
             als_update(
-                offsets, idx.astype(np.int32), w.astype(np.float32), x, Y, G32, G64,
+                offsets, idx.astype(np.int32), w.astype(np.float32), x, Y, lam, G64,
                 alpha, cg_steps, cholesky, _balanced_bounds(offsets, k),
             )  # fmt: skip
             vectors = list_column(np.arange(len(ids) + 1, dtype=np.int64) * k, pa.array(x.reshape(-1)))
@@ -62,6 +79,8 @@ def solve_rows(rows: Any, X: np.ndarray, Y: np.ndarray, model: ALS) -> np.ndarra
     _, flat = _list_parts(out.column("f"))
     new = X.copy()
     new[ids] = flat.reshape(-1, k)
+    if P is not None:
+        rotate(new, P.T)
     return new
 
 

@@ -14,6 +14,7 @@ from rusket_core.evaluation import (
     train_test_split,
 )
 from rusket_core.factorization import ALS
+from rusket_core.factorization.als import eigenbasis, rotate
 from rusket_core.factorization.kernels import _cg_row, als_update
 
 
@@ -32,12 +33,20 @@ def _random_csr(rng, n_rows, n_cols, density, empty_row=True, empty_col=True):
 
 
 def _solve_rows(csr, X, Y, alpha, reg, cholesky, cg_steps=3):
+    """Re-solve X's rows in place; CG runs in the eigenbasis of YtY + reg I and X is rotated back."""
     G64 = Y.astype(np.float64).T @ Y.astype(np.float64) + reg * np.eye(Y.shape[1])
     bounds = np.array([0, 2, X.shape[0]], dtype=np.int64)
+    lam, P = eigenbasis(Y, reg)
+    if not cholesky:
+        Y = Y.copy()
+        rotate(X, P)
+        rotate(Y, P)
     als_update(
         csr.indptr.astype(np.int64), csr.indices.astype(np.int32), csr.data.astype(np.float32),
-        X, Y, G64.astype(np.float32), G64, alpha, cg_steps, cholesky, bounds,
+        X, Y, lam, G64, alpha, cg_steps, cholesky, bounds,
     )  # fmt: skip
+    if not cholesky:
+        rotate(X, P.T)
 
 
 def _numpy_rows(csr, Y, alpha, reg):
@@ -216,7 +225,7 @@ def test_cg_row_does_not_depend_on_where_its_scratch_lies(k):
     csr = _random_csr(rng, 40, 30, 0.2)
     indptr, indices, data = csr.indptr.astype(np.int64), csr.indices.astype(np.int32), csr.data
     Y = (rng.normal(size=(30, k)) / np.sqrt(k)).astype(np.float32)
-    G = (Y.astype(np.float64).T @ Y + 0.01 * np.eye(k)).astype(np.float32)
+    lam = np.linalg.eigvalsh(Y.astype(np.float64).T @ Y + 0.01 * np.eye(k)).astype(np.float32)
     X0 = rng.normal(size=(40, k)).astype(np.float32)
     buf = np.zeros(4096, np.float32)
 
@@ -225,7 +234,7 @@ def test_cg_row_does_not_depend_on_where_its_scratch_lies(k):
         r, p, ap = (buf[j * gap : j * gap + k] for j in range(1, 4))
         for u in range(40):
             if indptr[u + 1] > indptr[u]:
-                _cg_row(X[u], indptr, indices, data, u, Y, G, np.float32(40.0), 3, r, p, ap)
+                _cg_row(X[u], indptr, indices, data, u, Y, lam, np.float32(40.0), 3, r, p, ap)
         return X
 
     far = solve(1024)
@@ -272,3 +281,16 @@ def test_cg_fit_follows_the_reference_loop_from_a_scaled_start(init_scale):
     U, V = _reference_cg_fit(csr, start.user_factors, start.item_factors, 5.0, 0.1, 3, 3)
     np.testing.assert_allclose(model.user_factors, U, rtol=2e-3, atol=2e-4 * np.abs(U).max())
     np.testing.assert_allclose(model.item_factors, V, rtol=2e-3, atol=2e-4 * np.abs(V).max())
+
+
+def test_fit_is_the_same_on_one_thread_and_on_all(monkeypatch):
+    """Small fits run on one numba thread (no parallel start-up); the factors must not change."""
+    import rusket_core.factorization.als as als_module
+
+    csr = _random_csr(np.random.default_rng(8), 60, 40, 0.15)
+    fits = []
+    for small_fit in (0, 1 << 40):  # never / always "small"
+        monkeypatch.setattr(als_module, "SMALL_FIT", small_fit)
+        fits.append(ALS(factors=8, iterations=4, random_state=2).fit(csr))
+    np.testing.assert_array_equal(fits[0].user_factors, fits[1].user_factors)
+    np.testing.assert_array_equal(fits[0].item_factors, fits[1].item_factors)

@@ -244,10 +244,12 @@ def test_select_topk_matches_a_sort(case):
         assert np.all(idx[r][len(expected) :] == -1) and np.all(val[r][len(expected) :] == -np.inf)
 
 
-def test_topk_blocks_match_a_dense_product(monkeypatch):
+@pytest.mark.parametrize("small_scores", [0, 1 << 30])  # parallel chunks / the one-thread path
+def test_topk_blocks_match_a_dense_product(monkeypatch, small_scores):
     import rusket_core.factorization.topk as topk_module
 
     monkeypatch.setattr(topk_module, "BLOCK_SCORES", 64)  # force many small blocks
+    monkeypatch.setattr(topk_module, "SMALL_SCORES", small_scores)
     rng = np.random.default_rng(1)
     q = rng.normal(size=(37, 6)).astype(np.float32)
     Y = rng.normal(size=(20, 6)).astype(np.float32)
