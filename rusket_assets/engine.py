@@ -12,13 +12,14 @@ ENGINES = ("local", "spark")
 
 
 class Engine(dg.ConfigurableResource):
-    """Where the heavy steps (frequent itemsets, ALS) run; asset keys, tables and checks stay the same."""
+    """Where the heavy steps (frequent itemsets, ALS, similar items) run; asset keys, tables and checks stay the same."""
 
     engine: str = "local"
     master: str = "local[2]"
     remote: str | None = None
     conf: dict[str, str] = {}
     partitions: int | None = None
+    lakehouse_path: str | None = None  # parquet root for Spark-written tables (default: beside the warehouse file)
 
     @property
     def is_spark(self) -> bool:
@@ -63,6 +64,19 @@ class Engine(dg.ConfigurableResource):
 
         cols = [user_col, item_col, *([rating_col] if rating_col else [])]
         return fit_als(self.frame(table.select(cols)), user_col, item_col, rating_col, self.n_partitions(), **params)
+
+    def similar_items(self, model: Any, n: int) -> Any:
+        """Spark DataFrame [item_id, similar_item_id, score, rank] of ``model``'s most similar items (the
+        local top-k per partition: the local engine's rows)."""
+        from rusket_core.spark import batch_similar_items
+
+        return batch_similar_items(model, n, spark=self.session(), num_partitions=self.n_partitions(), rank=True)
+
+    def spark_table(self, frame: Any) -> Any:
+        """An asset output written by Spark as parquet under ``lakehouse_path``, a DuckDB view over it."""
+        from rusket_assets.lakehouse import SparkTable
+
+        return SparkTable(frame, self.lakehouse_path, self.metadata)
 
     def metadata(self) -> dict[str, Any]:
         """What an asset reports about where it ran."""

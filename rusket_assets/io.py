@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from rusket_assets.columns import column_description
 from rusket_assets.interactions import WarehouseTable
+from rusket_assets.lakehouse import SparkTable, write_parquet_view
 from rusket_assets.resources import ModelStore, Warehouse
 from rusket_assets.streaming import is_stream, replace_table_stream
 from rusket_assets.tables import quote, replace_table
@@ -81,7 +82,8 @@ def _as_arrow(obj: Any) -> pa.Table:
 
 
 class DuckDBTableIOManager(dg.ConfigurableIOManager):
-    """Stores pandas/polars/pyarrow outputs as typed DuckDB tables ``<group>.<asset>``, replaced atomically.
+    """Stores pandas/polars/pyarrow outputs as typed DuckDB tables ``<group>.<asset>``, replaced atomically;
+    a :class:`~rusket_assets.lakehouse.SparkTable` becomes parquet files and a view over them.
 
     Inputs load as the annotated type (polars or pandas DataFrame), else as a pyarrow Table.
     """
@@ -92,6 +94,13 @@ class DuckDBTableIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         schema, table = table_location(context.asset_key)
+        if isinstance(obj, SparkTable):  # written by Spark as parquet, published as a view (rusket_assets.lakehouse)
+            path = write_parquet_view(self.warehouse, schema, table, obj)
+            with self.warehouse.connect() as con:
+                context.add_output_metadata(describe_table(con, schema, table) | {"parquet": dg.MetadataValue.path(str(path))})
+            if obj.metadata is not None:
+                context.add_output_metadata(obj.metadata())
+            return
         if is_stream(obj):  # chunks appended as they are produced (rusket_assets.streaming)
             with self.warehouse.connect() as con:
                 replace_table_stream(con, schema, table, obj)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from rusket_assets.tables import STAGING_SUFFIX, quote
+from rusket_assets.tables import STAGING_SUFFIX, drop_relation, quote
 
 
 class TableStream:
@@ -57,7 +57,6 @@ def replace_table_stream(con: Any, schema: str, table: str, chunks: TableStream 
     """Append every chunk to ``schema.table__staging``, then swap it in for ``schema.table``; rows written."""
     if isinstance(chunks, pa.RecordBatchReader):
         chunks = TableStream(chunks, chunks.schema)
-    target = f"{quote(schema)}.{quote(table)}"
     staging = f"{quote(schema)}.{quote(table + STAGING_SUFFIX)}"
     con.execute(f"create schema if not exists {quote(schema)}")
     con.execute(f"drop table if exists {staging}")
@@ -72,7 +71,7 @@ def replace_table_stream(con: Any, schema: str, table: str, chunks: TableStream 
             created = _append(con, staging, chunks.schema.empty_table(), created)
         con.begin()
         try:
-            con.execute(f"drop table if exists {target}")
+            drop_relation(con, schema, table)  # a table, or the parquet view a Spark run left
             con.execute(f"alter table {staging} rename to {quote(table)}")
             con.commit()
         except BaseException:

@@ -19,6 +19,22 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def relation_type(con: Any, schema: str, table: str) -> str | None:
+    """``'BASE TABLE'``, ``'VIEW'`` or None for ``schema.table`` in the open warehouse."""
+    rows = con.execute(
+        "select table_type from information_schema.tables where table_schema = ? and table_name = ?", [schema, table]
+    ).fetchall()
+    return rows[0][0] if rows else None
+
+
+def drop_relation(con: Any, schema: str, table: str) -> None:
+    """Drop ``schema.table`` whether it is a table or a view (a Spark run leaves a parquet view:
+    :mod:`rusket_assets.lakehouse`)."""
+    kind = relation_type(con, schema, table)
+    if kind is not None:
+        con.execute(f"drop {'view' if kind == 'VIEW' else 'table'} {quote(schema)}.{quote(table)}")
+
+
 def replace_table(con: Any, schema: str, table: str, data: pa.Table) -> None:
     """Replace ``schema.table`` with ``data`` in one transaction.
 
@@ -28,7 +44,6 @@ def replace_table(con: Any, schema: str, table: str, data: pa.Table) -> None:
     """
     if not isinstance(data, pa.Table):
         raise TypeError(f"expected a pyarrow Table for {schema}.{table}, got {type(data).__name__}")
-    target = f"{quote(schema)}.{quote(table)}"
     staging = f"{quote(schema)}.{quote(table + STAGING_SUFFIX)}"
     view = f"__rusket_new_{uuid.uuid4().hex}"
     con.execute(f"create schema if not exists {quote(schema)}")
@@ -36,7 +51,7 @@ def replace_table(con: Any, schema: str, table: str, data: pa.Table) -> None:
     con.begin()
     try:
         con.execute(f"create or replace table {staging} as select * from {quote(view)}")
-        con.execute(f"drop table if exists {target}")
+        drop_relation(con, schema, table)  # a table, or the parquet view a Spark run left
         con.execute(f"alter table {staging} rename to {quote(table)}")
         con.commit()
     except BaseException:

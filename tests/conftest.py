@@ -32,6 +32,17 @@ def make_dagster_home(parent: Path) -> Path:
     return home
 
 
+@pytest.fixture(scope="session")
+def spark():
+    """One local[2] Spark session for the whole run (start-up takes tens of seconds); skipped without pyspark."""
+    pytest.importorskip("pyspark")
+    from rusket_core.spark import spark_session
+
+    session = spark_session()
+    yield session
+    session.stop()
+
+
 @pytest.fixture
 def dagster_home(tmp_path, monkeypatch) -> Path:
     """A fresh DAGSTER_HOME with the project's instance config, set in the environment for the test."""

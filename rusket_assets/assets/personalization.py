@@ -3,7 +3,7 @@
 import json
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 import pyarrow as pa
@@ -451,13 +451,19 @@ def model_evaluation(
     ins={"als_model": upstream(GROUP, "als_model")},
     deps=ALS_GATES,
 )  # fmt: skip
-def similar_items(config: SimilarItemsConfig, als_model) -> TableStream:
-    """For each product, the most similar products by cosine of ALS item factors (itself excluded)."""
+def similar_items(config: SimilarItemsConfig, engine: Engine, als_model) -> Any:  # TableStream | SparkTable
+    """For each product, the most similar products by cosine of ALS item factors (itself excluded).
+
+    With engine=spark the rows are computed and written by the executors (parquet files under the
+    engine's lakehouse path, published as a DuckDB view: rusket_assets.lakehouse)."""
     from rusket_core.chunks import iter_batch_similar_items
 
     names = ["product_id", "similar_product_id", "score"]
+    if engine.is_spark:
+        return engine.spark_table(engine.similar_items(als_model, config.n).toDF(*names, "rank"))
     chunks = iter_batch_similar_items(als_model, n=config.n)  # written chunk by chunk
-    return TableStream(with_rank(chunk.rename_columns(names), "product_id") for chunk in chunks)
+    ranked = (with_rank(chunk.rename_columns(names), "product_id") for chunk in chunks)
+    return TableStream(ranked, metadata=engine.metadata)
 
 
 @asset(

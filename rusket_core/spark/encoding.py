@@ -28,8 +28,11 @@ class SparkEncoded:
     has_weights: bool
 
 
-def validate(df: Any, id_cols: list[tuple[str, str]], weight_col: str | None = None) -> int:
-    """Check columns, ids and weights on Spark (one pass) with the local engine's messages; return the row count."""
+def validate(
+    df: Any, id_cols: list[tuple[str, str]], weight_col: str | None = None, distinct_col: str | None = None
+) -> int:
+    """Check columns, ids and weights on Spark (one pass) with the local engine's messages; return the row
+    count, or with ``distinct_col`` the number of its distinct values (counted in the same pass)."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -38,6 +41,8 @@ def validate(df: Any, id_cols: list[tuple[str, str]], weight_col: str | None = N
         column(present, name, what)
     fields = {f.name: f.dataType for f in df.schema.fields}
     aggs = [F.count(F.lit(1)).alias("n")]
+    if distinct_col:
+        aggs.append(F.count_distinct(distinct_col).alias("distinct"))
     for i, (name, _) in enumerate(id_cols):
         aggs.append(F.sum(F.col(name).isNull().cast("long")).alias(f"null{i}"))
         is_float = isinstance(fields[name], T.FloatType | T.DoubleType)
@@ -60,7 +65,7 @@ def validate(df: Any, id_cols: list[tuple[str, str]], weight_col: str | None = N
     if weight_col:
         check_weights(weight_col, n, n_null=int(stats["w_null"] or 0))
         check_weights(weight_col, n, n_bad=int(stats["w_bad"] or 0), n_negative=int(stats["w_neg"] or 0))
-    return n
+    return int(stats["distinct"]) if distinct_col else n
 
 
 def labels_of(df: Any, name: str) -> Labels:

@@ -125,7 +125,8 @@ def frequent_itemsets(
 
     min_count_for(min_support, 1)
     kernel_max_len = _check_max_len(max_len)
-    validate(df, [(transaction_col, "transaction column"), (item_col, "item column")])
+    ids = [(transaction_col, "transaction column"), (item_col, "item column")]
+    n_rows = validate(df, ids, distinct_col=transaction_col)  # ids are checked first: no null transaction
     spark = df.sparkSession
     lines = df.select(transaction_col, item_col).dropDuplicates().persist()
     try:
@@ -133,7 +134,6 @@ def frequent_itemsets(
         codes, items = _factorize(stats.column(0), item_col)
         counts = np.zeros(len(items), np.int64)
         counts[codes] = stats.column(1).to_numpy()
-        n_rows = lines.select(transaction_col).distinct().count()
         min_count = min_count_for(min_support, n_rows)
         frequent = np.flatnonzero(counts >= min_count)
         by_rank = frequent[np.lexsort((frequent, counts[frequent]))]  # as mine_csr ranks them

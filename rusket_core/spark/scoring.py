@@ -41,10 +41,13 @@ def _query_rows(spark: Any, labels: Labels, vectors: np.ndarray, excl_ptr, excl_
     return spark.createDataFrame(table).repartition(parts)
 
 
-def _score(rows: Any, targets: np.ndarray, target_labels: Labels, label_type: pa.DataType, names, n: int) -> Any:
-    """Top-``n`` targets per row with the local top-k kernel, as Spark rows [names[0], names[1], score]."""
+def _score(
+    rows: Any, targets: np.ndarray, target_labels: Labels, label_type: pa.DataType, names, n: int, rank: bool = False
+) -> Any:
+    """Top-``n`` targets per row with the local top-k kernel, as Spark rows [names[0], names[1], score]
+    (and ``rank``, 1 = best, in the kernel's order, with ``rank=True``)."""
     from pyspark.sql.pandas.types import from_arrow_type
-    from pyspark.sql.types import FloatType, StructField, StructType
+    from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
 
     k = targets.shape[1]
     target_arrow = target_labels.to_arrow()
@@ -53,6 +56,7 @@ def _score(rows: Any, targets: np.ndarray, target_labels: Labels, label_type: pa
             StructField(names[0], from_arrow_type(label_type), False),
             StructField(names[1], from_arrow_type(target_arrow.type), False),
             StructField("score", FloatType(), False),
+            *([StructField("rank", IntegerType(), False)] if rank else []),
         ]
     )
 
@@ -67,10 +71,10 @@ def _score(rows: Any, targets: np.ndarray, target_labels: Labels, label_type: pa
             idx, scores = topk(flat.reshape(-1, k), targets, n, ptr, excl)
             keep = idx >= 0
             rows = np.repeat(np.arange(len(idx)), keep.sum(axis=1))
-            yield pa.RecordBatch.from_arrays(
-                [batch.column(0).take(pa.array(rows)), target_arrow.take(pa.array(idx[keep])), pa.array(scores[keep])],
-                names=list(schema.names),
-            )
+            columns = [batch.column(0).take(pa.array(rows)), target_arrow.take(pa.array(idx[keep])), pa.array(scores[keep])]
+            if rank:  # kept entries come first in each row, best first
+                columns.append(pa.array(np.nonzero(keep)[1].astype(np.int32) + 1))
+            yield pa.RecordBatch.from_arrays(columns, names=list(schema.names))
 
     return rows.mapInArrow(task, schema)
 
@@ -92,8 +96,11 @@ def batch_recommend(
     return _score(rows, items, model.items, model.users.to_arrow().type, ("user_id", "item_id"), n)
 
 
-def batch_similar_items(model: FactorModel, n: int = 10, spark: Any = None, num_partitions: int | None = None) -> Any:
-    """``model.batch_similar_items`` computed on Spark: [item_id, similar_item_id, score] (cosine, self excluded)."""
+def batch_similar_items(
+    model: FactorModel, n: int = 10, spark: Any = None, num_partitions: int | None = None, rank: bool = False
+) -> Any:
+    """``model.batch_similar_items`` computed on Spark: [item_id, similar_item_id, score] (cosine, self
+    excluded), plus ``rank`` (1 = most similar) with ``rank=True``."""
     model._check_fitted()
     spark = _active(spark)
     unit = _normalized(model.item_factors)
@@ -101,4 +108,4 @@ def batch_similar_items(model: FactorModel, n: int = 10, spark: Any = None, num_
     parts = num_partitions or default_parallelism(spark)
     rows = _query_rows(spark, model.items, unit, np.arange(m + 1, dtype=np.int64), np.arange(m, dtype=np.int32), parts)
     label_type = model.items.to_arrow().type
-    return _score(rows, unit, model.items, label_type, ("item_id", "similar_item_id"), n)
+    return _score(rows, unit, model.items, label_type, ("item_id", "similar_item_id"), n, rank)

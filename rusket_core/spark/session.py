@@ -43,6 +43,15 @@ def session_of(df: Any) -> Any:
     return df.sparkSession
 
 
+def is_classic(spark: Any) -> bool:
+    """Whether the driver runs in this process (a classic session), not behind Spark Connect."""
+    try:
+        spark.sparkContext  # noqa: B018 (Spark Connect sessions raise here)
+    except Exception:
+        return False
+    return True
+
+
 def default_parallelism(spark: Any, fallback: int = 2) -> int:
     """Task slots of the session (``spark.default.parallelism`` when the session cannot say)."""
     try:

@@ -1,4 +1,4 @@
-"""Spark engine (local[2], one session for the module): results equal the local engine's and brute force."""
+"""Spark engine (local[2], one session for the test run: tests/conftest.py): results equal the local engine's and brute force."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from rusket_core import ALS, FPGrowth
 from rusket_core.encoding import encode_baskets
 from rusket_core.mining import mine_csr
 from rusket_core.spark.fpgrowth import project_for_groups, rank_groups
-from tests.conftest import free_port
 from tests.library.conftest import brute_force, mined
 
 pyspark = pytest.importorskip("pyspark")
@@ -22,17 +21,7 @@ from rusket_core.spark import (  # noqa: E402
     batch_similar_items,
     fit_als,
     frequent_itemsets,
-    spark_session,
 )
-
-
-@pytest.fixture(scope="module")
-def spark():
-    port = free_port()
-    session = spark_session(conf={"spark.connect.grpc.binding.port": port})
-    session.rusket_connect_port = port
-    yield session
-    session.stop()
 
 
 def _baskets(seed: int, n: int, n_items: int, max_size: int) -> list[set[str]]:
@@ -115,6 +104,32 @@ def test_parallel_fpgrowth_equals_local_and_brute_force(spark, min_support, max_
     )
 
 
+def test_relay_all_gather_returns_every_task_bytes_in_partition_order():
+    """The driver relay used by the one-job ALS: each round every peer gets every peer's payload."""
+    import threading
+
+    from rusket_core.spark.relay import Peer, Relay
+
+    n, rounds = 3, 4
+    got: dict[int, list] = {}
+    with Relay("127.0.0.1") as relay:
+        with pytest.raises(ConnectionError):  # a wrong secret is turned away
+            Peer(relay.address, "not-the-secret", 0, n).all_gather(b"x")
+
+        def task(p: int) -> None:
+            peer = Peer(relay.address, relay.secret, p, n)
+            got[p] = [peer.all_gather(bytes([p, r]) * (p + 1)) for r in range(rounds)]
+            peer.close()
+
+        threads = [threading.Thread(target=task, args=(p,)) for p in reversed(range(n))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    expected = [[bytes([p, r]) * (p + 1) for p in range(n)] for r in range(rounds)]
+    assert got == {p: expected for p in range(n)}
+
+
 def test_spark_validation_uses_the_local_messages(spark):
     pdf = pd.DataFrame({"basket": [1, 1, 2, 3], "item": ["a", None, "b", None]})
     with pytest.raises(ValueError) as local:
@@ -163,9 +178,10 @@ def test_spark_als_factors_equal_local(als_pair):
 
 
 def test_spark_cholesky_als_equals_local(spark):
+    """The job-per-half-iteration path (``barrier=False``) gives the local factors too."""
     pdf = _interactions(4)
-    params = {"factors": 6, "iterations": 1, "solver": "cholesky", "random_state": 1}
-    remote = fit_als(spark.createDataFrame(pdf), "user", "item", **params)
+    params = {"factors": 6, "iterations": 2, "solver": "cholesky", "random_state": 1}
+    remote = fit_als(spark.createDataFrame(pdf), "user", "item", num_partitions=3, barrier=False, **params)
     local = ALS.from_transactions(pdf, "user", "item", **params).fit()
     np.testing.assert_allclose(remote.item_factors, local.item_factors, atol=1e-4)
 
@@ -196,60 +212,3 @@ def test_factor_exports_as_spark_frames(spark, als_pair):
     np.testing.assert_allclose(first["vector"], local.user_factors[0], rtol=1e-6)
     recs = local.batch_recommend(n=2, format="spark")
     assert recs.count() == 2 * len(local.users)
-
-
-def test_spark_connect_session_runs_batch_scoring(spark, als_pair):
-    """A Spark Connect client (gRPC, the path a remote ``sc://`` cluster uses) against a server in this JVM."""
-    from pyspark.sql.connect.session import SparkSession as ConnectSession
-
-    jvm = spark._jvm
-    jvm.org.apache.spark.sql.connect.service.SparkConnectService.start(spark._jsc.sc())
-    client = ConnectSession.builder.remote(f"sc://localhost:{spark.rusket_connect_port}").getOrCreate()
-    try:
-        local, _ = als_pair
-        remote = batch_recommend(local, n=4, spark=client).toPandas()
-        assert len(remote) == 4 * len(local.users)
-        assert _rows(remote, "user_id", "item_id") == _rows(local.batch_recommend(n=4), "user_id", "item_id")
-    finally:
-        client.stop()
-
-
-def test_dagster_engine_spark_tables_equal_local(spark, tmp_path):
-    """frequent_itemsets and the ALS factors materialised with engine=spark equal the local engine's."""
-    import dagster as dg
-    import duckdb
-
-    from rusket_assets.definitions import build_definitions
-    from rusket_assets.engine import Engine
-    from rusket_assets.resources import TransactionSource
-    from tests.pipeline.conftest import RUN_CONFIG, SMALL, failure_messages, run
-
-    keys = [["ingest", "raw_transactions"], ["ingest", "products"], ["baskets", "frequent_itemsets"],
-            ["personalization", "als_model"], ["personalization", "user_factors"]]  # fmt: skip
-    tables = {}
-    for name in ("local", "spark"):
-        tmp = tmp_path / name
-        defs = build_definitions(
-            warehouse_path=str(tmp / "warehouse.duckdb"), lancedb_uri=str(tmp / "lancedb"),
-            models_path=str(tmp / "models"), source=TransactionSource(store=SMALL), engine=Engine(engine=name),
-        )  # fmt: skip
-        result = run(defs, [dg.AssetKey(k) for k in keys], RUN_CONFIG)
-        assert result.success, failure_messages(result)
-        meta = {
-            e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()
-        }
-        assert meta["frequent_itemsets"]["engine"].value == name
-        assert meta["als_model"]["engine"].value == name
-        with duckdb.connect(str(tmp / "warehouse.duckdb")) as con:
-            tables[name] = (
-                con.sql("select list_sort(itemset), count from baskets.frequent_itemsets").fetchall(),
-                con.sql("select customer_id, vector from personalization.user_factors order by 1").fetchall(),
-            )
-    assert meta["frequent_itemsets"]["spark_partitions"].value >= 1
-    local_sets, local_factors = tables["local"]
-    spark_sets, spark_factors = tables["spark"]
-    assert len(local_sets) > 10 and sorted(map(str, spark_sets)) == sorted(map(str, local_sets))
-    assert [c for c, _ in spark_factors] == [c for c, _ in local_factors]
-    np.testing.assert_allclose(
-        np.array([v for _, v in spark_factors]), np.array([v for _, v in local_factors]), atol=5e-3
-    )

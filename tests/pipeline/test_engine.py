@@ -1,0 +1,93 @@
+"""The engine resource: the asset graph materialised with engine=spark writes the local engine's tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyspark")
+
+
+def test_dagster_engine_spark_tables_equal_local(spark, tmp_path):
+    """frequent_itemsets, the ALS factors and similar_items materialised with engine=spark equal the local engine's."""
+    import dagster as dg
+    import duckdb
+
+    from rusket_assets.definitions import build_definitions
+    from rusket_assets.engine import Engine
+    from rusket_assets.resources import TransactionSource
+    from tests.pipeline.conftest import RUN_CONFIG, SMALL, failure_messages, run
+
+    keys = [["ingest", "raw_transactions"], ["ingest", "products"], ["baskets", "frequent_itemsets"],
+            ["personalization", "als_model"], ["personalization", "user_factors"],
+            ["personalization", "similar_items"]]  # fmt: skip
+    tables = {}
+    for name in ("local", "spark"):
+        tmp = tmp_path / name
+        defs = build_definitions(
+            warehouse_path=str(tmp / "warehouse.duckdb"), lancedb_uri=str(tmp / "lancedb"),
+            models_path=str(tmp / "models"), source=TransactionSource(store=SMALL), engine=Engine(engine=name),
+        )  # fmt: skip
+        result = run(defs, [dg.AssetKey(k) for k in keys], RUN_CONFIG)
+        assert result.success, failure_messages(result)
+        meta = {
+            e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()
+        }
+        assert meta["frequent_itemsets"]["engine"].value == name
+        assert meta["als_model"]["engine"].value == name
+        assert meta["similar_items"]["engine"].value == name
+        with duckdb.connect(str(tmp / "warehouse.duckdb")) as con:  # Spark's rows: parquet files and a view
+            kind = con.execute("select table_type from information_schema.tables where table_name = 'similar_items'")
+            assert kind.fetchall() == [("VIEW" if name == "spark" else "BASE TABLE",)]
+        with duckdb.connect(str(tmp / "warehouse.duckdb")) as con:
+            tables[name] = (
+                con.sql("select list_sort(itemset), count from baskets.frequent_itemsets").fetchall(),
+                con.sql("select customer_id, vector from personalization.user_factors order by 1").fetchall(),
+                con.sql("select product_id, rank, similar_product_id, score from personalization.similar_items"
+                        " order by 1, 2").fetchall(),
+            )  # fmt: skip
+    assert meta["frequent_itemsets"]["spark_partitions"].value >= 1
+    local_sets, local_factors, local_similar = tables["local"]
+    spark_sets, spark_factors, spark_similar = tables["spark"]
+    assert len(local_sets) > 10 and sorted(map(str, spark_sets)) == sorted(map(str, local_sets))
+    assert [c for c, _ in spark_factors] == [c for c, _ in local_factors]
+    np.testing.assert_allclose(
+        np.array([v for _, v in spark_factors]), np.array([v for _, v in local_factors]), atol=5e-3
+    )
+    # similar items from (nearly) the same factors: the same products, scores within the factor tolerance
+    assert len(spark_similar) == len(local_similar) > 0
+    assert [r[:2] for r in spark_similar] == [r[:2] for r in local_similar]
+    np.testing.assert_allclose([r[3] for r in spark_similar], [r[3] for r in local_similar], atol=1e-2)
+
+
+def test_spark_table_becomes_a_parquet_view_swapped_atomically(spark, tmp_path):
+    """A Spark output is parquet under the lakehouse plus a DuckDB view; a failed write keeps the old
+    view; two versions stay on disk; a local write replaces the view with a table again."""
+    import pyarrow as pa
+
+    from rusket_assets.lakehouse import SparkTable, default_root, write_parquet_view
+    from rusket_assets.resources import Warehouse
+    from rusket_assets.tables import relation_type
+
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"))
+    warehouse.replace_table("recs", "t", pa.table({"a": [1, 2]}))
+    home = default_root(warehouse.path) / "recs" / "t"
+
+    def kind() -> str:
+        with warehouse.connect() as con:
+            return relation_type(con, "recs", "t")
+
+    def rows() -> list:
+        return sorted(warehouse.query("select a from recs.t").column("a").to_pylist())
+
+    first = write_parquet_view(warehouse, "recs", "t", SparkTable(spark.range(3).toDF("a")))
+    assert kind() == "VIEW" and rows() == [0, 1, 2] and first.parent == home
+    broken = spark.range(2).selectExpr("raise_error('boom') as a")
+    with pytest.raises(Exception, match="boom"):
+        write_parquet_view(warehouse, "recs", "t", SparkTable(broken))
+    assert rows() == [0, 1, 2] and [p.name for p in home.iterdir()] == [first.name]
+    second = write_parquet_view(warehouse, "recs", "t", SparkTable(spark.range(5, 7).toDF("a")))
+    third = write_parquet_view(warehouse, "recs", "t", SparkTable(spark.range(8, 9).toDF("a")))
+    assert rows() == [8] and sorted(p.name for p in home.iterdir()) == sorted([second.name, third.name])
+    warehouse.replace_table("recs", "t", pa.table({"a": [4]}))
+    assert kind() == "BASE TABLE" and rows() == [4]
