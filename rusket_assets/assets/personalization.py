@@ -20,7 +20,13 @@ from rusket_assets.assets.common import (
     with_rank,
 )
 from rusket_assets.engine import Engine
-from rusket_assets.incremental import changed_customers, merge_rows, refresh, refresh_model
+from rusket_assets.incremental import (
+    changed_customers,
+    changed_rows,
+    merge_rows,
+    refresh,
+    refresh_model,
+)
 from rusket_assets.interactions import WarehouseTable, engine_input
 from rusket_assets.resources import ModelStore, Warehouse
 from rusket_assets.streaming import TableStream
@@ -213,12 +219,26 @@ def bpr_model(
     kinds={"duckdb"},
     ins={"als_model": upstream(GROUP, "als_model")},
 )  # fmt: skip
-def user_factors(als_model) -> TableStream:
-    """ALS customer vectors: customer_id (source type) and vector FLOAT[factors]."""
-    from rusket_core.export import factor_batches
+def user_factors(context: dg.AssetExecutionContext, warehouse: Warehouse, als_model) -> TableStream | None:
+    """ALS customer vectors: customer_id (source type) and vector FLOAT[factors].
 
-    batches = factor_batches(als_model, kind="user")  # written chunk by chunk
-    return TableStream(pa.table({"customer_id": b["label"], "vector": b["vector"]}) for b in batches)
+    In an incremental run only the customers whose ALS rows changed (new ones included) are replaced
+    (`merge_rows`, one transaction); the others keep their rows, which the fold-in left as they were.
+    """
+    from rusket_core.export import factor_batches
+    from rusket_core.frames import fixed_size_list
+
+    rows = changed_rows(context, warehouse, als_model, key(GROUP, "als_model"))
+    if rows is None or not warehouse.has_table(GROUP, "user_factors"):
+        batches = factor_batches(als_model, kind="user")  # written chunk by chunk
+        return TableStream(pa.table({"customer_id": b["label"], "vector": b["vector"]}) for b in batches)
+    table = pa.table({"customer_id": pa.array(als_model.users.values[rows]),
+                      "vector": fixed_size_list(als_model.user_factors[rows])})  # fmt: skip
+    replaced = merge_rows(warehouse, GROUP, "user_factors", "customer_id", table["customer_id"], table)
+    total = warehouse.scalar(f"select count(*) from {GROUP}.user_factors")
+    context.add_output_metadata({"refresh": "incremental", "customers_refreshed": len(rows), "rows_replaced": replaced,
+                                 "dagster/row_count": dg.MetadataValue.int(int(total))})  # fmt: skip
+    return None
 
 
 @asset(
