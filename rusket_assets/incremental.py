@@ -241,6 +241,20 @@ def changed_customers(context: dg.AssetExecutionContext, warehouse: Warehouse, m
     return pa.array(sorted({c for n in names for c in by_model[n]["ids"] or []}), pa.string())
 
 
+def changed_rows(context: dg.AssetExecutionContext, warehouse: Warehouse, model: Any, model_key: dg.AssetKey) -> np.ndarray | None:
+    """Row indices in ``model`` (the published model of ``model_key``) of the customers whose rows
+    changed in this run's incremental update; None (rewrite everything) in a full run, when the model
+    was refitted, or when every customer changed (a warm pass)."""
+    import pyarrow.compute as pc
+
+    changed = changed_customers(context, warehouse, [model_key])
+    if changed is None:
+        return None
+    labels = pa.array(model.users.values).cast(pa.string())
+    rows = np.flatnonzero(pc.is_in(labels, value_set=changed).to_numpy(zero_copy_only=False))
+    return None if len(rows) == len(labels) else rows
+
+
 def merge_rows(warehouse: Warehouse, schema: str, table: str, key_col: str, keys: pa.Array, rows: pa.Table) -> int:
     """Replace the rows of ``schema.table`` whose ``key_col`` (compared as text) is in ``keys`` with
     ``rows``, in one transaction; the other rows are untouched. Returns the number of rows deleted."""

@@ -48,20 +48,25 @@ def factor_batches(
     if not isinstance(factors, np.ndarray) or labels is None:
         return lancedb_table(model, kind, normalize).to_reader(max_chunksize=int(chunk_rows))
     from rusket_core.chunks import chunk_bounds
-    from rusket_core.frames import fixed_size_list
 
     def batch(start: int, stop: int) -> pa.RecordBatch:
-        vectors = factors[start:stop]
-        if normalize:
-            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return pa.RecordBatch.from_pydict(
-            {"id": pa.array(np.arange(start, stop, dtype=np.int64)), "label": pa.array(labels.values[start:stop]),
-             "vector": fixed_size_list(vectors)}
-        )  # fmt: skip
+        return _rows_batch(factors, labels.values, np.arange(start, stop, dtype=np.int64), normalize)
 
     bounds = list(chunk_bounds(len(factors), chunk_rows)) or [(0, 0)]
     first = batch(*bounds[0])
     return pa.RecordBatchReader.from_batches(first.schema, iter([first, *(batch(a, b) for a, b in bounds[1:])]))
+
+
+def _rows_batch(factors: np.ndarray, labels: np.ndarray, rows: np.ndarray, normalize: bool) -> pa.RecordBatch:
+    """Rows ``rows`` of ``factors`` as a record batch [id (the row index), label, vector]."""
+    from rusket_core.frames import fixed_size_list
+
+    vectors = factors[rows]
+    if normalize:
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return pa.RecordBatch.from_pydict(
+        {"id": pa.array(rows, pa.int64()), "label": pa.array(labels[rows]), "vector": fixed_size_list(vectors)}
+    )
 
 
 def index_config(n_rows: int, dim: int, metric: str = "cosine") -> Any:
@@ -136,6 +141,61 @@ def write_lancedb(
                  "index_seconds": time.perf_counter() - start}  # fmt: skip
     if keep_versions is not None:
         tbl.optimize(cleanup_older_than=keep_versions)
+    return tbl, facts
+
+
+def upsert_lancedb(
+    model: Any,
+    uri: str,
+    table: str,
+    rows: np.ndarray,
+    kind: str = "user",
+    metric: str = "cosine",
+    normalize: bool = False,
+    index_min_rows: int = INDEX_MIN_ROWS,
+    keep_versions: timedelta | None = KEEP_VERSIONS,
+) -> tuple[Any, dict[str, Any]]:
+    """Update rows ``rows`` (model row indices) of a table written by :func:`write_lancedb` from the
+    model, inserting those not there yet; the other rows are left as they are. (table, facts).
+
+    For a model whose labels are only ever appended (fold-in), so a row's ``id`` keeps naming the
+    same label: every row past the table's current size must be in ``rows``, else ``ValueError``.
+    One ``merge_insert`` on ``id`` (one commit: readers see the old or the new version). An existing
+    IVF-PQ index is kept and the new rows are added to its partitions by ``optimize`` (no k-means
+    retraining; rows not yet indexed are found by a flat scan meanwhile); a table that has grown
+    past ``index_min_rows`` without an index gets one. ``optimize`` also compacts the small
+    fragments of the daily upserts and prunes versions older than ``keep_versions``. The facts:
+    ``rows_upserted``, ``rows_inserted`` and ``index`` ("updated", "built" or "none")."""
+    import lancedb
+
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    factors = model.item_factors if kind == "item" else model.user_factors
+    labels = (model.items if kind == "item" else model.users).values
+    rows = np.unique(np.asarray(rows, dtype=np.int64))
+    if len(rows) and (rows[0] < 0 or rows[-1] >= len(factors)):
+        raise ValueError(f"rows must be row indices of the model's {len(factors)} {kind} factors")
+    tbl = lancedb.connect(uri).open_table(table)
+    n_before = tbl.count_rows()
+    dim = tbl.schema.field("vector").type.list_size
+    if dim != factors.shape[1] or n_before > len(factors):
+        raise ValueError(f"LanceDB table {table} ({n_before} rows of {dim} dims) was not written from this model")
+    appended = np.arange(n_before, len(factors))
+    if not np.isin(appended, rows).all():
+        raise ValueError(f"rows past the {n_before} rows of LanceDB table {table} must all be upserted")
+    facts: dict[str, Any] = {"rows_upserted": len(rows), "rows_inserted": len(appended)}
+    if len(rows):
+        batch = _rows_batch(factors, labels, rows, normalize)
+        tbl.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(pa.Table.from_batches([batch]))
+    indexed = bool(tbl.list_indices())
+    if not indexed and len(factors) >= max(int(index_min_rows), 256):
+        tbl.create_index("vector", config=index_config(len(factors), dim, metric))
+        facts["index"] = "built"
+    else:
+        facts["index"] = "updated" if indexed else "none"
+    tbl.optimize(cleanup_older_than=keep_versions)  # adds the new rows to the index, compacts
     return tbl, facts
 
 

@@ -45,7 +45,7 @@ class GraphConfig(dg.Config):
     """Product graph: rules kept as edges (lift at least min_lift) and the Louvain seed."""
 
     min_lift: float = Field(default=1.0, description="Rules with a lower lift are not edges of the graph.")
-    seed: int = Field(default=0, description="Seed of the Louvain community detection (same seed, same communities).")
+    random_state: int = Field(default=0, description="Seed of the Louvain community detection (same seed, same communities).")
 
 
 GROUP = "baskets"
@@ -185,7 +185,7 @@ def product_graph(
     rules = rules_for_library(association_rules)
     rules = rules.filter(pc.greater_equal(rules["lift"], config.min_lift))
     graph = to_networkx(rules, edge_attr="lift")
-    table = product_communities(graph, weight="lift", random_state=config.seed, format="arrow")
+    table = product_communities(graph, weight="lift", random_state=config.random_state, format="arrow")
     info = lookup(table["item"], products, "product_id", ["product_name", "category"])
     table = table.rename_columns(["product_id", *table.column_names[1:]])
     for i, (name, values) in enumerate(info.items()):

@@ -20,7 +20,13 @@ from rusket_assets.assets.common import (
     with_rank,
 )
 from rusket_assets.engine import Engine
-from rusket_assets.incremental import changed_customers, merge_rows, refresh, refresh_model
+from rusket_assets.incremental import (
+    changed_customers,
+    changed_rows,
+    merge_rows,
+    refresh,
+    refresh_model,
+)
 from rusket_assets.interactions import WarehouseTable, engine_input
 from rusket_assets.resources import ModelStore, Warehouse
 from rusket_assets.streaming import TableStream
@@ -39,7 +45,7 @@ class ALSConfig(dg.Config):
     alpha: float = Field(default=40.0, ge=0.0, description="Confidence scale: confidence = 1 + alpha * weight.")
     regularization: float = Field(default=0.01, ge=0.0, description="L2 penalty on the factors.")
     weight: Weight = Field(default="quantity", description="Interaction strength: quantity, revenue or count (lines).")
-    seed: int = Field(default=42, description="Seed of the initial factors (same seed, same model).")
+    random_state: int = Field(default=42, description="Seed of the initial factors (same seed, same model).")
     warm_iterations: int = Field(
         default=0, ge=0, description="Incremental runs: sweeps over all interactions after the fold-in (0: fold-in only)."
     )
@@ -58,7 +64,7 @@ class BPRConfig(dg.Config):
         "compare both in model_evaluation on your data.",
     )
     schedule: BPRSchedule = Field(default="linear", description="Learning rate over epochs: linear (to 0) or constant.")
-    seed: int = Field(default=42, description="Seed of the initial factors and the sample streams.")
+    random_state: int = Field(default=42, description="Seed of the initial factors and the sample streams.")
     deterministic: bool = Field(
         default=True,
         description="Same seed, same factors whatever the thread timing (fixed user blocks, item changes merged "
@@ -77,7 +83,7 @@ class EvaluationConfig(dg.Config):
         default=0.2, gt=0.0, lt=1.0,
         description="Share of (customer, product) pairs held out, by a seeded hash of the pair (a pair keeps its side as days are added).",
     )  # fmt: skip
-    seed: int = Field(default=42, description="Seed of the split hash and of the customer sample.")
+    random_state: int = Field(default=42, description="Seed of the split hash and of the customer sample.")
     sample_customers: int = Field(
         default=20_000, ge=1, description="Customers (smallest seeded hash) whose held-out items are scored."
     )
@@ -138,7 +144,7 @@ def als_model(
     params = {
         "user_col": "customer_id", "item_col": "product_id", "rating_col": _weight_column(config.weight),
         "factors": config.factors, "iterations": config.iterations, "alpha": config.alpha,
-        "regularization": config.regularization, "random_state": config.seed,
+        "regularization": config.regularization, "random_state": config.random_state,
     }  # fmt: skip
     with _interaction_lines(raw_transactions, params["rating_col"]) as lines:  # encoded in SQL locally
         model = refresh_model(
@@ -189,7 +195,7 @@ def bpr_model(
                 regularization=config.regularization,
                 loss=config.loss,
                 schedule=config.schedule,
-                random_state=config.seed,
+                random_state=config.random_state,
                 deterministic=config.deterministic,
             )
 
@@ -213,12 +219,26 @@ def bpr_model(
     kinds={"duckdb"},
     ins={"als_model": upstream(GROUP, "als_model")},
 )  # fmt: skip
-def user_factors(als_model) -> TableStream:
-    """ALS customer vectors: customer_id (source type) and vector FLOAT[factors]."""
-    from rusket_core.export import factor_batches
+def user_factors(context: dg.AssetExecutionContext, warehouse: Warehouse, als_model) -> TableStream | None:
+    """ALS customer vectors: customer_id (source type) and vector FLOAT[factors].
 
-    batches = factor_batches(als_model, kind="user")  # written chunk by chunk
-    return TableStream(pa.table({"customer_id": b["label"], "vector": b["vector"]}) for b in batches)
+    In an incremental run only the customers whose ALS rows changed (new ones included) are replaced
+    (`merge_rows`, one transaction); the others keep their rows, which the fold-in left as they were.
+    """
+    from rusket_core.export import factor_batches
+    from rusket_core.frames import fixed_size_list
+
+    rows = changed_rows(context, warehouse, als_model, key(GROUP, "als_model"))
+    if rows is None or not warehouse.has_table(GROUP, "user_factors"):
+        batches = factor_batches(als_model, kind="user")  # written chunk by chunk
+        return TableStream(pa.table({"customer_id": b["label"], "vector": b["vector"]}) for b in batches)
+    table = pa.table({"customer_id": pa.array(als_model.users.values[rows]),
+                      "vector": fixed_size_list(als_model.user_factors[rows])})  # fmt: skip
+    replaced = merge_rows(warehouse, GROUP, "user_factors", "customer_id", table["customer_id"], table)
+    total = warehouse.scalar(f"select count(*) from {GROUP}.user_factors")
+    context.add_output_metadata({"refresh": "incremental", "customers_refreshed": len(rows), "rows_replaced": replaced,
+                                 "dagster/row_count": dg.MetadataValue.int(int(total))})  # fmt: skip
+    return None
 
 
 @asset(
@@ -293,7 +313,7 @@ def _split_signature(config: EvaluationConfig) -> dict:
     """What the holdout models' training lines depend on besides the data (a change means a refit)."""
     import duckdb
 
-    return {"test_fraction": config.test_fraction, "seed": config.seed, "duckdb": duckdb.__version__}
+    return {"test_fraction": config.test_fraction, "seed": config.random_state, "duckdb": duckdb.__version__}
 
 
 def _saved_split(models: ModelStore) -> dict | None:
@@ -352,7 +372,7 @@ def model_evaluation(
     split = _split_signature(config)
     same_split = _saved_split(models) == split
     start = time.perf_counter()
-    with holdout_split(raw_transactions, columns, "customer_id", "product_id", config.test_fraction, config.seed,
+    with holdout_split(raw_transactions, columns, "customer_id", "product_id", config.test_fraction, config.random_state,
                        config.sample_customers) as (train, test, n_customers, sample_train):  # fmt: skip
         info["split_seconds"] = time.perf_counter() - start
         encodings: dict = {}

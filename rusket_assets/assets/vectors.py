@@ -6,9 +6,10 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from rusket_assets.assets.common import ALS_GATES, group_asset, lookup, upstream
+from rusket_assets.assets.common import ALS_GATES, group_asset, key, lookup, upstream
 from rusket_assets.columns import column_description
-from rusket_assets.resources import VectorStore
+from rusket_assets.incremental import changed_rows
+from rusket_assets.resources import VectorStore, Warehouse
 
 
 class VectorsConfig(dg.Config):
@@ -103,13 +104,29 @@ def item_vectors(
     deps=ALS_GATES,
 )  # fmt: skip
 def user_vectors(
-    context: dg.AssetExecutionContext, config: VectorsConfig, vectors: VectorStore, als_model
+    context: dg.AssetExecutionContext, config: VectorsConfig, vectors: VectorStore, warehouse: Warehouse, als_model
 ) -> dg.MaterializeResult:
-    """LanceDB table `user_vectors`: ALS customer vectors with the customer id as label."""
-    from rusket_core.export import write_lancedb
+    """LanceDB table `user_vectors`: ALS customer vectors with the customer id as label.
 
-    vectors.connect()
+    In an incremental run only the customers whose ALS rows changed (fold-in; new ones included) are
+    upserted (`rusket_core.export.upsert_lancedb`); the others keep their rows.
+    """
+    from rusket_core.export import upsert_lancedb, write_lancedb
+
+    vectors.connect()  # creates the directory
+    rows = changed_rows(context, warehouse, als_model, key("personalization", "als_model"))
+    if rows is not None:
+        try:
+            tbl, facts = upsert_lancedb(als_model, vectors.uri, "user_vectors", rows, kind="user", metric=METRIC,
+                                        normalize=config.normalize, keep_versions=_retention(config))  # fmt: skip
+        except ValueError as error:  # no table yet, or not written from the saved model: rewrite it
+            context.log.warning(f"user_vectors: rewriting every row ({error})")
+        else:
+            context.log.info(f"LanceDB table user_vectors: {facts['rows_upserted']} customers upserted")
+            metadata = _describe(tbl, vectors.uri) | {"refresh": "incremental"} | facts
+            return dg.MaterializeResult(metadata=metadata)
     _log_write(context, "user_vectors", len(als_model.users), als_model.factors, vectors.uri)
     tbl, index = write_lancedb(als_model, vectors.uri, "user_vectors", kind="user", metric=METRIC,
                      normalize=config.normalize, keep_versions=_retention(config))  # fmt: skip
-    return _written(context, tbl, vectors.uri, index)
+    return _written(context, tbl, vectors.uri, index | {"refresh": "full"})
+

@@ -92,14 +92,6 @@ class UserBlend:
     def __init__(self, model: FactorModel, embeddings: ItemEmbeddings | None) -> None:
         self.model = model
         self.embeddings = embeddings
-        self._strongest: tuple[Encoded, np.ndarray] | None = None  # (interactions, their strongest items)
-
-    def strongest(self) -> np.ndarray:
-        """:func:`strongest_items` of the model's interactions, computed once (not once per chunk of users)."""
-        enc = self.model.user_items
-        if self._strongest is None or self._strongest[0] is not enc:
-            self._strongest = (enc, strongest_items(enc))
-        return self._strongest[1]
 
     def topk(
         self, rows: np.ndarray, n: int, alpha: float, targets: list | None, scaled: bool = False,
@@ -129,7 +121,8 @@ class UserBlend:
             target_vecs, has_sem = np.zeros((m, 1), dtype=np.float32), np.zeros(m, dtype=np.bool_)
         else:
             vectors = emb.aligned
-            target_vecs, has_sem = emb.target_vectors(rows, targets, self.strongest())
+            # the strongest item of the scored rows only, not of every customer
+            target_vecs, has_sem = emb.target_vectors(np.arange(m), targets, strongest_items(enc, rows))
         state = BlendScores(
             np.ascontiguousarray(model.user_factors[rows], dtype=np.float32),
             np.ascontiguousarray(model.item_factors.T, dtype=np.float32),
@@ -141,14 +134,28 @@ class UserBlend:
                             label=f"scoring {n_items} items", unit="users")
 
 
-def strongest_items(enc: Encoded) -> np.ndarray:
-    """Per row of an Encoded matrix, the item index with the largest weight (ties: lowest index); -1 if empty."""
-    counts = np.diff(enc.indptr)
-    rows = np.repeat(np.arange(enc.n_rows), counts)
-    order = np.lexsort((enc.indices, -enc.weights(), rows))
-    out = np.full(enc.n_rows, -1, dtype=np.int64)
-    nonempty = counts > 0
-    out[nonempty] = enc.indices[order[enc.indptr[:-1][nonempty]]]
+@njit(cache=True)
+def _strongest(indptr, indices, weights, rows, out):
+    """out[r] = the item of CSR row rows[r] with the largest weight (ties: lowest index), -1 if empty."""
+    for r in range(len(rows)):
+        p0, p1 = indptr[rows[r]], indptr[rows[r] + 1]
+        if p0 == p1:
+            out[r] = -1
+            continue
+        best, top = indices[p0], weights[p0]
+        for p in range(p0 + 1, p1):
+            j, w = indices[p], weights[p]
+            if w > top or (w == top and j < best):
+                best, top = j, w
+        out[r] = best
+
+
+def strongest_items(enc: Encoded, rows: np.ndarray | None = None) -> np.ndarray:
+    """Per row of an Encoded matrix (or per row index in ``rows``), the item index with the largest
+    weight (ties: lowest index); -1 if empty. Only the requested rows are read."""
+    rows = np.arange(enc.n_rows, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    out = np.empty(len(rows), dtype=np.int64)
+    _strongest(enc.indptr, enc.indices, enc.weights(), rows, out)
     return out
 
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from rusket_core.encoding import Encoded, Labels
-from rusket_core.export import lancedb_table, search_labels, to_lancedb
+from rusket_core.export import lancedb_table, search_labels, to_lancedb, upsert_lancedb
 from rusket_core.factorization import ALS
 
 pytest.importorskip("lancedb")
@@ -104,3 +104,35 @@ def test_index_built_when_large_enough(tmp_path):
         assert found[1:].tolist() == expected.tolist()
     with pytest.raises(ValueError, match="metric"):
         to_lancedb(model, uri, "big", metric="hamming")
+
+
+def _vectors(tbl) -> dict[int, tuple]:
+    rows = tbl.to_arrow().sort_by("id")
+    return {i: (label, tuple(v)) for i, label, v in zip(*(rows[c].to_pylist() for c in ("id", "label", "vector")), strict=True)}
+
+
+def test_upsert_updates_given_rows_and_appends_new_ones(tmp_path):
+    """Changed rows equal the new factors, untouched rows are as written, appended labels are inserted
+    (and an index is built once the table crosses the threshold); a gap in the appended rows refuses."""
+    import lancedb
+
+    model = _model(300, 5, 16)
+    to_lancedb(model, str(tmp_path), "users", kind="user", index_min_rows=10_000)
+    before = _vectors(lancedb.connect(str(tmp_path)).open_table("users"))
+    rng = np.random.default_rng(1)
+    model.user_factors[[3, 50]] = rng.normal(size=(2, 16)).astype(np.float32)  # fold-in of two customers
+    model.users = Labels(np.concatenate([model.users.values, np.arange(300, 320) * 7]))  # 20 new customers
+    model.user_factors = np.vstack([model.user_factors, rng.normal(size=(20, 16)).astype(np.float32)])
+    with pytest.raises(ValueError, match="must all be upserted"):
+        upsert_lancedb(model, str(tmp_path), "users", np.array([3, 50, 300]), index_min_rows=310)
+    rows = np.array([50, 3, *range(300, 320)])
+    tbl, facts = upsert_lancedb(model, str(tmp_path), "users", rows, index_min_rows=310)
+    assert facts == {"rows_upserted": 22, "rows_inserted": 20, "index": "built"}
+    assert tbl.count_rows() == 320 and tbl.list_indices()
+    after = _vectors(tbl)
+    assert {i: after[i] for i in before if i not in (3, 50)} == {i: v for i, v in before.items() if i not in (3, 50)}
+    for i in rows:
+        assert after[i][0] == model.users.values[i]
+        np.testing.assert_array_equal(np.array(after[i][1], np.float32), model.user_factors[i])
+    # searching finds an upserted customer's own vector (index + unindexed rows)
+    assert search_labels(tbl, model.user_factors[305], 1, nprobes=20, refine_factor=10)[0] == 305 * 7

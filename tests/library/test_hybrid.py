@@ -405,3 +405,17 @@ def test_in_rows_matches_a_set_reference_on_random_csr():
     assert in_rows(indptr, indices, n_cols, rows, items).tolist() == expected
     assert any(expected) and not all(expected)
     assert in_rows(indptr, indices, n_cols, rows[:0], items[:0]).tolist() == []
+
+
+def test_strongest_items_of_given_rows_equal_brute_force():
+    """Per requested row: the largest weight, ties to the lowest item index, -1 for an empty row."""
+    rng = np.random.default_rng(3)
+    dense = rng.integers(0, 4, size=(40, 12)).astype(np.float32)  # many ties, some empty rows
+    dense[[5, 17]] = 0
+    indptr = np.concatenate([[0], np.cumsum((dense > 0).sum(axis=1))]).astype(np.int64)
+    rows_, cols = np.nonzero(dense)
+    enc = Encoded(indptr, cols.astype(np.int32), dense[rows_, cols], Labels(np.arange(40)), Labels(np.arange(12)))
+    expected = np.where(dense.max(axis=1) > 0, dense.argmax(axis=1), -1)  # argmax: first (lowest) maximum
+    assert strongest_items(enc).tolist() == expected.tolist()
+    rows = np.array([17, 3, 3, 39, 5, 0])
+    assert strongest_items(enc, rows).tolist() == expected[rows].tolist()

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import numpy as np
 import pyarrow.compute as pc
 
 from rusket_assets.assets.daily import HISTORY_SOURCE, DailyFiles
@@ -26,6 +27,7 @@ RECOMMENDATIONS = {
     dg.AssetKey(["personalization", "item_factors"]),
     dg.AssetKey(["personalization", "model_evaluation"]),
     dg.AssetKey(["personalization", "user_recommendations"]),
+    dg.AssetKey(["vectors", "user_vectors"]),
 }
 
 
@@ -56,10 +58,18 @@ def table(tmp: Path, query: str) -> list[tuple]:
         return con.sql(query).fetchall()
 
 
+def user_vectors(tmp: Path) -> dict:
+    import lancedb
+
+    rows = lancedb.connect(str(tmp / "lancedb")).open_table("user_vectors").to_arrow()
+    return {label: (i, tuple(v)) for i, label, v in zip(*(rows[c].to_pylist() for c in ("id", "label", "vector")), strict=True)}
+
+
 def metadata(result, name):
     return {k: v.value for k, v in result.asset_materializations_for_node(name)[0].metadata.items()}
 
 
+FACTORS = "select customer_id, vector from personalization.user_factors"
 RECS = "select customer_id, rank, product_id, score, source from personalization.user_recommendations"
 
 
@@ -68,6 +78,8 @@ def test_incremental_run_refreshes_only_the_days_customers(tmp_path):
     with dg.DagsterInstance.ephemeral() as instance:
         assert run(defs, instance).success  # full build on days 1..29
         before = {row[:3]: row for row in table(tmp_path, RECS)}
+        vectors_before = user_vectors(tmp_path)
+        factors_before = dict(table(tmp_path, FACTORS))
         assert run(defs, instance, partition=LAST_DAY).success
         day = table(tmp_path, f"select distinct customer_id from ingest.daily_orders where ordered_at::DATE = '{LAST_DAY}'")
         day_customers = {c for (c,) in day}
@@ -98,6 +110,29 @@ def test_incremental_run_refreshes_only_the_days_customers(tmp_path):
         "on r.customer_id = d.customer_id and r.product_id = d.product_id",
     )
     assert seen == [(0,)]
+    # LanceDB customer vectors: the day's customers upserted (unit-length new factors), others as before
+    from rusket_assets.io import load_model
+
+    vec = metadata(result, "vectors__user_vectors")
+    assert (vec["refresh"], vec["rows_upserted"], vec["rows_inserted"]) == ("incremental", len(day_customers), len(day_customers - known))
+    model = load_model(tmp_path / "models", "personalization__als_model")
+    vectors_after = user_vectors(tmp_path)
+    assert len(vectors_after) == vec["dagster/row_count"] == len(model.users) == len(known | day_customers)
+    assert {c: v for c, v in vectors_after.items() if c not in day_customers} == {c: v for c, v in vectors_before.items() if c not in day_customers}
+    # DuckDB customer factors: the same, raw factors
+    factors = metadata(result, "personalization__user_factors")
+    assert (factors["customers_refreshed"], factors["rows_replaced"]) == (len(day_customers), len(day_customers & known))
+    factors_after = dict(table(tmp_path, FACTORS))
+    assert len(factors_after) == len(model.users)
+    assert {c: v for c, v in factors_after.items() if c not in day_customers} == {c: v for c, v in factors_before.items() if c not in day_customers}
+    for row, label in enumerate(model.users.values):
+        if label in day_customers:
+            assert list(factors_after[label]) == model.user_factors[row].tolist()
+    unit = model.user_factors / np.linalg.norm(model.user_factors, axis=1, keepdims=True)
+    for row, label in enumerate(model.users.values):
+        assert vectors_after[label][0] == row
+        if label in day_customers:
+            np.testing.assert_allclose(vectors_after[label][1], unit[row], rtol=1e-6, atol=1e-6)
 
 
 def test_incremental_equals_fold_in_of_the_day(tmp_path):
