@@ -13,7 +13,6 @@ saying why in the metadata.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from rusket_assets.resources import ModelStore, Warehouse
-from rusket_assets.tables import quote
+from rusket_assets.tables import quote, transaction
 
 REFRESH_TAG = "rusket/refresh"
 MODES = ("full", "incremental")
@@ -212,15 +211,9 @@ def record_changes(warehouse: Warehouse, model: str, run_id: str, customers: pa.
 
 def in_transaction(con: Any, statements: list[tuple[str, list | None]]) -> None:
     """Run ``statements`` in one transaction: all of them or, on an error, none."""
-    con.begin()
-    try:
+    with transaction(con):
         for sql, params in statements:
             con.execute(sql, params)
-        con.commit()
-    except BaseException:
-        with contextlib.suppress(Exception):  # a failed COMMIT has already ended the transaction
-            con.rollback()
-        raise
 
 
 def changed_customers(context: dg.AssetExecutionContext, warehouse: Warehouse, model_keys: list[dg.AssetKey]) -> pa.Array | None:

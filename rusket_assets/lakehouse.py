@@ -10,7 +10,6 @@ warehouse snapshot, may still point at it); older ones are removed.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import uuid
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rusket_assets.tables import drop_relation, quote
+from rusket_assets.tables import drop_relation, quote, transaction
 
 
 @dataclass
@@ -59,15 +58,9 @@ def write_parquet_view(warehouse: Any, schema: str, table: str, output: SparkTab
         with warehouse.connect() as con:
             con.execute(f"create schema if not exists {quote(schema)}")
             previous = _current_files(con, schema, table)
-            con.begin()
-            try:
+            with transaction(con):
                 drop_relation(con, schema, table)
                 con.execute(f"create view {quote(schema)}.{quote(table)} as select * from read_parquet('{files}')")
-                con.commit()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    con.rollback()
-                raise
     except BaseException:
         shutil.rmtree(version, ignore_errors=True)
         raise

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from rusket_assets.tables import STAGING_SUFFIX, drop_relation, quote
+from rusket_assets.tables import STAGING_SUFFIX, drop_relation, quote, transaction
 
 
 class TableStream:
@@ -69,14 +69,9 @@ def replace_table_stream(con: Any, schema: str, table: str, chunks: TableStream 
             if chunks.schema is None:
                 raise ValueError(f"no chunks for {schema}.{table} and no schema to create it from")
             created = _append(con, staging, chunks.schema.empty_table(), created)
-        con.begin()
-        try:
+        with transaction(con):
             drop_relation(con, schema, table)  # a table, or the parquet view a Spark run left
             con.execute(f"alter table {staging} rename to {quote(table)}")
-            con.commit()
-        except BaseException:
-            con.rollback()
-            raise
     except BaseException:
         con.execute(f"drop table if exists {staging}")
         raise

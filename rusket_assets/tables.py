@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -17,6 +18,20 @@ STAGING_SUFFIX = "__staging"
 def quote(name: str) -> str:
     """Quote a DuckDB identifier."""
     return '"' + name.replace('"', '""') + '"'
+
+
+@contextlib.contextmanager
+def transaction(con: Any) -> Iterator[None]:
+    """BEGIN ... COMMIT around the block; on any error ROLLBACK and re-raise. A failed COMMIT (e.g. disk
+    full) has already ended the transaction, so the rollback's own error must not hide the real cause."""
+    con.begin()
+    try:
+        yield
+        con.commit()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            con.rollback()
+        raise
 
 
 def relation_type(con: Any, schema: str, table: str) -> str | None:
@@ -48,18 +63,11 @@ def replace_table(con: Any, schema: str, table: str, data: pa.Table) -> None:
     view = f"__rusket_new_{uuid.uuid4().hex}"
     con.execute(f"create schema if not exists {quote(schema)}")
     con.register(view, data)
-    con.begin()
     try:
-        con.execute(f"create or replace table {staging} as select * from {quote(view)}")
-        drop_relation(con, schema, table)  # a table, or the parquet view a Spark run left
-        con.execute(f"alter table {staging} rename to {quote(table)}")
-        con.commit()
-    except BaseException:
-        # A failed COMMIT (e.g. disk full) has already ended the transaction: the rollback's own
-        # "no transaction is active" must not hide the real cause.
-        with contextlib.suppress(Exception):
-            con.rollback()
-        raise
+        with transaction(con):
+            con.execute(f"create or replace table {staging} as select * from {quote(view)}")
+            drop_relation(con, schema, table)  # a table, or the parquet view a Spark run left
+            con.execute(f"alter table {staging} rename to {quote(table)}")
     finally:
         with contextlib.suppress(Exception):
             con.unregister(view)
