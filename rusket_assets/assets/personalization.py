@@ -21,11 +21,14 @@ from rusket_assets.assets.common import (
 )
 from rusket_assets.engine import Engine
 from rusket_assets.incremental import (
+    built_from,
     changed_customers,
-    changed_rows,
     merge_rows,
+    mergeable,
+    model_name,
     refresh,
     refresh_model,
+    rows_of,
 )
 from rusket_assets.interactions import WarehouseTable, engine_input
 from rusket_assets.resources import ModelStore, Warehouse
@@ -219,16 +222,22 @@ def bpr_model(
     kinds={"duckdb"},
     ins={"als_model": upstream(GROUP, "als_model")},
 )  # fmt: skip
-def user_factors(context: dg.AssetExecutionContext, warehouse: Warehouse, als_model) -> TableStream | None:
+def user_factors(context: dg.AssetExecutionContext, warehouse: Warehouse, models: ModelStore, als_model) -> TableStream | None:
     """ALS customer vectors: customer_id (source type) and vector FLOAT[factors].
 
     In an incremental run only the customers whose ALS rows changed (new ones included) are replaced
     (`merge_rows`, one transaction); the others keep their rows, which the fold-in left as they were.
+    The table is rewritten instead when it was not built from the model version this run updated.
     """
     from rusket_core.export import factor_batches
     from rusket_core.frames import fixed_size_list
 
-    rows = changed_rows(context, warehouse, als_model, key(GROUP, "als_model"))
+    model_key = key(GROUP, "als_model")
+    context.add_output_metadata(built_from(models, [model_key]))
+    changes = mergeable(context, warehouse, [model_key])
+    rows = None if changes is None else rows_of(als_model.users.values, changes[model_name(model_key)].customers)
+    if rows is not None and len(rows) == len(als_model.users):  # a warm pass changed every row
+        rows = None
     if rows is None or not warehouse.has_table(GROUP, "user_factors"):
         batches = factor_batches(als_model, kind="user")  # written chunk by chunk
         return TableStream(pa.table({"customer_id": b["label"], "vector": b["vector"]}) for b in batches)
@@ -484,6 +493,7 @@ def user_recommendations(
     bpr_model,
     association_rules: pa.Table,
     warehouse: Warehouse,
+    models: ModelStore,
 ) -> TableStream | None:
     """Top-N unseen products per customer: a hybrid of ALS, BPR-embedding similarity and basket rules.
 
@@ -494,7 +504,8 @@ def user_recommendations(
     by confidence. Final score = (1 - rules_weight) * model + rules_weight * rules; `source` says
     which parts proposed the product. Products the customer already bought are never listed.
     In an incremental run only the customers whose model rows changed are recomputed and merged
-    into the table (their rows deleted and inserted in one transaction); the others stay as they are.
+    into the table (their rows deleted and inserted in one transaction); the others stay as they are,
+    unless the table was not built from the model versions this run updated (then all are recomputed).
     """
     from rusket_core.chunks import iter_recommend_for_users
 
@@ -502,8 +513,11 @@ def user_recommendations(
         carts = last_baskets(lines)
     recommender = published_recommender(als_model, bpr_model, association_rules, carts, config)
     del carts
-    changed = changed_customers(context, warehouse, [key(GROUP, "als_model"), key(GROUP, "bpr_model")])
-    merge = changed is not None and warehouse.has_table(GROUP, "user_recommendations")
+    model_keys = [key(GROUP, "als_model"), key(GROUP, "bpr_model")]
+    context.add_output_metadata(built_from(models, model_keys))
+    changes = mergeable(context, warehouse, model_keys)
+    merge = changes is not None and warehouse.has_table(GROUP, "user_recommendations")
+    changed = None if changes is None else pa.array(sorted({c for ch in changes.values() for c in ch.customers.to_pylist()}), pa.string())
     users = None
     if merge:  # incremental run: only the customers whose model rows changed
         labels = pa.array(recommender.users.values)

@@ -91,7 +91,7 @@ def test_incremental_run_refreshes_only_the_days_customers(tmp_path):
     assert als["customers_refreshed"] == len(day_customers)  # quantity weights: every buyer's row grew
     assert als["new_customers"] == len(day_customers - known) > 0
     assert metadata(result, "personalization__bpr_model")["refresh"] == "incremental"
-    refreshed = {int(c) for (c,) in table(tmp_path, "select distinct customer_id from personalization.refreshed_customers")}
+    refreshed = {int(c) for (c,) in table(tmp_path, "select distinct id from personalization.refreshed_customers where side = 'customer'")}
     assert refreshed == day_customers
     recs = metadata(result, "personalization__user_recommendations")
     assert recs["customers_refreshed"] == len(day_customers)
@@ -252,3 +252,35 @@ def test_gate_blocks_a_broken_incremental_update(tmp_path, monkeypatch):
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert dg.AssetKey(["personalization", "user_recommendations"]) not in materialized
     assert table(tmp_path, RECS + " order by customer_id, rank") == before
+
+
+def test_outputs_of_another_model_generation_are_rewritten(tmp_path):
+    """The models take the day in a run that stops before their outputs; the next incremental run
+    changes nobody (the day is in the saved models already), yet finds the LanceDB and DuckDB tables
+    built from the previous model version and rewrites them instead of upserting nothing."""
+    from rusket_assets.io import load_model, model_version
+
+    defs = setup(tmp_path)
+    models_only = {dg.AssetKey(["ingest", "raw_transactions"]), dg.AssetKey(["personalization", "als_model"]),
+                   dg.AssetKey(["personalization", "bpr_model"])}  # fmt: skip
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run(defs, instance).success
+        assert run(defs, instance, partition=LAST_DAY).success
+        job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=models_only)
+        first = job.execute_in_process(run_config={"ops": {k: v for k, v in RUN_CONFIG["ops"].items() if "_model" in k}},
+                                       instance=instance, tags={REFRESH_TAG: "incremental"})  # fmt: skip
+        assert metadata(first, "personalization__als_model")["customers_refreshed"] > 0
+        result = run(defs, instance, tags={REFRESH_TAG: "incremental"})
+        assert result.success
+    assert metadata(result, "personalization__als_model")["customers_refreshed"] == 0
+    model = load_model(tmp_path / "models", "personalization__als_model")
+    vec = metadata(result, "vectors__user_vectors")
+    assert vec["refresh"] == "full" and vec["model_version"] == model_version(tmp_path / "models", "personalization__als_model")
+    unit = model.user_factors / np.linalg.norm(model.user_factors, axis=1, keepdims=True)
+    vectors = user_vectors(tmp_path)
+    for row, label in enumerate(model.users.values):
+        np.testing.assert_allclose(vectors[label][1], unit[row], rtol=1e-6, atol=1e-6)
+    assert "rows_replaced" not in metadata(result, "personalization__user_factors")  # rewritten, not merged
+    factors = dict(table(tmp_path, FACTORS))
+    assert all(list(factors[label]) == model.user_factors[row].tolist() for row, label in enumerate(model.users.values))
+    assert "rows_replaced" not in metadata(result, "personalization__user_recommendations")
