@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
@@ -91,6 +92,11 @@ class EvaluationConfig(dg.Config):
         default=20_000, ge=1, description="Customers (smallest seeded hash) whose held-out items are scored."
     )
     compare_bpr_losses: bool = Field(default=False, description="Also score BPR with the other pair loss (row bpr_<loss>).")
+    incremental_sample: int = Field(
+        default=2_000, ge=1,
+        description="Incremental runs: the first of the sampled customers always scored, besides the sampled "
+        "customers whose holdout model rows changed (the gate compares the published blend with popularity on them).",
+    )  # fmt: skip
 
 
 class RecommendationConfig(dg.Config):
@@ -376,13 +382,13 @@ def model_evaluation(
     from rusket_core.popularity import PopularityRecommender
 
     published = {"als": als_model, "bpr": bpr_model}
-    fitted, seconds, info = {}, {}, {}
+    fitted, seconds, info, updates = {}, {}, {}, {}
     columns = sorted({*INTERACTION_COLUMNS, *CART_COLUMNS})
     split = _split_signature(config)
     same_split = _saved_split(models) == split
     start = time.perf_counter()
     with holdout_split(raw_transactions, columns, "customer_id", "product_id", config.test_fraction, config.random_state,
-                       config.sample_customers) as (train, test, n_customers, sample_train):  # fmt: skip
+                       config.sample_customers) as (train, test, n_customers, sample_train, sample):  # fmt: skip
         info["split_seconds"] = time.perf_counter() - start
         encodings: dict = {}
 
@@ -406,6 +412,7 @@ def model_evaluation(
             warm = _run_config(context, asset_name, config_cls).warm_iterations
             result = refresh(incremental, models, holdout_model_name(name), build, lambda b=build: b().fit(), warm)
             fitted[name], seconds[name] = result.model, time.perf_counter() - start
+            updates[name] = result.changed
             info |= {f"holdout_{name} {k}": v for k, v in result.metadata.items()}
         candidates = [("popularity", PopularityRecommender(), {})]
         if config.compare_bpr_losses:
@@ -427,6 +434,7 @@ def model_evaluation(
         seconds["published"] = seconds["als"] + seconds["bpr"] + time.perf_counter() - start
         order = ["als", "bpr", *(n for n, _, _ in candidates)]
         fitted = {name: fitted[name] for name in order} | {"published": blend}
+    test, info["evaluation_scope"] = _scored_lines(test, sample, updates, config.incremental_sample)
     start = time.perf_counter()
     rows = []
     for name, recommender in fitted.items():
@@ -449,10 +457,26 @@ def model_evaluation(
         }
         | {f"coverage {row['model']}": float(row["coverage"]) for row in rows}
         | {f"fit_seconds {row['model']}": float(row["fit_seconds"]) for row in rows}
-        | {"test_interactions": test.num_rows, "evaluated_customers": n_customers}
+        | {"test_interactions": test.num_rows, "sampled_customers": n_customers,
+           "evaluated_customers": int(rows[0]["n_users"]) if rows else 0}
         | info
     )
     return table
+
+
+def _scored_lines(test: pa.Table, sample: pa.Array, updates: dict, fixed: int) -> tuple[pa.Table, str]:
+    """The test lines scored and what they cover: all sampled customers' after a refit of a holdout
+    model; after incremental updates of both, those of the sampled customers whose holdout rows
+    changed plus the first ``fixed`` of the sample (so the gate's cost follows the day)."""
+    if any(changed is None for changed in updates.values()):
+        return test, "all sampled customers"
+    changed = pa.concat_arrays([c.cast(pa.string()) for c in updates.values()])
+    text = sample.cast(pa.string())
+    keep = pc.or_(pc.is_in(text, value_set=changed), pa.array(np.arange(len(sample)) < fixed))
+    scored = sample.filter(keep)
+    lines = test.filter(pc.is_in(test["customer_id"], value_set=scored.cast(test.schema.field("customer_id").type)))
+    n_changed = int(pc.sum(pc.is_in(text, value_set=changed)).as_py() or 0)
+    return lines, f"incremental: {n_changed} sampled customers with changed holdout rows + the first {min(fixed, len(sample))} sampled"
 
 
 @asset(

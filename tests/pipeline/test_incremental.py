@@ -205,12 +205,21 @@ def test_incremental_run_updates_the_holdout_models(tmp_path):
         np.testing.assert_array_equal(saved.user_factors, refit.user_factors)
         assert metadata(full, "personalization__model_evaluation")["holdout_als refresh"] == "full"
         assert run(defs, instance, partition=LAST_DAY).success
-        result = run(defs, instance, tags={REFRESH_TAG: "incremental"})
+        small = {"ops": {**RUN_CONFIG["ops"], "personalization__model_evaluation": {"config": {"incremental_sample": 50}}}}
+        result = run(defs, instance, tags={REFRESH_TAG: "incremental"}, config=small)
         assert result.success
     evaluation = metadata(result, "personalization__model_evaluation")
     assert evaluation["holdout_als refresh"] == evaluation["holdout_bpr refresh"] == "incremental"
     day = _train_lines(tmp_path, f"ordered_at::DATE = '{LAST_DAY}'")
     assert evaluation["holdout_als customers_with_new_lines"] == len(pc.unique(day["customer_id"])) > 0
+    # scored: the sampled customers (with lines on both sides, by seeded hash) who bought that day, plus the first 50
+    test = "(hash(customer_id, product_id, 42::BIGINT) % 1000000) < 200000"
+    sample = [c for (c,) in table(tmp_path, f"select customer_id from ingest.daily_orders group by customer_id having "
+                                  f"bool_or({test}) and bool_or(not {test}) order by hash(customer_id, 42::BIGINT), customer_id")]  # fmt: skip
+    bought = set(sample) & set(day["customer_id"].to_pylist())
+    scored = set(sample[:50]) | bought
+    assert evaluation["evaluated_customers"] == len(scored) < len(sample)
+    assert evaluation["evaluation_scope"].startswith(f"incremental: {len(bought)} sampled customers")
     updated = load_model(models, holdout_model_name("als"))
     saved.partial_fit(day)
     assert list(updated.users.values) == list(saved.users.values)
@@ -247,6 +256,7 @@ def test_gate_blocks_a_broken_incremental_update(tmp_path, monkeypatch):
         result = run(defs, instance, tags={REFRESH_TAG: "incremental"}, config=no_rules)
     evaluation = metadata(result, "personalization__model_evaluation")
     assert evaluation["holdout_als refresh"] == evaluation["holdout_bpr refresh"] == "incremental"
+    assert evaluation["evaluation_scope"].startswith("incremental")  # the gate scored the day's scope
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["published_beats_popularity"] is False
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
