@@ -295,10 +295,13 @@ def built_from(models: ModelStore, model_keys: list[dg.AssetKey]) -> dict[str, s
     return {BUILT_FROM + model_name(k): str(model_version(models.path, model_name(k))) for k in model_keys}
 
 
-def mergeable(context: dg.AssetExecutionContext, warehouse: Warehouse, model_keys: list[dg.AssetKey]) -> dict[str, Changes] | None:
+def mergeable(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, model_keys: list[dg.AssetKey], same: dict[str, Any] | None = None
+) -> dict[str, Changes] | None:
     """This run's :func:`run_changes` of ``model_keys`` when the asset's current table was built (its
-    last materialisation's :func:`built_from`) from exactly the model versions this run updated;
-    None otherwise (a full run, a refit, or a table from another model generation: rewrite it)."""
+    last materialisation's :func:`built_from`) from exactly the model versions this run updated and
+    with the same ``same`` metadata values (e.g. settings); None otherwise (a full run, a refit, a
+    table from another model generation or other settings: rewrite it)."""
     changes = run_changes(context, warehouse, model_keys)
     if changes is None:
         return None
@@ -306,6 +309,9 @@ def mergeable(context: dg.AssetExecutionContext, warehouse: Warehouse, model_key
     if event is None or event.asset_materialization is None:
         return None
     recorded = event.asset_materialization.metadata
+    for name, value in (same or {}).items():
+        if name not in recorded or recorded[name].value != value:
+            return None
     for name, change in changes.items():
         value = recorded.get(BUILT_FROM + name)
         if change.parent is None or value is None or value.value != change.parent:

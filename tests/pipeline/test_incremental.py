@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from rusket_assets.assets.daily import HISTORY_SOURCE, DailyFiles
@@ -28,6 +29,8 @@ RECOMMENDATIONS = {
     dg.AssetKey(["personalization", "model_evaluation"]),
     dg.AssetKey(["personalization", "user_recommendations"]),
     dg.AssetKey(["vectors", "user_vectors"]),
+    dg.AssetKey(["vectors", "item_vectors"]),
+    dg.AssetKey(["analytics", "cross_sell_potential"]),
 }
 
 
@@ -73,11 +76,15 @@ FACTORS = "select customer_id, vector from personalization.user_factors"
 RECS = "select customer_id, rank, product_id, score, source from personalization.user_recommendations"
 
 
+POTENTIAL = "select customer_id, rank, target, score from analytics.cross_sell_potential"
+
+
 def test_incremental_run_refreshes_only_the_days_customers(tmp_path):
     defs = setup(tmp_path)
     with dg.DagsterInstance.ephemeral() as instance:
         assert run(defs, instance).success  # full build on days 1..29
         before = {row[:3]: row for row in table(tmp_path, RECS)}
+        potential_before = table(tmp_path, POTENTIAL)
         vectors_before = user_vectors(tmp_path)
         factors_before = dict(table(tmp_path, FACTORS))
         assert run(defs, instance, partition=LAST_DAY).success
@@ -133,6 +140,34 @@ def test_incremental_run_refreshes_only_the_days_customers(tmp_path):
         assert vectors_after[label][0] == row
         if label in day_customers:
             np.testing.assert_allclose(vectors_after[label][1], unit[row], rtol=1e-6, atol=1e-6)
+    # cross-sell potential: the rescored customers' rows equal a full recompute on the published
+    # model, the others are the rows written before
+    from rusket_core.chunks import iter_score_potential
+
+    potential = metadata(result, "analytics__cross_sell_potential")
+    assert potential["refresh"] == "incremental" and potential["customers_changed"] == len(day_customers)
+    products = table(tmp_path, "select product_id, category from ingest.products where category is not null")
+    mapping = pa.table({"product_id": [p for p, _ in products], "category": [c for _, c in products]})
+    full = pa.concat_tables(list(iter_score_potential(model, mapping, n=3)))
+    expected = {(c, t): s for c, t, s in zip(*(full[k].to_pylist() for k in ("user_id", "target", "score")), strict=True)}
+    after_rows = table(tmp_path, POTENTIAL)
+    assert {(c, t) for c, _, t, _ in after_rows} == set(expected)
+    for c, _, t, s in after_rows:
+        assert abs(s - expected[(c, t)]) <= 1e-5 * max(1.0, abs(s))
+    kept = sorted(r for r in potential_before if r[0] not in day_customers)
+    assert sorted(r for r in after_rows if r[0] not in day_customers) == kept
+    assert len({r[0] for r in after_rows} & day_customers) > 0
+    # LanceDB product vectors: upserted from the version they were written from, equal to the model's
+    import lancedb
+
+    items = metadata(result, "vectors__item_vectors")
+    assert items["refresh"] == "incremental" and items["rows_upserted"] == items["rows_inserted"] == als["new_products"]
+    stored = lancedb.connect(str(tmp_path / "lancedb")).open_table("item_vectors").to_arrow().sort_by("id")
+    assert stored["label"].to_pylist() == list(model.items.values)
+    unit_items = model.item_factors / np.linalg.norm(model.item_factors, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.array(stored["vector"].to_pylist()), unit_items, rtol=1e-6, atol=1e-6)
+    names = dict(table(tmp_path, "select product_id, product_name from ingest.products"))
+    assert stored["product_name"].to_pylist() == [names[p] for p in model.items.values]
 
 
 def test_incremental_equals_fold_in_of_the_day(tmp_path):
@@ -294,3 +329,39 @@ def test_outputs_of_another_model_generation_are_rewritten(tmp_path):
     factors = dict(table(tmp_path, FACTORS))
     assert all(list(factors[label]) == model.user_factors[row].tolist() for row, label in enumerate(model.users.values))
     assert "rows_replaced" not in metadata(result, "personalization__user_recommendations")
+
+
+def test_cross_sell_rescoring_rule_with_new_products(tmp_path):
+    """After a fold-in that adds products, the customers _rows_to_rescore leaves out keep exactly the
+    rows a full recompute gives them (random data, a new product in an existing and in a new category)."""
+    from rusket_assets.assets.analytics import _rows_to_rescore
+    from rusket_assets.incremental import Changes
+    from rusket_core import ALS
+    from rusket_core.chunks import iter_score_potential
+
+    rng = np.random.default_rng(5)
+    lines = pa.table({"customer_id": rng.integers(0, 300, 4000), "product_id": rng.integers(0, 40, 4000),
+                      "quantity": rng.integers(1, 4, 4000).astype(float)})  # fmt: skip
+    model = ALS.from_transactions(lines, "customer_id", "product_id", "quantity", factors=6, iterations=4, random_state=1).fit()
+    mapping = pa.table({"product_id": np.arange(42), "category": [f"c{p % 7}" for p in range(41)] + ["c_new"]})
+
+    def ranked(rows=None):
+        chunks = list(iter_score_potential(model, mapping, n=2, rows=rows))
+        return {(c, t): s for ch in chunks for c, t, s in zip(*(ch[k].to_pylist() for k in ("user_id", "target", "score")), strict=True)}
+
+    before = ranked()
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"), publish_snapshot=False)
+    stored = pa.table({"customer_id": [c for c, _ in before], "target": [t for _, t in before], "score": pa.array(list(before.values()), pa.float32())})
+    warehouse.replace_table("analytics", "cross_sell_potential", stored)
+    day = pa.table({"customer_id": [3, 4, 5, 6], "product_id": [40, 40, 41, 7], "quantity": [1.0, 2.0, 1.0, 1.0]})
+    model.partial_fit(day)
+    change = Changes(pa.array(["3", "4", "5", "6"]), pa.array(["40", "41"]), "v")
+    rows = _rows_to_rescore(warehouse, model, change, mapping, n=2)
+    assert {3, 4, 5, 6} <= set(model.users.values[rows]) and len(rows) < len(model.users)
+    after = ranked()
+    merged = {k: v for k, v in before.items() if k[0] not in set(model.users.values[rows])} | ranked(rows)
+    assert merged.keys() == after.keys()
+    assert all(abs(merged[k] - after[k]) <= 1e-5 * max(1.0, abs(after[k])) for k in after)
+    # without the new products' rule (only the changed customers rescored) some rows would be stale
+    stale = {k: v for k, v in before.items() if k[0] not in {3, 4, 5, 6}} | ranked(rows[np.isin(model.users.values[rows], [3, 4, 5, 6])])
+    assert stale.keys() != after.keys()
