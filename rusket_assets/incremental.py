@@ -350,3 +350,22 @@ def merge_rows(warehouse: Warehouse, schema: str, table: str, key_col: str, keys
             con.unregister(keys_view)
             con.unregister(rows_view)
     return int(deleted)
+
+
+def reached(warehouse: Warehouse, schema: str, table: str, key_col: str, labels: np.ndarray, best: np.ndarray, n: int) -> np.ndarray:
+    """For top-``n`` lists stored in ``schema.table`` (a ``score`` per row, keyed by ``key_col``):
+    whether a new candidate scoring ``best[i]`` can enter the list of ``labels[i]``, i.e. the list has
+    fewer than ``n`` rows (or none) or ``best[i]`` is at least its lowest score (less a margin for float
+    rounding). Lists a new candidate cannot reach are unchanged by it."""
+    import pyarrow.compute as pc
+
+    stored = warehouse.query(
+        f"select cast({quote(key_col)} as VARCHAR) as k, min(score) as s, count(*) as c from {quote(schema)}.{quote(table)} group by 1"
+    )
+    position = pc.index_in(pa.array(labels).cast(pa.string()), value_set=stored["k"])
+    listed = pc.is_valid(position).to_numpy(zero_copy_only=False)
+    pos = position.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    full = listed & (stored["c"].to_numpy()[pos] >= n) if stored.num_rows else np.zeros(len(labels), dtype=bool)
+    threshold = np.where(full, stored["s"].to_numpy()[pos] if stored.num_rows else 0.0, -np.inf)
+    return best >= threshold - 1e-5 * np.maximum(1.0, np.abs(threshold))
+

@@ -7,7 +7,14 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from rusket_assets.assets.common import ALS_GATES, group_asset, key, lookup, upstream, with_rank
-from rusket_assets.incremental import built_from, merge_rows, mergeable, model_name, rows_of
+from rusket_assets.incremental import (
+    built_from,
+    merge_rows,
+    mergeable,
+    model_name,
+    reached,
+    rows_of,
+)
 from rusket_assets.interactions import WarehouseTable
 from rusket_assets.resources import ModelStore, Warehouse
 from rusket_assets.streaming import TableStream
@@ -146,15 +153,7 @@ def _rows_to_rescore(warehouse: Warehouse, model, change, mapping: pa.Table | No
     whose ALS rows changed and, when the update added target products, those with fewer than ``n``
     rows listed and those for whom a new one scores at least their n-th listed score (with a small
     margin for float rounding)."""
-    stored = warehouse.query(
-        f"select cast(customer_id as VARCHAR) as k, min(score) as s, count(*) as c from {GROUP}.cross_sell_potential group by 1"
-    )
-    labels = pa.array(model.users.values).cast(pa.string())
-    position = pc.index_in(labels, value_set=stored["k"])
-    listed = pc.is_valid(position).to_numpy(zero_copy_only=False)
-    pos = position.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    threshold = np.where(listed & (stored["c"].to_numpy()[pos] >= n), stored["s"].to_numpy()[pos], -np.inf)
-    rescore = np.zeros(len(labels), dtype=bool)
+    rescore = np.zeros(len(model.users), dtype=bool)
     rescore[rows_of(model.users.values, change.customers)] = True
     new = rows_of(model.items.values, change.products)
     if mapping is not None and len(new):  # only new products with a category are targets
@@ -162,7 +161,7 @@ def _rows_to_rescore(warehouse: Warehouse, model, change, mapping: pa.Table | No
                            value_set=mapping["product_id"].cast(pa.string())).to_numpy(zero_copy_only=False)]  # fmt: skip
     if len(new):
         best = (model.user_factors @ model.item_factors[new].T).max(axis=1)
-        rescore |= best >= threshold - 1e-5 * np.maximum(1.0, np.abs(threshold))
+        rescore |= reached(warehouse, GROUP, "cross_sell_potential", "customer_id", model.users.values, best, n)
     return np.flatnonzero(rescore)
 
 

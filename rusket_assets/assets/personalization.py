@@ -27,6 +27,7 @@ from rusket_assets.incremental import (
     merge_rows,
     mergeable,
     model_name,
+    reached,
     refresh,
     refresh_model,
     rows_of,
@@ -479,24 +480,60 @@ def _scored_lines(test: pa.Table, sample: pa.Array, updates: dict, fixed: int) -
     return lines, f"incremental: {n_changed} sampled customers with changed holdout rows + the first {min(fixed, len(sample))} sampled"
 
 
+def _items_to_recompute(warehouse: Warehouse, model, products: pa.Array, n: int) -> np.ndarray:
+    """Model rows of the products whose similar-items list may differ after a fold-in that added
+    ``products`` (the known products' factors unchanged): the new ones, and those a new one is at
+    least as similar to as their n-th listed product (:func:`rusket_assets.incremental.reached`)."""
+    new = rows_of(model.items.values, products)
+    rescore = np.zeros(len(model.items), dtype=bool)
+    rescore[new] = True
+    if len(new):
+        unit = model._unit_item_factors()
+        best = (unit @ unit[new].T).max(axis=1)
+        rescore |= reached(warehouse, GROUP, "similar_items", "product_id", model.items.values, best, n)
+    return np.flatnonzero(rescore)
+
+
 @asset(
     kinds={"duckdb"},
     ins={"als_model": upstream(GROUP, "als_model")},
     deps=ALS_GATES,
 )  # fmt: skip
-def similar_items(config: SimilarItemsConfig, engine: Engine, als_model) -> Any:  # TableStream | SparkTable
+def similar_items(
+    context: dg.AssetExecutionContext, config: SimilarItemsConfig, engine: Engine, als_model, warehouse: Warehouse,
+    models: ModelStore,
+) -> Any:  # TableStream | SparkTable | None
     """For each product, the most similar products by cosine of ALS item factors (itself excluded).
 
     With engine=spark the rows are computed and written by the executors (parquet files under the
-    engine's lakehouse path, published as a DuckDB view: rusket_assets.lakehouse)."""
+    engine's lakehouse path, published as a DuckDB view: rusket_assets.lakehouse).
+    In an incremental run (ALS updated by fold-in from the version this table was built from, same
+    `n`) the known products' factors are as before, so only the new products and the products a new
+    one is at least as similar to as their n-th listed product are recomputed and merged; with no
+    new product the table stays as it is."""
     from rusket_core.chunks import iter_batch_similar_items
 
     names = ["product_id", "similar_product_id", "score"]
     if engine.is_spark:
         return engine.spark_table(engine.similar_items(als_model, config.n).toDF(*names, "rank"))
-    chunks = iter_batch_similar_items(als_model, n=config.n)  # written chunk by chunk
-    ranked = (with_rank(chunk.rename_columns(names), "product_id") for chunk in chunks)
-    return TableStream(ranked, metadata=engine.metadata)
+    model_key = key(GROUP, "als_model")
+    changes = mergeable(context, warehouse, [model_key], same={"n": config.n})
+    context.add_output_metadata(built_from(models, [model_key]) | {"n": config.n})
+    change = None if changes is None else changes[model_name(model_key)]
+    if change is None or len(change.products) == len(als_model.items) or not warehouse.has_table(GROUP, "similar_items"):
+        chunks = iter_batch_similar_items(als_model, n=config.n)  # written chunk by chunk
+        ranked = (with_rank(chunk.rename_columns(names), "product_id") for chunk in chunks)
+        return TableStream(ranked, metadata=engine.metadata)
+    labels = als_model.items.values[_items_to_recompute(warehouse, als_model, change.products, config.n)]
+    new = change.products
+    replaced = 0
+    if len(labels):
+        rows = with_rank(als_model.batch_similar_items(n=config.n, items=labels, format="arrow").rename_columns(names), "product_id")
+        replaced = merge_rows(warehouse, GROUP, "similar_items", "product_id", pa.array(labels), rows)
+    total = warehouse.scalar(f"select count(*) from {GROUP}.similar_items")
+    context.add_output_metadata({"refresh": "incremental", "products_recomputed": len(labels), "new_products": len(new),
+                                 "rows_replaced": replaced, "dagster/row_count": dg.MetadataValue.int(int(total))})  # fmt: skip
+    return None
 
 
 @asset(

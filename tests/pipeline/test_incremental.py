@@ -31,6 +31,7 @@ RECOMMENDATIONS = {
     dg.AssetKey(["vectors", "user_vectors"]),
     dg.AssetKey(["vectors", "item_vectors"]),
     dg.AssetKey(["analytics", "cross_sell_potential"]),
+    dg.AssetKey(["personalization", "similar_items"]),
 }
 
 
@@ -157,6 +158,11 @@ def test_incremental_run_refreshes_only_the_days_customers(tmp_path):
     kept = sorted(r for r in potential_before if r[0] not in day_customers)
     assert sorted(r for r in after_rows if r[0] not in day_customers) == kept
     assert len({r[0] for r in after_rows} & day_customers) > 0
+    similar = metadata(result, "personalization__similar_items")
+    assert similar["refresh"] == "incremental" and similar["new_products"] == als["new_products"]
+    full_similar = model.batch_similar_items(n=10, format="arrow")
+    stored_similar = table(tmp_path, "select product_id, similar_product_id, score from personalization.similar_items")
+    assert {r[:2] for r in stored_similar} == set(zip(*(full_similar[c].to_pylist() for c in full_similar.column_names[:2]), strict=True))
     # LanceDB product vectors: upserted from the version they were written from, equal to the model's
     import lancedb
 
@@ -365,3 +371,34 @@ def test_cross_sell_rescoring_rule_with_new_products(tmp_path):
     # without the new products' rule (only the changed customers rescored) some rows would be stale
     stale = {k: v for k, v in before.items() if k[0] not in {3, 4, 5, 6}} | ranked(rows[np.isin(model.users.values[rows], [3, 4, 5, 6])])
     assert stale.keys() != after.keys()
+
+
+def test_similar_items_recompute_rule_with_new_products(tmp_path):
+    """After a fold-in adding products, the lists _items_to_recompute leaves out equal a full recompute."""
+    from rusket_assets.assets.common import with_rank
+    from rusket_assets.assets.personalization import _items_to_recompute
+    from rusket_core import ALS
+
+    rng = np.random.default_rng(6)
+    lines = pa.table({"customer_id": rng.integers(0, 200, 3000), "product_id": rng.integers(0, 60, 3000),
+                      "quantity": np.ones(3000)})  # fmt: skip
+    model = ALS.from_transactions(lines, "customer_id", "product_id", "quantity", factors=5, iterations=4, random_state=2).fit()
+
+    def lists(items=None):
+        t = model.batch_similar_items(n=3, items=items, format="arrow")
+        return {(a, b): s for a, b, s in zip(*(t[c].to_pylist() for c in t.column_names), strict=True)}
+
+    before = lists()
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"), publish_snapshot=False)
+    stored = pa.table({"product_id": [a for a, _ in before], "similar_product_id": [b for _, b in before],
+                       "score": pa.array(list(before.values()), pa.float32())})  # fmt: skip
+    warehouse.replace_table("personalization", "similar_items", with_rank(stored, "product_id"))
+    model.partial_fit(pa.table({"customer_id": [1, 2, 3, 4], "product_id": [60, 60, 61, 61], "quantity": [1.0] * 4}))
+    rows = _items_to_recompute(warehouse, model, pa.array(["60", "61"]), 3)
+    labels = model.items.values[rows]
+    assert {60, 61} <= set(labels) and len(rows) < len(model.items)
+    after = lists()
+    merged = {k: v for k, v in before.items() if k[0] not in set(labels)} | lists(labels)
+    assert merged.keys() == after.keys()
+    assert all(abs(merged[k] - after[k]) <= 1e-5 for k in after)
+
