@@ -149,7 +149,7 @@ def als_model(
     with _interaction_lines(raw_transactions, params["rating_col"]) as lines:  # encoded in SQL locally
         model = refresh_model(
             context, lambda: ALS.from_transactions(lines, **params),
-            lambda: engine.fit_als(engine_input(lines, engine), **params), models, warehouse, config.warm_iterations,
+            lambda: engine.fit_als(engine_input(raw_transactions, lines, engine), **params), models, warehouse, config.warm_iterations,
         )  # fmt: skip
     context.add_output_metadata(
         {

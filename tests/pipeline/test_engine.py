@@ -9,14 +9,21 @@ pytest.importorskip("pyspark")
 
 
 def test_dagster_engine_spark_tables_equal_local(spark, tmp_path):
-    """frequent_itemsets, the ALS factors and similar_items materialised with engine=spark equal the local engine's."""
+    """raw_transactions (read from parquet by Spark), frequent_itemsets, the ALS factors and similar_items
+    materialised with engine=spark equal the local engine's."""
     import dagster as dg
     import duckdb
+    import pyarrow.parquet as pq
 
     from rusket_assets.definitions import build_definitions
     from rusket_assets.engine import Engine
-    from rusket_assets.resources import TransactionSource
+    from rusket_assets.resources import SyntheticStore, TransactionSource
+    from rusket_assets.sample_data import generate_store
     from tests.pipeline.conftest import RUN_CONFIG, SMALL, failure_messages, run
+
+    lines = tmp_path / "lines.parquet"
+    pq.write_table(generate_store(SyntheticStore(**SMALL).spec()), lines)
+    source = TransactionSource(location={"kind": "parquet", "path": str(lines)})
 
     keys = [["ingest", "raw_transactions"], ["ingest", "products"], ["baskets", "frequent_itemsets"],
             ["personalization", "als_model"], ["personalization", "user_factors"],
@@ -26,29 +33,33 @@ def test_dagster_engine_spark_tables_equal_local(spark, tmp_path):
         tmp = tmp_path / name
         defs = build_definitions(
             warehouse_path=str(tmp / "warehouse.duckdb"), lancedb_uri=str(tmp / "lancedb"),
-            models_path=str(tmp / "models"), source=TransactionSource(store=SMALL), engine=Engine(engine=name),
+            models_path=str(tmp / "models"), source=source, engine=Engine(engine=name),
         )  # fmt: skip
         result = run(defs, [dg.AssetKey(k) for k in keys], RUN_CONFIG)
         assert result.success, failure_messages(result)
         meta = {
             e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()
         }
+        assert meta["raw_transactions"]["engine"].value == name
         assert meta["frequent_itemsets"]["engine"].value == name
         assert meta["als_model"]["engine"].value == name
         assert meta["similar_items"]["engine"].value == name
         with duckdb.connect(str(tmp / "warehouse.duckdb")) as con:  # Spark's rows: parquet files and a view
-            kind = con.execute("select table_type from information_schema.tables where table_name = 'similar_items'")
-            assert kind.fetchall() == [("VIEW" if name == "spark" else "BASE TABLE",)]
+            for table in ("raw_transactions", "similar_items"):
+                kind = con.execute("select table_type from information_schema.tables where table_name = ?", [table])
+                assert kind.fetchall() == [("VIEW" if name == "spark" else "BASE TABLE",)]
         with duckdb.connect(str(tmp / "warehouse.duckdb")) as con:
             tables[name] = (
+                con.sql("select * from ingest.raw_transactions").fetchall(),
                 con.sql("select list_sort(itemset), count from baskets.frequent_itemsets").fetchall(),
                 con.sql("select customer_id, vector from personalization.user_factors order by 1").fetchall(),
                 con.sql("select product_id, rank, similar_product_id, score from personalization.similar_items"
                         " order by 1, 2").fetchall(),
             )  # fmt: skip
     assert meta["frequent_itemsets"]["spark_partitions"].value >= 1
-    local_sets, local_factors, local_similar = tables["local"]
-    spark_sets, spark_factors, spark_similar = tables["spark"]
+    local_lines, local_sets, local_factors, local_similar = tables["local"]
+    spark_lines, spark_sets, spark_factors, spark_similar = tables["spark"]
+    assert len(local_lines) > 1000 and sorted(spark_lines, key=str) == sorted(local_lines, key=str)
     assert len(local_sets) > 10 and sorted(map(str, spark_sets)) == sorted(map(str, local_sets))
     assert [c for c, _ in spark_factors] == [c for c, _ in local_factors]
     np.testing.assert_allclose(
