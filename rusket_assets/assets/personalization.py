@@ -276,6 +276,29 @@ def last_baskets(lines) -> pa.Table:
     return lines.query(SOURCE, sql).to_arrow_table()
 
 
+def _spark_recommendations(engine: Engine, recommender, config: RecommendationConfig, warehouse: Warehouse, names, columns):
+    """``user_recommendations`` computed on Spark (rusket_core.spark.recommend_for_users), as a lakehouse table."""
+    from pyspark.sql import functions as F
+
+    from rusket_assets.lakehouse import SparkTable
+    from rusket_core.spark import recommend_for_users
+
+    frame = recommend_for_users(recommender, n=config.n, spark=engine.session(), num_partitions=engine.n_partitions(),
+                                chunk_size=config.chunk_customers)  # fmt: skip
+    back = {v: k for k, v in names.items()}
+    frame = frame.select(*[F.col(back.get(c, c)).alias(c) for c in columns]).withColumn("rank", F.col("rank").cast("int"))
+
+    def metadata() -> dict:
+        table = f"{GROUP}.user_recommendations"
+        shares = warehouse.query(f"select source, count(*) as n from {table} group by source").to_pylist()
+        customers = warehouse.scalar(f"select count(distinct customer_id) from {table}")
+        return {f"from_{row['source']}": row["n"] for row in shares} | {
+            "customers": customers, "missing_embeddings": recommender.missing_embeddings, **engine.metadata()
+        }
+
+    return SparkTable(frame, engine.lakehouse_path, metadata)
+
+
 def published_recommender(als_model, bpr_model, rules: pa.Table, carts: pa.Table, config: RecommendationConfig):
     """The hybrid that ``user_recommendations`` publishes: ALS blended with BPR-embedding similarity
     (``config.als_share``), rule add-ons for each customer's cart, ``carts`` being [customer_id,
@@ -484,7 +507,8 @@ def user_recommendations(
     bpr_model,
     association_rules: pa.Table,
     warehouse: Warehouse,
-) -> TableStream | None:
+    engine: Engine,
+) -> Any:  # TableStream | SparkTable | None
     """Top-N unseen products per customer: a hybrid of ALS, BPR-embedding similarity and basket rules.
 
     `published_recommender` (also scored by `model_evaluation`) with each customer's last basket
@@ -495,6 +519,8 @@ def user_recommendations(
     which parts proposed the product. Products the customer already bought are never listed.
     In an incremental run only the customers whose model rows changed are recomputed and merged
     into the table (their rows deleted and inserted in one transaction); the others stay as they are.
+    With engine=spark every customer is scored on Spark (partitions of customers, the same blend and
+    rule merge per partition), written as parquet with a DuckDB view over it.
     """
     from rusket_core.chunks import iter_recommend_for_users
 
@@ -503,7 +529,7 @@ def user_recommendations(
     recommender = published_recommender(als_model, bpr_model, association_rules, carts, config)
     del carts
     changed = changed_customers(context, warehouse, [key(GROUP, "als_model"), key(GROUP, "bpr_model")])
-    merge = changed is not None and warehouse.has_table(GROUP, "user_recommendations")
+    merge = changed is not None and not engine.is_spark and warehouse.has_table(GROUP, "user_recommendations")
     users = None
     if merge:  # incremental run: only the customers whose model rows changed
         labels = pa.array(recommender.users.values)
@@ -513,6 +539,8 @@ def user_recommendations(
             return None
     names = {"user_id": "customer_id", "item_id": "product_id"}
     columns = ["customer_id", "rank", "product_id", "score", "model_score", "rule_score", "source"]
+    if engine.is_spark:
+        return _spark_recommendations(engine, recommender, config, warehouse, names, columns)
     shares: dict[str, int] = {}
     customers = [0]
 
