@@ -234,3 +234,21 @@ def test_spark_hybrid_recommendations_equal_local(spark, random_model):
     got = recommend_for_users(rec, n=5, spark=spark, num_partitions=3, chunk_size=7).toArrow()
     order = pc.sort_indices(got, [("user_id", "ascending"), ("rank", "ascending")])
     _assert_same(got.take(order).cast(want.schema), want)
+
+
+@pytest.mark.parametrize("weight_col", [None, "rating"])
+def test_spark_encoding_equals_local_encoding(spark, weight_col):
+    """Dense codes computed on Spark: the local encoder's labels and CSR (repeats collapse, weights add up)."""
+    from scipy import sparse
+
+    from rusket_core.encoding import encode_transactions
+    from rusket_core.spark import encode
+
+    pdf = _interactions(seed=9)  # string users, int items, repeated pairs
+    local = encode_transactions(pdf, "user", "item", weight_col)
+    remote = encode(spark.createDataFrame(pdf), "user", "item", weight_col)
+    assert list(remote.rows.values) == list(local.rows.values) and list(remote.items.values) == list(local.items.values)
+    pairs = remote.pairs.toPandas()
+    assert remote.n_rows == local.n_rows and len(pairs) == local.nnz and remote.has_weights == (weight_col is not None)
+    got = sparse.csr_array((pairs["weight"], (pairs["row"], pairs["item"])), shape=(local.n_rows, local.n_items))
+    np.testing.assert_allclose(got.toarray(), local.to_scipy().toarray(), rtol=1e-6)
