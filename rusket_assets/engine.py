@@ -12,7 +12,8 @@ ENGINES = ("local", "spark")
 
 
 class Engine(dg.ConfigurableResource):
-    """Where the heavy steps (frequent itemsets, ALS, similar items) run; asset keys, tables and checks stay the same."""
+    """Where the heavy steps (source read, frequent itemsets, ALS, similar items, user recommendations) run;
+    asset keys, tables and checks stay the same."""
 
     engine: str = "local"
     master: str = "local[2]"
