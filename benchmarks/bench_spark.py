@@ -3,16 +3,21 @@ and vs the local engine; the Spark path at 2, 4 and 8 partitions; Spark's fixed 
 
     .venv/bin/python benchmarks/bench_spark.py [--baskets 20000] [--items 500] [--min-support 0.005]
                                                [--als 100k] [--factors 32] [--iterations 10]
+                                               [--mllib-timeout 420] [--no-job-path] [--driver-memory 6g]
 
 Results go to stdout and ``benchmarks/_out/bench_spark_<parts>.json`` (``--only als`` runs one part). local[2].
+The inputs are written as parquet under ``benchmarks/_out`` and read (and cached) by Spark, as a cluster
+reads them; an MLlib fit still running after ``--mllib-timeout`` seconds is cancelled and reported as ``> T``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,6 +44,39 @@ def timed(fn):
     return time.perf_counter() - start, value
 
 
+def with_timeout(spark, fn, seconds: float):
+    """(seconds, value) of ``fn()``, or (None, None) when its Spark jobs were cancelled after ``seconds``."""
+    sc, group, box = spark.sparkContext, f"bench-{time.monotonic_ns()}", {}
+
+    def run():
+        sc.setJobGroup(group, "timed MLlib fit", interruptOnCancel=True)
+        try:
+            box["result"] = timed(fn)
+        except Exception as exc:  # cancelled, or a real failure (re-raised below unless timed out)
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        sc.cancelJobGroup(group)
+        thread.join(60)
+        return None, None
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def spark_input(spark, pdf: pd.DataFrame, name: str):
+    """``pdf`` written as parquet under benchmarks/_out and read back by Spark, cached."""
+    OUT.mkdir(exist_ok=True)
+    path = OUT / f"spark_input_{name}.parquet"
+    pdf.to_parquet(path, index=False)
+    df = spark.read.parquet(str(path)).cache()
+    df.count()
+    return df
+
+
 def precision10(user_factors, item_factors, users, items, train: pd.DataFrame, test: pd.DataFrame) -> float:
     """precision@10 on the held-out pairs, training items excluded, for factors indexed like ``users``/``items``."""
     u_index = {u: i for i, u in enumerate(users)}
@@ -59,8 +97,7 @@ def precision10(user_factors, item_factors, users, items, train: pd.DataFrame, t
 def bench_fim(spark, args, results):
     b, i = quest_baskets(args.baskets, args.items, seed=0)
     pdf = pd.DataFrame({"basket": b, "item": i})
-    df = spark.createDataFrame(pdf).cache()
-    df.count()
+    df = spark_input(spark, pdf, f"fim_{args.baskets}_{args.items}")
     t_local, local = timed(lambda: FPGrowth.from_transactions(pdf, "basket", "item", args.min_support).mine())
     t_local2, local = timed(lambda: FPGrowth.from_transactions(pdf, "basket", "item", args.min_support).mine())
     expected = {(frozenset(s), int(c)) for s, c in zip(local["itemsets"], local["count"], strict=True)}
@@ -83,10 +120,11 @@ def bench_fim(spark, args, results):
         model = MLFPGrowth(itemsCol="items", minSupport=args.min_support, minConfidence=1.0).fit(baskets)
         return model.freqItemsets.toPandas()
 
-    t, ml = timed(mllib)
-    row["mllib_s"] = t
-    row["mllib_itemsets"] = len(ml)
-    assert {(frozenset(s), int(c)) for s, c in zip(ml["items"], ml["freq"], strict=True)} == expected
+    t, ml = with_timeout(spark, mllib, args.mllib_timeout)
+    row["mllib_s"] = t if t is not None else f"> {args.mllib_timeout:g}"
+    if ml is not None:
+        row["mllib_itemsets"] = len(ml)
+        assert {(frozenset(s), int(c)) for s, c in zip(ml["items"], ml["freq"], strict=True)} == expected
     results["fim"] = row
     df.unpersist()
 
@@ -96,8 +134,7 @@ def bench_als(spark, args, results):
     params = {"factors": args.factors, "iterations": args.iterations, "alpha": 10.0, "regularization": 0.05,
               "solver": "cg", "random_state": 0}  # fmt: skip
     pairs = train.drop_duplicates(["user_id", "item_id"])[["user_id", "item_id"]]
-    df = spark.createDataFrame(pairs).cache()
-    df.count()
+    df = spark_input(spark, pairs, f"als_{args.als}")
     t_local, local = timed(lambda: ALS.from_transactions(pairs, "user_id", "item_id", **params).fit())
     t_local, local = timed(lambda: ALS.from_transactions(pairs, "user_id", "item_id", **params).fit())
     users, items = local.users.take(np.arange(len(local.users))), local.items.take(np.arange(len(local.items)))
@@ -111,7 +148,7 @@ def bench_als(spark, args, results):
     row["ours_spark_p10"] = precision10(model.user_factors, model.item_factors, users, items, pairs, test)
     t0, _ = timed(lambda: fit_als(df, "user_id", "item_id", num_partitions=2, **{**params, "iterations": 0}))
     row["ours_spark_0_iterations_s"] = t0  # encoding, grouping and the job itself, no solve
-    for parts in (2, 4, 8):  # one job per half-iteration (the barrier=False path)
+    for parts in () if args.no_job_path else (2, 4, 8):  # one job per half-iteration (the barrier=False path)
         t, model = timed(lambda p=parts: fit_als(df, "user_id", "item_id", num_partitions=p, barrier=False, **params))
         row[f"ours_jobs_{parts}p_s"] = t
         row[f"ours_jobs_{parts}p_max_diff"] = float(np.abs(model.item_factors - local.item_factors).max())
@@ -127,8 +164,13 @@ def bench_als(spark, args, results):
         model = est.fit(rated)
         return model, model.userFactors.toPandas(), model.itemFactors.toPandas()
 
-    t, (model, uf, itf) = timed(mllib)
-    row["mllib_s"] = t
+    t, fitted = with_timeout(spark, mllib, args.mllib_timeout)
+    row["mllib_s"] = t if t is not None else f"> {args.mllib_timeout:g}"
+    if fitted is None:
+        results["als"] = row
+        df.unpersist()
+        return
+    model, uf, itf = fitted
     U = np.zeros((len(users), args.factors), np.float32)
     V = np.zeros((len(items), args.factors), np.float32)
     U[local.users.indices_of(uf["id"].to_numpy())] = np.stack(uf["features"].to_numpy())
@@ -157,18 +199,23 @@ def main() -> None:
     ap.add_argument("--factors", type=int, default=32)
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--only", default="overhead,fim,als", help="comma-separated parts to run")
+    ap.add_argument("--mllib-timeout", type=float, default=420.0, help="cancel an MLlib fit after this many seconds")
+    ap.add_argument("--no-job-path", action="store_true", help="skip the barrier=False ALS runs (slow at scale)")
+    ap.add_argument("--driver-memory", default="6g", help="local[2] runs in the driver JVM: its heap")
     args = ap.parse_args()
     parts = args.only.split(",")
     import pyspark
 
-    t_start, spark = timed(lambda: spark_session("local[2]"))
+    t_start, spark = timed(lambda: spark_session("local[2]", conf={"spark.driver.memory": args.driver_memory}))
     results = {"session_start_s": t_start, "pyspark": pyspark.__version__, "python": platform.python_version(),
                "java": spark.sparkContext._jvm.java.lang.System.getProperty("java.version")}  # fmt: skip
+    results["loadavg_start"] = os.getloadavg()
     for name, run in (("overhead", bench_overhead), ("fim", bench_fim), ("als", bench_als)):
         if name in parts:
             run(spark, args, results)
+            results[f"loadavg_after_{name}"] = os.getloadavg()  # 1/5/15-minute load averages
     OUT.mkdir(exist_ok=True)
-    (OUT / f"bench_spark_{'_'.join(parts)}.json").write_text(json.dumps(results, indent=2))
+    (OUT / f"bench_spark_{'_'.join(parts)}_{args.baskets}_{args.als}.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     spark.stop()
 

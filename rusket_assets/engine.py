@@ -12,7 +12,8 @@ ENGINES = ("local", "spark")
 
 
 class Engine(dg.ConfigurableResource):
-    """Where the heavy steps (frequent itemsets, ALS, similar items) run; asset keys, tables and checks stay the same."""
+    """Where the heavy steps (source read, frequent itemsets, ALS, similar items, user recommendations) run;
+    asset keys, tables and checks stay the same."""
 
     engine: str = "local"
     master: str = "local[2]"
@@ -39,11 +40,16 @@ class Engine(dg.ConfigurableResource):
 
         return self.partitions or default_parallelism(self.session())
 
-    def frame(self, table: pa.Table) -> Any:
-        """``table`` as a Spark DataFrame in ``n_partitions()`` partitions."""
-        return self.session().createDataFrame(table).repartition(self.n_partitions())
+    def frame(self, data: Any, columns: list[str]) -> Any:
+        """``columns`` of ``data`` (an arrow table, a Spark DataFrame or a parquet path/glob Spark reads) as a
+        Spark DataFrame in ``n_partitions()`` partitions."""
+        if isinstance(data, str):
+            data = self.session().read.parquet(data)
+        elif isinstance(data, pa.Table):
+            data = self.session().createDataFrame(data.select(columns))
+        return data.select(*columns).repartition(self.n_partitions())
 
-    def fpgrowth(self, table: pa.Table, transaction_col: str, item_col: str, min_support: Any, max_len: Any) -> Any:
+    def fpgrowth(self, table: Any, transaction_col: str, item_col: str, min_support: Any, max_len: Any) -> Any:
         """Frequent itemsets (an object with ``mine``, ``association_rules``, ``n_transactions``, ``min_count``)."""
         if not self.is_spark:
             from rusket_core import FPGrowth
@@ -51,10 +57,10 @@ class Engine(dg.ConfigurableResource):
             return FPGrowth.from_transactions(table, transaction_col, item_col, min_support, max_len)
         from rusket_core.spark import frequent_itemsets
 
-        df = self.frame(table.select([transaction_col, item_col]))
+        df = self.frame(table, [transaction_col, item_col])
         return frequent_itemsets(df, transaction_col, item_col, min_support, max_len, 2 * self.n_partitions())
 
-    def fit_als(self, table: pa.Table, user_col: str, item_col: str, rating_col: str | None, **params: Any) -> Any:
+    def fit_als(self, table: Any, user_col: str, item_col: str, rating_col: str | None, **params: Any) -> Any:
         """A fitted :class:`~rusket_core.ALS` (the same factors on either engine, to float tolerance)."""
         if not self.is_spark:
             from rusket_core import ALS
@@ -63,7 +69,7 @@ class Engine(dg.ConfigurableResource):
         from rusket_core.spark import fit_als
 
         cols = [user_col, item_col, *([rating_col] if rating_col else [])]
-        return fit_als(self.frame(table.select(cols)), user_col, item_col, rating_col, self.n_partitions(), **params)
+        return fit_als(self.frame(table, cols), user_col, item_col, rating_col, self.n_partitions(), **params)
 
     def similar_items(self, model: Any, n: int) -> Any:
         """Spark DataFrame [item_id, similar_item_id, score, rank] of ``model``'s most similar items (the

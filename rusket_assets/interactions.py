@@ -39,11 +39,21 @@ class WarehouseTable:
             select = ", ".join(quote(c) for c in columns)
             yield con.sql(f"select {select} from {self.name}" + (f" where {where}" if where else ""))
 
+    def parquet_files(self) -> str | None:
+        """The parquet glob behind the table when Spark wrote it (a lakehouse view), else None."""
+        from rusket_assets.lakehouse import current_files
+
+        with self.warehouse.connect() as con:
+            return current_files(con, self.schema, self.table)
+
     def scalar(self, expression: str, where: str | None = None) -> Any:
         """One aggregate over the table, e.g. ``count(distinct basket_id)``."""
         return self.warehouse.scalar(f"select {expression} from {self.name}" + (f" where {where}" if where else ""))
 
 
-def engine_input(relation: Any, engine: Any) -> Any:
-    """What an engine's fit takes: the relation itself locally (encoded inside DuckDB), its arrow table on Spark."""
-    return relation.to_arrow_table() if getattr(engine, "is_spark", False) else relation
+def engine_input(table: WarehouseTable, relation: Any, engine: Any) -> Any:
+    """What an engine's fit takes: the relation itself locally (encoded inside DuckDB); on Spark the parquet
+    files behind ``table`` when Spark wrote it (read by the executors, not the driver), else its arrow table."""
+    if not getattr(engine, "is_spark", False):
+        return relation
+    return table.parquet_files() or relation.to_arrow_table()

@@ -35,7 +35,7 @@ def default_root(warehouse_path: str) -> Path:
     return path.with_name(path.stem + ".lakehouse")
 
 
-def _current_files(con: Any, schema: str, table: str) -> str | None:
+def current_files(con: Any, schema: str, table: str) -> str | None:
     """The parquet glob the view ``schema.table`` reads now (None if it is not such a view)."""
     rows = con.execute(
         "select sql from duckdb_views() where schema_name = ? and view_name = ?", [schema, table]
@@ -57,7 +57,7 @@ def write_parquet_view(warehouse: Any, schema: str, table: str, output: SparkTab
         files = str(version / "*.parquet").replace("'", "''")
         with warehouse.connect() as con:
             con.execute(f"create schema if not exists {quote(schema)}")
-            previous = _current_files(con, schema, table)
+            previous = current_files(con, schema, table)
             with transaction(con):
                 drop_relation(con, schema, table)
                 con.execute(f"create view {quote(schema)}.{quote(table)} as select * from read_parquet('{files}')")

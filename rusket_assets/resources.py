@@ -201,17 +201,18 @@ class SourceLocation(dg.Config):
     """Where order lines come from and which of them are read.
 
     kind: "synthetic" (the bundled generated store, default), "parquet" or "csv" (path may be a
-    glob), or "duckdb" (table in the DuckDB file database; the warehouse when empty). where is an
+    glob), "duckdb" (table in the DuckDB file database; the warehouse when empty) or "catalog" (a
+    table of the Spark catalog; engine spark only, which also reads parquet and CSV itself). where is an
     optional filter: one SQL expression over the source's columns (no subqueries or statements).
     date_from/date_to (ISO dates, date_to exclusive) and min_quantity are structured filters.
     """
 
     model_config = ConfigDict(extra="forbid")  # a misspelt or un-nested field is an error, not ignored
 
-    kind: Literal["synthetic", "parquet", "csv", "duckdb"] = Field(default="synthetic", description="Where order lines come from: synthetic (bundled generated store), parquet, csv or duckdb.")
+    kind: Literal["synthetic", "parquet", "csv", "duckdb", "catalog"] = Field(default="synthetic", description="Where order lines come from: synthetic (bundled generated store), parquet, csv, duckdb or catalog (a Spark table, engine spark).")
     path: str = Field(default="", description="Parquet or CSV file, or a glob (kinds parquet and csv).")
     database: str = Field(default="", description="DuckDB file holding the source table (kind duckdb); empty means the warehouse.")
-    table: str = Field(default="", description="Source table, optionally schema-qualified (kind duckdb).")
+    table: str = Field(default="", description="Source table, optionally schema-qualified (kind duckdb or catalog).")
     where: str = Field(default="", description="Optional filter: one SQL expression over the source's columns, e.g. country = 'France'.")
     date_from: str = Field(default="", description="Keep lines ordered on or after this ISO date; empty for no limit.")
     date_to: str = Field(default="", description="Keep lines ordered before this ISO date (exclusive); empty for no limit.")

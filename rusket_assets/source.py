@@ -172,8 +172,10 @@ def open_source(source: TransactionSource, warehouse: Warehouse) -> Iterator[tup
             listed = "[" + ", ".join(_literal(f) for f in files) + "]"
             con.execute(f"create temp view src as select * from {reader}({listed}, union_by_name = true)")
             description = f"{kind} {location.path}"
+        elif kind == "catalog":
+            raise SourceError(f"{field('kind')} 'catalog' (a Spark catalog table) needs the Spark engine (engine: spark)")
         else:
-            raise SourceError(f"unknown {field('kind')} {location.kind!r}: use synthetic, parquet, csv or duckdb")
+            raise SourceError(f"unknown {field('kind')} {location.kind!r}: use synthetic, parquet, csv, duckdb or catalog")
         if not own_file:  # settings of a private in-memory instance (the warehouse's are not ours to lock)
             if kind != "parquet" and kind != "csv":
                 # the source is attached or in memory: nothing else on disk is reachable from here

@@ -83,7 +83,7 @@ def frequent_itemsets(
     if min_support < 1 and math.ceil(min_support * n_baskets) < config.min_baskets:
         min_support = int(config.min_baskets)  # an absolute count
     with raw_transactions.relation(["basket_id", "product_id"]) as lines:  # encoded in SQL (local engine)
-        model = engine.fpgrowth(engine_input(lines, engine), "basket_id", "product_id", min_support, config.max_len)
+        model = engine.fpgrowth(engine_input(raw_transactions, lines, engine), "basket_id", "product_id", min_support, config.max_len)
     itemsets = model.mine(format="arrow")
     lengths = pc.list_value_length(itemsets["itemsets"])
     context.add_output_metadata(

@@ -1,10 +1,13 @@
 """Ingest group: order lines from the configured source, and the product catalogue."""
 
 
+from typing import Any
+
 import dagster as dg
 import pyarrow as pa
 
 from rusket_assets.assets.common import group_asset, key
+from rusket_assets.engine import Engine
 from rusket_assets.io import table_location
 from rusket_assets.resources import TransactionSource, Warehouse
 from rusket_assets.source import stream_transactions
@@ -16,7 +19,9 @@ asset = group_asset(GROUP)
 
 
 @asset(kinds={"duckdb"})
-def raw_transactions(context: dg.AssetExecutionContext, source: TransactionSource, warehouse: Warehouse) -> TableStream:
+def raw_transactions(
+    context: dg.AssetExecutionContext, source: TransactionSource, warehouse: Warehouse, engine: Engine
+) -> Any:  # TableStream | SparkTable
     """Order lines in the standard columns (basket_id, customer_id, product_id, quantity, revenue, ...).
 
     Ids keep the source's types. Missing mapped columns, null ids and text in numeric columns fail
@@ -24,8 +29,19 @@ def raw_transactions(context: dg.AssetExecutionContext, source: TransactionSourc
     follow `source.returns` (the counts it touched are in the metadata). Checked and counted in
     DuckDB, then streamed batch by batch into the warehouse: the lines are never all in Python
     (a source table inside the warehouse file too: read over the warehouse's own connection).
+    With engine=spark a parquet, CSV or catalog source is read, checked (same messages) and netted by
+    Spark and written as parquet under the lakehouse, a DuckDB view over it (rusket_assets.spark_source).
     """
-    reader, returns = stream_transactions(source, warehouse)
+    from rusket_assets.spark_source import SPARK_KINDS
+
+    on_spark = engine.is_spark and source.location.kind.lower() in SPARK_KINDS
+    if on_spark:
+        from rusket_assets.lakehouse import SparkTable
+        from rusket_assets.spark_source import spark_transactions
+
+        frame, returns = spark_transactions(engine.session(), source)
+    else:
+        reader, returns = stream_transactions(source, warehouse)
 
     schema, table = table_location(context.asset_key)
 
@@ -43,8 +59,11 @@ def raw_transactions(context: dg.AssetExecutionContext, source: TransactionSourc
             "products": products,
             "returns_policy": source.returns,
             **returns,
+            **engine.metadata(),
         }
 
+    if on_spark:
+        return SparkTable(frame, engine.lakehouse_path, metadata)
     return TableStream(reader, reader.schema, metadata=metadata)
 
 

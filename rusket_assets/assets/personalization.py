@@ -159,7 +159,7 @@ def als_model(
     with _interaction_lines(raw_transactions, params["rating_col"]) as lines:  # encoded in SQL locally
         model = refresh_model(
             context, lambda: ALS.from_transactions(lines, **params),
-            lambda: engine.fit_als(engine_input(lines, engine), **params), models, warehouse, config.warm_iterations,
+            lambda: engine.fit_als(engine_input(raw_transactions, lines, engine), **params), models, warehouse, config.warm_iterations,
         )  # fmt: skip
     context.add_output_metadata(
         {
@@ -290,6 +290,29 @@ def last_baskets(lines) -> pa.Table:
         select s.customer_id, s.product_id from {SOURCE} s join last using (customer_id, basket_id)
     """  # fmt: skip
     return lines.query(SOURCE, sql).to_arrow_table()
+
+
+def _spark_recommendations(engine: Engine, recommender, config: RecommendationConfig, warehouse: Warehouse, names, columns):
+    """``user_recommendations`` computed on Spark (rusket_core.spark.recommend_for_users), as a lakehouse table."""
+    from pyspark.sql import functions as F
+
+    from rusket_assets.lakehouse import SparkTable
+    from rusket_core.spark import recommend_for_users
+
+    frame = recommend_for_users(recommender, n=config.n, spark=engine.session(), num_partitions=engine.n_partitions(),
+                                chunk_size=config.chunk_customers)  # fmt: skip
+    back = {v: k for k, v in names.items()}
+    frame = frame.select(*[F.col(back.get(c, c)).alias(c) for c in columns]).withColumn("rank", F.col("rank").cast("int"))
+
+    def metadata() -> dict:
+        table = f"{GROUP}.user_recommendations"
+        shares = warehouse.query(f"select source, count(*) as n from {table} group by source").to_pylist()
+        customers = warehouse.scalar(f"select count(distinct customer_id) from {table}")
+        return {f"from_{row['source']}": row["n"] for row in shares} | {
+            "customers": customers, "missing_embeddings": recommender.missing_embeddings, **engine.metadata()
+        }
+
+    return SparkTable(frame, engine.lakehouse_path, metadata)
 
 
 def published_recommender(als_model, bpr_model, rules: pa.Table, carts: pa.Table, config: RecommendationConfig):
@@ -555,7 +578,8 @@ def user_recommendations(
     association_rules: pa.Table,
     warehouse: Warehouse,
     models: ModelStore,
-) -> TableStream | None:
+    engine: Engine,
+) -> Any:  # TableStream | SparkTable | None
     """Top-N unseen products per customer: a hybrid of ALS, BPR-embedding similarity and basket rules.
 
     `published_recommender` (also scored by `model_evaluation`) with each customer's last basket
@@ -567,6 +591,8 @@ def user_recommendations(
     In an incremental run only the customers whose model rows changed are recomputed and merged
     into the table (their rows deleted and inserted in one transaction); the others stay as they are,
     unless the table was not built from the model versions this run updated (then all are recomputed).
+    With engine=spark every customer is scored on Spark (partitions of customers, the same blend and
+    rule merge per partition), written as parquet with a DuckDB view over it.
     """
     from rusket_core.chunks import iter_recommend_for_users
 
@@ -577,7 +603,7 @@ def user_recommendations(
     model_keys = [key(GROUP, "als_model"), key(GROUP, "bpr_model")]
     context.add_output_metadata(built_from(models, model_keys))
     changes = mergeable(context, warehouse, model_keys)
-    merge = changes is not None and warehouse.has_table(GROUP, "user_recommendations")
+    merge = changes is not None and not engine.is_spark and warehouse.has_table(GROUP, "user_recommendations")
     changed = None if changes is None else pa.array(sorted({c for ch in changes.values() for c in ch.customers.to_pylist()}), pa.string())
     users = None
     if merge:  # incremental run: only the customers whose model rows changed
@@ -588,6 +614,8 @@ def user_recommendations(
             return None
     names = {"user_id": "customer_id", "item_id": "product_id"}
     columns = ["customer_id", "rank", "product_id", "score", "model_score", "rule_score", "source"]
+    if engine.is_spark:
+        return _spark_recommendations(engine, recommender, config, warehouse, names, columns)
     shares: dict[str, int] = {}
     customers = [0]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -212,3 +213,42 @@ def test_factor_exports_as_spark_frames(spark, als_pair):
     np.testing.assert_allclose(first["vector"], local.user_factors[0], rtol=1e-6)
     recs = local.batch_recommend(n=2, format="spark")
     assert recs.count() == 2 * len(local.users)
+
+
+def test_spark_hybrid_recommendations_equal_local(spark, random_model):
+    """The hybrid (ALS + embedding blend + cart rules) per Spark partition: the local rows, whatever the partitioning."""
+    from rusket_core.hybrid import Recommender
+    from rusket_core.spark import recommend_for_users
+    from tests.library.test_chunked_recommend import _assert_same, _rules
+
+    rng = np.random.default_rng(11)
+    model = random_model(rng, np.arange(100, 160), 24, density=0.25)
+    universe = np.r_[model.items.values, np.arange(1, 9, 2)]
+    carts = {int(u): sorted(rng.choice(universe, rng.integers(0, 4), replace=False).tolist()) for u in range(110, 160)}
+    labels = model.items.values[rng.permutation(24)[:20]]  # four items without an embedding
+    embeddings = pd.DataFrame({"label": labels, "vector": list(rng.normal(size=(20, 5)).astype(np.float32))})
+    rec = Recommender(model, rules_df=_rules(rng, universe, 60), item_embeddings=embeddings, carts=carts,
+                      alpha=0.6, rules_weight=0.35)  # fmt: skip
+    want = rec.recommend_for_users(n=5, format="arrow")
+    assert {"model", "model+rules"} <= set(want["source"].to_pylist()) and rec.missing_embeddings == 4
+    got = recommend_for_users(rec, n=5, spark=spark, num_partitions=3, chunk_size=7).toArrow()
+    order = pc.sort_indices(got, [("user_id", "ascending"), ("rank", "ascending")])
+    _assert_same(got.take(order).cast(want.schema), want)
+
+
+@pytest.mark.parametrize("weight_col", [None, "rating"])
+def test_spark_encoding_equals_local_encoding(spark, weight_col):
+    """Dense codes computed on Spark: the local encoder's labels and CSR (repeats collapse, weights add up)."""
+    from scipy import sparse
+
+    from rusket_core.encoding import encode_transactions
+    from rusket_core.spark import encode
+
+    pdf = _interactions(seed=9)  # string users, int items, repeated pairs
+    local = encode_transactions(pdf, "user", "item", weight_col)
+    remote = encode(spark.createDataFrame(pdf), "user", "item", weight_col)
+    assert list(remote.rows.values) == list(local.rows.values) and list(remote.items.values) == list(local.items.values)
+    pairs = remote.pairs.toPandas()
+    assert remote.n_rows == local.n_rows and len(pairs) == local.nnz and remote.has_weights == (weight_col is not None)
+    got = sparse.csr_array((pairs["weight"], (pairs["row"], pairs["item"])), shape=(local.n_rows, local.n_items))
+    np.testing.assert_allclose(got.toarray(), local.to_scipy().toarray(), rtol=1e-6)

@@ -9,46 +9,59 @@ pytest.importorskip("pyspark")
 
 
 def test_dagster_engine_spark_tables_equal_local(spark, tmp_path):
-    """frequent_itemsets, the ALS factors and similar_items materialised with engine=spark equal the local engine's."""
+    """raw_transactions (read from parquet by Spark), frequent_itemsets, the ALS factors and similar_items
+    materialised with engine=spark equal the local engine's."""
     import dagster as dg
     import duckdb
+    import pyarrow.parquet as pq
 
     from rusket_assets.definitions import build_definitions
     from rusket_assets.engine import Engine
-    from rusket_assets.resources import TransactionSource
+    from rusket_assets.resources import SyntheticStore, TransactionSource
+    from rusket_assets.sample_data import generate_store
     from tests.pipeline.conftest import RUN_CONFIG, SMALL, failure_messages, run
+
+    lines = tmp_path / "lines.parquet"
+    pq.write_table(generate_store(SyntheticStore(**SMALL).spec()), lines)
+    source = TransactionSource(location={"kind": "parquet", "path": str(lines)})
 
     keys = [["ingest", "raw_transactions"], ["ingest", "products"], ["baskets", "frequent_itemsets"],
             ["personalization", "als_model"], ["personalization", "user_factors"],
-            ["personalization", "similar_items"]]  # fmt: skip
+            ["personalization", "similar_items"], ["personalization", "bpr_model"], ["baskets", "association_rules"],
+            ["personalization", "user_recommendations"]]  # fmt: skip
     tables = {}
     for name in ("local", "spark"):
         tmp = tmp_path / name
         defs = build_definitions(
             warehouse_path=str(tmp / "warehouse.duckdb"), lancedb_uri=str(tmp / "lancedb"),
-            models_path=str(tmp / "models"), source=TransactionSource(store=SMALL), engine=Engine(engine=name),
+            models_path=str(tmp / "models"), source=source, engine=Engine(engine=name),
         )  # fmt: skip
         result = run(defs, [dg.AssetKey(k) for k in keys], RUN_CONFIG)
         assert result.success, failure_messages(result)
         meta = {
             e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()
         }
+        assert meta["raw_transactions"]["engine"].value == name
         assert meta["frequent_itemsets"]["engine"].value == name
         assert meta["als_model"]["engine"].value == name
         assert meta["similar_items"]["engine"].value == name
         with duckdb.connect(str(tmp / "warehouse.duckdb")) as con:  # Spark's rows: parquet files and a view
-            kind = con.execute("select table_type from information_schema.tables where table_name = 'similar_items'")
-            assert kind.fetchall() == [("VIEW" if name == "spark" else "BASE TABLE",)]
+            for table in ("raw_transactions", "similar_items", "user_recommendations"):
+                kind = con.execute("select table_type from information_schema.tables where table_name = ?", [table])
+                assert kind.fetchall() == [("VIEW" if name == "spark" else "BASE TABLE",)]
         with duckdb.connect(str(tmp / "warehouse.duckdb")) as con:
             tables[name] = (
+                con.sql("select * from ingest.raw_transactions").fetchall(),
                 con.sql("select list_sort(itemset), count from baskets.frequent_itemsets").fetchall(),
                 con.sql("select customer_id, vector from personalization.user_factors order by 1").fetchall(),
                 con.sql("select product_id, rank, similar_product_id, score from personalization.similar_items"
                         " order by 1, 2").fetchall(),
             )  # fmt: skip
     assert meta["frequent_itemsets"]["spark_partitions"].value >= 1
-    local_sets, local_factors, local_similar = tables["local"]
-    spark_sets, spark_factors, spark_similar = tables["spark"]
+    _assert_recommendations_equal_local(tmp_path / "spark")
+    local_lines, local_sets, local_factors, local_similar = tables["local"]
+    spark_lines, spark_sets, spark_factors, spark_similar = tables["spark"]
+    assert len(local_lines) > 1000 and sorted(spark_lines, key=str) == sorted(local_lines, key=str)
     assert len(local_sets) > 10 and sorted(map(str, spark_sets)) == sorted(map(str, local_sets))
     assert [c for c, _ in spark_factors] == [c for c, _ in local_factors]
     np.testing.assert_allclose(
@@ -91,3 +104,34 @@ def test_spark_table_becomes_a_parquet_view_swapped_atomically(spark, tmp_path):
     assert rows() == [8] and sorted(p.name for p in home.iterdir()) == sorted([second.name, third.name])
     warehouse.replace_table("recs", "t", pa.table({"a": [4]}))
     assert kind() == "BASE TABLE" and rows() == [4]
+
+
+def _assert_recommendations_equal_local(tmp) -> None:
+    """The Spark run's user_recommendations equal the local hybrid computed from that run's own models."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from rusket_assets.assets.personalization import (
+        CART_COLUMNS,
+        RecommendationConfig,
+        last_baskets,
+        published_recommender,
+    )
+    from rusket_assets.interactions import WarehouseTable
+    from rusket_assets.io import load_model
+    from rusket_assets.resources import Warehouse
+
+    warehouse = Warehouse(path=str(tmp / "warehouse.duckdb"))
+    als, bpr = (load_model(tmp / "models", f"personalization__{m}") for m in ("als_model", "bpr_model"))
+    with WarehouseTable(warehouse, "ingest", "raw_transactions").relation(CART_COLUMNS) as lines:
+        carts = last_baskets(lines)
+    rules = warehouse.query("select * from baskets.association_rules")
+    want = published_recommender(als, bpr, rules, carts, RecommendationConfig()).recommend_for_users(
+        n=RecommendationConfig().n, format="arrow"
+    )
+    got = warehouse.query("select * from personalization.user_recommendations order by customer_id, rank")
+    assert got.num_rows == want.num_rows > 0
+    assert got["customer_id"].to_pylist() == want["user_id"].to_pylist()
+    assert got["product_id"].to_pylist() == want["item_id"].to_pylist()
+    assert got["source"].to_pylist() == want["source"].to_pylist()
+    assert pc.max(pc.abs(pc.subtract(got["score"], want["score"].cast(pa.float64())))).as_py() < 1e-5
