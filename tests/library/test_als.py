@@ -300,3 +300,29 @@ def test_fit_is_the_same_on_one_thread_and_on_all(monkeypatch):
         fits.append(ALS(factors=8, iterations=4, random_state=2).fit(csr))
     np.testing.assert_array_equal(fits[0].user_factors, fits[1].user_factors)
     np.testing.assert_array_equal(fits[0].item_factors, fits[1].item_factors)
+
+
+def test_gram_and_rotate_by_row_blocks_on_any_thread_count():
+    """Blocks handed to threads: the same Gram matrix (summed in block order) and rotation as one pass."""
+    import numba
+
+    from rusket_core.factorization.als import gram
+
+    rng = np.random.default_rng(9)
+    Y = rng.normal(size=(53, 6)).astype(np.float32)
+    P = np.linalg.qr(rng.normal(size=(6, 6)))[0]
+    previous = numba.get_num_threads()
+    grams, rotated = [], []
+    try:
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            grams.append(gram(Y, block=7))
+            M = Y.copy()
+            rotate(M, P, block=5)
+            rotated.append(M)
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_array_equal(grams[0], grams[1])
+    np.testing.assert_allclose(grams[0], Y.astype(np.float64).T @ Y, rtol=1e-5)
+    np.testing.assert_array_equal(rotated[0], rotated[1])
+    np.testing.assert_allclose(rotated[0], Y @ P.astype(np.float32), rtol=1e-5, atol=1e-6)
