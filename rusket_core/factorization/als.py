@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numba
@@ -27,8 +28,10 @@ class ALS(FoldIn, FactorModel):
     """Alternating least squares on confidence ``1 + alpha * rating`` with preference 1 on observed entries.
 
     ``solver="cg"`` runs ``cg_steps`` conjugate-gradient steps per row warm-started from the previous
-    factors (Takács et al. 2011); ``"cholesky"`` solves each row exactly. Users, then items, are
-    solved in parallel; results depend only on ``random_state`` (not on the thread count).
+    factors (Takács et al. 2011), preconditioned by the row matrix's diagonal in the eigenbasis of
+    ``Y^T Y + reg*I`` (2 such steps reach about the loss of 3 plain ones; benchmarks/RESULTS.md);
+    ``"cholesky"`` solves each row exactly. Users, then items, are solved in parallel; results
+    depend only on ``random_state`` (not on the thread count).
     Confidence grows linearly with the rating, so heavy-tailed ratings (revenue) are best
     compressed first (e.g. ``log1p``) to keep the row systems well conditioned.
 
@@ -52,7 +55,7 @@ class ALS(FoldIn, FactorModel):
         alpha: float = 40.0,
         regularization: float = 0.01,
         solver: str = "cg",
-        cg_steps: int = 3,
+        cg_steps: int = 2,
         random_state: int = 0,
         num_threads: int | None = None,
         init_scale: float = 1.0,
@@ -160,13 +163,28 @@ def init_factors(
     return users, rng.standard_normal((n_items, k), dtype=np.float32) * scale
 
 
-def gram(Y: np.ndarray, block: int = 1 << 14) -> np.ndarray:
-    """``Y^T Y`` in float64: float32 BLAS products of row blocks, summed in float64."""
+#: rows per BLAS block of ``gram`` and ``rotate``: bounded temporaries, and blocks to share between threads
+BLOCK = 1 << 12
+
+
+def _map_blocks(fn, n_rows: int, block: int) -> list:
+    """``fn(start, stop)`` for every row block, in block order, on up to ``numba.get_num_threads()``
+    threads (numpy's BLAS calls release the GIL; the benchmarks pin BLAS itself to one thread)."""
+    spans = [(start, min(start + block, n_rows)) for start in range(0, n_rows, block)]
+    threads = min(numba.get_num_threads(), len(spans))
+    if threads <= 1:
+        return [fn(*span) for span in spans]
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(lambda span: fn(*span), spans))
+
+
+def gram(Y: np.ndarray, block: int = BLOCK) -> np.ndarray:
+    """``Y^T Y`` in float64: float32 BLAS products of row blocks, summed in float64 in block order
+    (the same sum whatever the thread count)."""
     Y = np.ascontiguousarray(Y, dtype=np.float32)
     out = np.zeros((Y.shape[1], Y.shape[1]))
-    for start in range(0, Y.shape[0], block):
-        rows = Y[start : start + block]
-        out += rows.T @ rows
+    for part in _map_blocks(lambda a, b: Y[a:b].T @ Y[a:b], Y.shape[0], block):
+        out += part
     return out
 
 
@@ -181,16 +199,16 @@ def eigenbasis(Y: np.ndarray, reg: float) -> tuple[np.ndarray, np.ndarray]:
     return lam.astype(np.float32), P
 
 
-def rotate(M: np.ndarray, P: np.ndarray, block: int = 1 << 14) -> None:
-    """``M[:] = M @ P`` in place: float32 BLAS products of row blocks (bounded temporaries).
-
-    Plain BLAS calls, not a parallel kernel: on small inputs the wake-up of a parallel region
-    per rotation measured 30-70 ms on a loaded machine, more than the products themselves.
-    """
+def rotate(M: np.ndarray, P: np.ndarray, block: int = BLOCK) -> None:
+    """``M[:] = M @ P`` in place: float32 BLAS products of row blocks (bounded temporaries), on
+    the numba threads' budget (a parallel numba region measured 30-70 ms of wake-up per call on a
+    loaded machine, more than the products on small inputs; small fits run on one thread)."""
     P32 = np.ascontiguousarray(P, dtype=np.float32)
-    for start in range(0, M.shape[0], block):
-        rows = M[start : start + block]
-        rows[:] = rows @ P32
+
+    def product(start: int, stop: int) -> None:
+        M[start:stop] = M[start:stop] @ P32
+
+    _map_blocks(product, M.shape[0], block)
 
 
 _NO_G64 = np.zeros((0, 0))  # the CG solve does not read the float64 Gram matrix

@@ -21,71 +21,95 @@ from rusket_core.intrinsics import prefetch_row
 
 
 @njit(fastmath=True, cache=True)
-def _sqnorm(v):
-    """Sum of squares of ``v`` in a loop that stores nothing (see ``_cg_row`` on determinism)."""
+def _wdot(v, m):
+    """``sum(m * v * v)`` in a loop that stores nothing (see ``_cg_row`` on determinism)."""
     s = np.float32(0.0)
     for a in range(v.shape[0]):
-        s += v[a] * v[a]
+        s += m[a] * v[a] * v[a]
     return s
 
 
 @njit(fastmath=True, cache=True)
-def _cg_row(x, indptr, indices, data, u, Y, lam, alpha, cg_steps, r, p, ap):
-    """A few conjugate-gradient steps on row u's normal equations, warm-started from x.
+def _cg_row(x, indptr, indices, data, u, Y, lam, alpha, cg_steps, r, p, ap, m):
+    """A few Jacobi-preconditioned conjugate-gradient steps on row u's normal equations, warm-started from x.
 
     The factors are expressed in the eigenbasis of ``Y^T Y + reg*I`` (see ``als_update``), so that
-    matrix is the diagonal ``lam`` and each step costs O(k * entries) instead of O(k^2).
-    Every reduction runs in a loop that stores nothing, and the scratch rows r, p, ap come from one
+    matrix is the diagonal ``lam`` and each step costs O(k * entries) instead of O(k^2). In that
+    basis the row's matrix ``diag(lam) + sum_i c_i y_i y_i^T`` is dominated by its diagonal, which
+    the preconditioner divides out (``m`` holds its inverse): 2 steps reach a lower loss than 3 plain
+    CG steps (benchmarks/RESULTS.md, "Factor models").
+    Every reduction runs in a loop that stores nothing, and the scratch rows r, p, ap, m come from one
     block: a loop that both stores and reduces is vectorized behind a run-time alias check (e.g.
     ``p - r < 256`` bytes), so its summation order, hence the result, would depend on where the
     allocator put each scratch array, which differs between threads.
     """
     k = x.shape[0]
-    # r = b - A x
+    lo, hi = indptr[u], indptr[u + 1]
+    # r = b - A x, m = diag(A); entries go in pairs (the second of an odd tail weighs 0): one store
+    # of r and m per pair halves the store traffic that bounds these loops, and the pair's two dot
+    # products are independent
     for a in range(k):
         r[a] = -lam[a] * x[a]
-    for e in range(indptr[u], indptr[u + 1]):
-        y = Y[indices[e]]
-        c = alpha * data[e]
-        yx = np.float32(0.0)
+        m[a] = lam[a]
+    for e in range(lo, hi, 2):
+        y1, y2, c1, c2 = _pair(indices, data, Y, alpha, e, hi)
+        s1 = np.float32(0.0)
+        s2 = np.float32(0.0)
         for a in range(k):
-            yx += y[a] * x[a]
-        w = (np.float32(1.0) + c) - c * yx
+            s1 += y1[a] * x[a]
+            s2 += y2[a] * x[a]
+        w1 = (np.float32(1.0) + c1) - c1 * s1
+        w2 = ((np.float32(1.0) + c2) - c2 * s2) if e + 1 < hi else np.float32(0.0)
         for a in range(k):
-            r[a] += w * y[a]
-    rs_old = _sqnorm(r)
+            r[a] += w1 * y1[a] + w2 * y2[a]
+            m[a] += c1 * y1[a] * y1[a] + c2 * y2[a] * y2[a]
     for a in range(k):
-        p[a] = r[a]
-    if rs_old < 1e-20:
+        m[a] = np.float32(1.0) / m[a]
+    rz_old = _wdot(r, m)
+    for a in range(k):
+        p[a] = m[a] * r[a]
+    if rz_old < 1e-20:
         return
     for _ in range(cg_steps):
         for a in range(k):
             ap[a] = lam[a] * p[a]
-        for e in range(indptr[u], indptr[u + 1]):
-            y = Y[indices[e]]
-            c = alpha * data[e]
-            yp = np.float32(0.0)
+        for e in range(lo, hi, 2):
+            y1, y2, c1, c2 = _pair(indices, data, Y, alpha, e, hi)
+            s1 = np.float32(0.0)
+            s2 = np.float32(0.0)
             for a in range(k):
-                yp += y[a] * p[a]
-            w = c * yp
+                s1 += y1[a] * p[a]
+                s2 += y2[a] * p[a]
+            w1 = c1 * s1
+            w2 = c2 * s2
             for a in range(k):
-                ap[a] += w * y[a]
+                ap[a] += w1 * y1[a] + w2 * y2[a]
         pap = np.float32(0.0)
         for a in range(k):
             pap += p[a] * ap[a]
         if pap <= 0.0:
             return
-        step = rs_old / pap
+        step = rz_old / pap
         for a in range(k):
             x[a] += step * p[a]
             r[a] -= step * ap[a]
-        rs_new = _sqnorm(r)
-        if rs_new < 1e-20:
+        rz_new = _wdot(r, m)
+        if rz_new < 1e-20:
             return
-        beta = rs_new / rs_old
+        beta = rz_new / rz_old
         for a in range(k):
-            p[a] = r[a] + beta * p[a]
-        rs_old = rs_new
+            p[a] = m[a] * r[a] + beta * p[a]
+        rz_old = rz_new
+
+
+@njit(fastmath=True, cache=True)
+def _pair(indices, data, Y, alpha, e, hi):
+    """Rows and confidences - 1 of entries e and e + 1; past the row's end, entry e again with weight 0."""
+    y1 = Y[indices[e]]
+    c1 = alpha * data[e]
+    if e + 1 < hi:
+        return y1, Y[indices[e + 1]], c1, alpha * data[e + 1]
+    return y1, y1, c1, np.float32(0.0)
 
 
 @njit(fastmath=True, cache=True)
@@ -147,8 +171,8 @@ def als_update(indptr, indices, data, X, Y, lam, G64, alpha, cg_steps, cholesky,
     k = X.shape[1]
     alpha32 = np.float32(alpha)
     for c in prange(bounds.shape[0] - 1):
-        scratch = np.empty((3, k), np.float32)  # one block: fixed distances between r, p, ap
-        r, p, ap = scratch[0], scratch[1], scratch[2]
+        scratch = np.empty((4, k), np.float32)  # one block: fixed distances between r, p, ap, m
+        r, p, ap, m = scratch[0], scratch[1], scratch[2], scratch[3]
         A = np.empty((k, k), np.float64)
         b = np.empty(k, np.float64)
         for u in range(bounds[c], bounds[c + 1]):
@@ -160,7 +184,7 @@ def als_update(indptr, indices, data, X, Y, lam, G64, alpha, cg_steps, cholesky,
             elif cholesky:
                 _cholesky_row(x, indptr, indices, data, u, Y, G64, alpha, A, b)
             else:
-                _cg_row(x, indptr, indices, data, u, Y, lam, alpha32, cg_steps, r, p, ap)
+                _cg_row(x, indptr, indices, data, u, Y, lam, alpha32, cg_steps, r, p, ap, m)
 
 
 @njit(parallel=True, cache=True)

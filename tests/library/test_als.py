@@ -231,41 +231,47 @@ def test_cg_row_does_not_depend_on_where_its_scratch_lies(k):
 
     def solve(gap):  # r, p, ap placed ``gap`` floats apart in one buffer
         X = X0.copy()
-        r, p, ap = (buf[j * gap : j * gap + k] for j in range(1, 4))
+        r, p, ap, m = (buf[j * gap : j * gap + k] for j in range(1, 5))
         for u in range(40):
             if indptr[u + 1] > indptr[u]:
-                _cg_row(X[u], indptr, indices, data, u, Y, lam, np.float32(40.0), 3, r, p, ap)
+                _cg_row(X[u], indptr, indices, data, u, Y, lam, np.float32(40.0), 3, r, p, ap, m)
         return X
 
     far = solve(1024)
-    for gap in (k, k + 1, k + 8, k + 40, 2 * k + 64):  # adjacent to well apart
+    for gap in (k, k + 1, k + 8, k + 40, 2 * k + 64, 500):  # adjacent to well apart
         np.testing.assert_array_equal(solve(gap), far, err_msg=f"scratch rows {gap} floats apart")
 
 
 def _reference_cg_fit(csr, U, V, alpha, reg, iterations, cg_steps):
-    """numpy reference of the warm-started CG ALS loop (implicit's least_squares_cg steps) in float64."""
+    """numpy reference of the warm-started preconditioned CG ALS loop in float64, in the original basis:
+    the preconditioner is the diagonal of each row's matrix in the eigenbasis P of YtY + reg I,
+    i.e. M = P diag(d) P^T with d = diag(P^T A_u P)."""
     ui = csr.toarray().astype(np.float64)
     U, V = U.astype(np.float64), V.astype(np.float64)
     for _ in range(iterations):
         for R, X, Y in ((ui, U, V), (ui.T, V, U)):
             A0 = Y.T @ Y + reg * np.eye(Y.shape[1])
+            lam, P = np.linalg.eigh(A0)
             for u, row in enumerate(R):
                 seen = row > 0
                 if not seen.any():
                     X[u] = 0.0
                     continue
                 c, Ys = alpha * row[seen], Y[seen]
+                inv_m = P @ np.diag(1.0 / (lam + c @ (Ys @ P) ** 2)) @ P.T
                 x = X[u]
                 r = Ys.T @ (1 + c) - A0 @ x - Ys.T @ (c * (Ys @ x))
-                p, rs = r.copy(), r @ r
+                z = inv_m @ r
+                p, rz = z.copy(), r @ z
                 for _ in range(cg_steps):
                     ap = A0 @ p + Ys.T @ (c * (Ys @ p))
-                    step = rs / (p @ ap)
+                    step = rz / (p @ ap)
                     x += step * p
                     r -= step * ap
-                    rs_new = r @ r
-                    p = r + rs_new / rs * p
-                    rs = rs_new
+                    z = inv_m @ r
+                    rz_new = r @ z
+                    p = z + rz_new / rz * p
+                    rz = rz_new
     return U, V
 
 
@@ -294,3 +300,29 @@ def test_fit_is_the_same_on_one_thread_and_on_all(monkeypatch):
         fits.append(ALS(factors=8, iterations=4, random_state=2).fit(csr))
     np.testing.assert_array_equal(fits[0].user_factors, fits[1].user_factors)
     np.testing.assert_array_equal(fits[0].item_factors, fits[1].item_factors)
+
+
+def test_gram_and_rotate_by_row_blocks_on_any_thread_count():
+    """Blocks handed to threads: the same Gram matrix (summed in block order) and rotation as one pass."""
+    import numba
+
+    from rusket_core.factorization.als import gram
+
+    rng = np.random.default_rng(9)
+    Y = rng.normal(size=(53, 6)).astype(np.float32)
+    P = np.linalg.qr(rng.normal(size=(6, 6)))[0]
+    previous = numba.get_num_threads()
+    grams, rotated = [], []
+    try:
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            grams.append(gram(Y, block=7))
+            M = Y.copy()
+            rotate(M, P, block=5)
+            rotated.append(M)
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_array_equal(grams[0], grams[1])
+    np.testing.assert_allclose(grams[0], Y.astype(np.float64).T @ Y, rtol=1e-5)
+    np.testing.assert_array_equal(rotated[0], rotated[1])
+    np.testing.assert_allclose(rotated[0], Y @ P.astype(np.float32), rtol=1e-5, atol=1e-6)
