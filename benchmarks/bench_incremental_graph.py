@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--products", type=int, default=2_000)
     parser.add_argument("--out", default="/tmp/bench_incremental_graph.json")
+    parser.add_argument("--profile", help="write a cProfile of the incremental run to this file (pstats)")
     args = parser.parse_args()
     store = {"n_customers": args.customers, "n_products": args.products, "n_days": args.days + 1,
              "n_lines": int(args.lines * (args.days + 1) / args.days), "seed": 7}  # fmt: skip
@@ -107,7 +108,14 @@ def main() -> None:
             )
             shutil.copytree(a, b)
             for name, root, job in (("incremental", a, "refresh_incremental"), ("full", b, "refresh_all")):
-                seconds, steps = timed_run(definitions(root), job, instance)
+                if args.profile and name == "incremental":
+                    import cProfile
+
+                    with cProfile.Profile() as profile:
+                        seconds, steps = timed_run(definitions(root), job, instance)
+                    profile.dump_stats(args.profile)
+                else:
+                    seconds, steps = timed_run(definitions(root), job, instance)
                 p, n = precision(root, everything, next_day)
                 out[name] = {"seconds": round(seconds, 1), "precision@10_day_N+1": p, "customers_scored": n,
                              "steps": steps}  # fmt: skip

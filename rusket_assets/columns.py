@@ -37,9 +37,11 @@ TABLES: dict[str, dict[str, str]] = {
         "ordered_at": "Order time; empty when the source has none.",
     },
     "personalization.refreshed_customers": {
-        "model": "Model whose last incremental update changed the customer's row (store name, e.g. personalization__als_model).",
+        "model": "Model whose last incremental update changed the row (store name, e.g. personalization__als_model).",
         "run_id": "Dagster run of that update.",
-        "customer_id": "Customer id as text; empty on the one row of an update that changed nobody.",
+        "parent_version": "Saved model version the update started from (outputs built from another version are rewritten).",
+        "side": "customer or product: which of the model's rows the id names.",
+        "id": "Customer or product id as text; empty on the one row of a side the update left unchanged.",
     },
     "ingest.products": {
         "category": "Most frequent category of the product's lines; empty when the source has none.",

@@ -26,12 +26,14 @@ BUCKETS = 1_000_000
 
 class Holdout(NamedTuple):
     """The train lines (a DuckDB relation, valid inside the block), the sampled customers' test lines
-    (arrow, in table order), how many customers were sampled and their train lines (a relation)."""
+    (arrow, in table order), how many customers were sampled, their train lines (a relation) and the
+    sampled customers themselves in sampling order (a prefix of it is a smaller sample)."""
 
     train: Any
     test: pa.Table
     customers: int
     sample_train: Any
+    sample: pa.Array
 
 
 def is_test(user: str, item: str, test_fraction: float, seed: int) -> str:
@@ -67,9 +69,10 @@ def holdout_split(
             f"select {select} from {table.name} where {test} "
             f"and {user} in (select {user} from __holdout_sample) order by rowid"
         ).to_arrow_table()
-        customers = con.sql("select count(*) from __holdout_sample").fetchall()[0][0]
+        sample = con.sql(f"select {user} from __holdout_sample order by hash({user}, {int(seed)}::BIGINT), {user}").to_arrow_table()
+        customers = sample.num_rows
         train = con.sql(f"select {select} from {table.name} where not {test}")
         sample_train = con.sql(
             f"select {select} from {table.name} where not {test} and {user} in (select {user} from __holdout_sample)"
         )
-        yield Holdout(train, test_lines, int(customers), sample_train)
+        yield Holdout(train, test_lines, int(customers), sample_train, sample.column(0).combine_chunks())

@@ -5,10 +5,12 @@ their last saved version instead of refitting: the interactions encoded from tod
 compared with the ones the saved model was trained on; customers whose rows grew are folded in with
 ``partial_fit`` of the difference (new customers and new products added), customers whose
 rows shrank are re-solved from their whole rows (``partial_fit_users(replace=True)``), and an optional
-warm pass (``fit(init=model)``) follows. The customers whose model rows changed are written to
-``personalization.refreshed_customers``; ``user_recommendations`` recomputes only theirs and merges
-them into its table in one transaction. Anything the fold-in cannot express falls back to a full fit,
-saying why in the metadata.
+warm pass (``fit(init=model)``) follows. The customers and products whose model rows changed, and
+the saved model version the update started from, are written to ``personalization.refreshed_customers``;
+the outputs built from the model recompute only those rows and merge them into their table when the
+table was built from that same version (else they rewrite it: a skipped or failed run in between
+must not leave rows of two model generations mixed). Anything the fold-in cannot express falls back
+to a full fit, saying why in the metadata.
 """
 
 from __future__ import annotations
@@ -134,6 +136,8 @@ class Refresh:
     model: Any
     metadata: dict
     changed: pa.Array | None  # None after a full fit
+    products: pa.Array | None = None  # products whose rows changed (new ones; all after a warm pass)
+    parent: str | None = None  # the saved model version that was updated
 
 
 def refresh(
@@ -141,14 +145,14 @@ def refresh(
 ) -> Refresh:
     """Saved model ``name`` updated to the interactions of ``build()`` (an unfitted model over today's
     data) when ``incremental`` and possible, else ``fit()`` (the full fit), the reason in the metadata."""
-    from rusket_assets.io import load_model
+    from rusket_assets.io import load_model_version
 
     reason = None
     if not incremental:
         reason = "full refresh"
     else:
         try:
-            previous = load_model(models.path, name)
+            previous, parent = load_model_version(models.path, name)
         except FileNotFoundError:
             reason = "no saved model yet"
         else:
@@ -157,9 +161,12 @@ def refresh(
                 changed = sorted(k for k, v in current.get_params().items() if previous.get_params().get(k) != v)
                 reason = f"parameters changed since the saved model: {', '.join(changed)}"
     if reason is None:
+        n_items = len(previous.items)
         updated, diff, reason = update_model(previous, current, warm_iterations)
         if updated is not None:
             customers = pa.array(updated.users.values) if warm_iterations else diff.changed
+            # the fold-in leaves known products' rows as they were and appends the new ones
+            products = pa.array(updated.items.values[0 if warm_iterations else n_items :])
             metadata = {
                 "refresh": "incremental",
                 "customers_refreshed": len(customers),
@@ -168,7 +175,7 @@ def refresh(
                 "new_products": diff.new_products,
                 "warm_iterations": warm_iterations,
             }
-            return Refresh(updated, metadata, customers)
+            return Refresh(updated, metadata, customers, products, parent)
     return Refresh(fit(), {"refresh": "full", "full_refresh_reason": reason}, None)
 
 
@@ -186,23 +193,39 @@ def refresh_model(
     name = model_name(context.asset_key)
     result = refresh(refresh_mode(context) == "incremental", models, name, build, fit, warm_iterations)
     if result.changed is not None:
-        record_changes(warehouse, name, context.run.run_id, result.changed)
+        record_changes(warehouse, name, context.run.run_id, result.changed, result.products, result.parent)
     else:
         context.log.info(f"{name}: full fit ({result.metadata['full_refresh_reason']})")
     context.add_output_metadata(result.metadata)
     return result.model
 
 
-def record_changes(warehouse: Warehouse, model: str, run_id: str, customers: pa.Array) -> None:
+CHANGES_COLUMNS = {"model": "VARCHAR", "run_id": "VARCHAR", "parent_version": "VARCHAR", "side": "VARCHAR", "id": "VARCHAR"}
+
+
+def record_changes(
+    warehouse: Warehouse, model: str, run_id: str, customers: pa.Array, products: pa.Array, parent: str | None
+) -> None:
     """Replace ``model``'s rows of ``personalization.refreshed_customers`` with this run's changed
-    customers (ids as text; a row with a null id records a run that changed nobody)."""
+    customers and products (``side``; ids as text; a row with a null id records a side that changed
+    nobody) and the saved model version the update started from."""
     schema, table = CHANGES_TABLE
     target = f"{quote(schema)}.{quote(table)}"
-    ids = customers.cast(pa.string()) if len(customers) else pa.nulls(1, pa.string())
-    rows = pa.table({"model": [model] * len(ids), "run_id": [run_id] * len(ids), "customer_id": ids})
+    sides = [("customer", customers), ("product", products)]
+    ids = pa.concat_arrays([(a.cast(pa.string()) if len(a) else pa.nulls(1, pa.string())) for _, a in sides])
+    side = [name for name, a in sides for _ in range(max(len(a), 1))]
+    n = len(ids)
+    rows = pa.table({"model": [model] * n, "run_id": [run_id] * n, "parent_version": pa.array([parent] * n, pa.string()),
+                     "side": side, "id": ids})  # fmt: skip
+    columns = ", ".join(f"{c} {t}" for c, t in CHANGES_COLUMNS.items())
     with warehouse.connect() as con:
         con.execute(f"create schema if not exists {quote(schema)}")
-        con.execute(f"create table if not exists {target} (model VARCHAR, run_id VARCHAR, customer_id VARCHAR)")
+        have = [r[0] for r in con.execute(
+            "select column_name from information_schema.columns where table_schema = ? and table_name = ? order by ordinal_position",
+            [schema, table]).fetchall()]  # fmt: skip
+        if have and have != list(CHANGES_COLUMNS):  # written by an older version: this run's rows are all that matter
+            con.execute(f"drop table {target}")
+        con.execute(f"create table if not exists {target} ({columns})")
         view = f"__rusket_changes_{uuid.uuid4().hex}"
         con.register(view, rows)
         in_transaction(con, [(f"delete from {target} where model = ?", [model]), (f"insert into {target} select * from {view}", None)])
@@ -216,36 +239,92 @@ def in_transaction(con: Any, statements: list[tuple[str, list | None]]) -> None:
             con.execute(sql, params)
 
 
-def changed_customers(context: dg.AssetExecutionContext, warehouse: Warehouse, model_keys: list[dg.AssetKey]) -> pa.Array | None:
-    """Customers (as text) whose rows changed in this run's incremental updates of ``model_keys``;
-    None when any of them was fully refitted or not materialised in this run (recompute everyone)."""
+@dataclass
+class Changes:
+    """What this run's incremental update of a model changed: customers and products (ids as text)
+    and the saved model version it started from."""
+
+    customers: pa.Array
+    products: pa.Array
+    parent: str | None
+
+
+def run_changes(context: dg.AssetExecutionContext, warehouse: Warehouse, model_keys: list[dg.AssetKey]) -> dict[str, Changes] | None:
+    """This run's :class:`Changes` of each of ``model_keys`` (by model name); None when the run is a
+    full one or any of them was fully refitted or not materialised in this run (recompute everything)."""
     schema, table = CHANGES_TABLE
     if refresh_mode(context) == "full" or not warehouse.has_table(schema, table):
         return None
     names = [model_name(k) for k in model_keys]
+    if [c for c in warehouse.query(f"select * from {quote(schema)}.{quote(table)} limit 0").column_names] != list(CHANGES_COLUMNS):
+        return None
     rows = warehouse.query(
-        f"select model, list(customer_id) filter (where customer_id is not null) as ids "
-        f"from {quote(schema)}.{quote(table)} where run_id = ? group by model",
+        f"select model, side, any_value(parent_version) as parent, list(id) filter (where id is not null) as ids "
+        f"from {quote(schema)}.{quote(table)} where run_id = ? group by model, side",
         [context.run.run_id],
     ).to_pylist()
-    by_model = {r["model"]: r for r in rows}
-    if any(n not in by_model for n in names):
+    found: dict[str, dict] = {}
+    for r in rows:
+        found.setdefault(r["model"], {"parent": r["parent"]})[r["side"]] = sorted(r["ids"] or [])
+    if any(n not in found for n in names):
         return None
-    return pa.array(sorted({c for n in names for c in by_model[n]["ids"] or []}), pa.string())
+    return {
+        n: Changes(pa.array(found[n].get("customer", []), pa.string()), pa.array(found[n].get("product", []), pa.string()),
+                   found[n]["parent"])  # fmt: skip
+        for n in names
+    }
 
 
-def changed_rows(context: dg.AssetExecutionContext, warehouse: Warehouse, model: Any, model_key: dg.AssetKey) -> np.ndarray | None:
-    """Row indices in ``model`` (the published model of ``model_key``) of the customers whose rows
-    changed in this run's incremental update; None (rewrite everything) in a full run, when the model
-    was refitted, or when every customer changed (a warm pass)."""
+def changed_customers(context: dg.AssetExecutionContext, warehouse: Warehouse, model_keys: list[dg.AssetKey]) -> pa.Array | None:
+    """Customers (as text) whose rows changed in this run's incremental updates of ``model_keys``;
+    None when any of them was fully refitted or not materialised in this run (recompute everyone)."""
+    changes = run_changes(context, warehouse, model_keys)
+    if changes is None:
+        return None
+    return pa.array(sorted({c for ch in changes.values() for c in ch.customers.to_pylist()}), pa.string())
+
+
+BUILT_FROM = "built_from "  # + model name: output metadata naming the saved model version an output was built from
+
+
+def built_from(models: ModelStore, model_keys: list[dg.AssetKey]) -> dict[str, str]:
+    """Output metadata naming the current saved version of each of ``model_keys`` (the models this
+    run's output is built from); :func:`mergeable` compares it with the next update's parent."""
+    from rusket_assets.io import model_version
+
+    return {BUILT_FROM + model_name(k): str(model_version(models.path, model_name(k))) for k in model_keys}
+
+
+def mergeable(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, model_keys: list[dg.AssetKey], same: dict[str, Any] | None = None
+) -> dict[str, Changes] | None:
+    """This run's :func:`run_changes` of ``model_keys`` when the asset's current table was built (its
+    last materialisation's :func:`built_from`) from exactly the model versions this run updated and
+    with the same ``same`` metadata values (e.g. settings); None otherwise (a full run, a refit, a
+    table from another model generation or other settings: rewrite it)."""
+    changes = run_changes(context, warehouse, model_keys)
+    if changes is None:
+        return None
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    if event is None or event.asset_materialization is None:
+        return None
+    recorded = event.asset_materialization.metadata
+    for name, value in (same or {}).items():
+        if name not in recorded or recorded[name].value != value:
+            return None
+    for name, change in changes.items():
+        value = recorded.get(BUILT_FROM + name)
+        if change.parent is None or value is None or value.value != change.parent:
+            return None
+    return changes
+
+
+def rows_of(labels: np.ndarray, ids: pa.Array) -> np.ndarray:
+    """Positions in ``labels`` (a model's user or item labels) of ``ids`` (compared as text)."""
     import pyarrow.compute as pc
 
-    changed = changed_customers(context, warehouse, [model_key])
-    if changed is None:
-        return None
-    labels = pa.array(model.users.values).cast(pa.string())
-    rows = np.flatnonzero(pc.is_in(labels, value_set=changed).to_numpy(zero_copy_only=False))
-    return None if len(rows) == len(labels) else rows
+    text = pa.array(labels).cast(pa.string())
+    return np.flatnonzero(pc.is_in(text, value_set=ids.cast(pa.string())).to_numpy(zero_copy_only=False))
 
 
 def merge_rows(warehouse: Warehouse, schema: str, table: str, key_col: str, keys: pa.Array, rows: pa.Table) -> int:
@@ -271,3 +350,22 @@ def merge_rows(warehouse: Warehouse, schema: str, table: str, key_col: str, keys
             con.unregister(keys_view)
             con.unregister(rows_view)
     return int(deleted)
+
+
+def reached(warehouse: Warehouse, schema: str, table: str, key_col: str, labels: np.ndarray, best: np.ndarray, n: int) -> np.ndarray:
+    """For top-``n`` lists stored in ``schema.table`` (a ``score`` per row, keyed by ``key_col``):
+    whether a new candidate scoring ``best[i]`` can enter the list of ``labels[i]``, i.e. the list has
+    fewer than ``n`` rows (or none) or ``best[i]`` is at least its lowest score (less a margin for float
+    rounding). Lists a new candidate cannot reach are unchanged by it."""
+    import pyarrow.compute as pc
+
+    stored = warehouse.query(
+        f"select cast({quote(key_col)} as VARCHAR) as k, min(score) as s, count(*) as c from {quote(schema)}.{quote(table)} group by 1"
+    )
+    position = pc.index_in(pa.array(labels).cast(pa.string()), value_set=stored["k"])
+    listed = pc.is_valid(position).to_numpy(zero_copy_only=False)
+    pos = position.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    full = listed & (stored["c"].to_numpy()[pos] >= n) if stored.num_rows else np.zeros(len(labels), dtype=bool)
+    threshold = np.where(full, stored["s"].to_numpy()[pos] if stored.num_rows else 0.0, -np.inf)
+    return best >= threshold - 1e-5 * np.maximum(1.0, np.abs(threshold))
+

@@ -173,6 +173,12 @@ def save_model(model: Any, directory: str | Path, name: str) -> Path:
 
 def load_model(directory: str | Path, name: str) -> Any:
     """Load the current version of model ``name`` saved by :func:`save_model`."""
+    return load_model_version(directory, name)[0]
+
+
+def load_model_version(directory: str | Path, name: str) -> tuple[Any, str]:
+    """The current version of model ``name`` and its version id (new at every save: what a table
+    written from the model records, see ``rusket_assets.incremental``)."""
     pointer = Path(directory) / f"{name}.json"
     if not pointer.exists():
         raise FileNotFoundError(f"no saved model {name!r} in {directory}: materialise it first")
@@ -181,7 +187,13 @@ def load_model(directory: str | Path, name: str) -> Any:
     if not module.startswith("rusket_core"):
         raise TypeError(f"refusing to load a model class outside rusket_core: {info['class']}")
     cls = getattr(importlib.import_module(module), qualname)
-    return cls.load(str(Path(directory) / info["version"] / "model"))
+    return cls.load(str(Path(directory) / info["version"] / "model")), info["version"]
+
+
+def model_version(directory: str | Path, name: str) -> str | None:
+    """The version id of the current saved model ``name`` (None before its first save)."""
+    pointer = Path(directory) / f"{name}.json"
+    return json.loads(pointer.read_text())["version"] if pointer.exists() else None
 
 
 class ModelIOManager(dg.ConfigurableIOManager):

@@ -163,6 +163,17 @@ class Warehouse(dg.ConfigurableResource):
         finally:
             con.close()
 
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Keep one connection open during the block: DuckDB then serves the block's :meth:`connect`
+        calls from the open database instead of opening the file (and checkpointing it on close)
+        each time (an asset step's dozens of small queries). Nothing when the file does not exist yet."""
+        if not Path(self.path).exists():
+            yield
+            return
+        with self.connect():
+            yield
+
     def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
         """Run a query and return its result as a pyarrow Table."""
         with self.connect() as con:

@@ -38,9 +38,10 @@ def iter_batch_similar_items(model: Any, n: int = 10, chunk_size: int = CHUNK_RO
 
 
 def iter_score_potential(
-    model: Any, target_categories: Any, n: int, chunk_size: int = CHUNK_ROWS
+    model: Any, target_categories: Any, n: int, chunk_size: int = CHUNK_ROWS, rows: Any = None
 ) -> Iterator[pa.Table]:
-    """``score_potential`` over the model's training interactions, ``chunk_size`` customers at a time.
+    """``score_potential`` over the model's training interactions, ``chunk_size`` customers at a time
+    (only the customers at model rows ``rows`` when given).
 
     Each chunk is sorted by customer (label order), then score descending: the concatenation is the
     unchunked result in that order.
@@ -50,9 +51,11 @@ def iter_score_potential(
     history = model.user_items
     if history is None:
         raise ValueError("the model holds no training interactions to score cross-sell potential on")
+    if rows is not None:
+        history = history.take_rows(rows)
     for start, stop in chunk_bounds(history.n_rows, chunk_size):
         table = score_potential(history.row_slice(start, stop), model, target_categories, n=n, format="arrow")
-        yield _by_user_then_score(table, model.users.values[start:stop])
+        yield _by_user_then_score(table, history.rows.values[start:stop])
 
 
 def _by_user_then_score(table: pa.Table, users: Any) -> pa.Table:

@@ -174,6 +174,17 @@ class Encoded:
         data = None if self.data is None else self.data[lo:hi]
         return Encoded(self.indptr[start : stop + 1] - lo, self.indices[lo:hi], data, Labels(self.rows.values[start:stop]), self.items)
 
+    def take_rows(self, rows: Any) -> Encoded:
+        """Rows ``rows`` (indices, in that order) as their own Encoded (same items)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = self.indptr[rows]
+        lengths = self.indptr[rows + 1] - starts
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        take = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1], dtype=np.int64)
+        data = None if self.data is None else self.data[take]
+        return Encoded(indptr, self.indices[take], data, Labels(self.rows.values[rows]), self.items)
+
     def item_counts(self) -> np.ndarray:
         """Number of rows containing each item."""
         return np.bincount(self.indices, minlength=self.n_items).astype(np.int64)

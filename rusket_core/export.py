@@ -22,6 +22,16 @@ KINDS = ("item", "user")
 #: rows per batch written to LanceDB
 CHUNK_ROWS = 50_000
 METRICS = ("cosine", "l2", "dot")
+#: metadata key of the ``vector`` field naming the model version the table was written from
+VERSION_KEY = "rusket:model_version"
+
+
+def table_version(tbl: Any) -> str | None:
+    """The model version recorded in a LanceDB table written by :func:`write_lancedb` or
+    :func:`upsert_lancedb` (None when none was given)."""
+    metadata = tbl.schema.field("vector").metadata or {}
+    value = metadata.get(VERSION_KEY.encode())
+    return None if value is None else value.decode()
 
 
 def lancedb_table(model: Any, kind: str = "item", normalize: bool = False) -> pa.Table:
@@ -105,6 +115,7 @@ def write_lancedb(
     index_min_rows: int = INDEX_MIN_ROWS,
     keep_versions: timedelta | None = KEEP_VERSIONS,
     chunk_rows: int = CHUNK_ROWS,
+    version: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Replace LanceDB table ``table`` with the model's vectors, written in batches; (table, index facts).
 
@@ -117,8 +128,11 @@ def write_lancedb(
     between the two commits runs as an exact flat scan over the new rows. Columns: ``id`` (row
     index), ``label`` (the model's own ids) and ``vector`` (fixed-size float32). Afterwards versions
     older than ``keep_versions`` and the files only they use are deleted (``None`` keeps every
-    version; the current version is never deleted). The facts: ``index_partitions``,
-    ``index_sub_vectors`` and ``index_seconds`` (absent without an index).
+    version; the current version is never deleted). ``version`` (e.g. the saved model's version)
+    is recorded in the ``vector`` field's metadata in the same commit as the rows
+    (:func:`table_version`), so :func:`upsert_lancedb` can refuse a table written from another
+    model generation. The facts: ``index_partitions``, ``index_sub_vectors`` and ``index_seconds``
+    (absent without an index).
     """
     import time
 
@@ -128,6 +142,8 @@ def write_lancedb(
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     data = factor_batches(model, kind, normalize, chunk_rows)
     dim = data.schema.field("vector").type.list_size
+    if version is not None:
+        data = _with_version(data, version)
     db = lancedb.connect(uri)
     tbl = db.create_table(table, data, mode="overwrite")
     n_rows = tbl.count_rows()
@@ -154,6 +170,9 @@ def upsert_lancedb(
     normalize: bool = False,
     index_min_rows: int = INDEX_MIN_ROWS,
     keep_versions: timedelta | None = KEEP_VERSIONS,
+    expected_version: str | None = None,
+    version: str | None = None,
+    extra: pa.Table | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Update rows ``rows`` (model row indices) of a table written by :func:`write_lancedb` from the
     model, inserting those not there yet; the other rows are left as they are. (table, facts).
@@ -161,11 +180,18 @@ def upsert_lancedb(
     For a model whose labels are only ever appended (fold-in), so a row's ``id`` keeps naming the
     same label: every row past the table's current size must be in ``rows``, else ``ValueError``.
     One ``merge_insert`` on ``id`` (one commit: readers see the old or the new version). An existing
-    IVF-PQ index is kept and the new rows are added to its partitions by ``optimize`` (no k-means
+    IVF-PQ index is kept (``extra``: more columns of the table, one row per model row, e.g. product
+    names; taken at ``rows``) and the new rows are added to its partitions by ``optimize`` (no k-means
     retraining; rows not yet indexed are found by a flat scan meanwhile); a table that has grown
     past ``index_min_rows`` without an index gets one. ``optimize`` also compacts the small
     fragments of the daily upserts and prunes versions older than ``keep_versions``. The facts:
-    ``rows_upserted``, ``rows_inserted`` and ``index`` ("updated", "built" or "none")."""
+    ``rows_upserted``, ``rows_inserted`` and ``index`` ("updated", "built" or "none").
+
+    Model generations: with ``expected_version``, a table whose recorded version
+    (:func:`table_version`) differs, i.e. written from another model than the one ``rows`` were
+    changed from, raises ``ValueError`` (rewrite it with :func:`write_lancedb`) instead of mixing
+    rows of two models; ``version`` is then recorded, after the rows (a failure in between leaves
+    the old version recorded, which the next upsert refuses: safe)."""
     import lancedb
 
     if metric not in METRICS:
@@ -182,13 +208,26 @@ def upsert_lancedb(
     dim = tbl.schema.field("vector").type.list_size
     if dim != factors.shape[1] or n_before > len(factors):
         raise ValueError(f"LanceDB table {table} ({n_before} rows of {dim} dims) was not written from this model")
+    if expected_version is not None and table_version(tbl) != expected_version:
+        raise ValueError(
+            f"LanceDB table {table} was written from model version {table_version(tbl)!r}, "
+            f"not {expected_version!r} (the model these rows were updated from)"
+        )
     appended = np.arange(n_before, len(factors))
     if not np.isin(appended, rows).all():
         raise ValueError(f"rows past the {n_before} rows of LanceDB table {table} must all be upserted")
     facts: dict[str, Any] = {"rows_upserted": len(rows), "rows_inserted": len(appended)}
     if len(rows):
         batch = _rows_batch(factors, labels, rows, normalize)
+        if extra is not None:
+            if extra.num_rows != len(factors):
+                raise ValueError(f"extra has {extra.num_rows} rows, the model {len(factors)} {kind} factors")
+            taken = extra.take(pa.array(rows))
+            for name in taken.column_names:
+                batch = batch.append_column(name, taken[name].combine_chunks())
         tbl.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(pa.Table.from_batches([batch]))
+    if version is not None:
+        tbl.update_field_metadata({"path": "vector", "metadata": {VERSION_KEY: version}})
     indexed = bool(tbl.list_indices())
     if not indexed and len(factors) >= max(int(index_min_rows), 256):
         tbl.create_index("vector", config=index_config(len(factors), dim, metric))
@@ -197,6 +236,15 @@ def upsert_lancedb(
         facts["index"] = "updated" if indexed else "none"
     tbl.optimize(cleanup_older_than=keep_versions)  # adds the new rows to the index, compacts
     return tbl, facts
+
+
+def _with_version(data: pa.RecordBatchReader, version: str) -> pa.RecordBatchReader:
+    """``data`` with ``version`` in its ``vector`` field's metadata (so it is written with the rows)."""
+    i = data.schema.get_field_index("vector")
+    field = data.schema.field(i)
+    schema = data.schema.set(i, field.with_metadata({**(field.metadata or {}), VERSION_KEY: version}))
+    batches = (pa.RecordBatch.from_arrays(b.columns, schema=schema) for b in data)
+    return pa.RecordBatchReader.from_batches(schema, batches)
 
 
 def _sub_vectors(dim: int) -> int:

@@ -6,8 +6,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from rusket_assets.assets.common import ALS_GATES, group_asset, lookup, upstream, with_rank
+from rusket_assets.assets.common import ALS_GATES, group_asset, key, lookup, upstream, with_rank
+from rusket_assets.incremental import (
+    built_from,
+    merge_rows,
+    mergeable,
+    model_name,
+    reached,
+    rows_of,
+)
 from rusket_assets.interactions import WarehouseTable
+from rusket_assets.resources import ModelStore, Warehouse
 from rusket_assets.streaming import TableStream
 
 
@@ -25,6 +34,7 @@ class PotentialConfig(dg.Config):
 
 GROUP = "analytics"
 asset = group_asset(GROUP)
+ALS = key("personalization", "als_model")
 
 
 @asset(
@@ -59,29 +69,100 @@ def customer_saturation(context: dg.AssetExecutionContext, raw_transactions: War
     ins={"products": upstream("ingest", "products"), "als_model": upstream("personalization", "als_model")},
     deps=ALS_GATES,
 )  # fmt: skip
-def cross_sell_potential(config: PotentialConfig, products: pa.Table, als_model) -> TableStream:
+def cross_sell_potential(
+    context: dg.AssetExecutionContext, config: PotentialConfig, products: pa.Table, als_model,
+    warehouse: Warehouse, models: ModelStore,
+) -> TableStream | None:  # fmt: skip
     """Per customer, the categories not bought yet with the highest propensity (best ALS score in the category).
 
     Without a category column in the source, the targets are the products themselves (column
     `target` holds product ids then). Purchases are the ALS model's interactions (the order lines'
     customer × product pairs); written in chunks of customers.
+
+    In an incremental run (ALS updated by fold-in from the version this table was built from, same
+    `n`, the known products' targets unchanged) only these customers are rescored and merged in one
+    transaction: those whose ALS rows changed, and those for whom a new product scores at least
+    their n-th listed score (only then can it change their list, since known products' factors and
+    everyone else's purchases and factors are as before). The others keep their rows.
     """
     from rusket_core.chunks import iter_score_potential
 
     mapping = products.select(["product_id", "category"]).filter(pc.is_valid(products["category"]))
     by_category = mapping.num_rows > 0
-    targets = mapping if by_category else products["product_id"].to_pylist()
+    targets = mapping if by_category else products.select(["product_id"])
     seen: set = set()
+    changes = mergeable(context, warehouse, [ALS], same={"n": config.n})
+    change = None if changes is None else changes[model_name(ALS)]
+    if change is not None and len(change.products) == len(als_model.items):  # a warm pass moved every product
+        change = None
+    known = als_model.items.values if change is None else np.delete(als_model.items.values, rows_of(als_model.items.values, change.products))
+    fingerprint = _targets_fingerprint(targets, known)
+    if change is not None and not (
+        warehouse.has_table(GROUP, "cross_sell_potential") and _recorded(context, "known_targets") == fingerprint
+    ):
+        change = None
+    # recorded for the next run: the targets of every product of this model
+    context.add_output_metadata(built_from(models, [ALS]) | {"n": config.n, "known_targets": _targets_fingerprint(targets, als_model.items.values)})
+    targets = targets if by_category else targets["product_id"].to_pylist()
 
-    def chunks():
-        for chunk in iter_score_potential(als_model, targets, n=config.n):
+    def chunks(rows=None):
+        for chunk in iter_score_potential(als_model, targets, n=config.n, rows=rows):
             seen.update(pc.unique(chunk["target"]).to_pylist())
             yield with_rank(chunk.rename_columns(["customer_id", "target", "score"]), "customer_id")
 
     def metadata() -> dict:
         return {"targets": "categories" if by_category else "products", "target_count": len(seen)}
 
-    return TableStream(chunks(), metadata=metadata)
+    if change is None:
+        return TableStream(chunks(), metadata=metadata)
+    rows = _rows_to_rescore(warehouse, als_model, change, mapping if by_category else None, config.n)
+    keys = pa.array(als_model.users.values[rows]).cast(pa.string())
+    table = pa.concat_tables(list(chunks(rows))) if len(rows) else None
+    replaced = merge_rows(warehouse, GROUP, "cross_sell_potential", "customer_id", keys, table) if table is not None else 0
+    total = warehouse.scalar(f"select count(*) from {GROUP}.cross_sell_potential")
+    context.add_output_metadata(metadata() | {
+        "refresh": "incremental", "customers_rescored": len(rows), "customers_changed": len(change.customers),
+        "new_products": len(change.products), "rows_replaced": replaced,
+        "dagster/row_count": dg.MetadataValue.int(int(total)),
+    })  # fmt: skip
+    return None
+
+
+def _recorded(context: dg.AssetExecutionContext, name: str):
+    """Metadata value ``name`` of the asset's last materialisation (None when absent)."""
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    value = None if event is None or event.asset_materialization is None else event.asset_materialization.metadata.get(name)
+    return None if value is None else value.value
+
+
+def _targets_fingerprint(targets: pa.Table, items) -> str:
+    """A hash of the target of each of ``items`` (its category, or itself), in label order."""
+    import hashlib
+
+    text = pa.array(items).cast(pa.string())
+    labels = targets["product_id"].cast(pa.string())
+    values = targets["category"].cast(pa.string()) if "category" in targets.column_names else labels
+    target = values.take(pc.index_in(text, value_set=labels))
+    order = pc.sort_indices(text)
+    pairs = pc.binary_join_element_wise(text.take(order), target.take(order).fill_null(""), "\t")
+    return hashlib.sha256("\n".join(pairs.to_pylist()).encode()).hexdigest()[:16]
+
+
+def _rows_to_rescore(warehouse: Warehouse, model, change, mapping: pa.Table | None, n: int) -> np.ndarray:
+    """Model rows of the customers whose cross-sell rows may differ after the update ``change``: those
+    whose ALS rows changed and, when the update added target products, those with fewer than ``n``
+    rows listed and those for whom a new one scores at least their n-th listed score (with a small
+    margin for float rounding)."""
+    rescore = np.zeros(len(model.users), dtype=bool)
+    rescore[rows_of(model.users.values, change.customers)] = True
+    new = rows_of(model.items.values, change.products)
+    if mapping is not None and len(new):  # only new products with a category are targets
+        new = new[pc.is_in(pa.array(model.items.values[new]).cast(pa.string()),
+                           value_set=mapping["product_id"].cast(pa.string())).to_numpy(zero_copy_only=False)]  # fmt: skip
+    if len(new):
+        best = (model.user_factors @ model.item_factors[new].T).max(axis=1)
+        rescore |= reached(warehouse, GROUP, "cross_sell_potential", "customer_id", model.users.values, best, n)
+    return np.flatnonzero(rescore)
 
 
 @asset(

@@ -9,6 +9,7 @@ starts; value ranges (ge/gt) are checked for the whole run at the start of its f
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -125,7 +126,9 @@ def group_asset(group: str, io_manager_key: str | None = TABLE_IO) -> Callable[.
             def run(*args: Any, **kw: Any) -> Any:
                 context = dg.AssetExecutionContext.get()
                 check_run_config(context.run.run_config)
-                with library_logs_to(context.log):
+                # the step's many small warehouse queries share one open database (Warehouse.held)
+                held = next((v.held() for v in kw.values() if callable(getattr(v, "held", None))), contextlib.nullcontext())
+                with held, library_logs_to(context.log):
                     out = fn(*args, **kw)
                 if isinstance(out, TableStream):  # its chunks are computed later, while the IO manager writes them
                     out.chunks = _logged_chunks(out.chunks, context.log)

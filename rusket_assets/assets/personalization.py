@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
@@ -21,11 +22,15 @@ from rusket_assets.assets.common import (
 )
 from rusket_assets.engine import Engine
 from rusket_assets.incremental import (
+    built_from,
     changed_customers,
-    changed_rows,
     merge_rows,
+    mergeable,
+    model_name,
+    reached,
     refresh,
     refresh_model,
+    rows_of,
 )
 from rusket_assets.interactions import WarehouseTable, engine_input
 from rusket_assets.resources import ModelStore, Warehouse
@@ -88,6 +93,11 @@ class EvaluationConfig(dg.Config):
         default=20_000, ge=1, description="Customers (smallest seeded hash) whose held-out items are scored."
     )
     compare_bpr_losses: bool = Field(default=False, description="Also score BPR with the other pair loss (row bpr_<loss>).")
+    incremental_sample: int = Field(
+        default=2_000, ge=1,
+        description="Incremental runs: the first of the sampled customers always scored, besides the sampled "
+        "customers whose holdout model rows changed (the gate compares the published blend with popularity on them).",
+    )  # fmt: skip
 
 
 class RecommendationConfig(dg.Config):
@@ -219,16 +229,22 @@ def bpr_model(
     kinds={"duckdb"},
     ins={"als_model": upstream(GROUP, "als_model")},
 )  # fmt: skip
-def user_factors(context: dg.AssetExecutionContext, warehouse: Warehouse, als_model) -> TableStream | None:
+def user_factors(context: dg.AssetExecutionContext, warehouse: Warehouse, models: ModelStore, als_model) -> TableStream | None:
     """ALS customer vectors: customer_id (source type) and vector FLOAT[factors].
 
     In an incremental run only the customers whose ALS rows changed (new ones included) are replaced
     (`merge_rows`, one transaction); the others keep their rows, which the fold-in left as they were.
+    The table is rewritten instead when it was not built from the model version this run updated.
     """
     from rusket_core.export import factor_batches
     from rusket_core.frames import fixed_size_list
 
-    rows = changed_rows(context, warehouse, als_model, key(GROUP, "als_model"))
+    model_key = key(GROUP, "als_model")
+    context.add_output_metadata(built_from(models, [model_key]))
+    changes = mergeable(context, warehouse, [model_key])
+    rows = None if changes is None else rows_of(als_model.users.values, changes[model_name(model_key)].customers)
+    if rows is not None and len(rows) == len(als_model.users):  # a warm pass changed every row
+        rows = None
     if rows is None or not warehouse.has_table(GROUP, "user_factors"):
         batches = factor_batches(als_model, kind="user")  # written chunk by chunk
         return TableStream(pa.table({"customer_id": b["label"], "vector": b["vector"]}) for b in batches)
@@ -367,13 +383,13 @@ def model_evaluation(
     from rusket_core.popularity import PopularityRecommender
 
     published = {"als": als_model, "bpr": bpr_model}
-    fitted, seconds, info = {}, {}, {}
+    fitted, seconds, info, updates = {}, {}, {}, {}
     columns = sorted({*INTERACTION_COLUMNS, *CART_COLUMNS})
     split = _split_signature(config)
     same_split = _saved_split(models) == split
     start = time.perf_counter()
     with holdout_split(raw_transactions, columns, "customer_id", "product_id", config.test_fraction, config.random_state,
-                       config.sample_customers) as (train, test, n_customers, sample_train):  # fmt: skip
+                       config.sample_customers) as (train, test, n_customers, sample_train, sample):  # fmt: skip
         info["split_seconds"] = time.perf_counter() - start
         encodings: dict = {}
 
@@ -397,6 +413,7 @@ def model_evaluation(
             warm = _run_config(context, asset_name, config_cls).warm_iterations
             result = refresh(incremental, models, holdout_model_name(name), build, lambda b=build: b().fit(), warm)
             fitted[name], seconds[name] = result.model, time.perf_counter() - start
+            updates[name] = result.changed
             info |= {f"holdout_{name} {k}": v for k, v in result.metadata.items()}
         candidates = [("popularity", PopularityRecommender(), {})]
         if config.compare_bpr_losses:
@@ -418,6 +435,7 @@ def model_evaluation(
         seconds["published"] = seconds["als"] + seconds["bpr"] + time.perf_counter() - start
         order = ["als", "bpr", *(n for n, _, _ in candidates)]
         fitted = {name: fitted[name] for name in order} | {"published": blend}
+    test, info["evaluation_scope"] = _scored_lines(test, sample, updates, config.incremental_sample)
     start = time.perf_counter()
     rows = []
     for name, recommender in fitted.items():
@@ -440,10 +458,40 @@ def model_evaluation(
         }
         | {f"coverage {row['model']}": float(row["coverage"]) for row in rows}
         | {f"fit_seconds {row['model']}": float(row["fit_seconds"]) for row in rows}
-        | {"test_interactions": test.num_rows, "evaluated_customers": n_customers}
+        | {"test_interactions": test.num_rows, "sampled_customers": n_customers,
+           "evaluated_customers": int(rows[0]["n_users"]) if rows else 0}
         | info
     )
     return table
+
+
+def _scored_lines(test: pa.Table, sample: pa.Array, updates: dict, fixed: int) -> tuple[pa.Table, str]:
+    """The test lines scored and what they cover: all sampled customers' after a refit of a holdout
+    model; after incremental updates of both, those of the sampled customers whose holdout rows
+    changed plus the first ``fixed`` of the sample (so the gate's cost follows the day)."""
+    if any(changed is None for changed in updates.values()):
+        return test, "all sampled customers"
+    changed = pa.concat_arrays([c.cast(pa.string()) for c in updates.values()])
+    text = sample.cast(pa.string())
+    keep = pc.or_(pc.is_in(text, value_set=changed), pa.array(np.arange(len(sample)) < fixed))
+    scored = sample.filter(keep)
+    lines = test.filter(pc.is_in(test["customer_id"], value_set=scored.cast(test.schema.field("customer_id").type)))
+    n_changed = int(pc.sum(pc.is_in(text, value_set=changed)).as_py() or 0)
+    return lines, f"incremental: {n_changed} sampled customers with changed holdout rows + the first {min(fixed, len(sample))} sampled"
+
+
+def _items_to_recompute(warehouse: Warehouse, model, products: pa.Array, n: int) -> np.ndarray:
+    """Model rows of the products whose similar-items list may differ after a fold-in that added
+    ``products`` (the known products' factors unchanged): the new ones, and those a new one is at
+    least as similar to as their n-th listed product (:func:`rusket_assets.incremental.reached`)."""
+    new = rows_of(model.items.values, products)
+    rescore = np.zeros(len(model.items), dtype=bool)
+    rescore[new] = True
+    if len(new):
+        unit = model._unit_item_factors()
+        best = (unit @ unit[new].T).max(axis=1)
+        rescore |= reached(warehouse, GROUP, "similar_items", "product_id", model.items.values, best, n)
+    return np.flatnonzero(rescore)
 
 
 @asset(
@@ -451,19 +499,41 @@ def model_evaluation(
     ins={"als_model": upstream(GROUP, "als_model")},
     deps=ALS_GATES,
 )  # fmt: skip
-def similar_items(config: SimilarItemsConfig, engine: Engine, als_model) -> Any:  # TableStream | SparkTable
+def similar_items(
+    context: dg.AssetExecutionContext, config: SimilarItemsConfig, engine: Engine, als_model, warehouse: Warehouse,
+    models: ModelStore,
+) -> Any:  # TableStream | SparkTable | None
     """For each product, the most similar products by cosine of ALS item factors (itself excluded).
 
     With engine=spark the rows are computed and written by the executors (parquet files under the
-    engine's lakehouse path, published as a DuckDB view: rusket_assets.lakehouse)."""
+    engine's lakehouse path, published as a DuckDB view: rusket_assets.lakehouse).
+    In an incremental run (ALS updated by fold-in from the version this table was built from, same
+    `n`) the known products' factors are as before, so only the new products and the products a new
+    one is at least as similar to as their n-th listed product are recomputed and merged; with no
+    new product the table stays as it is."""
     from rusket_core.chunks import iter_batch_similar_items
 
     names = ["product_id", "similar_product_id", "score"]
     if engine.is_spark:
         return engine.spark_table(engine.similar_items(als_model, config.n).toDF(*names, "rank"))
-    chunks = iter_batch_similar_items(als_model, n=config.n)  # written chunk by chunk
-    ranked = (with_rank(chunk.rename_columns(names), "product_id") for chunk in chunks)
-    return TableStream(ranked, metadata=engine.metadata)
+    model_key = key(GROUP, "als_model")
+    changes = mergeable(context, warehouse, [model_key], same={"n": config.n})
+    context.add_output_metadata(built_from(models, [model_key]) | {"n": config.n})
+    change = None if changes is None else changes[model_name(model_key)]
+    if change is None or len(change.products) == len(als_model.items) or not warehouse.has_table(GROUP, "similar_items"):
+        chunks = iter_batch_similar_items(als_model, n=config.n)  # written chunk by chunk
+        ranked = (with_rank(chunk.rename_columns(names), "product_id") for chunk in chunks)
+        return TableStream(ranked, metadata=engine.metadata)
+    labels = als_model.items.values[_items_to_recompute(warehouse, als_model, change.products, config.n)]
+    new = change.products
+    replaced = 0
+    if len(labels):
+        rows = with_rank(als_model.batch_similar_items(n=config.n, items=labels, format="arrow").rename_columns(names), "product_id")
+        replaced = merge_rows(warehouse, GROUP, "similar_items", "product_id", pa.array(labels), rows)
+    total = warehouse.scalar(f"select count(*) from {GROUP}.similar_items")
+    context.add_output_metadata({"refresh": "incremental", "products_recomputed": len(labels), "new_products": len(new),
+                                 "rows_replaced": replaced, "dagster/row_count": dg.MetadataValue.int(int(total))})  # fmt: skip
+    return None
 
 
 @asset(
@@ -484,6 +554,7 @@ def user_recommendations(
     bpr_model,
     association_rules: pa.Table,
     warehouse: Warehouse,
+    models: ModelStore,
 ) -> TableStream | None:
     """Top-N unseen products per customer: a hybrid of ALS, BPR-embedding similarity and basket rules.
 
@@ -494,7 +565,8 @@ def user_recommendations(
     by confidence. Final score = (1 - rules_weight) * model + rules_weight * rules; `source` says
     which parts proposed the product. Products the customer already bought are never listed.
     In an incremental run only the customers whose model rows changed are recomputed and merged
-    into the table (their rows deleted and inserted in one transaction); the others stay as they are.
+    into the table (their rows deleted and inserted in one transaction); the others stay as they are,
+    unless the table was not built from the model versions this run updated (then all are recomputed).
     """
     from rusket_core.chunks import iter_recommend_for_users
 
@@ -502,8 +574,11 @@ def user_recommendations(
         carts = last_baskets(lines)
     recommender = published_recommender(als_model, bpr_model, association_rules, carts, config)
     del carts
-    changed = changed_customers(context, warehouse, [key(GROUP, "als_model"), key(GROUP, "bpr_model")])
-    merge = changed is not None and warehouse.has_table(GROUP, "user_recommendations")
+    model_keys = [key(GROUP, "als_model"), key(GROUP, "bpr_model")]
+    context.add_output_metadata(built_from(models, model_keys))
+    changes = mergeable(context, warehouse, model_keys)
+    merge = changes is not None and warehouse.has_table(GROUP, "user_recommendations")
+    changed = None if changes is None else pa.array(sorted({c for ch in changes.values() for c in ch.customers.to_pylist()}), pa.string())
     users = None
     if merge:  # incremental run: only the customers whose model rows changed
         labels = pa.array(recommender.users.values)

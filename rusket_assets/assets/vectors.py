@@ -4,12 +4,13 @@ from datetime import timedelta
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from rusket_assets.assets.common import ALS_GATES, group_asset, key, lookup, upstream
 from rusket_assets.columns import column_description
-from rusket_assets.incremental import changed_rows
-from rusket_assets.resources import VectorStore, Warehouse
+from rusket_assets.incremental import model_name, rows_of, run_changes
+from rusket_assets.resources import ModelStore, VectorStore, Warehouse
 
 
 class VectorsConfig(dg.Config):
@@ -34,10 +35,13 @@ class _ItemsWithInfo:
 
     def export_item_factors(self, **kwargs) -> pa.Table:
         table = self.model.export_item_factors(**{**kwargs, "format": "arrow"})
-        info = lookup(table["label"], self.products, "product_id", ["product_name", "category"])
-        for name, values in info.items():
+        for name, values in self.info().items():
             table = table.append_column(name, values)
         return table
+
+    def info(self) -> dict:
+        """Name and category of each of the model's products, in model order."""
+        return lookup(pa.array(self.model.items.values), self.products, "product_id", ["product_name", "category"])
 
 
 def _retention(config: VectorsConfig) -> timedelta:
@@ -80,22 +84,85 @@ def _preview(table: pa.Table) -> str:
     return markdown_table(table)
 
 
+ALS = key("personalization", "als_model")
+
+
+def _upsert(context, config: VectorsConfig, vectors: VectorStore, warehouse: Warehouse, model, version: str | None,
+            kind: str, rows_changed, extra: pa.Table | None = None) -> dg.MaterializeResult | None:  # fmt: skip
+    """In an incremental run, upsert the rows ``rows_changed(changes)`` of the LanceDB table of ``kind``
+    when it was written from the ALS version this run updated; None when it must be rewritten."""
+    from rusket_core.export import upsert_lancedb
+
+    changes = run_changes(context, warehouse, [ALS])
+    if changes is None:
+        return None
+    change = changes[model_name(ALS)]
+    rows = rows_changed(change)
+    if rows is None:
+        return None
+    table = f"{kind}_vectors"
+    try:
+        tbl, facts = upsert_lancedb(model, vectors.uri, table, rows, kind=kind, metric=METRIC, normalize=config.normalize,
+                                    keep_versions=_retention(config), expected_version=change.parent, version=version,
+                                    extra=extra)  # fmt: skip
+    except (ValueError, FileNotFoundError) as error:  # no table yet, or another model generation: rewrite it
+        context.log.warning(f"{table}: rewriting every row ({error})")
+        return None
+    context.log.info(f"LanceDB table {table}: {facts['rows_upserted']} rows upserted")
+    metadata = _describe(tbl, vectors.uri) | {"refresh": "incremental", "model_version": str(version)} | facts
+    return dg.MaterializeResult(metadata=metadata)
+
+
 @asset(
     kinds={"lancedb"},
     ins={"als_model": upstream("personalization", "als_model"), "products": upstream("ingest", "products")},
     deps=ALS_GATES,
 )  # fmt: skip
 def item_vectors(
-    context: dg.AssetExecutionContext, config: VectorsConfig, vectors: VectorStore, als_model, products: pa.Table
-) -> dg.MaterializeResult:
-    """LanceDB table `item_vectors`: ALS product vectors with label, name and category (cosine search)."""
+    context: dg.AssetExecutionContext, config: VectorsConfig, vectors: VectorStore, warehouse: Warehouse,
+    models: ModelStore, als_model, products: pa.Table,
+) -> dg.MaterializeResult:  # fmt: skip
+    """LanceDB table `item_vectors`: ALS product vectors with label, name and category (cosine search).
+
+    In an incremental run only the products whose ALS rows changed (the new ones after a fold-in)
+    or whose name or category changed are upserted, when the table was written from the ALS
+    version this run updated (recorded in the table); otherwise every row is rewritten.
+    """
+    import lancedb
+    import numpy as np
+
+    from rusket_assets.io import model_version
     from rusket_core.export import write_lancedb
 
     vectors.connect()  # creates the directory
+    items = _ItemsWithInfo(als_model, products)
+    version = model_version(models.path, model_name(ALS))
+    info = pa.table(items.info())
+
+    def rows_changed(change):
+        if len(change.products) == len(als_model.items):  # a warm pass: every row
+            return None
+        try:
+            stored = lancedb.connect(vectors.uri).open_table("item_vectors").to_arrow().select(["id", *info.column_names])
+        except (ValueError, FileNotFoundError):
+            return None
+        stored = stored.take(pc.sort_indices(stored["id"]))
+        n = min(stored.num_rows, info.num_rows)
+        same = np.ones(n, dtype=bool)
+        for name in info.column_names:
+            old, new = stored[name].slice(0, n), info[name].slice(0, n)
+            equal = pc.equal(old, new).fill_null(False)
+            both_null = pc.and_(old.is_null(), new.is_null())
+            same &= pc.or_(equal, both_null).to_numpy(zero_copy_only=False)
+        return np.union1d(rows_of(als_model.items.values, change.products), np.flatnonzero(~same))
+
+    result = _upsert(context, config, vectors, warehouse, als_model, version, "item", rows_changed, extra=info)
+    if result is not None:
+        return result
     _log_write(context, "item_vectors", len(als_model.items), als_model.factors, vectors.uri)
-    tbl, index = write_lancedb(_ItemsWithInfo(als_model, products), vectors.uri, "item_vectors", kind="item",
-                     metric=METRIC, normalize=config.normalize, keep_versions=_retention(config))  # fmt: skip
-    return _written(context, tbl, vectors.uri, index)
+    tbl, index = write_lancedb(items, vectors.uri, "item_vectors", kind="item", metric=METRIC,
+                               normalize=config.normalize, keep_versions=_retention(config), version=version)  # fmt: skip
+    return _written(context, tbl, vectors.uri, index | {"refresh": "full", "model_version": str(version)})
 
 
 @asset(
@@ -104,29 +171,31 @@ def item_vectors(
     deps=ALS_GATES,
 )  # fmt: skip
 def user_vectors(
-    context: dg.AssetExecutionContext, config: VectorsConfig, vectors: VectorStore, warehouse: Warehouse, als_model
-) -> dg.MaterializeResult:
+    context: dg.AssetExecutionContext, config: VectorsConfig, vectors: VectorStore, warehouse: Warehouse,
+    models: ModelStore, als_model,
+) -> dg.MaterializeResult:  # fmt: skip
     """LanceDB table `user_vectors`: ALS customer vectors with the customer id as label.
 
     In an incremental run only the customers whose ALS rows changed (fold-in; new ones included) are
-    upserted (`rusket_core.export.upsert_lancedb`); the others keep their rows.
+    upserted (`rusket_core.export.upsert_lancedb`); the others keep their rows. The table records the
+    saved ALS version it was written from: when that is not the version this run updated (e.g. an
+    earlier run was blocked before this step), every row is rewritten instead of mixing generations.
     """
-    from rusket_core.export import upsert_lancedb, write_lancedb
+    from rusket_assets.io import model_version
+    from rusket_core.export import write_lancedb
 
     vectors.connect()  # creates the directory
-    rows = changed_rows(context, warehouse, als_model, key("personalization", "als_model"))
-    if rows is not None:
-        try:
-            tbl, facts = upsert_lancedb(als_model, vectors.uri, "user_vectors", rows, kind="user", metric=METRIC,
-                                        normalize=config.normalize, keep_versions=_retention(config))  # fmt: skip
-        except ValueError as error:  # no table yet, or not written from the saved model: rewrite it
-            context.log.warning(f"user_vectors: rewriting every row ({error})")
-        else:
-            context.log.info(f"LanceDB table user_vectors: {facts['rows_upserted']} customers upserted")
-            metadata = _describe(tbl, vectors.uri) | {"refresh": "incremental"} | facts
-            return dg.MaterializeResult(metadata=metadata)
+    version = model_version(models.path, model_name(ALS))
+
+    def rows_changed(change):
+        rows = rows_of(als_model.users.values, change.customers)
+        return None if len(rows) == len(als_model.users) else rows  # a warm pass: every row
+
+    result = _upsert(context, config, vectors, warehouse, als_model, version, "user", rows_changed)
+    if result is not None:
+        return result
     _log_write(context, "user_vectors", len(als_model.users), als_model.factors, vectors.uri)
     tbl, index = write_lancedb(als_model, vectors.uri, "user_vectors", kind="user", metric=METRIC,
-                     normalize=config.normalize, keep_versions=_retention(config))  # fmt: skip
-    return _written(context, tbl, vectors.uri, index | {"refresh": "full"})
+                     normalize=config.normalize, keep_versions=_retention(config), version=version)  # fmt: skip
+    return _written(context, tbl, vectors.uri, index | {"refresh": "full", "model_version": str(version)})
 

@@ -136,3 +136,29 @@ def test_upsert_updates_given_rows_and_appends_new_ones(tmp_path):
         np.testing.assert_array_equal(np.array(after[i][1], np.float32), model.user_factors[i])
     # searching finds an upserted customer's own vector (index + unindexed rows)
     assert search_labels(tbl, model.user_factors[305], 1, nprobes=20, refine_factor=10)[0] == 305 * 7
+
+
+def test_upsert_refuses_a_table_of_another_model_version(tmp_path):
+    """The version written with the rows is recorded; an upsert expecting another version refuses
+    (nothing written) and a matching one records the new version; extra columns go in with the rows."""
+    import lancedb
+
+    from rusket_core.export import table_version, write_lancedb
+
+    model = _model(20, 5, 4)
+    extra = pa.table({"name": [f"n{i}" for i in range(20)]})
+    tbl, _ = write_lancedb(model, str(tmp_path), "users", kind="user", version="v1")
+    assert table_version(tbl) == "v1"
+    before = _vectors(tbl)
+    model.user_factors[2] += 1.0
+    with pytest.raises(ValueError, match="'v1', not 'v0'"):
+        upsert_lancedb(model, str(tmp_path), "users", np.array([2]), expected_version="v0", version="v2")
+    reopened = lancedb.connect(str(tmp_path)).open_table("users")
+    assert table_version(reopened) == "v1" and _vectors(reopened) == before
+    lancedb.connect(str(tmp_path)).open_table("users").add_columns({"name": "cast(null as string)"})
+    tbl, facts = upsert_lancedb(model, str(tmp_path), "users", np.array([2]), expected_version="v1", version="v2", extra=extra)
+    assert facts["rows_upserted"] == 1 and table_version(tbl) == "v2"
+    rows = tbl.to_arrow().sort_by("id")
+    assert rows["name"].to_pylist() == [None, None, "n2", *[None] * 17]
+    np.testing.assert_array_equal(np.array(rows["vector"][2].as_py(), np.float32), model.user_factors[2])
+    assert table_version(write_lancedb(model, str(tmp_path), "users", kind="user")[0]) is None  # a rewrite without one

@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from rusket_assets.assets.daily import HISTORY_SOURCE, DailyFiles
@@ -28,6 +29,9 @@ RECOMMENDATIONS = {
     dg.AssetKey(["personalization", "model_evaluation"]),
     dg.AssetKey(["personalization", "user_recommendations"]),
     dg.AssetKey(["vectors", "user_vectors"]),
+    dg.AssetKey(["vectors", "item_vectors"]),
+    dg.AssetKey(["analytics", "cross_sell_potential"]),
+    dg.AssetKey(["personalization", "similar_items"]),
 }
 
 
@@ -73,11 +77,15 @@ FACTORS = "select customer_id, vector from personalization.user_factors"
 RECS = "select customer_id, rank, product_id, score, source from personalization.user_recommendations"
 
 
+POTENTIAL = "select customer_id, rank, target, score from analytics.cross_sell_potential"
+
+
 def test_incremental_run_refreshes_only_the_days_customers(tmp_path):
     defs = setup(tmp_path)
     with dg.DagsterInstance.ephemeral() as instance:
         assert run(defs, instance).success  # full build on days 1..29
         before = {row[:3]: row for row in table(tmp_path, RECS)}
+        potential_before = table(tmp_path, POTENTIAL)
         vectors_before = user_vectors(tmp_path)
         factors_before = dict(table(tmp_path, FACTORS))
         assert run(defs, instance, partition=LAST_DAY).success
@@ -91,7 +99,7 @@ def test_incremental_run_refreshes_only_the_days_customers(tmp_path):
     assert als["customers_refreshed"] == len(day_customers)  # quantity weights: every buyer's row grew
     assert als["new_customers"] == len(day_customers - known) > 0
     assert metadata(result, "personalization__bpr_model")["refresh"] == "incremental"
-    refreshed = {int(c) for (c,) in table(tmp_path, "select distinct customer_id from personalization.refreshed_customers")}
+    refreshed = {int(c) for (c,) in table(tmp_path, "select distinct id from personalization.refreshed_customers where side = 'customer'")}
     assert refreshed == day_customers
     recs = metadata(result, "personalization__user_recommendations")
     assert recs["customers_refreshed"] == len(day_customers)
@@ -133,6 +141,39 @@ def test_incremental_run_refreshes_only_the_days_customers(tmp_path):
         assert vectors_after[label][0] == row
         if label in day_customers:
             np.testing.assert_allclose(vectors_after[label][1], unit[row], rtol=1e-6, atol=1e-6)
+    # cross-sell potential: the rescored customers' rows equal a full recompute on the published
+    # model, the others are the rows written before
+    from rusket_core.chunks import iter_score_potential
+
+    potential = metadata(result, "analytics__cross_sell_potential")
+    assert potential["refresh"] == "incremental" and potential["customers_changed"] == len(day_customers)
+    products = table(tmp_path, "select product_id, category from ingest.products where category is not null")
+    mapping = pa.table({"product_id": [p for p, _ in products], "category": [c for _, c in products]})
+    full = pa.concat_tables(list(iter_score_potential(model, mapping, n=3)))
+    expected = {(c, t): s for c, t, s in zip(*(full[k].to_pylist() for k in ("user_id", "target", "score")), strict=True)}
+    after_rows = table(tmp_path, POTENTIAL)
+    assert {(c, t) for c, _, t, _ in after_rows} == set(expected)
+    for c, _, t, s in after_rows:
+        assert abs(s - expected[(c, t)]) <= 1e-5 * max(1.0, abs(s))
+    kept = sorted(r for r in potential_before if r[0] not in day_customers)
+    assert sorted(r for r in after_rows if r[0] not in day_customers) == kept
+    assert len({r[0] for r in after_rows} & day_customers) > 0
+    similar = metadata(result, "personalization__similar_items")
+    assert similar["refresh"] == "incremental" and similar["new_products"] == als["new_products"]
+    full_similar = model.batch_similar_items(n=10, format="arrow")
+    stored_similar = table(tmp_path, "select product_id, similar_product_id, score from personalization.similar_items")
+    assert {r[:2] for r in stored_similar} == set(zip(*(full_similar[c].to_pylist() for c in full_similar.column_names[:2]), strict=True))
+    # LanceDB product vectors: upserted from the version they were written from, equal to the model's
+    import lancedb
+
+    items = metadata(result, "vectors__item_vectors")
+    assert items["refresh"] == "incremental" and items["rows_upserted"] == items["rows_inserted"] == als["new_products"]
+    stored = lancedb.connect(str(tmp_path / "lancedb")).open_table("item_vectors").to_arrow().sort_by("id")
+    assert stored["label"].to_pylist() == list(model.items.values)
+    unit_items = model.item_factors / np.linalg.norm(model.item_factors, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.array(stored["vector"].to_pylist()), unit_items, rtol=1e-6, atol=1e-6)
+    names = dict(table(tmp_path, "select product_id, product_name from ingest.products"))
+    assert stored["product_name"].to_pylist() == [names[p] for p in model.items.values]
 
 
 def test_incremental_equals_fold_in_of_the_day(tmp_path):
@@ -205,12 +246,21 @@ def test_incremental_run_updates_the_holdout_models(tmp_path):
         np.testing.assert_array_equal(saved.user_factors, refit.user_factors)
         assert metadata(full, "personalization__model_evaluation")["holdout_als refresh"] == "full"
         assert run(defs, instance, partition=LAST_DAY).success
-        result = run(defs, instance, tags={REFRESH_TAG: "incremental"})
+        small = {"ops": {**RUN_CONFIG["ops"], "personalization__model_evaluation": {"config": {"incremental_sample": 50}}}}
+        result = run(defs, instance, tags={REFRESH_TAG: "incremental"}, config=small)
         assert result.success
     evaluation = metadata(result, "personalization__model_evaluation")
     assert evaluation["holdout_als refresh"] == evaluation["holdout_bpr refresh"] == "incremental"
     day = _train_lines(tmp_path, f"ordered_at::DATE = '{LAST_DAY}'")
     assert evaluation["holdout_als customers_with_new_lines"] == len(pc.unique(day["customer_id"])) > 0
+    # scored: the sampled customers (with lines on both sides, by seeded hash) who bought that day, plus the first 50
+    test = "(hash(customer_id, product_id, 42::BIGINT) % 1000000) < 200000"
+    sample = [c for (c,) in table(tmp_path, f"select customer_id from ingest.daily_orders group by customer_id having "
+                                  f"bool_or({test}) and bool_or(not {test}) order by hash(customer_id, 42::BIGINT), customer_id")]  # fmt: skip
+    bought = set(sample) & set(day["customer_id"].to_pylist())
+    scored = set(sample[:50]) | bought
+    assert evaluation["evaluated_customers"] == len(scored) < len(sample)
+    assert evaluation["evaluation_scope"].startswith(f"incremental: {len(bought)} sampled customers")
     updated = load_model(models, holdout_model_name("als"))
     saved.partial_fit(day)
     assert list(updated.users.values) == list(saved.users.values)
@@ -247,8 +297,108 @@ def test_gate_blocks_a_broken_incremental_update(tmp_path, monkeypatch):
         result = run(defs, instance, tags={REFRESH_TAG: "incremental"}, config=no_rules)
     evaluation = metadata(result, "personalization__model_evaluation")
     assert evaluation["holdout_als refresh"] == evaluation["holdout_bpr refresh"] == "incremental"
+    assert evaluation["evaluation_scope"].startswith("incremental")  # the gate scored the day's scope
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["published_beats_popularity"] is False
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert dg.AssetKey(["personalization", "user_recommendations"]) not in materialized
     assert table(tmp_path, RECS + " order by customer_id, rank") == before
+
+
+def test_outputs_of_another_model_generation_are_rewritten(tmp_path):
+    """The models take the day in a run that stops before their outputs; the next incremental run
+    changes nobody (the day is in the saved models already), yet finds the LanceDB and DuckDB tables
+    built from the previous model version and rewrites them instead of upserting nothing."""
+    from rusket_assets.io import load_model, model_version
+
+    defs = setup(tmp_path)
+    models_only = {dg.AssetKey(["ingest", "raw_transactions"]), dg.AssetKey(["personalization", "als_model"]),
+                   dg.AssetKey(["personalization", "bpr_model"])}  # fmt: skip
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run(defs, instance).success
+        assert run(defs, instance, partition=LAST_DAY).success
+        job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=models_only)
+        first = job.execute_in_process(run_config={"ops": {k: v for k, v in RUN_CONFIG["ops"].items() if "_model" in k}},
+                                       instance=instance, tags={REFRESH_TAG: "incremental"})  # fmt: skip
+        assert metadata(first, "personalization__als_model")["customers_refreshed"] > 0
+        result = run(defs, instance, tags={REFRESH_TAG: "incremental"})
+        assert result.success
+    assert metadata(result, "personalization__als_model")["customers_refreshed"] == 0
+    model = load_model(tmp_path / "models", "personalization__als_model")
+    vec = metadata(result, "vectors__user_vectors")
+    assert vec["refresh"] == "full" and vec["model_version"] == model_version(tmp_path / "models", "personalization__als_model")
+    unit = model.user_factors / np.linalg.norm(model.user_factors, axis=1, keepdims=True)
+    vectors = user_vectors(tmp_path)
+    for row, label in enumerate(model.users.values):
+        np.testing.assert_allclose(vectors[label][1], unit[row], rtol=1e-6, atol=1e-6)
+    assert "rows_replaced" not in metadata(result, "personalization__user_factors")  # rewritten, not merged
+    factors = dict(table(tmp_path, FACTORS))
+    assert all(list(factors[label]) == model.user_factors[row].tolist() for row, label in enumerate(model.users.values))
+    assert "rows_replaced" not in metadata(result, "personalization__user_recommendations")
+
+
+def test_cross_sell_rescoring_rule_with_new_products(tmp_path):
+    """After a fold-in that adds products, the customers _rows_to_rescore leaves out keep exactly the
+    rows a full recompute gives them (random data, a new product in an existing and in a new category)."""
+    from rusket_assets.assets.analytics import _rows_to_rescore
+    from rusket_assets.incremental import Changes
+    from rusket_core import ALS
+    from rusket_core.chunks import iter_score_potential
+
+    rng = np.random.default_rng(5)
+    lines = pa.table({"customer_id": rng.integers(0, 300, 4000), "product_id": rng.integers(0, 40, 4000),
+                      "quantity": rng.integers(1, 4, 4000).astype(float)})  # fmt: skip
+    model = ALS.from_transactions(lines, "customer_id", "product_id", "quantity", factors=6, iterations=4, random_state=1).fit()
+    mapping = pa.table({"product_id": np.arange(42), "category": [f"c{p % 7}" for p in range(41)] + ["c_new"]})
+
+    def ranked(rows=None):
+        chunks = list(iter_score_potential(model, mapping, n=2, rows=rows))
+        return {(c, t): s for ch in chunks for c, t, s in zip(*(ch[k].to_pylist() for k in ("user_id", "target", "score")), strict=True)}
+
+    before = ranked()
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"), publish_snapshot=False)
+    stored = pa.table({"customer_id": [c for c, _ in before], "target": [t for _, t in before], "score": pa.array(list(before.values()), pa.float32())})
+    warehouse.replace_table("analytics", "cross_sell_potential", stored)
+    day = pa.table({"customer_id": [3, 4, 5, 6], "product_id": [40, 40, 41, 7], "quantity": [1.0, 2.0, 1.0, 1.0]})
+    model.partial_fit(day)
+    change = Changes(pa.array(["3", "4", "5", "6"]), pa.array(["40", "41"]), "v")
+    rows = _rows_to_rescore(warehouse, model, change, mapping, n=2)
+    assert {3, 4, 5, 6} <= set(model.users.values[rows]) and len(rows) < len(model.users)
+    after = ranked()
+    merged = {k: v for k, v in before.items() if k[0] not in set(model.users.values[rows])} | ranked(rows)
+    assert merged.keys() == after.keys()
+    assert all(abs(merged[k] - after[k]) <= 1e-5 * max(1.0, abs(after[k])) for k in after)
+    # without the new products' rule (only the changed customers rescored) some rows would be stale
+    stale = {k: v for k, v in before.items() if k[0] not in {3, 4, 5, 6}} | ranked(rows[np.isin(model.users.values[rows], [3, 4, 5, 6])])
+    assert stale.keys() != after.keys()
+
+
+def test_similar_items_recompute_rule_with_new_products(tmp_path):
+    """After a fold-in adding products, the lists _items_to_recompute leaves out equal a full recompute."""
+    from rusket_assets.assets.common import with_rank
+    from rusket_assets.assets.personalization import _items_to_recompute
+    from rusket_core import ALS
+
+    rng = np.random.default_rng(6)
+    lines = pa.table({"customer_id": rng.integers(0, 200, 3000), "product_id": rng.integers(0, 60, 3000),
+                      "quantity": np.ones(3000)})  # fmt: skip
+    model = ALS.from_transactions(lines, "customer_id", "product_id", "quantity", factors=5, iterations=4, random_state=2).fit()
+
+    def lists(items=None):
+        t = model.batch_similar_items(n=3, items=items, format="arrow")
+        return {(a, b): s for a, b, s in zip(*(t[c].to_pylist() for c in t.column_names), strict=True)}
+
+    before = lists()
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"), publish_snapshot=False)
+    stored = pa.table({"product_id": [a for a, _ in before], "similar_product_id": [b for _, b in before],
+                       "score": pa.array(list(before.values()), pa.float32())})  # fmt: skip
+    warehouse.replace_table("personalization", "similar_items", with_rank(stored, "product_id"))
+    model.partial_fit(pa.table({"customer_id": [1, 2, 3, 4], "product_id": [60, 60, 61, 61], "quantity": [1.0] * 4}))
+    rows = _items_to_recompute(warehouse, model, pa.array(["60", "61"]), 3)
+    labels = model.items.values[rows]
+    assert {60, 61} <= set(labels) and len(rows) < len(model.items)
+    after = lists()
+    merged = {k: v for k, v in before.items() if k[0] not in set(labels)} | lists(labels)
+    assert merged.keys() == after.keys()
+    assert all(abs(merged[k] - after[k]) <= 1e-5 for k in after)
+
