@@ -47,13 +47,31 @@ class Warehouse(dg.ConfigurableResource):
     pool slots freed when the next run starts. ``lock_timeout_seconds`` bounds the wait for a reader's
     DuckDB file lock, ``run_wait_seconds`` the wait for another run to finish. With
     ``publish_snapshot`` each run ends by publishing a read-only copy (:attr:`snapshot_path`) that
-    readers can keep open without ever blocking a run.
+    readers can keep open without ever blocking a run. ``memory_limit``, ``threads`` and
+    ``temp_directory`` bound every DuckDB instance the pipeline opens (:meth:`settings`): past the
+    memory limit DuckDB spills sorts, joins and aggregations to the temp directory.
     """
 
     path: str = DEFAULT_WAREHOUSE
     lock_timeout_seconds: float = 300.0
     run_wait_seconds: float = 6 * 3600.0
     publish_snapshot: bool = True
+    memory_limit: str = Field(
+        default="30%", description="DuckDB memory_limit: a size ('6GB') or a share of the machine's memory ('30%')."
+    )
+    threads: int = Field(default=0, ge=0, description="DuckDB threads; 0: the processors this process may use.")
+    temp_directory: str = Field(
+        default="", description="Where DuckDB spills past memory_limit; empty: '<warehouse file>.tmp' beside it."
+    )
+
+    def settings(self) -> dict[str, Any]:
+        """The DuckDB configuration of every connection: memory_limit, threads, temp_directory."""
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return {
+            "memory_limit": self.memory_limit,
+            "threads": int(self.threads or usable or 1),
+            "temp_directory": self.temp_directory or f"{self.path}.tmp",
+        }
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Take the warehouse's run lock for this run, then fail runs left behind by dead processes."""
@@ -120,7 +138,7 @@ class Warehouse(dg.ConfigurableResource):
         delay, next_warning = 0.05, 0.0
         while True:
             try:
-                con = duckdb.connect(self.path)
+                con = duckdb.connect(self.path, config=self.settings())
                 break
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower():

@@ -144,7 +144,7 @@ def open_source(source: TransactionSource, warehouse: Warehouse) -> Iterator[tup
         raise SourceError(f"{field('database')}: no DuckDB file at {warehouse.path!r}")
     with ExitStack() as stack:
         # the warehouse's own instance (same path and settings as the table IO manager's connections)
-        con = stack.enter_context(warehouse.connect()) if own_file else stack.enter_context(duckdb.connect())
+        con = stack.enter_context(warehouse.connect() if own_file else duckdb.connect(config=warehouse.settings()))
         if kind == "duckdb":
             if not location.table:
                 raise SourceError(f"source kind 'duckdb' needs {field('table')} (optionally schema-qualified)")

@@ -66,43 +66,35 @@ def _sift_down(hv, hi, size, pos):
 
 
 @njit(cache=True)
-def _select_row(row, mask, excl_indices, e0, e1, hv, hi, out_idx, out_val):
-    """Best len(out_idx) entries of one score row into out_idx/out_val (best first, -1 padded)."""
+def _offer(hv, hi, size, n, s, j):
+    """Candidate (s, j) into the heap of the best ``n`` so far; returns (size, entry threshold).
+
+    While the heap fills every candidate enters (threshold -inf); once full only a score above
+    the worst kept one (the root) can enter: a later index with an equal score ranks lower."""
+    if size < n:
+        pos = size
+        size += 1
+        hv[pos] = s
+        hi[pos] = j
+        while pos > 0:  # sift up (min-heap on the ranking order: worst at the root)
+            parent = (pos - 1) >> 1
+            if _worse(hv[pos], hi[pos], hv[parent], hi[parent]):
+                hv[pos], hv[parent] = hv[parent], hv[pos]
+                hi[pos], hi[parent] = hi[parent], hi[pos]
+                pos = parent
+            else:
+                break
+        return size, (hv[0] if size == n else np.float32(-np.inf))
+    hv[0] = s
+    hi[0] = j
+    _sift_down(hv, hi, size, 0)
+    return size, hv[0]
+
+
+@njit(cache=True)
+def _emit(hv, hi, size, out_idx, out_val):
+    """The heap's entries into out_idx/out_val best first, padded with -1 / -inf."""
     n = out_idx.shape[0]
-    n_items = row.shape[0]
-    for e in range(e0, e1):
-        mask[excl_indices[e]] = True
-    size = 0
-    j = 0
-    # fill phase: the first n candidates
-    while j < n_items and size < n:
-        s = row[j]
-        if not mask[j] and s > -np.inf:  # excluded, NaN and -inf are never candidates
-            pos = size
-            size += 1
-            hv[pos] = s
-            hi[pos] = j
-            while pos > 0:  # sift up (min-heap on the ranking order: worst at the root)
-                parent = (pos - 1) >> 1
-                if _worse(hv[pos], hi[pos], hv[parent], hi[parent]):
-                    hv[pos], hv[parent] = hv[parent], hv[pos]
-                    hi[pos], hi[parent] = hi[parent], hi[pos]
-                    pos = parent
-                else:
-                    break
-        j += 1
-    # scan phase: only scores above the current worst can enter
-    thresh = hv[0] if size else np.float32(np.inf)
-    while j < n_items:
-        s = row[j]
-        if s > thresh and not mask[j]:
-            hv[0] = s
-            hi[0] = j
-            _sift_down(hv, hi, size, 0)
-            thresh = hv[0]
-        j += 1
-    for e in range(e0, e1):
-        mask[excl_indices[e]] = False
     for q in range(size, n):
         out_idx[q] = -1
         out_val[q] = -np.inf
@@ -114,6 +106,47 @@ def _select_row(row, mask, excl_indices, e0, e1, hv, hi, out_idx, out_val):
         hv[0] = hv[size]
         hi[0] = hi[size]
         _sift_down(hv, hi, size, 0)
+
+
+@njit(cache=True)
+def _select_row(row, mask, excl_indices, e0, e1, hv, hi, out_idx, out_val):
+    """Best len(out_idx) entries of one score row into out_idx/out_val (best first, -1 padded)."""
+    n = out_idx.shape[0]
+    for e in range(e0, e1):
+        mask[excl_indices[e]] = True
+    size = 0
+    thresh = np.float32(-np.inf)  # excluded, NaN and -inf are never candidates
+    for j in range(row.shape[0] if n > 0 else 0):
+        s = row[j]
+        if s > thresh and not mask[j]:
+            size, thresh = _offer(hv, hi, size, n, s, j)
+    for e in range(e0, e1):
+        mask[excl_indices[e]] = False
+    _emit(hv, hi, size, out_idx, out_val)
+
+
+@njit(cache=True)
+def select_affine_row(row, srow, ac, as_, b, mask, excl_indices, e0, e1, hv, hi, out_idx, out_val):
+    """As :func:`_select_row` on the scores ``ac * row + as_ * srow + b``, computed on the fly
+    (``as_ == 0``: ``srow`` is not read); nothing is written back to the rows."""
+    n = out_idx.shape[0]
+    for e in range(e0, e1):
+        mask[excl_indices[e]] = True
+    size = 0
+    thresh = np.float32(-np.inf)
+    if as_ == 0:
+        for j in range(row.shape[0] if n > 0 else 0):
+            s = ac * row[j] + b
+            if s > thresh and not mask[j]:
+                size, thresh = _offer(hv, hi, size, n, s, j)
+    else:
+        for j in range(row.shape[0] if n > 0 else 0):
+            s = ac * row[j] + as_ * srow[j] + b
+            if s > thresh and not mask[j]:
+                size, thresh = _offer(hv, hi, size, n, s, j)
+    for e in range(e0, e1):
+        mask[excl_indices[e]] = False
+    _emit(hv, hi, size, out_idx, out_val)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -47,18 +47,12 @@ class ItemEmbeddings:
         self.aligned[pos >= 0] = unit[pos[pos >= 0]]
         self.labels, self.all_units = labels, unit
 
-    def target_vectors(
-        self, rows: np.ndarray, targets: list | None, strongest: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Unit vector of each user's semantic target (given labels, else the item index in
-        ``strongest``) and whether the user has one."""
+    def target_keys(self, targets: list | None, strongest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's semantic target as a row of the returned unit matrix (given labels, else the
+        item index in ``strongest``), -1 for a user without one; (keys int64, unit matrix)."""
         if targets is not None:
-            return self.all_units[self.labels.indices_of(targets)], np.ones(len(rows), dtype=np.bool_)
-        strongest = strongest[rows]
-        has = strongest >= 0
-        vecs = np.zeros((len(rows), self.aligned.shape[1]), dtype=np.float32)
-        vecs[has] = self.aligned[strongest[has]]
-        return vecs, has
+            return np.asarray(self.labels.indices_of(targets), dtype=np.int64), self.all_units
+        return np.asarray(strongest, dtype=np.int64), self.aligned
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:

@@ -419,3 +419,75 @@ def test_strongest_items_of_given_rows_equal_brute_force():
     assert strongest_items(enc).tolist() == expected.tolist()
     rows = np.array([17, 3, 3, 39, 5, 0])
     assert strongest_items(enc, rows).tolist() == expected[rows].tolist()
+
+
+def _blend_brute(uf, itf, emb, seen, keys, alpha, n):
+    """Per user, in float64: alpha * minmax(CF) + (1 - alpha) * minmax(cosine to emb[key]) over the
+    unseen items (key -1: CF alone, weight 1), ranked by score then lowest index; (idx, scores)."""
+    unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    idx = np.full((len(uf), n), -1)
+    val = np.full((len(uf), n), -np.inf)
+    for u in range(len(uf)):
+        cand = np.flatnonzero(~seen[u])
+        if not len(cand):
+            continue
+        cf = (itf.astype(np.float64) @ uf[u])[cand]
+        x = (cf - cf.min()) / (cf.max() - cf.min()) if cf.max() > cf.min() else np.zeros(len(cand))
+        score = x
+        if keys[u] >= 0:
+            sem = (unit.astype(np.float64) @ unit[keys[u]])[cand]
+            y = (sem - sem.min()) / (sem.max() - sem.min()) if sem.max() > sem.min() else np.zeros(len(cand))
+            score = alpha * x + (1 - alpha) * y
+        order = np.lexsort((cand, -score))[:n]
+        idx[u, : len(order)], val[u, : len(order)] = cand[order], score[order]
+    return idx, val
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.35, 1.0])
+@pytest.mark.parametrize("small_scores", [0, 1 << 40])  # many blocks on every thread, or one thread
+def test_blend_matches_brute_force_with_ties_exclusions_and_constant_rows(monkeypatch, alpha, small_scores):
+    from rusket_core.factorization import topk as topk_module
+    from rusket_core.hybrid.blend import UserBlend
+    from rusket_core.hybrid.embeddings import ItemEmbeddings
+
+    monkeypatch.setattr(topk_module, "BLOCK_SCORES", 7 * 30)  # 7 users per block
+    monkeypatch.setattr(topk_module, "SMALL_SCORES", small_scores)
+    rng = np.random.default_rng(11)
+    n_users, n_items = 61, 30
+    uf = rng.integers(-2, 3, (n_users, 3)).astype(np.float32)  # small integers: exact ties in CF
+    itf = rng.integers(-2, 3, (n_items, 3)).astype(np.float32)
+    itf[7] = itf[3]  # duplicate items: equal CF and cosine, the lower index ranks first
+    uf[4] = 0  # constant CF row
+    emb = rng.normal(size=(n_items, 4)).astype(np.float32)
+    emb[:, 3] = 0
+    emb[7] = emb[3]
+    emb[9] = [0, 0, 0, 1]  # orthogonal to every other item: a constant cosine row
+    dense = (rng.random((n_users, n_items)) < 0.15) * rng.integers(1, 5, (n_users, n_items))
+    dense[:25, 9] = 9  # many users share the strongest item (one cosine row per block)
+    dense[10:20, 2] = 20
+    dense[30] = 0  # no history: CF alone
+    dense[31] = 1  # has seen everything: -1 padded
+    dense[32] = 1
+    dense[32, [5, 6]] = 0  # two candidates only: padded after them
+    model = _model(uf, itf, np.arange(n_users), np.arange(n_items), np.r_[0, np.cumsum((dense > 0).sum(axis=1))],
+                   np.nonzero(dense)[1], dense[dense > 0])  # fmt: skip
+    seen = dense > 0
+    blend = UserBlend(model, ItemEmbeddings(emb, model.items))
+    rows = rng.permutation(n_users)  # any row order
+    strongest = strongest_items(model.user_items)
+    for n in (1, 5, n_items + 2):
+        idx, val = blend.topk(rows, n, alpha, None)
+        ref_idx, ref_val = _blend_brute(uf[rows], itf, emb, seen[rows], strongest[rows], alpha, min(n, n_items))
+        np.testing.assert_array_equal(idx, ref_idx)
+        np.testing.assert_allclose(val, ref_val, rtol=1e-5, atol=1e-6)
+    # explicit targets (any labels of the embeddings), seen items allowed
+    targets = rng.integers(0, n_items, len(rows))
+    idx, val = blend.topk(rows, 6, alpha, list(targets), exclude_seen=False)
+    ref_idx, ref_val = _blend_brute(uf[rows], itf, emb, np.zeros_like(seen[rows]), targets, alpha, 6)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(val, ref_val, rtol=1e-5, atol=1e-6)
+    # no embeddings, scaled: CF min-max alone
+    idx, val = UserBlend(model, None).topk(rows, 5, alpha, None, scaled=True)
+    ref_idx, ref_val = _blend_brute(uf[rows], itf, emb, seen[rows], np.full(len(rows), -1), alpha, 5)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(val, ref_val, rtol=1e-5, atol=1e-6)

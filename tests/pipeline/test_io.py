@@ -185,3 +185,27 @@ def test_model_store_publishes_versions_atomically(tmp_path):
         save_model(object(), tmp_path, "m")
     with pytest.raises(FileNotFoundError, match="materialise"):
         load_model(tmp_path, "missing")
+
+
+def test_warehouse_connections_bound_duckdb_memory_threads_and_spill(tmp_path):
+    import os
+
+    path = str(tmp_path / "w.duckdb")
+    setting = "select current_setting('memory_limit'), current_setting('threads'), current_setting('temp_directory')"
+    wh = Warehouse(path=path, memory_limit="100MB", threads=1, temp_directory=str(tmp_path / "spill"))
+    with wh.connect() as con:
+        limit, threads, temp = con.execute(setting).fetchone()
+    assert (limit, threads, temp) == ("95.3 MiB", 1, str(tmp_path / "spill"))
+    # defaults: a share of the machine's memory, every usable processor, a temp directory beside the file
+    with Warehouse(path=path).connect() as con:
+        limit, threads, temp = con.execute(setting).fetchone()
+    with duckdb.connect(config={"memory_limit": "30%"}) as ref:
+        assert limit == ref.execute("select current_setting('memory_limit')").fetchone()[0]
+    assert threads == len(os.sched_getaffinity(0)) and temp == path + ".tmp"
+    # the limit holds: a sort larger than it spills instead of growing past it
+    small = Warehouse(path=path, memory_limit="64MB", threads=1)
+    with small.connect() as con:
+        n = con.execute("select count(*) from (select range % 7919 as a, md5(range::varchar) as b from range(3000000) order by b)").fetchone()[0]
+    assert n == 3_000_000
+    with pytest.raises(ValueError, match="threads"):  # pydantic's ValidationError
+        Warehouse(path=path, threads=-1)
