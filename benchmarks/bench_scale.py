@@ -118,11 +118,16 @@ def run_graph(parquet: Path, work: Path) -> dict:
     child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc = psutil.Process(child.pid)
     samples: list[tuple[float, int]] = []  # (unix time, bytes)
+    loads: list[float] = []  # the 1-minute load average, sampled every 10 s
     done = threading.Event()
 
     def sample() -> None:
+        k = 0
         while not done.is_set():
             samples.append((time.time(), tree_rss(proc)))
+            if k % 50 == 0:
+                loads.append(os.getloadavg()[0])
+            k += 1
             done.wait(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -134,6 +139,7 @@ def run_graph(parquet: Path, work: Path) -> dict:
     steps = {m.group(2): float(m.group(1)) for m in map(STEP_LINE.match, out.splitlines()) if m}
     peak = max((b for _, b in samples), default=0)
     return {"ok": child.returncode == 0, "wall": wall, "peak_rss_mb": peak / 2**20, "steps": steps,
+            "load": [min(loads, default=0.0), max(loads, default=0.0)], "bench_command": " ".join(sys.argv[1:]),
             "step_peak_mb": step_peaks(home, samples), "rows": table_rows(data), "stderr": err[-3000:],
             "command": " ".join(cmd[1:])}  # fmt: skip
 
@@ -191,10 +197,12 @@ def markdown(results: list[dict], commit: str) -> str:
         "",
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}, {os.cpu_count()} cores "
         f"({_cpu_name()}), {_memory_gb():.0f} GiB RAM, CPython {platform.python_version()}. "
-        "**The 2 cores were shared with other jobs during the run, so read times as upper bounds.** Warm numba cache.",
+        "1-minute load average during the runs: "
+        + ", ".join(("{:.1f}–{:.1f}".format(*r["run"]["load"]) if "load" in r["run"] else "not recorded") for r in results)
+        + f" on {os.cpu_count()} cores (above that, other jobs shared the machine: read times as upper bounds).",
         "",
-        "Command: `python benchmarks/bench_scale.py " + " ".join(f"--lines {s['target']}" for s in sizes) + " --write-results`"
-        " (store generated in parts straight to parquet under /tmp, then `python -m rusket_assets.main "
+        "Command: `python benchmarks/bench_scale.py " + results[-1]["run"].get("bench_command", "--lines ...") + "`"
+        " (stores generated in parts straight to parquet, or reused from --data; then `python -m rusket_assets.main "
         "--source-kind parquet --source-path <file>` in a fresh process; peak RSS sampled every 0.2 s over that "
         "process and its children).",
         "",
