@@ -72,19 +72,34 @@ def raw_transactions(
     deps=[key(GROUP, "raw_transactions")],
 )  # fmt: skip
 def products(warehouse: Warehouse) -> pa.Table:
-    """Product catalogue derived from the order lines: name, main category, price, reach and revenue."""
+    """Product catalogue derived from the order lines: name, main category, price, reach and revenue.
+
+    Reach (distinct baskets and customers per product) is counted from the distinct pairs first:
+    DuckDB's per-group ``count(distinct ...)`` grew fastest of the ingest steps at 50M lines."""
     return warehouse.query(
         """
-        select product_id,
-               any_value(product_name) as product_name,
-               mode(category) as category,
-               median(price) as price,
-               count(distinct basket_id) as n_baskets,
-               count(distinct customer_id) as n_customers,
-               cast(sum(quantity) as BIGINT) as quantity,
-               sum(revenue) as revenue
-        from ingest.raw_transactions
-        group by product_id
+        with per_product as (
+            select product_id,
+                   any_value(product_name) as product_name,
+                   mode(category) as category,
+                   median(price) as price,
+                   cast(sum(quantity) as BIGINT) as quantity,
+                   sum(revenue) as revenue
+            from ingest.raw_transactions
+            group by product_id
+        ),
+        baskets as (
+            select product_id, count(basket_id) as n_baskets
+            from (select distinct product_id, basket_id from ingest.raw_transactions)
+            group by product_id
+        ),
+        customers as (
+            select product_id, count(customer_id) as n_customers
+            from (select distinct product_id, customer_id from ingest.raw_transactions)
+            group by product_id
+        )
+        select product_id, product_name, category, price, n_baskets, n_customers, quantity, revenue
+        from per_product join baskets using (product_id) join customers using (product_id)
         order by n_baskets desc, product_id
         """
     )

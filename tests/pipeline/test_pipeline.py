@@ -35,6 +35,20 @@ def test_ingest_keeps_source_types(pipeline):
     assert sql(tmp, "select count(*), count(distinct product_id) from ingest.products") == [(120, 120)]
 
 
+def test_products_reach_and_totals_match_the_order_lines(pipeline):
+    tmp, _ = pipeline
+    rows = sql(tmp, "select product_id, n_baskets, n_customers, quantity, revenue from ingest.products order by product_id")
+    expected = sql(
+        tmp,
+        """select product_id, count(distinct basket_id), count(distinct customer_id), cast(sum(quantity) as BIGINT), sum(revenue)
+           from ingest.raw_transactions group by product_id order by product_id""",
+    )
+    assert [r[:4] for r in rows] == [r[:4] for r in expected]
+    assert all(abs(a[4] - b[4]) <= 1e-9 * max(1.0, abs(b[4])) for a, b in zip(rows, expected, strict=True))
+    ranked = sql(tmp, "select n_baskets, product_id from ingest.products")
+    assert ranked == sorted(ranked, key=lambda r: (-r[0], r[1]))
+
+
 def test_customer_saturation_covers_every_customer(pipeline):
     tmp, _ = pipeline
     rows = sql(
