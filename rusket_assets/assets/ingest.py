@@ -75,7 +75,7 @@ def products(warehouse: Warehouse) -> pa.Table:
     """Product catalogue derived from the order lines: name, main category, price, reach and revenue.
 
     Reach (distinct baskets and customers per product) is counted from the distinct pairs first:
-    DuckDB's per-group ``count(distinct ...)`` grew fastest of the ingest steps at 50M lines."""
+    DuckDB's per-group `count(distinct ...)` grew fastest of the ingest steps at 50M lines."""
     return warehouse.query(
         """
         with per_product as (
