@@ -277,6 +277,44 @@ with returned as (
 """
 
 
+def check_mapping(roles: dict[str, str], available: list[str], description: str) -> None:
+    """SourceError for a mapped column the source lacks, or an id role left unmapped (both engines)."""
+    for role, col in roles.items():
+        if col not in available:
+            raise SourceError(
+                f"source column {col!r} (mapped to {role}) not found in {description}; available columns: {list(available)}"
+            )
+    for role in ID_ROLES:
+        if role not in roles:
+            raise SourceError(f"the {role} role must be mapped to a source column")
+
+
+def check_rows(source: TransactionSource, roles: dict[str, str], n_rows: int, nulls: list[int], description: str) -> None:
+    """SourceError when the filters leave no rows or an id column holds nulls (both engines)."""
+    if n_rows == 0:
+        where = source.location.where
+        applied = [f"{field('where')} {where!r}"] if where else []
+        applied += [field(n) for n in ("date_from", "date_to", "min_quantity") if getattr(source.location, n) not in ("", None)]
+        raise SourceError(f"{description} has no rows" + (" matching " + ", ".join(applied) if applied else ""))
+    problems = [
+        f"column {roles[r]!r} ({r}) has {n} null values in {n_rows} rows"
+        for r, n in zip(ID_ROLES, nulls, strict=True)
+        if n
+    ]
+    if problems:
+        raise SourceError(f"bad source data in {description}: " + "; ".join(problems))
+
+
+def returns_error(roles: dict[str, str], negative: dict[str, int], n_rows: int, description: str) -> SourceError:
+    """The error of returns under policy 'fail': each column with negative values (``negative``: role -> count)."""
+    columns = {"quantity": roles.get("quantity"), "revenue": roles.get("revenue", roles.get("price"))}
+    problems = [f"column {columns[r]!r} ({r}) has {negative[r]} negative values in {n_rows} rows" for r in columns if negative[r]]
+    return SourceError(
+        f"bad source data in {description}: " + "; ".join(problems)
+        + " (returns; set source.returns to 'drop' or 'net' to accept them)"
+    )
+
+
 def _apply_returns(con: Any, policy: str, roles: dict[str, str], n_rows: int, description: str) -> tuple[str, dict[str, int]]:
     """(query over view ``lines`` applying the returns policy, counts of the lines it touched)."""
     quantity_type = con.sql("select typeof(quantity) from lines limit 1").fetchall()[0][0]
@@ -286,16 +324,7 @@ def _apply_returns(con: Any, policy: str, roles: dict[str, str], n_rows: int, de
         counts = con.sql(
             "select count(*) filter (where quantity < 0), count(*) filter (where revenue < 0) from lines"
         ).fetchall()[0]
-        columns = {"quantity": roles.get("quantity"), "revenue": roles.get("revenue", roles.get("price"))}
-        problems = [
-            f"column {columns[r]!r} ({r}) has {n} negative values in {n_rows} rows"
-            for r, n in zip(columns, counts, strict=True)
-            if n
-        ]
-        raise SourceError(
-            f"bad source data in {description}: " + "; ".join(problems)
-            + " (returns; set source.returns to 'drop' or 'net' to accept them)"
-        )
+        raise returns_error(roles, dict(zip(("quantity", "revenue"), counts, strict=True)), n_rows, description)
     if n_returns == 0:
         return f"select {standard} from lines", {"return_lines": 0}
     if policy == "drop":
@@ -349,15 +378,7 @@ def transaction_query(source: TransactionSource, warehouse: Warehouse) -> Iterat
         except duckdb.Error as exc:
             raise SourceError(f"cannot read {description}: {exc}") from exc
         types = {name: str(kind) for name, kind, *_ in columns}
-        for role, col in roles.items():
-            if col not in types:
-                raise SourceError(
-                    f"source column {col!r} (mapped to {role}) not found in {description}; "
-                    f"available columns: {list(types)}"
-                )
-        for role in ID_ROLES:
-            if role not in roles:
-                raise SourceError(f"the {role} role must be mapped to a source column")
+        check_mapping(roles, list(types), description)
         conditions = _filters(source, roles)
         try:
             con.execute(
@@ -373,17 +394,7 @@ def transaction_query(source: TransactionSource, warehouse: Warehouse) -> Iterat
             if where:
                 raise SourceError(f"{field('where')} {where!r} cannot be applied to {description}: {exc}") from exc
             raise
-        if n_rows == 0:
-            applied = [f"{field('where')} {where!r}"] if where else []
-            applied += [field(n) for n in ("date_from", "date_to", "min_quantity") if getattr(source.location, n) not in ("", None)]
-            raise SourceError(f"{description} has no rows" + (" matching " + ", ".join(applied) if applied else ""))
-        problems = [
-            f"column {roles[r]!r} ({r}) has {n} null values in {n_rows} rows"
-            for r, n in zip(ID_ROLES, nulls, strict=True)
-            if n
-        ]
-        if problems:
-            raise SourceError(f"bad source data in {description}: " + "; ".join(problems))
+        check_rows(source, roles, n_rows, nulls, description)
         _check_numbers(con, roles, types, n_rows, description)
         con.execute(f"create temp view standard as select {_standard_select(roles, types)} from filtered")
         con.execute("create temp view lines as select *, quantity < 0 or revenue < 0 as is_return from standard")

@@ -19,8 +19,11 @@ from rusket_assets.source import (
     SourceError,
     _date,
     _source_files,
+    check_mapping,
+    check_rows,
     field,
     filter_statement,
+    returns_error,
 )
 
 #: source kinds Spark reads itself; the others (synthetic, duckdb) are read by DuckDB as on the local engine
@@ -143,14 +146,7 @@ def _apply_returns(lines: Any, policy: str, roles: dict[str, str], n_rows: int, 
     ).collect()[0]
     n_returns = int(stats["returns"])
     if n_returns and policy == "fail":
-        columns = {"quantity": roles.get("quantity"), "revenue": roles.get("revenue", roles.get("price"))}
-        problems = [
-            f"column {columns[r]!r} ({r}) has {stats[r]} negative values in {n_rows} rows" for r in columns if stats[r]
-        ]
-        raise SourceError(
-            f"bad source data in {description}: " + "; ".join(problems)
-            + " (returns; set source.returns to 'drop' or 'net' to accept them)"
-        )
+        raise returns_error(roles, {r: int(stats[r]) for r in ("quantity", "revenue")}, n_rows, description)
     if n_returns == 0:
         return lines, {"return_lines": 0}
     purchases = lines.filter(~is_return)
@@ -201,24 +197,10 @@ def spark_transactions(spark: Any, source: TransactionSource) -> tuple[Any, dict
     if policy not in RETURN_POLICIES:
         raise SourceError(f"source.returns must be one of {', '.join(RETURN_POLICIES)}, got {source.returns!r}")
     df, description = read_source(spark, source)
-    for role, col in roles.items():
-        if col not in df.columns:
-            raise SourceError(
-                f"source column {col!r} (mapped to {role}) not found in {description}; available columns: {df.columns}"
-            )
-    for role in ID_ROLES:
-        if role not in roles:
-            raise SourceError(f"the {role} role must be mapped to a source column")
+    check_mapping(roles, list(df.columns), description)
     df = _filtered(df, source, roles, description)
     stats = df.agg(F.count(F.lit(1)), *[F.count_if(df[roles[r]].isNull()) for r in ID_ROLES]).collect()[0]
     n_rows, nulls = int(stats[0]), [int(n) for n in stats[1:]]
-    if n_rows == 0:
-        where = source.location.where
-        applied = [f"{field('where')} {where!r}"] if where else []
-        applied += [field(n) for n in ("date_from", "date_to", "min_quantity") if getattr(source.location, n) not in ("", None)]
-        raise SourceError(f"{description} has no rows" + (" matching " + ", ".join(applied) if applied else ""))
-    problems = [f"column {roles[r]!r} ({r}) has {n} null values in {n_rows} rows" for r, n in zip(ID_ROLES, nulls, strict=True) if n]
-    if problems:
-        raise SourceError(f"bad source data in {description}: " + "; ".join(problems))
+    check_rows(source, roles, n_rows, nulls, description)
     _check_numbers(df, roles, n_rows, description)
     return _apply_returns(_standard(df, roles), policy, roles, n_rows, description)

@@ -48,6 +48,13 @@ def _worse(v1, i1, v2, i2):
 
 
 @njit(cache=True)
+def _swap(hv, hi, a, b):
+    """Exchange heap entries a and b (score and index together)."""
+    hv[a], hv[b] = hv[b], hv[a]
+    hi[a], hi[b] = hi[b], hi[a]
+
+
+@njit(cache=True)
 def _sift_down(hv, hi, size, pos):
     while True:
         left = 2 * pos + 1
@@ -58,8 +65,7 @@ def _sift_down(hv, hi, size, pos):
         if right < size and _worse(hv[right], hi[right], hv[left], hi[left]):
             w = right
         if _worse(hv[w], hi[w], hv[pos], hi[pos]):
-            hv[w], hv[pos] = hv[pos], hv[w]
-            hi[w], hi[pos] = hi[pos], hi[w]
+            _swap(hv, hi, w, pos)
             pos = w
         else:
             return
@@ -79,8 +85,7 @@ def _offer(hv, hi, size, n, s, j):
         while pos > 0:  # sift up (min-heap on the ranking order: worst at the root)
             parent = (pos - 1) >> 1
             if _worse(hv[pos], hi[pos], hv[parent], hi[parent]):
-                hv[pos], hv[parent] = hv[parent], hv[pos]
-                hi[pos], hi[parent] = hi[parent], hi[pos]
+                _swap(hv, hi, pos, parent)
                 pos = parent
             else:
                 break
