@@ -327,9 +327,14 @@ def rows_of(labels: np.ndarray, ids: pa.Array) -> np.ndarray:
     return np.flatnonzero(pc.is_in(text, value_set=ids.cast(pa.string())).to_numpy(zero_copy_only=False))
 
 
-def merge_rows(warehouse: Warehouse, schema: str, table: str, key_col: str, keys: pa.Array, rows: pa.Table) -> int:
+def merge_rows(
+    warehouse: Warehouse, schema: str, table: str, key_col: str, keys: pa.Array, rows: pa.Table,
+    then: list[tuple[str, list | None]] = (),
+) -> int:  # fmt: skip
     """Replace the rows of ``schema.table`` whose ``key_col`` (compared as text) is in ``keys`` with
-    ``rows``, in one transaction; the other rows are untouched. Returns the number of rows deleted."""
+    ``rows`` (columns matched by name, missing ones null), then run the statements ``then`` (e.g.
+    columns derived from every row), in one transaction; the other rows are untouched. Returns the
+    number of rows deleted."""
     target = f"{quote(schema)}.{quote(table)}"
     keys_view, rows_view = f"__rusket_keys_{uuid.uuid4().hex}", f"__rusket_rows_{uuid.uuid4().hex}"
     with warehouse.connect() as con:
@@ -344,6 +349,7 @@ def merge_rows(warehouse: Warehouse, schema: str, table: str, key_col: str, keys
                 [
                     (f"delete from {target} where cast({quote(key_col)} as VARCHAR) in (select k from {keys_view})", None),
                     (f"insert into {target} by name select * from {rows_view}", None),
+                    *then,
                 ],
             )
         finally:

@@ -402,3 +402,87 @@ def test_similar_items_recompute_rule_with_new_products(tmp_path):
     assert merged.keys() == after.keys()
     assert all(abs(merged[k] - after[k]) <= 1e-5 for k in after)
 
+
+
+SATURATION = {dg.AssetKey(["ingest", "raw_transactions"]), dg.AssetKey(["personalization", "als_model"]),
+              dg.AssetKey(["analytics", "customer_saturation"])}  # fmt: skip
+SATURATION_ROWS = "select customer_id, n_distinct, share, decile from analytics.customer_saturation order by customer_id"
+
+
+def _saturation_run(defs, instance, incremental: bool):
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=SATURATION)
+    config = {"ops": {k: v for k, v in RUN_CONFIG["ops"].items() if k == "personalization__als_model"}}
+    return job.execute_in_process(run_config=config, instance=instance, raise_on_error=False,
+                                  tags={REFRESH_TAG: "incremental"} if incremental else {})  # fmt: skip
+
+
+def _append_day(tmp: Path) -> set:
+    """The store's day LAST_DAY appended to ingest.daily_orders, plus lines putting 40 old customers
+    who did not buy that day into a category nobody bought before; returns the customers with new lines."""
+    warehouse = Warehouse(path=str(tmp / "warehouse.duckdb"), publish_snapshot=False)
+    day, _ = read_transactions(TransactionSource(store=STORE, location={"date_from": LAST_DAY}), warehouse)
+    buyers = set(day["customer_id"].to_pylist())
+    old = [c for (c,) in table(tmp, "select distinct customer_id from ingest.daily_orders order by 1") if c not in buyers][:40]
+    extra = day.slice(0, 40).to_pylist()
+    for row, customer in zip(extra, old, strict=True):
+        row.update(customer_id=customer, category="a new category", basket_id=row["basket_id"] * 1000 + customer)
+    lines = pa.concat_tables([day, pa.Table.from_pylist(extra, schema=day.schema)])
+    with duckdb.connect(str(tmp / "warehouse.duckdb")) as con:
+        con.register("day", lines)
+        con.execute("insert into ingest.daily_orders by name select * from day")
+    return buyers | set(old)
+
+
+def test_incremental_customer_saturation_equals_a_full_recount(tmp_path):
+    """After a day with new customers, new categories for old customers and a category nobody had,
+    the merged table equals the library's full recount: counts, shares (the denominator grew) and
+    deciles (boundaries moved for customers without new lines)."""
+    from rusket_core import customer_saturation
+
+    defs = setup(tmp_path)
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert _saturation_run(defs, instance, incremental=False).success
+        before = {r[0]: r for r in table(tmp_path, SATURATION_ROWS)}
+        changed = _append_day(tmp_path)
+        result = _saturation_run(defs, instance, incremental=True)
+        assert result.success
+    info = metadata(result, "analytics__customer_saturation")
+    assert info["refresh"] == "incremental" and info["customers_changed"] == len(changed)
+    lines = Warehouse(path=str(tmp_path / "warehouse.duckdb")).query(
+        "select customer_id, category from ingest.raw_transactions where category is not null")
+    full = customer_saturation(lines, user_col="customer_id", category_col="category", format="arrow").sort_by("customer_id")
+    after = table(tmp_path, SATURATION_ROWS)
+    assert after == list(zip(*(full[c].to_pylist() for c in full.column_names), strict=True))
+    assert info["dagster/row_count"] == len(after)
+    # what the test covers: new customers, more categories, every share moved, a decile moved without new lines
+    assert {r[0] for r in after} - before.keys()
+    assert any(r[1] > before[r[0]][1] for r in after if r[0] in before)
+    assert all(r[2] < before[r[0]][2] for r in after if r[0] in before and r[1] == before[r[0]][1])
+    assert any(r[3] != before[r[0]][3] for r in after if r[0] in before and r[0] not in changed)
+
+
+def test_failed_saturation_merge_leaves_the_old_table(tmp_path, monkeypatch):
+    """A failure before the merge's commit (after its delete, insert and update ran) rolls it all back."""
+    import rusket_assets.incremental as incremental
+    from rusket_assets.tables import transaction
+
+    real = incremental.in_transaction
+
+    def failing(con, statements):
+        if not any("customer_saturation" in sql for sql, _ in statements):
+            return real(con, statements)
+        with transaction(con):
+            for sql, params in statements:
+                con.execute(sql, params)
+            raise OSError("disk full")
+
+    defs = setup(tmp_path)
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert _saturation_run(defs, instance, incremental=False).success
+        before = table(tmp_path, SATURATION_ROWS)
+        _append_day(tmp_path)
+        monkeypatch.setattr(incremental, "in_transaction", failing)
+        result = _saturation_run(defs, instance, incremental=True)
+    assert not result.success
+    assert "disk full" in str(result.all_events)
+    assert table(tmp_path, SATURATION_ROWS) == before
