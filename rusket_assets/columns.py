@@ -43,6 +43,12 @@ TABLES: dict[str, dict[str, str]] = {
         "side": "customer or product: which of the model's rows the id names.",
         "id": "Customer or product id as text; empty on the one row of a side the update left unchanged.",
     },
+    "personalization.recommendation_rules": {
+        "antecedents": "Rule antecedents user_recommendations was last built from (empty on the row naming the run).",
+        "consequents": "Rule consequents (list of product ids).",
+        "confidence": "Rule confidence then; a rule whose confidence changes refreshes the customers whose last basket holds its antecedents.",
+        "run_id": "Dagster run that built user_recommendations from these rules.",
+    },
     "ingest.products": {
         "category": "Most frequent category of the product's lines; empty when the source has none.",
         "price": "Median unit price over the product's lines, in the source's currency.",

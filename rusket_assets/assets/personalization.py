@@ -24,6 +24,7 @@ from rusket_assets.engine import Engine
 from rusket_assets.incremental import (
     built_from,
     changed_customers,
+    in_transaction,
     merge_rows,
     mergeable,
     model_name,
@@ -588,9 +589,12 @@ def user_recommendations(
     product (`alpha`), normalised to [0, 1]. Rules part: rule add-ons for the last basket, scored
     by confidence. Final score = (1 - rules_weight) * model + rules_weight * rules; `source` says
     which parts proposed the product. Products the customer already bought are never listed.
-    In an incremental run only the customers whose model rows changed are recomputed and merged
-    into the table (their rows deleted and inserted in one transaction); the others stay as they are,
-    unless the table was not built from the model versions this run updated (then all are recomputed).
+    In an incremental run only the customers whose model rows changed, and those whose last basket
+    holds the antecedents of a rule added, removed or with another confidence since the rules the
+    table was built from (kept in `recommendation_rules`), are recomputed and merged into the table
+    (their rows deleted and inserted in one transaction, with the rules kept); the others stay as they
+    are, unless the table was not built from the model versions this run updated and those rules
+    (then all are recomputed).
     With engine=spark every customer is scored on Spark (partitions of customers, the same blend and
     rule merge per partition), written as parquet with a DuckDB view over it.
     """
@@ -598,20 +602,31 @@ def user_recommendations(
 
     with raw_transactions.relation(CART_COLUMNS) as lines:  # the last baskets, found in SQL
         carts = last_baskets(lines)
+    model_keys = [key(GROUP, "als_model"), key(GROUP, "bpr_model")]
+    rules_from = context.run.run_id  # the version of the rules this table is built from (recommendation_rules)
+    context.add_output_metadata(built_from(models, model_keys) | {"rules_from": rules_from})
+    changes = mergeable(context, warehouse, model_keys, same={"rules_from": _rules_used(warehouse)})
+    merge = changes is not None and not engine.is_spark and warehouse.has_table(GROUP, "user_recommendations")
+    if merge:  # incremental run: the customers whose model rows or whose matching rules changed
+        by_rules, rules_changed = _rule_changed_customers(warehouse, carts)
+        changed = pa.array(sorted({c for ch in changes.values() for c in ch.customers.to_pylist()}
+                                  | set(by_rules.to_pylist())), pa.string())  # fmt: skip
     recommender = published_recommender(als_model, bpr_model, association_rules, carts, config)
     del carts
-    model_keys = [key(GROUP, "als_model"), key(GROUP, "bpr_model")]
-    context.add_output_metadata(built_from(models, model_keys))
-    changes = mergeable(context, warehouse, model_keys)
-    merge = changes is not None and not engine.is_spark and warehouse.has_table(GROUP, "user_recommendations")
-    changed = None if changes is None else pa.array(sorted({c for ch in changes.values() for c in ch.customers.to_pylist()}), pa.string())
     users = None
-    if merge:  # incremental run: only the customers whose model rows changed
+    if merge:
         labels = pa.array(recommender.users.values)
         users = labels.filter(pc.is_in(labels.cast(pa.string()), value_set=changed))
+        info = {"refresh": "incremental", "customers_refreshed": len(users), "customers_rule_changes": len(by_rules),
+                "rules_changed": rules_changed}  # fmt: skip
         if len(users) == 0:
-            context.add_output_metadata({"refresh": "incremental", "customers_refreshed": 0, "rows_replaced": 0})
+            with warehouse.connect() as con:
+                in_transaction(con, _keep_rules_used(rules_from))
+            context.add_output_metadata(info | {"rows_replaced": 0})
             return None
+    else:
+        with warehouse.connect() as con:  # a full rewrite: the table stream is written after this returns
+            in_transaction(con, _keep_rules_used(rules_from))
     names = {"user_id": "customer_id", "item_id": "product_id"}
     columns = ["customer_id", "rank", "product_id", "score", "model_score", "rule_score", "source"]
     if engine.is_spark:
@@ -640,11 +655,56 @@ def user_recommendations(
     if not merge:
         return TableStream(chunks(), metadata=metadata)  # at least one chunk: the model has users
     ranked = pa.concat_tables(list(chunks()))  # only the changed customers: small
-    replaced = merge_rows(warehouse, GROUP, "user_recommendations", "customer_id", changed, ranked)
+    replaced = merge_rows(warehouse, GROUP, "user_recommendations", "customer_id", changed, ranked, then=_keep_rules_used(rules_from))
     total = warehouse.scalar(f"select count(*) from {GROUP}.user_recommendations")
     context.add_output_metadata(
-        metadata()
-        | {"refresh": "incremental", "customers_refreshed": len(users), "rows_replaced": replaced,
-           "rows_inserted": len(ranked), "dagster/row_count": dg.MetadataValue.int(int(total))}
+        metadata() | info
+        | {"rows_replaced": replaced, "rows_inserted": len(ranked), "dagster/row_count": dg.MetadataValue.int(int(total))}
     )  # fmt: skip
     return None
+
+
+RULES_USED = f"{GROUP}.recommendation_rules"  # the rules user_recommendations was last built from
+RULES = "baskets.association_rules"
+
+
+def _keep_rules_used(run_id: str) -> list[tuple[str, list]]:
+    """Statements replacing ``recommendation_rules`` with the current rules (antecedents, consequents,
+    confidence) and a row with no rule naming the run that wrote them (``rules_from``)."""
+    return [(f"create or replace table {RULES_USED} as select antecedents, consequents, confidence, ? as run_id "
+             f"from {RULES} union all select null, null, null, ?", [run_id, run_id])]  # fmt: skip
+
+
+def _rules_used(warehouse: Warehouse) -> str:
+    """The run whose rules ``recommendation_rules`` holds ("" when there are none)."""
+    if not warehouse.has_table(GROUP, "recommendation_rules"):
+        return ""
+    return warehouse.scalar(f"select coalesce(any_value(run_id), '') from {RULES_USED} where antecedents is null")
+
+
+def _rule_changed_customers(warehouse: Warehouse, carts: pa.Table) -> tuple[pa.Array, int]:
+    """Customers (as text) whose cart (last basket) holds every antecedent of a rule added, removed or
+    whose confidence changed since ``recommendation_rules``, i.e. whose rule add-ons may differ (the
+    merge takes each item's best matching confidence; lift only breaks ties, and moves with the
+    basket count for every rule alike); and the number of such rules. In SQL, old rules against new."""
+    import uuid
+
+    view = f"__rusket_carts_{uuid.uuid4().hex}"
+    changed = f"""
+        select coalesce(o.antecedents, n.antecedents) as ant
+        from (select * from {RULES_USED} where antecedents is not null) o
+        full join {RULES} n on o.antecedents = n.antecedents and o.consequents = n.consequents
+        where o.confidence is distinct from n.confidence"""
+    with warehouse.connect() as con:
+        con.register(view, carts.select(["customer_id", "product_id"]))
+        try:
+            rules = con.sql(f"select count(*) from ({changed})").fetchall()[0][0]
+            customers = con.sql(f"""
+                with items as (select ant, len(ant) as n, unnest(ant) as product_id from (select distinct ant from ({changed})))
+                select distinct cast(customer_id as VARCHAR) as k from (
+                    select c.customer_id from {view} c join items i on c.product_id = i.product_id
+                    group by c.customer_id, i.ant, i.n having count(distinct i.product_id) = i.n)
+                order by k""").to_arrow_table()["k"]
+        finally:
+            con.unregister(view)
+    return customers.combine_chunks() if customers.num_chunks else pa.array([], pa.string()), int(rules)

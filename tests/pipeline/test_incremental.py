@@ -80,6 +80,33 @@ RECS = "select customer_id, rank, product_id, score, source from personalization
 POTENTIAL = "select customer_id, rank, target, score from analytics.cross_sell_potential"
 
 
+def _rules(tmp: Path) -> dict:
+    """(antecedents, consequents) -> confidence of the stored association rules."""
+    rows = table(tmp, "select antecedents, consequents, confidence from baskets.association_rules")
+    return {(tuple(a), tuple(c)): f for a, c, f in rows}
+
+
+def _last_baskets(tmp: Path) -> pa.Table:
+    from rusket_assets.assets.personalization import CART_COLUMNS, last_baskets
+
+    warehouse = Warehouse(path=str(tmp / "warehouse.duckdb"), publish_snapshot=False)
+    return last_baskets(warehouse.query(f"select {', '.join(CART_COLUMNS)} from ingest.raw_transactions"))
+
+
+def _full_recommendations(tmp: Path) -> list[tuple]:
+    """user_recommendations recomputed for every customer from the saved models, stored rules and last baskets."""
+    from rusket_assets.assets.personalization import RecommendationConfig, published_recommender
+    from rusket_assets.io import load_model
+    from rusket_core.chunks import iter_recommend_for_users
+
+    models = tmp / "models"
+    rules = Warehouse(path=str(tmp / "warehouse.duckdb"), publish_snapshot=False).query("select * from baskets.association_rules")
+    recommender = published_recommender(load_model(models, "personalization__als_model"), load_model(models, "personalization__bpr_model"),
+                                        rules, _last_baskets(tmp), RecommendationConfig())  # fmt: skip
+    full = pa.concat_tables(list(iter_recommend_for_users(recommender, n=10)))
+    return list(zip(*(full[c].to_pylist() for c in ("user_id", "rank", "item_id", "score", "source")), strict=True))
+
+
 def test_incremental_run_refreshes_only_the_days_customers(tmp_path):
     defs = setup(tmp_path)
     with dg.DagsterInstance.ephemeral() as instance:
@@ -88,6 +115,7 @@ def test_incremental_run_refreshes_only_the_days_customers(tmp_path):
         potential_before = table(tmp_path, POTENTIAL)
         vectors_before = user_vectors(tmp_path)
         factors_before = dict(table(tmp_path, FACTORS))
+        rules_before = _rules(tmp_path)
         assert run(defs, instance, partition=LAST_DAY).success
         day = table(tmp_path, f"select distinct customer_id from ingest.daily_orders where ordered_at::DATE = '{LAST_DAY}'")
         day_customers = {c for (c,) in day}
@@ -102,12 +130,30 @@ def test_incremental_run_refreshes_only_the_days_customers(tmp_path):
     refreshed = {int(c) for (c,) in table(tmp_path, "select distinct id from personalization.refreshed_customers where side = 'customer'")}
     assert refreshed == day_customers
     recs = metadata(result, "personalization__user_recommendations")
-    assert recs["customers_refreshed"] == len(day_customers)
-    assert recs["rows_replaced"] == sum(1 for k in before if k[0] in day_customers & known)
+    # besides the day's customers: those whose last basket holds every antecedent of a rule that
+    # was added, removed or changed confidence (counted here in Python from both rule tables)
+    rules_after = _rules(tmp_path)
+    moved = {r for r in rules_before.keys() | rules_after.keys() if rules_before.get(r) != rules_after.get(r)}
+    carts: dict = {}
+    for row in _last_baskets(tmp_path).to_pylist():
+        carts.setdefault(row["customer_id"], set()).add(row["product_id"])
+    by_rules = {c for c, cart in carts.items() if any(set(ant) <= cart for ant, _ in moved)}
+    assert recs["customers_rule_changes"] == len(by_rules) and by_rules - day_customers
+    assert recs["rules_changed"] == len(moved) > 0
+    redone = day_customers | by_rules
+    assert recs["customers_refreshed"] == len(redone)
+    assert recs["rows_replaced"] == sum(1 for k in before if k[0] in redone)
     after = table(tmp_path, RECS)
-    # old customers' rows untouched, the day's customers (new ones included) have fresh rows
-    untouched = sorted(row for row in after if row[0] not in day_customers)
-    assert untouched == sorted(row for key, row in before.items() if key[0] not in day_customers)
+    # the other customers' rows untouched; the refreshed ones (new customers included) have fresh rows
+    untouched = sorted(row for row in after if row[0] not in redone)
+    assert untouched == sorted(row for key, row in before.items() if key[0] not in redone)
+    # the whole table equals a full recompute with the published models, today's rules and carts,
+    # and the rules moved the lists of customers who bought nothing that day
+    full = _full_recommendations(tmp_path)
+    assert sorted(r[:3] + r[4:] for r in after) == sorted(r[:3] + r[4:] for r in full)
+    scores = {r[:3]: r[3] for r in full}
+    assert all(abs(r[3] - scores[r[:3]]) <= 1e-6 for r in after)
+    assert {r[0] for r in set(after) - set(before.values())} - day_customers
     assert {row[0] for row in after} >= day_customers
     assert {row[0] for row in after} == known | day_customers
     # no duplicates and no product the customer bought (today's purchases included)
