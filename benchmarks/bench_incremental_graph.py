@@ -65,6 +65,16 @@ def timed_run(defs: dg.Definitions, job: str, instance, **kwargs) -> tuple[float
     return seconds, {k: round(v, 2) for k, v in step_seconds(instance, result.run_id).items()}
 
 
+def refreshed(instance) -> dict:
+    """What the last materialisation of the merged outputs says it recomputed (empty after a rewrite)."""
+    out = {}
+    for path in (["personalization", "user_recommendations"], ["analytics", "customer_saturation"]):
+        event = instance.get_latest_materialization_event(dg.AssetKey(path))
+        meta = {} if event is None else event.asset_materialization.metadata
+        out[path[1]] = {k: v.value for k, v in meta.items() if k.startswith(("customers_", "rules_changed", "rows_replaced"))}
+    return out
+
+
 def precision(root: Path, store_lines, day: str) -> tuple[float, int]:
     with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
         con.register("store", store_lines)
@@ -107,6 +117,8 @@ def main() -> None:
                 timed_run(definitions(a), "daily_ingest", instance, partition_key=day_n, run_config=ingest)[0], 2
             )
             shutil.copytree(a, b)
+            # yesterday's published table, before either refresh: what no update at all would score
+            out["stale_precision@10_day_N+1"], _ = precision(a, everything, next_day)
             for name, root, job in (("incremental", a, "refresh_incremental"), ("full", b, "refresh_all")):
                 if args.profile and name == "incremental":
                     import cProfile
@@ -118,7 +130,7 @@ def main() -> None:
                     seconds, steps = timed_run(definitions(root), job, instance)
                 p, n = precision(root, everything, next_day)
                 out[name] = {"seconds": round(seconds, 1), "precision@10_day_N+1": p, "customers_scored": n,
-                             "steps": steps}  # fmt: skip
+                             "steps": steps, "refreshed": refreshed(instance)}  # fmt: skip
                 print(name, json.dumps(out[name], indent=1), flush=True)
         out["time_ratio"] = round(out["incremental"]["seconds"] / out["full"]["seconds"], 3)
         Path(args.out).write_text(json.dumps(out, indent=1))

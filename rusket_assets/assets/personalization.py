@@ -113,6 +113,12 @@ class RecommendationConfig(dg.Config):
     chunk_customers: int = Field(
         default=50_000, ge=1, description="Customers scored and written per chunk (memory holds one chunk)."
     )
+    rule_changes: bool = Field(
+        default=True,
+        description="Incremental runs: also recompute the customers whose last basket matches a rule that changed "
+        "(exact; on a large store most rules' confidence moves every day). Off: only customers whose model rows "
+        "changed, the others keep add-ons of older rules until a full run.",
+    )
 
 
 class SimilarItemsConfig(dg.Config):
@@ -605,10 +611,12 @@ def user_recommendations(
     model_keys = [key(GROUP, "als_model"), key(GROUP, "bpr_model")]
     rules_from = context.run.run_id  # the version of the rules this table is built from (recommendation_rules)
     context.add_output_metadata(built_from(models, model_keys) | {"rules_from": rules_from})
-    changes = mergeable(context, warehouse, model_keys, same={"rules_from": _rules_used(warehouse)})
+    context.add_output_metadata({"rule_changes": config.rule_changes})
+    same = {"rules_from": _rules_used(warehouse), "rule_changes": config.rule_changes}  # switching it rewrites the table
+    changes = mergeable(context, warehouse, model_keys, same=same)
     merge = changes is not None and not engine.is_spark and warehouse.has_table(GROUP, "user_recommendations")
     if merge:  # incremental run: the customers whose model rows or whose matching rules changed
-        by_rules, rules_changed = _rule_changed_customers(warehouse, carts)
+        by_rules, rules_changed = _rule_changed_customers(warehouse, carts) if config.rule_changes else (pa.array([], pa.string()), 0)
         changed = pa.array(sorted({c for ch in changes.values() for c in ch.customers.to_pylist()}
                                   | set(by_rules.to_pylist())), pa.string())  # fmt: skip
     recommender = published_recommender(als_model, bpr_model, association_rules, carts, config)

@@ -281,8 +281,9 @@ def test_incremental_run_updates_the_holdout_models(tmp_path):
 
     defs = setup(tmp_path)
     models = tmp_path / "models"
+    model_rows_only = {"personalization__user_recommendations": {"config": {"rule_changes": False}}}
     with dg.DagsterInstance.ephemeral() as instance:
-        full = run(defs, instance)
+        full = run(defs, instance, config={"ops": {**RUN_CONFIG["ops"], **model_rows_only}})
         assert full.success
         saved = load_model(models, holdout_model_name("als"))
         params = RUN_CONFIG["ops"]["personalization__als_model"]["config"]
@@ -292,9 +293,14 @@ def test_incremental_run_updates_the_holdout_models(tmp_path):
         np.testing.assert_array_equal(saved.user_factors, refit.user_factors)
         assert metadata(full, "personalization__model_evaluation")["holdout_als refresh"] == "full"
         assert run(defs, instance, partition=LAST_DAY).success
-        small = {"ops": {**RUN_CONFIG["ops"], "personalization__model_evaluation": {"config": {"incremental_sample": 50}}}}
+        small = {"ops": {**RUN_CONFIG["ops"], "personalization__model_evaluation": {"config": {"incremental_sample": 50}},
+                         **model_rows_only}}  # fmt: skip
         result = run(defs, instance, tags={REFRESH_TAG: "incremental"}, config=small)
         assert result.success
+    # rule_changes off: only the customers whose model rows changed (the day's buyers) are recomputed
+    recs = metadata(result, "personalization__user_recommendations")
+    day_buyers = table(tmp_path, f"select count(distinct customer_id) from ingest.daily_orders where ordered_at::DATE = '{LAST_DAY}'")
+    assert (recs["customers_refreshed"], recs["customers_rule_changes"]) == (day_buyers[0][0], 0)
     evaluation = metadata(result, "personalization__model_evaluation")
     assert evaluation["holdout_als refresh"] == evaluation["holdout_bpr refresh"] == "incremental"
     day = _train_lines(tmp_path, f"ordered_at::DATE = '{LAST_DAY}'")
