@@ -138,40 +138,72 @@ def customer_saturation(
 # cross-sell potential
 
 
+#: scores per BLAS product of the tiled cross-sell scorer (customers × items of one tile): kept in cache
+POTENTIAL_TILE_SCORES = 1 << 16
+
+
 class PotentialScores(NamedTuple):
     """Driver state of cross-sell potential: each target's best item score, bought targets -inf.
 
-    Columns of ``items_t`` are the targets' items grouped by target (``group_ptr``); a customer's
-    bought targets are the exclusion CSR. When ``all_scores`` has a row per customer the target
-    scores are stored there (no selection); otherwise they are selected from.
+    The targets' items are grouped by target (``group_ptr``; ``item_group`` = each item's target).
+    With one item per target and a selection (``direct``) ``items_t`` holds their factors (k,
+    n_items) and the score rows are selected from directly. Otherwise ``item_tiles[t]`` is the (k,
+    tile) factor block of items ``t * tile ...`` (the last one zero padded), scored ``sub_rows``
+    customers at a time. A customer's bought targets are the exclusion CSR. When ``all_scores`` has
+    a row per customer the target scores are stored there (no selection).
     """
 
     query: np.ndarray
     items_t: np.ndarray
+    item_tiles: np.ndarray
+    sub_rows: int
+    n_items: int
+    item_group: np.ndarray
     group_ptr: np.ndarray
-    singletons: bool
+    direct: bool
     excl_indptr: np.ndarray
     excl_indices: np.ndarray
     all_scores: np.ndarray
 
 
 def _potential_scores(state, r0, r1, buf, scratch, mask):
-    """Item scores of a block of customers (one BLAS product), then the per-target maximum."""
-    src = buf[: r1 - r0]
-    np.dot(state.query[r0:r1], state.items_t, src)
-    keep_all = state.all_scores.shape[0] > 0
-    if state.singletons and not keep_all:  # one item per target: select straight from the scores
+    """Target scores of a block of customers. Per tile of items, a BLAS product for ``sub_rows``
+    customers at a time is folded into the per-target maximum while it is in cache: no full score
+    rows. One item per target with a selection: the full score rows (one product), selected from."""
+    if state.direct:
+        src = buf[: r1 - r0]
+        np.dot(state.query[r0:r1], state.items_t, src)
         return src
-    group_ptr = state.group_ptr
+    keep_all = state.all_scores.shape[0] > 0
+    tiles = state.item_tiles
+    tile = tiles.shape[2]
+    n_targets = state.group_ptr.shape[0] - 1
     for r in range(r0, r1):
         dst = state.all_scores[r] if keep_all else scratch[r - r0]
-        row = src[r - r0]
-        for g in range(len(group_ptr) - 1):
-            best = np.float32(-np.inf)
-            for p in range(group_ptr[g], group_ptr[g + 1]):
-                if row[p] > best:
-                    best = row[p]
-            dst[g] = best
+        dst[:n_targets] = -np.inf
+    part_buf = np.empty((min(state.sub_rows, r1 - r0), tile), np.float32)
+    for t in range(tiles.shape[0]):
+        c0 = t * tile
+        c1 = min(state.n_items, c0 + tile)
+        for s0 in range(r0, r1, part_buf.shape[0]):
+            s1 = min(r1, s0 + part_buf.shape[0])
+            part = part_buf[: s1 - s0]
+            np.dot(state.query[s0:s1], tiles[t], part)
+            for r in range(s0, s1):
+                dst = state.all_scores[r] if keep_all else scratch[r - r0]
+                row = part[r - s0]
+                c = c0
+                while c < c1:  # the targets overlapping this tile, one run of items each
+                    g = state.item_group[c]
+                    end = min(state.group_ptr[g + 1], c1)
+                    best = dst[g]
+                    for p in range(c - c0, end - c0):
+                        if row[p] > best:
+                            best = row[p]
+                    dst[g] = best
+                    c = end
+    for r in range(r0, r1):
+        dst = state.all_scores[r] if keep_all else scratch[r - r0]
         for e in range(state.excl_indptr[r], state.excl_indptr[r + 1]):
             dst[state.excl_indices[e]] = -np.inf
     return scratch[: r1 - r0]
@@ -246,17 +278,26 @@ def score_potential(
     scores = np.empty(0, np.float32)
     if m and width:
         keep_all = n is None
-        singletons = bool(np.array_equal(group_ptr, np.arange(n_targets + 1)))
+        direct = not keep_all and bool(np.array_equal(group_ptr, np.arange(n_targets + 1)))
         all_scores = np.empty((m if keep_all else 0, n_targets), dtype=np.float32)
+        factors = np.asarray(model.item_factors, dtype=np.float32)[group_items]
+        k = factors.shape[1]
+        tile = int(min(max(len(group_items), 1), max(8, POTENTIAL_TILE_SCORES // max(k, 1))))
+        if direct:
+            items_t, tiles = np.ascontiguousarray(factors.T), np.zeros((0, k, tile), np.float32)
+        else:
+            items_t, tiles = np.zeros((k, 0), np.float32), _tiles(factors, tile)
         state = PotentialScores(
-            np.ascontiguousarray(model.user_factors[rows], dtype=np.float32),
-            np.ascontiguousarray(model.item_factors[group_items].T, dtype=np.float32),
-            group_ptr, singletons, b_ptr, b_targets, all_scores,
+            np.ascontiguousarray(model.user_factors[rows], dtype=np.float32), items_t, tiles,
+            max(1, POTENTIAL_TILE_SCORES // tile), len(group_items),
+            np.repeat(np.arange(n_targets, dtype=np.int64), np.diff(group_ptr)), group_ptr, direct,
+            b_ptr, b_targets, all_scores,
         )  # fmt: skip
-        scratch = 0 if singletons and not keep_all else n_targets
+        buf_cols, scratch = (len(group_items), 0) if direct else (0, n_targets)
         out_idx, out_val = blocked_topk(
-            _potential_kernel, state, m, None if keep_all else width, n_targets, len(group_items), scratch, b_ptr, b_targets
-        )
+            _potential_kernel, state, m, None if keep_all else width, n_targets, buf_cols, scratch, b_ptr, b_targets,
+            scored_cols=len(group_items),
+        )  # fmt: skip
         if keep_all:
             user_pos, t_idx = np.nonzero(all_scores > -np.inf)  # bought and empty targets: no row
             scores = all_scores[user_pos, t_idx]
@@ -272,6 +313,15 @@ def score_potential(
         },
         out_format,
     )
+
+
+def _tiles(factors: np.ndarray, tile: int) -> np.ndarray:
+    """(n_tiles, k, tile) C-contiguous: tile ``t`` is the transposed factors of items ``t * tile ...``, zero padded."""
+    n, k = factors.shape
+    n_tiles = -(-n // tile)
+    padded = np.zeros((n_tiles * tile, k), np.float32)
+    padded[:n] = factors
+    return np.ascontiguousarray(padded.reshape(n_tiles, tile, k).transpose(0, 2, 1))
 
 
 def _history(user_history: Any, model: Any, user_col: str | None, item_col: str | None) -> tuple[Labels, Encoded]:

@@ -35,7 +35,7 @@ from rusket_core.progress import Progress
 logger = logging.getLogger(__name__)
 
 #: scores held per thread at once by ``topk`` (rows per block = this / n_items)
-BLOCK_SCORES = 1 << 21
+BLOCK_SCORES = 1 << 24
 #: rows per block when few rows are scored: at least this many (BLAS efficiency), and otherwise
 #: small enough that every thread gets two blocks (a small input must not run on one thread)
 MIN_BLOCK_ROWS = 64
@@ -225,12 +225,14 @@ def blocked_topk(
     blas: bool = True,
     label: str = "top-k scoring",
     unit: str = "rows",
+    scored_cols: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best ``n`` of ``select_cols`` columns for each of ``m`` query rows scored by ``state``'s scorer.
 
     ``kernel`` is the parallel kernel of the scorer's module (see :func:`parallel_kernel`). Rows are scored ``block_rows`` at a time (at most ``BLOCK_SCORES`` values in ``buf`` and
     ``scratch`` per thread), blocks shared among the numba threads; BLAS runs single-threaded
-    meanwhile (``blas``); fewer than ``SMALL_SCORES`` scores in all run on one thread. The
+    meanwhile (``blas``); fewer than ``SMALL_SCORES`` scores in all (``scored_cols`` per row, by
+    default the wider of ``select_cols`` and ``buf_cols``) run on one thread. The
     exclusion CSR has one row per query (see :func:`select_topk`).
     ``n=None`` runs the scorer alone (it stores its own output). Returns ``(idx int32, scores
     float32)`` of shape (m, min(n, select_cols)), padded with -1 / -inf.
@@ -241,7 +243,7 @@ def blocked_topk(
     out_val = np.empty((m, width), dtype=np.float32)
     if not m or (n is not None and not width):
         return out_idx, out_val
-    small = m * select_cols < SMALL_SCORES
+    small = m * (max(select_cols, buf_cols) if scored_cols is None else scored_cols) < SMALL_SCORES
     threads = 1 if small else numba.get_num_threads()
     block_rows = BLOCK_SCORES // max(buf_cols + scratch_cols, select_cols, 1)
     block_rows = int(max(1, min(m, block_rows, max(MIN_BLOCK_ROWS, -(-m // (2 * threads))))))
@@ -369,6 +371,10 @@ def _single_threaded_blas(active: bool = True):
         except ImportError:  # pragma: no cover - optional
             _blas_controller.append(None)
         else:
+            # the BLAS numba's np.dot calls (scipy's), loaded now: the controller only sees the
+            # libraries loaded when it is made, and numba loads it at a kernel's first call, later
+            import scipy.linalg.cython_blas  # noqa: F401
+
             _blas_controller.append(ThreadpoolController())
     controller = _blas_controller[0] if active else None
     if controller is None:

@@ -227,3 +227,38 @@ def test_descending_order_is_a_stable_descending_sort():
     np.testing.assert_array_equal(_descending_order(scores), np.argsort(-scores, kind="stable"))
     scores = rng.normal(size=1000).astype(np.float32)
     np.testing.assert_array_equal(_descending_order(scores), np.argsort(-scores, kind="stable"))
+
+
+@pytest.mark.parametrize("n", [None, 2])
+def test_score_potential_tiles_match_brute_force(monkeypatch, n):
+    """Tiles of 8 items, 2 customers per product: categories straddle tiles, one category has no
+    model item, one customer bought nothing, integer factors make exact ties (label order wins)."""
+    import rusket_core.analytics as analytics
+
+    monkeypatch.setattr(analytics, "POTENTIAL_TILE_SCORES", 16)
+    rng = np.random.default_rng(3)
+    n_users, n_items, n_cats = 25, 50, 7
+    model = ALS(factors=3)
+    model.users = Labels(np.arange(n_users))
+    model.items = Labels(np.arange(n_items))
+    model.user_factors = rng.integers(-3, 4, (n_users, 3)).astype(np.float32)
+    model.item_factors = rng.integers(-3, 4, (n_items, 3)).astype(np.float32)
+    category = rng.integers(0, n_cats - 1, n_items)  # category n_cats - 1: only an unknown item
+    mapping = pd.DataFrame({"item": np.r_[np.arange(n_items), 999], "category": np.r_[category, n_cats - 1]})
+    bought = rng.random((n_users, n_items)) < 0.1
+    bought[4] = False
+    history = [list(np.flatnonzero(row)) for row in bought]
+    out = score_potential(history, model, mapping, n=n, format="pandas")
+    scores = model.user_factors @ model.item_factors.T
+    expected = []
+    for user in range(n_users):
+        rows = []
+        for c in range(n_cats - 1):
+            members = category == c
+            if members.any() and not (bought[user] & members).any():
+                rows.append((user, c, scores[user, members].max()))
+        rows.sort(key=lambda r: (-r[2], r[1]))
+        expected += rows[: len(rows) if n is None else n]
+    expected.sort(key=lambda r: (-r[2], r[0], r[1]))  # score descending, ties by customer then target
+    assert list(zip(out["user_id"], out["target"], out["score"], strict=True)) == expected
+    assert (out["user_id"] == 4).sum() == (n_cats - 1 if n is None else n)
