@@ -121,10 +121,10 @@ class RecommendationConfig(dg.Config):
         default=50_000, ge=1, description="Customers scored and written per chunk (memory holds one chunk)."
     )
     rule_changes: bool = Field(
-        default=True,
+        default=False,
         description="Incremental runs: also recompute the customers whose last basket matches a rule that changed "
-        "(exact; on a large store most rules' confidence moves every day). Off: only customers whose model rows "
-        "changed, the others keep add-ons of older rules until a full run.",
+        "(exact, but a day moves most rules' confidence, so that is most customers). Off: only customers whose "
+        "history or model rows changed; the others keep add-ons of older rules until the next full run.",
     )
 
 

@@ -17,6 +17,8 @@ from tests.pipeline.conftest import RUN_CONFIG
 from tests.pipeline.conftest import SMALL as STORE
 
 LAST_DAY = "2025-10-30"
+#: the exact rule add-ons (off by default: a day moves most rules' confidence)
+EXACT_RULES = {"ops": {**RUN_CONFIG["ops"], "personalization__user_recommendations": {"config": {"rule_changes": True}}}}
 RECOMMENDATIONS = {
     dg.AssetKey(["ingest", "raw_transactions"]),
     dg.AssetKey(["ingest", "products"]),
@@ -110,7 +112,7 @@ def _full_recommendations(tmp: Path) -> list[tuple]:
 def test_incremental_run_refreshes_only_the_days_customers(tmp_path):
     defs = setup(tmp_path)
     with dg.DagsterInstance.ephemeral() as instance:
-        assert run(defs, instance).success  # full build on days 1..29
+        assert run(defs, instance, config=EXACT_RULES).success  # full build on days 1..29
         before = {row[:3]: row for row in table(tmp_path, RECS)}
         potential_before = table(tmp_path, POTENTIAL)
         vectors_before = user_vectors(tmp_path)
@@ -120,7 +122,7 @@ def test_incremental_run_refreshes_only_the_days_customers(tmp_path):
         day = table(tmp_path, f"select distinct customer_id from ingest.daily_orders where ordered_at::DATE = '{LAST_DAY}'")
         day_customers = {c for (c,) in day}
         known = {c for (c,) in table(tmp_path, f"select distinct customer_id from ingest.daily_orders where ordered_at < '{LAST_DAY}'")}
-        result = run(defs, instance, tags={REFRESH_TAG: "incremental"})
+        result = run(defs, instance, tags={REFRESH_TAG: "incremental"}, config=EXACT_RULES)
         assert result.success
     als = metadata(result, "personalization__als_model")
     assert als["refresh"] == "incremental"
