@@ -19,6 +19,7 @@ class SparkEncoded:
     ``pairs`` has columns ``row`` (int, absent when ``rows`` is None), ``item`` (int) and ``weight``
     (double; 1.0 without a weight column), one row per distinct (row, item) with weights summed.
     Codes index the sorted unique labels ``rows`` / ``items``, exactly as the local encoder's.
+    ``lines`` is the coded input before repeats merge (same columns, one row per input line).
     """
 
     pairs: Any
@@ -26,6 +27,7 @@ class SparkEncoded:
     items: Labels
     n_rows: int
     has_weights: bool
+    lines: Any = None
 
 
 def validate(
@@ -120,4 +122,4 @@ def encode(
     merge = F.sum if weight_col else F.max
     pairs = lines.groupBy(row_key, "item").agg(merge("weight").alias("weight"))
     n_rows = len(rows) if rows is not None else pairs.select(row_key).distinct().count()
-    return SparkEncoded(pairs, rows, items, int(n_rows), weight_col is not None)
+    return SparkEncoded(pairs, rows, items, int(n_rows), weight_col is not None, lines)
