@@ -6,8 +6,9 @@ worker sampled from the parent every 5 ms (loading + encoding + mining + rules).
 is not used: Linux carries a parent's high-water mark across fork/exec.  For this project
 the first subprocess starts with an empty numba cache ("cold": JIT compilation included), the
 second reuses the cache ("cache": compiled code loaded from disk) and then repeats the whole
-pipeline in-process ("warm").  rusket needs no compilation: its first run is "cold", a repeat
-in the same process is "warm"; mlxtend runs once.  "rules s" builds a pandas frame (Python
+pipeline in-process ("warm": the median of the repeats, ``--repeat`` runs in all).  rusket needs
+no compilation: its first run is "cold", the median of its repeats in the same process "warm";
+mlxtend runs once.  "rules s" builds a pandas frame (Python
 lists of labels, as the peers do); "rules->arrow s" (this project only) is the same rule
 generation returned as an Arrow table.
 
@@ -22,6 +23,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -171,6 +173,12 @@ def spawn(lib: str, workload: str, repeat: int, env: dict, timeout: float) -> di
     return {**json.loads(lines[-1]), "peak_mb": peak}
 
 
+def warm_median(runs: list) -> list:
+    """Per column, the median over the repeats after the first (the first pays compilation or cache loads)."""
+    rest = runs[1:] or runs
+    return [statistics.median(col) for col in zip(*rest, strict=True)]
+
+
 def fmt(x: float) -> str:
     return f"{x:8.3f}"
 
@@ -179,7 +187,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worker", nargs=2, metavar=("LIB", "WORKLOAD"))
     ap.add_argument("--generate", metavar="WORKLOAD")
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=4, help="runs per worker; warm = median of all but the first")
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     ap.add_argument("--libs", nargs="+", default=list(LIBS), choices=LIBS)
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per library and workload")
@@ -222,12 +230,13 @@ def main() -> None:
                 if "error" in res:
                     print(f"{label:<16} {res['error']}")
                     continue
-                enc, mine, rules, n_sets, n_rules = res["runs"][k][:5]
-                rows[label] = res["runs"][k]
-                arrow = f"{res['runs'][k][5]:16.3f}" if len(res["runs"][k]) > 5 else ""
+                run = res["runs"][0] if k == 0 else warm_median(res["runs"])
+                enc, mine, rules, n_sets, n_rules = run[:5]
+                rows[label] = run
+                arrow = f"{run[5]:16.3f}" if len(run) > 5 else ""
                 print(f"{label:<16}{fmt(enc):>9}{fmt(mine):>9}{fmt(rules):>9}{n_sets:>10}{n_rules:>10}"
                       f"{res['base_mb']:>9.0f}{res['peak_mb']:>9.0f}{arrow}")
-            results.append({"workload": workload, "lib": lib, "runs": [[lbl, r] for lbl, r, _ in entries]})
+            results.append({"workload": workload, "lib": lib, "runs": [[lbl, r] for lbl, r, _ in entries], "warm": "median of runs after the first"})
         counts = {label: (r[3], r[4]) for label, r in rows.items()}
         if len(set(counts.values())) > 1:
             print(f"!! itemset/rule counts differ: {counts}")

@@ -31,7 +31,7 @@ LAUNCH = """mutation ($params: ExecutionParams!) { launchRun(executionParams: $p
   ... on RunConfigValidationInvalid { errors { message } }
   ... on PythonError { message }
 } }"""
-STATUS = "query ($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"
+STATUS = "query ($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status stepStats { endTime } } } }"
 RUNS = "{ runsOrError { ... on Runs { results { runId status } } } }"
 CHECKS = """{ assetNodes { assetKey { path } assetChecksOrError { ... on AssetChecks { checks {
   name executionForLatestMaterialization { runId status } } } } } }"""
@@ -78,14 +78,20 @@ class Dagster:
             time.sleep(1)
         raise TimeoutError("dagster dev did not serve the workspace")
 
-    def wait_for_run(self, run_id: str, timeout: float = 300) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status = self.query(STATUS, id=run_id)["runOrError"]["status"]
-            if status in DONE:
-                return status
+    def wait_for_run(self, run_id: str, idle: float = 300, limit: float = 3600) -> str:
+        """The run's final status; gives up after ``idle`` seconds without a step finishing (a loaded
+        machine only slows the run down) or ``limit`` seconds in all."""
+        start = last = time.monotonic()
+        finished = -1
+        while time.monotonic() - last < idle and time.monotonic() - start < limit:
+            run = self.query(STATUS, id=run_id)["runOrError"]
+            if run["status"] in DONE:
+                return run["status"]
+            done = sum(step["endTime"] is not None for step in run.get("stepStats") or [])
+            if done != finished:
+                finished, last = done, time.monotonic()
             time.sleep(1)
-        raise TimeoutError(f"run {run_id} still not finished: {status}")
+        raise TimeoutError(f"run {run_id} still not finished: {run['status']}, {finished} steps done")
 
     def runs(self) -> list[dict]:
         return self.query(RUNS)["runsOrError"]["results"]
