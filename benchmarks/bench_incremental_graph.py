@@ -81,7 +81,10 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=2_000)
     parser.add_argument("--out", default="/tmp/bench_incremental_graph.json")
     parser.add_argument("--profile", help="write a cProfile of the incremental run to this file (pstats)")
+    parser.add_argument("--sample-customers", type=int, help="model_evaluation's sample_customers (default: its own)")
     args = parser.parse_args()
+    evaluation = {} if args.sample_customers is None else {
+        "ops": {"personalization__model_evaluation": {"config": {"sample_customers": args.sample_customers}}}}  # fmt: skip
     store = {"n_customers": args.customers, "n_products": args.products, "n_days": args.days + 1,
              "n_lines": int(args.lines * (args.days + 1) / args.days), "seed": 7}  # fmt: skip
     day_n = str((START + np.timedelta64(args.days - 1, "D")).astype("datetime64[D]"))
@@ -101,7 +104,7 @@ def main() -> None:
         warehouse.replace_table("ingest", "daily_orders", history)
         out["lines_days_1_to_N-1"] = history.num_rows
         with dg.DagsterInstance.ephemeral() as instance:
-            out["build_days_1_to_N-1_s"] = round(timed_run(definitions(a), "refresh_all", instance)[0], 1)
+            out["build_days_1_to_N-1_s"] = round(timed_run(definitions(a), "refresh_all", instance, run_config=evaluation)[0], 1)
             ingest = {"resources": {"source": {"config": {"store": store}}}}
             out["ingest_day_N_s"] = round(
                 timed_run(definitions(a), "daily_ingest", instance, partition_key=day_n, run_config=ingest)[0], 2
@@ -112,10 +115,10 @@ def main() -> None:
                     import cProfile
 
                     with cProfile.Profile() as profile:
-                        seconds, steps = timed_run(definitions(root), job, instance)
+                        seconds, steps = timed_run(definitions(root), job, instance, run_config=evaluation)
                     profile.dump_stats(args.profile)
                 else:
-                    seconds, steps = timed_run(definitions(root), job, instance)
+                    seconds, steps = timed_run(definitions(root), job, instance, run_config=evaluation)
                 p, n = precision(root, everything, next_day)
                 out[name] = {"seconds": round(seconds, 1), "precision@10_day_N+1": p, "customers_scored": n,
                              "steps": steps}  # fmt: skip

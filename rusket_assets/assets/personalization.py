@@ -1,8 +1,6 @@
 """Personalization group: ALS and BPR models, their factors, holdout evaluation and similar items."""
 
-import json
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
@@ -21,6 +19,7 @@ from rusket_assets.assets.common import (
     with_rank,
 )
 from rusket_assets.engine import Engine
+from rusket_assets.holdout_fit import fit_with_holdout, holdout_model_name
 from rusket_assets.incremental import (
     built_from,
     changed_customers,
@@ -90,8 +89,16 @@ class EvaluationConfig(dg.Config):
     )  # fmt: skip
     random_state: int = Field(default=42, description="Seed of the split hash and of the customer sample.")
     sample_customers: int = Field(
-        default=20_000, ge=1, description="Customers (smallest seeded hash) whose held-out items are scored."
-    )
+        default=20_000, ge=1,
+        description="About this many customers are sampled (seeded hash of the customer below a cut chosen at a full "
+        "rebuild); only their test pairs are held out from the models and scored.",
+    )  # fmt: skip
+    shared_fit_max_share: float = Field(
+        default=0.03, ge=0.0, le=1.0,
+        description="The published models are the holdout models with the held-out lines folded in (one fit per model) "
+        "while those lines are at most this share of all lines (their item factors miss only those); above it "
+        "(e.g. the bundled store, whose sample covers every customer) they are fitted on all lines separately.",
+    )  # fmt: skip
     compare_bpr_losses: bool = Field(default=False, description="Also score BPR with the other pair loss (row bpr_<loss>).")
     incremental_sample: int = Field(
         default=2_000, ge=1,
@@ -145,6 +152,12 @@ def als_model(
 ):  # fmt: skip
     """Implicit ALS on customer × product interactions (confidence 1 + alpha * weight), saved as a model file.
 
+    One fit serves the evaluation too (`rusket_assets.holdout_fit`): ALS is trained on every line but
+    the sampled customers' held-out pairs and saved as the holdout model; the published model is that
+    model with those customers' rows re-solved exactly from their whole history (items fixed). When the
+    held-out lines are more than `shared_fit_max_share` (model_evaluation's config) of all lines the
+    published model is fitted on all lines separately; metadata `evaluation_fit` says which ran.
+    With engine=spark the published model is fitted on Spark and model_evaluation fits the holdout twin.
     In an incremental run (tag `rusket/refresh=incremental`) the saved model is updated instead:
     changed customers folded in, new products added, then `warm_iterations` sweeps (rusket_assets.incremental).
     """
@@ -156,10 +169,22 @@ def als_model(
         "factors": config.factors, "iterations": config.iterations, "alpha": config.alpha,
         "regularization": config.regularization, "random_state": config.random_state,
     }  # fmt: skip
-    with _interaction_lines(raw_transactions, params["rating_col"]) as lines:  # encoded in SQL locally
-        model = refresh_model(
-            context, lambda: ALS.from_transactions(lines, **params),
-            lambda: engine.fit_als(engine_input(raw_transactions, lines, engine), **params), models, warehouse, config.warm_iterations,
+
+    def separate():
+        with _interaction_lines(raw_transactions, params["rating_col"]) as lines:  # encoded in SQL locally
+            return refresh_model(
+                context, lambda: ALS.from_transactions(lines, **params),
+                lambda: engine.fit_als(engine_input(raw_transactions, lines, engine), **params), models, warehouse,
+                config.warm_iterations,
+            )  # fmt: skip
+
+    if engine.is_spark:  # the holdout twin is fitted locally by model_evaluation
+        model = separate()
+    else:
+        model = fit_with_holdout(
+            context, "als", lambda lines: ALS.from_transactions(lines, **params), separate, models, warehouse,
+            raw_transactions, _run_config(context, "model_evaluation", EvaluationConfig),
+            ["customer_id", "product_id", *([params["rating_col"]] if params["rating_col"] else [])], config.warm_iterations,
         )  # fmt: skip
     context.add_output_metadata(
         {
@@ -185,6 +210,8 @@ def bpr_model(
     blocks on private copies of the item factors, merged after every round of a fixed number of
     steps; it takes longer than lock-free Hogwild threads at about the same holdout precision
     (benchmarks/RESULTS.md, "Deterministic BPR").
+    One fit serves the evaluation too, as for `als_model`: the holdout model, and the published model
+    derived from it by seeded SGD passes over the sampled customers' whole rows (items fixed).
     In an incremental run the saved model's changed customers are folded in (SGD over their rows,
     items fixed; new products by SGD over their buyers, customers fixed) plus `warm_iterations`
     epochs (rusket_assets.incremental).
@@ -192,24 +219,31 @@ def bpr_model(
     from rusket_core import BPR
 
     start = time.perf_counter()
-    with _interaction_lines(raw_transactions, None) as lines:  # encoded in SQL
 
-        def build():
-            return BPR.from_transactions(
-                lines,
-                user_col="customer_id",
-                item_col="product_id",
-                factors=config.factors,
-                iterations=config.iterations,
-                learning_rate=config.learning_rate,
-                regularization=config.regularization,
-                loss=config.loss,
-                schedule=config.schedule,
-                random_state=config.random_state,
-                deterministic=config.deterministic,
-            )
+    def build(lines):
+        return BPR.from_transactions(
+            lines,
+            user_col="customer_id",
+            item_col="product_id",
+            factors=config.factors,
+            iterations=config.iterations,
+            learning_rate=config.learning_rate,
+            regularization=config.regularization,
+            loss=config.loss,
+            schedule=config.schedule,
+            random_state=config.random_state,
+            deterministic=config.deterministic,
+        )
 
-        model = refresh_model(context, build, lambda: build().fit(), models, warehouse, config.warm_iterations)
+    def separate():
+        with _interaction_lines(raw_transactions, None) as lines:  # encoded in SQL
+            return refresh_model(context, lambda: build(lines), lambda: build(lines).fit(), models, warehouse,
+                                 config.warm_iterations)  # fmt: skip
+
+    model = fit_with_holdout(
+        context, "bpr", build, separate, models, warehouse, raw_transactions,
+        _run_config(context, "model_evaluation", EvaluationConfig), ["customer_id", "product_id"], config.warm_iterations,
+    )  # fmt: skip
     accuracy = getattr(model, "ranking_accuracy_", None)
     loss = getattr(model, "loss_", None)  # a model loaded and folded into has no training curve
     context.add_output_metadata(
@@ -340,24 +374,6 @@ def _run_config(context: dg.AssetExecutionContext, asset_name: str, cls: type[dg
 
 #: the holdout twin of each published factor model: (asset, its config class)
 HOLDOUT_MODELS = {"als": ("als_model", ALSConfig), "bpr": ("bpr_model", BPRConfig)}
-SPLIT_FILE = "personalization__model_evaluation__split.json"
-
-
-def holdout_model_name(name: str) -> str:
-    """The model store's name of the holdout model ``name`` ("als" or "bpr") saved by model_evaluation."""
-    return f"personalization__model_evaluation__{name}"
-
-
-def _split_signature(config: EvaluationConfig) -> dict:
-    """What the holdout models' training lines depend on besides the data (a change means a refit)."""
-    import duckdb
-
-    return {"test_fraction": config.test_fraction, "seed": config.random_state, "duckdb": duckdb.__version__}
-
-
-def _saved_split(models: ModelStore) -> dict | None:
-    path = Path(models.path) / SPLIT_FILE
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 @asset(
@@ -381,25 +397,28 @@ def model_evaluation(
 ) -> pa.Table:
     """Holdout ranking quality of ALS, BPR, popularity and the published hybrid, on one split.
 
-    A seeded hash of each (customer, product) pair puts all its lines in train or test
-    (`rusket_assets.holdout`), so a pair keeps its side as days are appended. Holdout ALS and BPR
-    with the published parameters are trained on the train lines and saved next to the published
-    models; the blend that `user_recommendations` publishes (`published_recommender`: same rules,
-    last-basket carts from the train lines and this run's weights) is built from them. All are
-    scored by the same `evaluate` on the test lines of `sample_customers` customers (the smallest
-    seeded hash): precision, recall, ndcg, MAP at k, and catalogue coverage.
+    A seeded hash of each (customer, product) pair puts all its lines in train or test, and a seeded
+    hash of the customer samples about `sample_customers` customers (`rusket_assets.holdout`); only
+    the sampled customers' test pairs are held out, and a pair and a customer keep their side as days
+    are appended. The holdout ALS and BPR (the published parameters, trained on every other line) are
+    saved by `als_model` / `bpr_model` from the fit the published models share
+    (`rusket_assets.holdout_fit`) and loaded here; when one is missing or was not saved in this run on
+    this split (e.g. ALS on Spark) it is fitted here (in an incremental run updated like the published
+    model when that was updated). The blend that `user_recommendations` publishes
+    (`published_recommender`: same rules, last-basket carts from the train lines and this run's
+    weights) is built from them; popularity is fitted on the holdout ALS's training pairs. All are
+    scored by the same `evaluate` on the test lines of the sampled customers with pairs on both
+    sides: precision, recall, ndcg, MAP at k, and catalogue coverage.
 
-    Full run: the holdout models are fitted from scratch. Incremental run: each holdout model takes
-    the update its published model took in this run (`rusket_assets.incremental.refresh`: the
-    customers whose train lines grew folded in, new products added, `warm_iterations` of the
-    published model's config), or is refitted when that model was. This is sound because the
-    split is stable (yesterday's train lines plus today's train lines are today's) and the holdout
-    models follow exactly the update path of the shipped models, so the blocking gate judges what
-    that path produces, at the cost of the day rather than of two full fits.
+    The holdout models follow exactly the update path of the shipped models (refit, or fold-in of
+    the customers whose train lines grew, new products added, `warm_iterations`), so the blocking
+    gate judges what that path produces. After incremental updates of both only the sampled
+    customers whose holdout rows changed and the first `incremental_sample` are scored.
     With `compare_bpr_losses` a row `bpr_<loss>` scores BPR refitted with the other pair loss.
     """
     from rusket_assets.holdout import holdout_split
-    from rusket_assets.io import save_model
+    from rusket_assets.holdout_fit import changed_of, holdout_record, run_split, save_holdout
+    from rusket_assets.io import load_model
     from rusket_core.encoding import encode_transactions
     from rusket_core.evaluation import evaluate
     from rusket_core.factorization.bpr import LOSSES
@@ -408,11 +427,10 @@ def model_evaluation(
     published = {"als": als_model, "bpr": bpr_model}
     fitted, seconds, info, updates = {}, {}, {}, {}
     columns = sorted({*INTERACTION_COLUMNS, *CART_COLUMNS})
-    split = _split_signature(config)
-    same_split = _saved_split(models) == split
     start = time.perf_counter()
-    with holdout_split(raw_transactions, columns, "customer_id", "product_id", config.test_fraction, config.random_state,
-                       config.sample_customers) as (train, test, n_customers, sample_train, sample):  # fmt: skip
+    split = run_split(context, models, raw_transactions, config)
+    with holdout_split(raw_transactions, columns, "customer_id", "product_id", split["test_fraction"], split["seed"],
+                       split["cut"]) as (train, test, n_customers, sample_train, sample):  # fmt: skip
         info["split_seconds"] = time.perf_counter() - start
         encodings: dict = {}
 
@@ -426,6 +444,14 @@ def model_evaluation(
         for name, (asset_name, config_cls) in HOLDOUT_MODELS.items():
             model = published[name]
             start = time.perf_counter()
+            record = holdout_record(models, name)
+            same_split = record is not None and record["split"] == split
+            if same_split and record["run_id"] == context.run.run_id:  # saved by this run's model asset
+                fitted[name], updates[name] = load_model(models.path, holdout_model_name(name)), changed_of(record)
+                seconds[name] = record["metadata"]["seconds"]
+                info |= {f"holdout_{name} {k}": v for k, v in record["metadata"].items() if k != "seconds"}
+                info[f"holdout_{name} fitted_by"] = asset_name
+                continue
 
             def build(model=model):
                 return type(model).from_encoded(encoded(model.rating_col), "customer_id", "product_id",
@@ -437,11 +463,17 @@ def model_evaluation(
             result = refresh(incremental, models, holdout_model_name(name), build, lambda b=build: b().fit(), warm)
             fitted[name], seconds[name] = result.model, time.perf_counter() - start
             updates[name] = result.changed
+            save_holdout(models, name, result, split, context.run.run_id, result.metadata | {"seconds": seconds[name]})
             info |= {f"holdout_{name} {k}": v for k, v in result.metadata.items()}
-        candidates = [("popularity", PopularityRecommender(), {})]
+            info[f"holdout_{name} fitted_by"] = "model_evaluation"
+        start = time.perf_counter()
+        # popularity counts the train pairs: the holdout ALS's training matrix (weights dropped)
+        fitted["popularity"] = PopularityRecommender.from_encoded(fitted["als"].user_items, "customer_id", "product_id").fit()
+        seconds["popularity"] = time.perf_counter() - start
+        candidates = []
         if config.compare_bpr_losses:
             other = next(loss for loss in LOSSES if loss != bpr_model.loss)
-            candidates.insert(0, (f"bpr_{other}", bpr_model, {"loss": other}))
+            candidates.append((f"bpr_{other}", bpr_model, {"loss": other}))
         for name, model, changes in candidates:
             start = time.perf_counter()
             fitted[name] = type(model).from_encoded(
@@ -456,7 +488,7 @@ def model_evaluation(
             _run_config(context, "user_recommendations", RecommendationConfig),
         )  # fmt: skip
         seconds["published"] = seconds["als"] + seconds["bpr"] + time.perf_counter() - start
-        order = ["als", "bpr", *(n for n, _, _ in candidates)]
+        order = ["als", "bpr", *(n for n, _, _ in candidates), "popularity"]
         fitted = {name: fitted[name] for name in order} | {"published": blend}
     test, info["evaluation_scope"] = _scored_lines(test, sample, updates, config.incremental_sample)
     start = time.perf_counter()
@@ -466,11 +498,6 @@ def model_evaluation(
         rows.append({"model": name, **{m: metrics[m] for m in METRICS},
                      "k": config.k, "n_users": metrics["n_users"], "fit_seconds": seconds[name]})  # fmt: skip
     info["evaluate_seconds"] = time.perf_counter() - start
-    # the split file goes last: a run failing half-way leaves none, and the next run refits
-    (Path(models.path) / SPLIT_FILE).unlink(missing_ok=True)
-    for name in HOLDOUT_MODELS:
-        save_model(fitted[name], models.path, holdout_model_name(name))
-    (Path(models.path) / SPLIT_FILE).write_text(json.dumps(split))
     table = pa.Table.from_pylist(rows)
     k = config.k
     context.add_output_metadata(

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from rusket_assets.holdout import holdout_split
+from rusket_assets.holdout import holdout_split, sample_cut
 from rusket_assets.interactions import WarehouseTable
 from rusket_assets.resources import Warehouse
 
@@ -35,64 +35,88 @@ def _table(tmp_path, lines: pa.Table) -> WarehouseTable:
     return WarehouseTable(warehouse, "ingest", "raw_transactions")
 
 
-def _split(table: WarehouseTable, fraction: float, seed: int, sample: int):
-    with holdout_split(table, COLUMNS, "customer_id", "product_id", fraction, seed, sample) as holdout:
-        return holdout.train.to_arrow_table(), holdout.test, holdout.customers, holdout.sample_train.to_arrow_table()
+def _split(table: WarehouseTable, fraction: float, seed: int, sample: int, cut: int | None = None):
+    """(train lines, scored test lines, scored customers, their train lines, sampled customers, cut); the
+    cut chosen for ``sample`` customers unless given."""
+    if cut is None:
+        cut = sample_cut(table, "customer_id", "product_id", fraction, seed, sample)
+    with holdout_split(table, COLUMNS, "customer_id", "product_id", fraction, seed, cut) as h:
+        return h.train.to_arrow_table(), h.test, h.customers, h.sample_train.to_arrow_table(), h.sample.to_pylist(), cut
 
 
 def _pairs(table: pa.Table) -> set:
     return set(zip(table["customer_id"].to_pylist(), table["product_id"].to_pylist(), strict=True))
 
 
+def _hashes(table: WarehouseTable, seed: int) -> list[dict]:
+    """Every line with DuckDB's customer hash and pair bucket (the reference below decides in Python)."""
+    return table.warehouse.query(
+        f"select *, hash(customer_id, {seed}::BIGINT) as hc, hash(customer_id, product_id, {seed}::BIGINT) % 1000000 as hp "
+        f"from {table.name} order by rowid"
+    ).to_pylist()
+
+
+def _reference(rows: list[dict], fraction: float, cut: int | None):
+    """Held-out lines, scored customers (in sampling order) by the definition: test pair (pair bucket below
+    the fraction) of a sampled customer (hash at most the cut); scored = sampled with pairs on both sides."""
+    test = [r["hp"] < round(fraction * 1_000_000) for r in rows]
+    held = [t and cut is not None and r["hc"] <= cut for r, t in zip(rows, test, strict=True)]
+    sides: dict = {}
+    for r, t in zip(rows, test, strict=True):
+        sides.setdefault(r["customer_id"], set()).add(t)
+    hashes = {r["customer_id"]: r["hc"] for r in rows}
+    eligible = sorted((hashes[c], c) for c, s in sides.items() if s == {True, False})
+    scored = [c for h, c in eligible if cut is not None and h <= cut]
+    return held, scored, eligible
+
+
+def _line(r: dict) -> tuple:
+    return tuple(r[c] for c in COLUMNS)
+
+
 @pytest.mark.parametrize(("fraction", "seed", "sample"), [(0.2, 0, 1000), (0.3, 7, 9), (0.5, 3, 1)])
-def test_whole_pairs_go_to_one_side_and_the_sample_has_both(tmp_path, fraction, seed, sample):
+def test_only_the_sampled_customers_test_pairs_are_held_out(tmp_path, fraction, seed, sample):
     lines = _lines(np.random.default_rng(seed), 600, day=1)
-    train, test, customers, sample_train = _split(_table(tmp_path, lines), fraction, seed, sample)
-    with holdout_split(_table(tmp_path, lines), COLUMNS, "customer_id", "product_id", fraction, seed, 10**6) as h:
-        all_test = h.test  # every customer with lines on both sides
-    held_out = _pairs(all_test)
-    assert _pairs(train).isdisjoint(held_out)
-    rows = lines.to_pylist()
-    # every line is a train line, or a test line of a customer with train lines, or its customer has no train line
-    trained = set(pc.unique(train["customer_id"]).to_pylist())
-    assert sorted(map(tuple, (r.values() for r in rows if (r["customer_id"], r["product_id"]) not in held_out
-                              and r["customer_id"] in trained))) == sorted(map(tuple, (r.values() for r in train.to_pylist())))  # fmt: skip
-    assert all_test.to_pylist() == [r for r in rows if (r["customer_id"], r["product_id"]) in held_out]
-    with_test = set(pc.unique(all_test["customer_id"]).to_pylist())
-    assert with_test <= trained
-    assert customers == min(sample, len(with_test))
-    sampled = set(pc.unique(test["customer_id"]).to_pylist())
-    assert len(sampled) == customers and sampled <= with_test
-    # the sample's test lines in table order, and its train lines
-    assert test.to_pylist() == [r for r in all_test.to_pylist() if r["customer_id"] in sampled]
-    assert sorted(map(tuple, (r.values() for r in sample_train.to_pylist()))) == sorted(
-        map(tuple, (r.values() for r in train.to_pylist() if r["customer_id"] in sampled))
-    )
+    table = _table(tmp_path, lines)
+    train, test, customers, sample_train, sampled, cut = _split(table, fraction, seed, sample)
+    rows = _hashes(table, seed)
+    held, scored, eligible = _reference(rows, fraction, cut)
+    # at a full rebuild the cut samples the `sample` eligible customers with the smallest hash
+    assert scored == [c for _, c in eligible[:sample]] == sampled and customers == min(sample, len(eligible))
+    assert sorted(map(_line, train.to_pylist())) == sorted(_line(r) for r, h in zip(rows, held, strict=True) if not h)
+    assert sum(held) > 0 and _pairs(train).isdisjoint({(r["customer_id"], r["product_id"]) for r, h in zip(rows, held, strict=True) if h})
+    # the scored customers' held-out lines in table order, and their train lines
+    assert list(map(_line, test.to_pylist())) == [_line(r) for r, h in zip(rows, held, strict=True) if h and r["customer_id"] in scored]
+    assert sorted(map(_line, sample_train.to_pylist())) == sorted(_line(r) for r in train.to_pylist() if r["customer_id"] in scored)
 
 
 def test_held_out_share_and_seed(tmp_path):
     lines = _lines(np.random.default_rng(0), 20_000, day=1, customers=2_000)
     table = _table(tmp_path, lines)
-    train, test, _, _ = _split(table, 0.2, 42, 10**6)
-    n_pairs = len(_pairs(lines))
-    assert abs(len(_pairs(test)) / n_pairs - 0.2) < 0.02
-    again, _, _, _ = _split(table, 0.2, 42, 10**6)
-    other, _, _, _ = _split(table, 0.2, 43, 10**6)
-    assert _pairs(again) == _pairs(train) and _pairs(other) != _pairs(train)
+    train, test, customers, _, _, _ = _split(table, 0.2, 42, 10**6)  # (nearly) every customer sampled
+    assert customers == len(pc.unique(test["customer_id"])) > 1_500
+    assert abs(len(_pairs(lines) - _pairs(train)) / len(_pairs(lines)) - 0.2) < 0.02
+    again = _split(table, 0.2, 42, 10**6)[1]
+    other = _split(table, 0.2, 43, 10**6)[1]
+    assert _pairs(again) == _pairs(test) and _pairs(other) != _pairs(test)
+    assert sample_cut(table, "customer_id", "product_id", 0.2, 42, 10) < sample_cut(table, "customer_id", "product_id", 0.2, 42, 100)
 
 
-def test_appending_a_day_keeps_every_old_pair_on_its_side(tmp_path):
+def test_appending_a_day_keeps_the_sample_and_every_old_pair_on_its_side(tmp_path):
     rng = np.random.default_rng(5)
     old = _lines(rng, 800, day=1)
-    day = _lines(rng, 150, day=2, customers=50)  # new customers and repeat pairs among them
-    train_old, _, _, _ = _split(_table(tmp_path, old), 0.25, 11, 10**6)
-    with holdout_split(_table(tmp_path, old), COLUMNS, "customer_id", "product_id", 0.25, 11, 10**6) as h:
-        test_old = _pairs(h.test)
+    day = _lines(rng, 300, day=2, customers=60)  # new customers and repeat pairs among them
+    train_old, test_old, _, _, sampled_old, cut = _split(_table(tmp_path, old), 0.25, 11, 12)
     both = pa.concat_tables([old, day])
-    train_new, _, _, _ = _split(_table(tmp_path, both), 0.25, 11, 10**6)
+    table = _table(tmp_path, both)
+    train_new, test_new, _, _, sampled_new, _ = _split(table, 0.25, 11, 12, cut=cut)  # the kept cut
     key = [(c, "ascending") for c in COLUMNS]
     # yesterday's train lines plus the day's train lines are today's train lines
     train_day = train_new.filter(pc.equal(train_new["day"], 2))
     assert pa.concat_tables([train_old, train_day]).sort_by(key).equals(train_new.sort_by(key))
-    assert _pairs(train_new).isdisjoint(test_old)
-    assert train_day.num_rows > 0 and _pairs(day) & test_old  # the day repeats held-out pairs: they stay out
+    assert _pairs(train_new).isdisjoint(_pairs(test_old)) and train_day.num_rows > 0
+    assert _pairs(test_new.filter(pc.equal(test_new["day"], 1))) == _pairs(test_old)
+    # the sample: yesterday's customers stay, new customers join by their own hash only
+    _, scored, _ = _reference(_hashes(table, 11), 0.25, cut)
+    assert sampled_new == scored and set(sampled_old) < set(sampled_new)
+    assert _pairs(day) & _pairs(test_old)  # the day repeats held-out pairs: they stay out

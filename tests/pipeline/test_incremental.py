@@ -216,13 +216,20 @@ def test_gate_blocks_an_incremental_run(tmp_path):
 
 
 def _train_lines(tmp: Path, where: str = "true"):
-    """The holdout split's train lines (EvaluationConfig defaults) of ingest.daily_orders matching ``where``."""
-    from rusket_assets.holdout import is_test
+    """The holdout split's train lines (the saved split) of ingest.daily_orders matching ``where``."""
+    from rusket_assets.holdout_fit import held_out
 
-    test = is_test("customer_id", "product_id", 0.2, 42)
     return Warehouse(path=str(tmp / "warehouse.duckdb")).query(
-        f"select customer_id, product_id, quantity from ingest.daily_orders where not {test} and {where} order by all"
+        f"select customer_id, product_id, quantity from ingest.daily_orders where not {held_out(_split(tmp))} and {where} order by all"
     )
+
+
+def _split(tmp: Path) -> dict:
+    import json
+
+    from rusket_assets.holdout_fit import SPLIT_FILE
+
+    return json.loads((tmp / "models" / SPLIT_FILE).read_text())["split"]
 
 
 def test_incremental_run_updates_the_holdout_models(tmp_path):
@@ -253,9 +260,10 @@ def test_incremental_run_updates_the_holdout_models(tmp_path):
     assert evaluation["holdout_als refresh"] == evaluation["holdout_bpr refresh"] == "incremental"
     day = _train_lines(tmp_path, f"ordered_at::DATE = '{LAST_DAY}'")
     assert evaluation["holdout_als customers_with_new_lines"] == len(pc.unique(day["customer_id"])) > 0
-    # scored: the sampled customers (with lines on both sides, by seeded hash) who bought that day, plus the first 50
+    # scored: the sampled customers (hash at most the cut, lines on both sides) who bought that day, plus the first 50
     test = "(hash(customer_id, product_id, 42::BIGINT) % 1000000) < 200000"
-    sample = [c for (c,) in table(tmp_path, f"select customer_id from ingest.daily_orders group by customer_id having "
+    sampled = f"hash(customer_id, 42::BIGINT) <= {_split(tmp_path)['cut']}"
+    sample = [c for (c,) in table(tmp_path, f"select customer_id from ingest.daily_orders where {sampled} group by customer_id having "
                                   f"bool_or({test}) and bool_or(not {test}) order by hash(customer_id, 42::BIGINT), customer_id")]  # fmt: skip
     bought = set(sample) & set(day["customer_id"].to_pylist())
     scored = set(sample[:50]) | bought
@@ -402,3 +410,102 @@ def test_similar_items_recompute_rule_with_new_products(tmp_path):
     assert merged.keys() == after.keys()
     assert all(abs(merged[k] - after[k]) <= 1e-5 for k in after)
 
+
+
+# the sample covers a quarter of the customers: their held-out lines are about 5% of all, shared path forced
+SHARED = {"personalization__model_evaluation": {"config": {"shared_fit_max_share": 1.0, "sample_customers": 100}}}
+
+
+def _check_shared_als(tmp: Path, split: dict) -> set:
+    """The holdout ALS is trained on every line but the sampled customers' test pairs; the published
+    ALS is it with the customers of those pairs re-solved exactly (numpy least squares) from their whole
+    history, every other row and the known products' rows as they were. Returns the re-solved customers."""
+    from rusket_assets.holdout_fit import holdout_model_name
+    from rusket_assets.io import load_model
+    from tests.library.test_foldin import _numpy_row
+
+    holdout = load_model(tmp / "models", holdout_model_name("als"))
+    published = load_model(tmp / "models", "personalization__als_model")
+    lines = Warehouse(path=str(tmp / "warehouse.duckdb")).query(
+        "select customer_id as c, product_id as p, quantity as q, hash(customer_id, 42::BIGINT) as hc, "
+        "hash(customer_id, product_id, 42::BIGINT) % 1000000 as hp from ingest.daily_orders"
+    ).to_pylist()
+    held = [r for r in lines if r["hc"] <= split["cut"] and r["hp"] < 200_000]
+
+    def pairs(model) -> set:
+        enc = model.user_items
+        users = np.repeat(np.arange(enc.n_rows), np.diff(enc.indptr))
+        return set(zip(model.users.values[users].tolist(), model.items.values[enc.indices].tolist(), strict=True))
+
+    held_pairs = {(r["c"], r["p"]) for r in held}
+    assert pairs(holdout) == {(r["c"], r["p"]) for r in lines} - held_pairs
+    assert pairs(published) - pairs(holdout) == held_pairs and held_pairs
+    resolved = {r["c"] for r in held}
+    at = {u: i for i, u in enumerate(holdout.users.values.tolist())}
+    for i, user in enumerate(published.users.values.tolist()):
+        if user not in resolved:
+            np.testing.assert_array_equal(published.user_factors[i], holdout.user_factors[at[user]])
+    n_known = len(holdout.items)
+    assert published.items.values[:n_known].tolist() == holdout.items.values.tolist()
+    np.testing.assert_array_equal(published.item_factors[:n_known], holdout.item_factors)
+    item_at = {p: i for i, p in enumerate(published.items.values.tolist())}
+    history: dict = {}
+    for r in lines:
+        if r["c"] in resolved:
+            row = history.setdefault(r["c"], {})
+            row[item_at[r["p"]]] = row.get(item_at[r["p"]], 0.0) + r["q"]
+    params = RUN_CONFIG["ops"]["personalization__als_model"]["config"]
+    for i, user in enumerate(published.users.values.tolist()):
+        if user in resolved:
+            exact = _numpy_row(published.item_factors, history[user], alpha=params["alpha"], reg=params["regularization"])
+            np.testing.assert_allclose(published.user_factors[i], exact, rtol=1e-3, atol=1e-4)
+    return resolved
+
+
+def test_one_fit_serves_the_published_and_the_holdout_models(tmp_path, monkeypatch):
+    """Shared path: one fit per model kind (the holdout model, loaded by model_evaluation), the
+    published model derived by fold-in; an incremental run updates each kind once and keeps the sample."""
+    import json
+
+    import rusket_assets.incremental as incremental
+    from rusket_assets.holdout_fit import SPLIT_FILE
+
+    config = {"ops": {**RUN_CONFIG["ops"], **SHARED}}
+    defs = setup(tmp_path)
+    with dg.DagsterInstance.ephemeral() as instance:
+        full = run(defs, instance, config=config)
+        assert full.success
+        split = json.loads((tmp_path / "models" / SPLIT_FILE).read_text())["split"]
+        for name in ("als", "bpr"):
+            fit = metadata(full, f"personalization__{name}_model")
+            assert fit["evaluation_fit"] == "shared" and 0 < fit["held_out_share"] < 0.1
+        evaluation = metadata(full, "personalization__model_evaluation")
+        assert evaluation["holdout_als fitted_by"] == "als_model" and evaluation["holdout_bpr fitted_by"] == "bpr_model"
+        assert evaluation["evaluated_customers"] == evaluation["sampled_customers"] == 100
+        _check_shared_als(tmp_path, split)
+        assert run(defs, instance, partition=LAST_DAY).success
+        update = incremental.update_model
+        calls = []
+
+        def counted(previous, current, warm_iterations):
+            calls.append(type(previous).__name__)
+            return update(previous, current, warm_iterations)
+
+        monkeypatch.setattr(incremental, "update_model", counted)
+        result = run(defs, instance, tags={REFRESH_TAG: "incremental"}, config=config)
+        assert result.success
+    assert sorted(calls) == ["ALS", "BPR"]  # one update per model kind: the holdout model's
+    assert json.loads((tmp_path / "models" / SPLIT_FILE).read_text())["split"] == split  # the sample is kept
+    als = metadata(result, "personalization__als_model")
+    assert als["evaluation_fit"] == "shared" and als["holdout refresh"] == als["refresh"] == "incremental"
+    evaluation = metadata(result, "personalization__model_evaluation")
+    assert evaluation["holdout_als refresh"] == evaluation["holdout_bpr refresh"] == "incremental"
+    assert evaluation["holdout_als fitted_by"] == "als_model"
+    resolved = _check_shared_als(tmp_path, split)
+    # the published rows that changed: the day's customers and sampled customers re-solved, nobody else
+    day = {c for (c,) in table(tmp_path, f"select distinct customer_id from ingest.daily_orders where ordered_at::DATE = '{LAST_DAY}'")}
+    refreshed = {int(c) for (c,) in table(tmp_path, "select id from personalization.refreshed_customers "
+                                          "where model = 'personalization__als_model' and side = 'customer'")}  # fmt: skip
+    assert day <= refreshed <= day | resolved
+    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["published_beats_popularity"]

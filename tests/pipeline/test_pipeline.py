@@ -86,6 +86,27 @@ def test_model_evaluation_beats_popularity(pipeline):
     assert checks["published_beats_popularity"] and checks["user_factors_finite"] and checks["item_factors_finite"]
 
 
+def test_small_store_fits_the_published_models_on_all_lines(pipeline):
+    """The sample covers every customer of the small store: its held-out lines are too large a share to
+    lose, so the published ALS is the full fit on every line (the holdout model a fit of its own)."""
+    import numpy as np
+
+    from rusket_assets.io import load_model
+    from rusket_core import ALS
+
+    tmp, result = pipeline
+    fit = {k: v.value for k, v in result.asset_materializations_for_node("personalization__als_model")[0].metadata.items()}
+    assert fit["evaluation_fit"] == "separate" and fit["held_out_share"] > 0.01
+    lines = duckdb.connect(str(tmp / "warehouse.duckdb"), read_only=True).sql(
+        "select customer_id, product_id, quantity from ingest.raw_transactions").to_arrow_table()  # fmt: skip
+    params = RUN_CONFIG["ops"]["personalization__als_model"]["config"]
+    full = ALS.from_transactions(lines, "customer_id", "product_id", "quantity", random_state=42, **params).fit()
+    published = load_model(tmp / "models", "personalization__als_model")
+    assert list(published.users.values) == list(full.users.values)
+    np.testing.assert_array_equal(published.user_factors, full.user_factors)
+    np.testing.assert_array_equal(published.item_factors, full.item_factors)
+
+
 def test_similar_items_exclude_the_item_itself(pipeline):
     tmp, _ = pipeline
     rows = sql(
@@ -354,11 +375,14 @@ def test_weak_model_does_not_publish_recommendations(tmp_path):
     before = sql(tmp_path, "select * from personalization.user_recommendations order by customer_id, rank")
 
     # Models without a single training iteration keep their random start: the published blend
-    # (evaluated with this run's user_recommendations config) is worse than popularity.
+    # (evaluated with this run's user_recommendations config) is worse than popularity. The published
+    # models here come from the holdout models' fit (shared path: a quarter of the customers sampled).
     weak = {"ops": {**RUN_CONFIG["ops"], "personalization__als_model": {"config": {"factors": 8, "iterations": 0}},
                     "personalization__bpr_model": {"config": {"factors": 8, "iterations": 0}},
-                    "personalization__user_recommendations": {"config": {"rules_weight": 0.0}}}}  # fmt: skip
+                    "personalization__user_recommendations": {"config": {"rules_weight": 0.0}},
+                    "personalization__model_evaluation": {"config": {"shared_fit_max_share": 1.0, "sample_customers": 100}}}}  # fmt: skip
     result = run(defs, RECOMMENDATION_ASSETS, weak)
+    assert result.asset_materializations_for_node("personalization__als_model")[0].metadata["evaluation_fit"].value == "shared"
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["published_beats_popularity"] is False
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}

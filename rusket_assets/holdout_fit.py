@@ -1,0 +1,211 @@
+"""One fit per factor model serves both the published model and its holdout twin.
+
+The holdout model is trained on the train lines (every line but the sampled customers' test pairs,
+:mod:`rusket_assets.holdout`) and saved under :func:`holdout_model_name` with a record (the split,
+the run, the customers whose rows changed) that ``model_evaluation`` checks before scoring it
+instead of fitting its own. The published model is that model with the held-out lines folded in
+(``partial_fit``: the sampled customers' rows re-solved from their whole history with the item
+factors fixed, the exact least-squares rows for ALS, seeded SGD passes for BPR; products bought only
+in held-out pairs added from their buyers), so its item factors miss only those pairs. When they are
+more than ``shared_fit_max_share`` of all lines (a small store, where the sample covers most
+customers) the published model is fitted on all lines separately instead, as it would lose too much.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+
+from rusket_assets.holdout import is_held_out, sample_cut
+from rusket_assets.incremental import Refresh, model_name, record_changes, refresh, refresh_mode
+from rusket_assets.interactions import WarehouseTable
+from rusket_assets.resources import ModelStore, Warehouse
+from rusket_assets.tables import quote
+
+USER, ITEM = "customer_id", "product_id"
+SPLIT_FILE = "personalization__model_evaluation__split.json"
+
+
+def holdout_model_name(name: str) -> str:
+    """The model store's name of the holdout model ``name`` ("als" or "bpr")."""
+    return f"personalization__model_evaluation__{name}"
+
+
+def _record_path(models: ModelStore, name: str) -> Path:
+    return Path(models.path) / f"{holdout_model_name(name)}.fit.json"
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` atomically (a reader sees the old or the new file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def split_signature(config: Any) -> dict:
+    """What the held-out lines depend on besides the data and the sample cut (an EvaluationConfig's fields)."""
+    import duckdb
+
+    return {"test_fraction": config.test_fraction, "seed": config.random_state,
+            "sample_customers": config.sample_customers, "duckdb": duckdb.__version__}  # fmt: skip
+
+
+def run_split(context: dg.AssetExecutionContext, models: ModelStore, table: WarehouseTable, config: Any) -> dict:
+    """This run's split: :func:`split_signature` plus the sample ``cut``. The saved split is kept when
+    this run chose it, or in an incremental run when its settings are the same (so the sample stays as
+    days are appended); otherwise (a full rebuild, changed settings) the cut is chosen from the data
+    (:func:`rusket_assets.holdout.sample_cut`) and saved."""
+    signature = split_signature(config)
+    path = Path(models.path) / SPLIT_FILE
+    saved = _read_json(path) or {}
+    split = saved.get("split") or {}
+    kept = saved.get("run_id") == context.run.run_id or refresh_mode(context) == "incremental"
+    if kept and "cut" in split and {k: v for k, v in split.items() if k != "cut"} == signature:
+        return split
+    cut = sample_cut(table, USER, ITEM, config.test_fraction, config.random_state, config.sample_customers)
+    split = signature | {"cut": cut}
+    _write_json(path, {"split": split, "run_id": context.run.run_id})
+    return split
+
+
+def held_out(split: dict) -> str:
+    """SQL condition over the order lines: held out by ``split``."""
+    return is_held_out(quote(USER), quote(ITEM), split["test_fraction"], split["seed"], split["cut"])
+
+
+def holdout_record(models: ModelStore, name: str) -> dict | None:
+    """The record of the saved holdout model ``name`` (None when there is none or it is not the
+    current saved version)."""
+    from rusket_assets.io import model_version
+
+    record = _read_json(_record_path(models, name))
+    if record is None or record.get("version") != model_version(models.path, holdout_model_name(name)):
+        return None
+    return record
+
+
+def save_holdout(models: ModelStore, name: str, result: Refresh, split: dict, run_id: str, metadata: dict) -> None:
+    """Save holdout model ``name`` and its record (split, run, changed customers, metadata); the
+    record is removed first, so a failure in between leaves a model without one (refitted next time)."""
+    from rusket_assets.io import model_version, save_model
+
+    path = _record_path(models, name)
+    path.unlink(missing_ok=True)
+    save_model(result.model, models.path, holdout_model_name(name))
+    changed = None if result.changed is None else result.changed.cast(pa.string()).to_pylist()
+    _write_json(path, {"split": split, "run_id": run_id, "version": model_version(models.path, holdout_model_name(name)),
+                       "changed": changed, "metadata": metadata})  # fmt: skip
+
+
+def changed_of(record: dict) -> pa.Array | None:
+    """The customers (as text) whose holdout rows a record's update changed; None after a full fit."""
+    return None if record["changed"] is None else pa.array(record["changed"], pa.string())
+
+
+def fit_with_holdout(
+    context: dg.AssetExecutionContext,
+    name: str,
+    build: Callable[[Any], Any],
+    separate: Callable[[], Any],
+    models: ModelStore,
+    warehouse: Warehouse,
+    table: WarehouseTable,
+    config: Any,
+    columns: list[str],
+    warm_iterations: int,
+) -> Any:
+    """The published model ``name`` ("als" or "bpr"); its holdout twin is saved on the way.
+
+    ``build(lines)``: an unfitted model over a DuckDB relation of ``columns``; ``separate()``: the
+    published model fitted (or refreshed) on all lines, used when the held-out lines are more than
+    ``config.shared_fit_max_share`` of them. In an incremental run the holdout model is updated
+    (:func:`rusket_assets.incremental.refresh`) when it was trained on this split, and the
+    published model is derived from it again."""
+    start = time.perf_counter()
+    split = run_split(context, models, table, config)
+    condition = held_out(split)
+    counts = warehouse.query(f"select count(*) as n, count(*) filter (where {condition}) as h from {table.name}").to_pylist()[0]
+    share = counts["h"] / max(counts["n"], 1)
+    shared = share <= config.shared_fit_max_share
+    record = holdout_record(models, name)
+    same_split = record is not None and record["split"] == split
+    incremental = refresh_mode(context) == "incremental" and same_split
+    with table.relation(columns, where=f"not {condition}") as train:
+        result = refresh(incremental, models, holdout_model_name(name), lambda: build(train), lambda: build(train).fit(),
+                         warm_iterations)  # fmt: skip
+    seconds = time.perf_counter() - start
+    if not same_split and refresh_mode(context) == "incremental":
+        result.metadata["full_refresh_reason"] = "the evaluation split changed"
+    save_holdout(models, name, result, split, context.run.run_id, result.metadata | {"seconds": seconds})
+    info = {"evaluation_fit": "shared" if shared else "separate", "held_out_lines": int(counts["h"]),
+            "held_out_share": share, "holdout_seconds": seconds}  # fmt: skip
+    info |= {f"holdout {k}": v for k, v in result.metadata.items()}
+    start = time.perf_counter()
+    if not shared:
+        model = separate()
+        info["published_seconds"] = time.perf_counter() - start
+        context.add_output_metadata(info)
+        return model
+    with table.relation(columns, where=condition) as lines:
+        held = lines.to_arrow_table()
+    model = result.model  # saved already: the fold-in may change it in place
+    if held.num_rows:
+        model.partial_fit(held)
+    info["fold_in_seconds"] = time.perf_counter() - start
+    context.add_output_metadata(info | _record_published(context, models, warehouse, model, result, warm_iterations))
+    return model
+
+
+def _record_published(
+    context: dg.AssetExecutionContext, models: ModelStore, warehouse: Warehouse, model: Any, result: Refresh, warm: int
+) -> dict:
+    """Record which published rows changed since the saved published model (for the outputs that
+    merge), or say why everything is new; the metadata."""
+    from rusket_assets.io import load_model_version
+
+    name = model_name(context.asset_key)
+    reason = "holdout model refitted" if result.changed is None else None
+    if reason is None:
+        try:
+            previous, parent = load_model_version(models.path, name)
+        except FileNotFoundError:
+            reason = "no saved model yet"
+        else:
+            if type(previous) is not type(model) or previous.get_params() != model.get_params():
+                reason = "parameters changed since the saved model"
+    if reason is not None:
+        context.log.info(f"{name}: full fit ({reason})")
+        return {"refresh": "full", "full_refresh_reason": reason}
+    users, new_users = _changed_rows(previous.users, previous.user_factors, model.users, model.user_factors)
+    items, new_items = _changed_rows(previous.items, previous.item_factors, model.items, model.item_factors)
+    if warm or len(items) > new_items:  # a known product moved: outputs keyed by products are rebuilt
+        items = np.arange(len(model.items))
+    customers, products = pa.array(model.users.values[users]), pa.array(model.items.values[items])
+    record_changes(warehouse, name, context.run.run_id, customers, products, parent)
+    return {"refresh": "incremental", "customers_refreshed": len(customers), "new_customers": new_users,
+            "new_products": new_items, "warm_iterations": warm}  # fmt: skip
+
+
+def _changed_rows(old_labels: Any, old: np.ndarray, labels: Any, new: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rows of ``new`` (by ``labels``) that are new or differ from ``old``'s row of the same label; how many are new."""
+    from rusket_core.factorization.foldin import _lookup
+
+    idx = _lookup(old_labels, labels.values)
+    known = idx >= 0
+    differs = ~known
+    differs[known] = (new[known] != old[idx[known]]).any(axis=1)
+    return np.flatnonzero(differs), int((~known).sum())
