@@ -1,10 +1,12 @@
 """ALS on Spark with the local numba row solver. Same seed, same initial factors and same row solves as
 :class:`~rusket_core.ALS`, so the factors equal the local fit's to float tolerance.
 
-Default (``barrier=True``): the whole fit is ONE Spark job. Every task holds one share of the user rows
-and of the item rows (each carrying its interaction list); per half-iteration it solves its rows
-against the fixed side, and the tasks exchange the new rows through a relay on the driver
-(:mod:`rusket_core.spark.relay`): no job, broadcast or collect per iteration. A barrier stage needs
+Default (``barrier=True``): the whole fit is ONE Spark job. Every coded line goes once to the task
+holding its user and once to the task holding its item, as flat [side, key, other, w] rows (one
+shuffle, no Spark-side grouping); the task builds its user and item CSR with numpy, per
+half-iteration solves its rows against the fixed side, and the tasks exchange the new rows through a
+relay on the driver (:mod:`rusket_core.spark.relay`): no job, broadcast or collect per iteration.
+Factors and the users' lists come back as packed bytes, not Arrow lists. A barrier stage needs
 one free slot per task, so the partitions are capped at the session's task slots. ``barrier=False``
 runs one job per half-iteration instead (the driver broadcasts the fixed side and collects the solved
 rows; about 1 s per job on local[2]): for Spark Connect clients (the driver is remote, no relay) and
@@ -34,11 +36,51 @@ from rusket_core.spark.fpgrowth import _list_parts, _one_thread
 from rusket_core.spark.relay import Peer, Relay
 from rusket_core.spark.session import default_parallelism, is_classic, shipped
 
-EMPTY_ROWS = pa.table({
-    "side": pa.array([], pa.int32()), "id": pa.array([], pa.int32()),
-    "idx": pa.array([], pa.list_(pa.int32())), "w": pa.array([], pa.list_(pa.float32())),
-})  # fmt: skip
-OUT_SCHEMA = "side int, id int, f array<float>, idx array<int>, w array<float>"
+OUT_SCHEMA = "side int, ids binary, f binary, lens binary, idx binary, w binary"
+#: rows per output record of the barrier job (keeps every binary value far below Arrow's 2 GiB)
+OUT_ROWS = 1 << 20
+
+
+def side_lines(lines: Any, row_key: str = "row") -> Any:
+    """Every coded line once per side: [side, key, other, w], side 0 keyed by ``row_key``, side 1 by item."""
+    from pyspark.sql import functions as F
+
+    def entry(side: int, key: str, other: str) -> Any:
+        return F.struct(F.lit(side).alias("side"), F.col(key).alias("key"), F.col(other).alias("other"),
+                        F.col("weight").alias("w"))  # fmt: skip
+
+    both = F.array(entry(0, row_key, "item"), entry(1, "item", row_key))
+    return lines.select(F.explode(both).alias("e")).select("e.*")
+
+
+def csr_of(key: np.ndarray, other: np.ndarray, w: np.ndarray, add: bool) -> tuple[np.ndarray, ...]:
+    """``(ids, offsets, idx, w)``: the entries grouped by ``key`` (sorted) with sorted ``other``; repeated
+    (key, other) merge as the encoder merges lines (weights ``add``-ed, else counted once)."""
+    if len(key) == 0:
+        return np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
+    order = np.argsort(key * (int(other.max()) + 1) + other, kind="stable")  # by key, then other
+    key, other, w = key[order], other[order], w[order]
+    new = np.ones(len(key), bool)
+    new[1:] = (key[1:] != key[:-1]) | (other[1:] != other[:-1])
+    starts = np.flatnonzero(new)
+    w = (np.add if add else np.maximum).reduceat(w, starts)
+    key, other = key[starts], other[starts]
+    first = np.ones(len(key), bool)
+    first[1:] = key[1:] != key[:-1]
+    offsets = np.append(np.flatnonzero(first), len(key)).astype(np.int64)
+    return key[first].astype(np.int64), offsets, other.astype(np.int32), w.astype(np.float32)
+
+
+def _sorted_csr(ids: np.ndarray, lens: np.ndarray, idx: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(indptr, indices, data)`` of rows given in any order (``ids``, row lengths ``lens``), rows by id."""
+    offsets = np.zeros(len(lens) + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    order = np.argsort(ids, kind="stable")
+    new_len = lens[order].astype(np.int64)
+    indptr = np.zeros(len(lens) + 1, np.int64)
+    np.cumsum(new_len, out=indptr[1:])
+    pos = np.repeat(offsets[:-1][order] - indptr[:-1], new_len) + np.arange(indptr[-1])
+    return indptr, idx[pos], w[pos]
 
 
 def interaction_rows(pairs: Any, key: str, other: str) -> Any:
@@ -105,11 +147,23 @@ def _gather(peer: Peer, ids: np.ndarray, x: np.ndarray, full: np.ndarray) -> np.
     return out
 
 
-def _fit_barrier(rows: Any, n_users: int, n_items: int, model: ALS) -> tuple[np.ndarray, np.ndarray, pa.Table]:
-    """The whole fit in one barrier job: the final ``(U, V)`` and the user rows [id, idx, w]."""
+def _columns(batches: list[pa.RecordBatch]) -> tuple[np.ndarray, ...]:
+    """(side, key, other, w) of the task's [side, key, other, w] batches as numpy arrays."""
+    dtypes = (np.int8, np.int64, np.int32, np.float64)
+    if not batches:
+        return tuple(np.zeros(0, d) for d in dtypes)
+    return tuple(
+        np.concatenate([b.column(c).to_numpy(zero_copy_only=False) for b in batches]).astype(d, copy=False)
+        for c, d in enumerate(dtypes)
+    )
+
+
+def _fit_barrier(lines: Any, n_users: int, n_items: int, add: bool, model: ALS) -> tuple[np.ndarray, ...]:
+    """The whole fit in one barrier job over :func:`side_lines`: ``(U, V, indptr, indices, data)``, the
+    final factors and the users' interactions (rows by user code)."""
     iterations, k = model.iterations, model.factors
     start = (n_users, n_items, k, model.random_state, model.init_scale)  # each task draws the same start
-    spark = rows.sparkSession
+    spark = lines.sparkSession
     relay = Relay(spark.conf.get("spark.driver.host"))
     address, secret = relay.address, relay.secret
 
@@ -118,12 +172,9 @@ def _fit_barrier(rows: Any, n_users: int, n_items: int, model: ALS) -> tuple[np.
 
         _one_thread()
         context = BarrierTaskContext.get()
-        batches = [b.cast(EMPTY_ROWS.schema) for b in batches]
-        table = pa.Table.from_batches(list(batches), schema=EMPTY_ROWS.schema) if batches else EMPTY_ROWS
-        side = table.column("side").to_numpy()
-        users = table.filter(pa.array(side == 0))
-        items = table.filter(pa.array(side == 1))
-        u_parts, i_parts = _csr_parts(users, 1), _csr_parts(items, 1)
+        side, key, other, w = _columns(list(batches))
+        u_parts = csr_of(key[side == 0], other[side == 0], w[side == 0], add)
+        i_parts = csr_of(key[side == 1], other[side == 1], w[side == 1], add)
         X, Y = init_factors(*start)
         peer = Peer(address, secret, context.partitionId(), len(context.getTaskInfos()))
         try:
@@ -132,22 +183,29 @@ def _fit_barrier(rows: Any, n_users: int, n_items: int, model: ALS) -> tuple[np.
                 Y = _gather(peer, i_parts[0], _solve(*i_parts, Y, _fixed(X, model), model), Y)
         finally:
             peer.close()
-        for sub, parts, F in ((users, u_parts, X), (items, i_parts, Y)):
-            yield pa.RecordBatch.from_arrays(
-                [sub.column("side").combine_chunks(), sub.column("id").combine_chunks(), _vectors(F[parts[0]]),
-                 sub.column("idx").combine_chunks(), sub.column("w").combine_chunks()],
-                names=["side", "id", "f", "idx", "w"],
-            )  # fmt: skip
+        for s, (ids, offsets, idx, ws), F in ((0, u_parts, X), (1, i_parts, Y)):
+            for lo in range(0, len(ids), OUT_ROWS):  # packed bytes, not Arrow lists: cheap on both ends
+                hi = min(lo + OUT_ROWS, len(ids))
+                a, b = (offsets[lo], offsets[hi]) if s == 0 else (0, 0)  # only the users' lists go back
+                lens = np.diff(offsets[lo : hi + 1])[: hi - lo if s == 0 else 0]
+                packed = [ids[lo:hi].astype(np.int32), F[ids[lo:hi]], lens.astype(np.int32), idx[a:b], ws[a:b]]
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array([s], pa.int32()), *(pa.array([np.ascontiguousarray(v).tobytes()], pa.binary()) for v in packed)],
+                    names=["side", "ids", "f", "lens", "idx", "w"],
+                )  # fmt: skip
 
     with relay:
-        out = rows.mapInArrow(task, OUT_SCHEMA, barrier=True).toArrow()
-    side = out.column("side").to_numpy()
-    ids = out.column("id").to_numpy().astype(np.int64)
-    flat = _list_parts(out.column("f"))[1].reshape(-1, k)
+        out = lines.mapInArrow(task, OUT_SCHEMA, barrier=True).toArrow().to_pylist()
     U, V = init_factors(*start)  # every row is overwritten; rows no task held (none) would stay as started
-    U[ids[side == 0]] = flat[side == 0]
-    V[ids[side == 1]] = flat[side == 1]
-    return U, V, out.filter(pa.array(side == 0)).select(["id", "idx", "w"])
+    for r in out:
+        ids = np.frombuffer(r["ids"], np.int32)
+        (U if r["side"] == 0 else V)[ids] = np.frombuffer(r["f"], np.float32).reshape(len(ids), k)
+    users = [r for r in out if r["side"] == 0]
+
+    def cat(name: str, dtype: type) -> np.ndarray:
+        return np.concatenate([np.zeros(0, dtype), *(np.frombuffer(r[name], dtype) for r in users)])
+
+    return U, V, *_sorted_csr(cat("ids", np.int32), cat("lens", np.int32), cat("idx", np.int32), cat("w", np.float32))
 
 
 def solve_rows(rows: Any, X: np.ndarray, Y: np.ndarray, model: ALS) -> np.ndarray:
@@ -172,17 +230,21 @@ def solve_rows(rows: Any, X: np.ndarray, Y: np.ndarray, model: ALS) -> np.ndarra
     return new
 
 
-def _fit_jobs(user_rows: Any, item_rows: Any, U: np.ndarray, V: np.ndarray, model: ALS) -> tuple[np.ndarray, np.ndarray, pa.Table]:
+def _fit_jobs(user_rows: Any, item_rows: Any, U: np.ndarray, V: np.ndarray, model: ALS) -> tuple[np.ndarray, ...]:
     """The fit as one Spark job per half-iteration (rows cached on the executors); as :func:`_fit_barrier`."""
     user_rows, item_rows = user_rows.persist(), item_rows.persist()
     try:
         for _ in range(model.iterations):
             U = solve_rows(user_rows, U, V, model)
             V = solve_rows(item_rows, V, U, model)
-        return U, V, user_rows.toArrow()
+        users = user_rows.toArrow()
     finally:
         user_rows.unpersist()
         item_rows.unpersist()
+    offsets, idx = _list_parts(users.column("idx"))
+    ids = users.column("id").to_numpy().astype(np.int64)
+    w = _list_parts(users.column("w"))[1].astype(np.float32)
+    return U, V, *_sorted_csr(ids, np.diff(offsets), idx.astype(np.int32), w)
 
 
 def fit_als(
@@ -203,27 +265,22 @@ def fit_als(
     for the whole fit or one per half-iteration (see the module docstring); by default one job on a
     classic session, one per half-iteration on Spark Connect.
     """
-    from pyspark.sql import functions as F
-
     model = ALS(**params)
     enc = encode(df, user_col, item_col, rating_col)
     slots = default_parallelism(df.sparkSession)
     barrier = is_classic(df.sparkSession) if barrier is None else barrier
     parts = min(num_partitions or slots, slots) if barrier else (num_partitions or slots)
-    user_rows = interaction_rows(enc.pairs, "row", "item")
-    item_rows = interaction_rows(enc.pairs, "item", "row")
     if barrier:
-        rows = user_rows.select(F.lit(0).alias("side"), "*").unionByName(item_rows.select(F.lit(1).alias("side"), "*"))
-        U, V, users = _fit_barrier(rows.repartition(parts), len(enc.rows), len(enc.items), model)
+        lines = side_lines(enc.lines).repartition(parts, "side", "key")
+        U, V, indptr, indices, data = _fit_barrier(lines, len(enc.rows), len(enc.items), enc.has_weights, model)
     else:
         U, V = init_factors(len(enc.rows), len(enc.items), model.factors, model.random_state, model.init_scale)
-        U, V, users = _fit_jobs(user_rows.repartition(parts), item_rows.repartition(parts), U, V, model)
-    users = users.take(pa.array(np.argsort(users.column("id").to_numpy())))
-    indptr, indices = _list_parts(users.column("idx"))
-    _, data = _list_parts(users.column("w"))
-    encoded = Encoded(
-        indptr, indices.astype(np.int32), data.astype(np.float32) if enc.has_weights else None, enc.rows, enc.items
-    )
+        user_rows = interaction_rows(enc.pairs, "row", "item").repartition(parts)
+        item_rows = interaction_rows(enc.pairs, "item", "row").repartition(parts)
+        U, V, indptr, indices, data = _fit_jobs(user_rows, item_rows, U, V, model)
+    if len(indptr) != len(enc.rows) + 1:
+        raise RuntimeError(f"the Spark fit returned {len(indptr) - 1} user rows for {len(enc.rows)} users")
+    encoded = Encoded(indptr, indices, data if enc.has_weights else None, enc.rows, enc.items)
     model._set_interactions(encoded)
     model.user_factors, model.item_factors = U, V
     model.user_col, model.item_col, model.rating_col = user_col, item_col, rating_col

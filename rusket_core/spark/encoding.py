@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rusket_core.encoding import Labels, _factorize, check_ids, check_weights
 from rusket_core.frames import column
@@ -19,6 +20,7 @@ class SparkEncoded:
     ``pairs`` has columns ``row`` (int, absent when ``rows`` is None), ``item`` (int) and ``weight``
     (double; 1.0 without a weight column), one row per distinct (row, item) with weights summed.
     Codes index the sorted unique labels ``rows`` / ``items``, exactly as the local encoder's.
+    ``lines`` is the coded input before repeats merge (same columns, one row per input line).
     """
 
     pairs: Any
@@ -26,6 +28,14 @@ class SparkEncoded:
     items: Labels
     n_rows: int
     has_weights: bool
+    lines: Any = None
+
+
+def check_columns(df: Any, id_cols: list[tuple[str, str]], weight_col: str | None = None) -> None:
+    """The named columns exist (no Spark job), with the local engine's messages."""
+    present = pa.table({name: pa.nulls(0) for name in df.columns})
+    for name, what in [*id_cols, *([(weight_col, "weight column")] if weight_col else [])]:
+        column(present, name, what)
 
 
 def validate(
@@ -36,9 +46,7 @@ def validate(
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    present = pa.table({name: pa.nulls(0) for name in df.columns})
-    for name, what in [*id_cols, *([(weight_col, "weight column")] if weight_col else [])]:
-        column(present, name, what)
+    check_columns(df, id_cols, weight_col)
     fields = {f.name: f.dataType for f in df.schema.fields}
     aggs = [F.count(F.lit(1)).alias("n")]
     if distinct_col:
@@ -74,6 +82,27 @@ def labels_of(df: Any, name: str) -> Labels:
     return _factorize(distinct, name)[1]
 
 
+def labels_of_both(df: Any, a: str, b: str, id_cols: list[tuple[str, str]]) -> tuple[Labels, Labels]:
+    """The sorted distinct values of columns ``a`` and ``b`` in ONE Spark job (validation included: a null,
+    a NaN or no rows re-checks the input with :func:`validate`, which raises the local engine's message)."""
+    from pyspark.sql import functions as F
+
+    types = {f.name: f.dataType for f in df.schema.fields}
+    tagged = df.select(F.lit(0).alias("s"), F.col(a).alias("a"), F.lit(None).cast(types[b]).alias("b")).unionByName(
+        df.select(F.lit(1).alias("s"), F.lit(None).cast(types[a]).alias("a"), F.col(b).alias("b"))
+    )  # fmt: skip
+    got = tagged.distinct().toArrow()
+    side = got.column("s").to_numpy()
+    cols = [got.column("a").filter(pa.array(side == 0)), got.column("b").filter(pa.array(side == 1))]
+
+    def bad(col: Any) -> bool:
+        return col.null_count > 0 or (pa.types.is_floating(col.type) and bool(pc.any(pc.is_nan(col)).as_py()))
+
+    if len(got) == 0 or any(bad(c) for c in cols):
+        validate(df, id_cols)
+    return _factorize(cols[0], a)[1], _factorize(cols[1], b)[1]
+
+
 def code_table(spark: Any, labels: Labels, name: str, code: str) -> Any:
     """A small Spark table [``name``, ``code``] mapping each label to its dense code."""
     table = pa.table({name: labels.to_arrow(), code: pa.array(np.arange(len(labels), dtype=np.int32))})
@@ -105,19 +134,24 @@ def encode(
     """
     from pyspark.sql import functions as F
 
-    validate(df, [(row_col, "transaction column"), (item_col, "item column")], weight_col)
+    ids = [(row_col, "transaction column"), (item_col, "item column")]
+    if weight_col or not row_labels:
+        validate(df, ids, weight_col)
+    else:  # the ids are checked by the dictionary job itself
+        check_columns(df, ids)
     weight = F.col(weight_col).cast("double") if weight_col else F.lit(1.0)
     lines = df.select(row_col, item_col, weight.alias("weight"))
-    items = labels_of(lines, item_col)
-    lines = with_codes(lines, items, item_col, "item")
-    rows = None
-    row_key = row_col
+    rows, row_key = None, row_col
     if row_labels:
-        rows = labels_of(lines, row_col)
+        rows, items = labels_of_both(lines, row_col, item_col, ids)
+    else:
+        items = labels_of(lines, item_col)
+    lines = with_codes(lines, items, item_col, "item")
+    if rows is not None:
         lines = with_codes(lines, rows, row_col, "row")
         row_key = "row"
     # as locally: repeated lines add their weights, or count once without a weight column
     merge = F.sum if weight_col else F.max
     pairs = lines.groupBy(row_key, "item").agg(merge("weight").alias("weight"))
     n_rows = len(rows) if rows is not None else pairs.select(row_key).distinct().count()
-    return SparkEncoded(pairs, rows, items, int(n_rows), weight_col is not None)
+    return SparkEncoded(pairs, rows, items, int(n_rows), weight_col is not None, lines)

@@ -6,6 +6,10 @@ lowest-ranked (least frequent) item towards higher ranks. Group ``g`` owns the r
 a basket holding a rank in that range sends the group its ranks ``>= lo``, which contain every
 item any itemset rooted in ``[lo, hi)`` can extend with. So each group counts its itemsets over all
 the baskets that hold them, and the union over groups is exactly the local result.
+
+Data flow: one shuffle puts each basket's lines in one partition; each partition packs its baskets
+(its own item dictionary, code lists, item counts) into a few binary rows, cached; the driver sums
+the counts; the projection and the per-group mining then move only packed bytes, not Spark rows.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rusket_core.encoding import Labels, _factorize
 from rusket_core.frames import list_column, make_frame
 from rusket_core.mining.fpgrowth import _check_max_len, min_count_for, mine_csr
 from rusket_core.mining.rules import rule_arrays, rules_frame
-from rusket_core.spark.encoding import validate, with_codes
+from rusket_core.spark.encoding import validate
 from rusket_core.spark.session import default_parallelism
 
 
@@ -74,7 +79,7 @@ def project_for_groups(offsets: np.ndarray, ranks: np.ndarray, bounds: np.ndarra
     """
     n = len(offsets) - 1
     row = np.repeat(np.arange(n), np.diff(offsets))
-    order = np.lexsort((ranks, row))
+    order = np.argsort(row * (int(ranks.max(initial=0)) + 1) + ranks, kind="stable")  # by row, then rank
     vals = ranks[order]
     groups, lengths, parts = [], [], []
     for g in range(len(bounds) - 1):
@@ -125,24 +130,26 @@ def frequent_itemsets(
 
     min_count_for(min_support, 1)
     kernel_max_len = _check_max_len(max_len)
-    ids = [(transaction_col, "transaction column"), (item_col, "item column")]
-    n_rows = validate(df, ids, distinct_col=transaction_col)  # ids are checked first: no null transaction
-    spark = df.sparkSession
-    lines = df.select(transaction_col, item_col).dropDuplicates().persist()
+    validate(df, [(transaction_col, "transaction column"), (item_col, "item column")])
+    groups = n_groups or 2 * default_parallelism(df.sparkSession)
+    # one shuffle brings every basket's lines together; from then on each partition is a few packed rows
+    lines = df.select(transaction_col, item_col).repartition(groups, transaction_col)
+    packed = lines.mapInArrow(_pack_baskets, PACKED_SCHEMA).persist()
     try:
-        stats = lines.groupBy(item_col).count().toArrow()
-        codes, items = _factorize(stats.column(0), item_col)
-        counts = np.zeros(len(items), np.int64)
-        counts[codes] = stats.column(1).to_numpy()
+        heads = packed.select("labels", "counts", "baskets").toArrow().to_pylist()
+        labels = [_from_ipc(h["labels"]) for h in heads if h["labels"]]
+        codes, items = _factorize(pa.chunked_array(labels, labels[0].type) if labels else pa.array([]), item_col)
+        part_counts = np.concatenate([np.zeros(0, np.int64), *(np.frombuffer(h["counts"], np.int64) for h in heads)])
+        counts = np.bincount(codes, weights=part_counts, minlength=len(items)).astype(np.int64)
+        n_rows = sum(h["baskets"] for h in heads)  # baskets never span partitions
         min_count = min_count_for(min_support, n_rows)
         frequent = np.flatnonzero(counts >= min_count)
         by_rank = frequent[np.lexsort((frequent, counts[frequent]))]  # as mine_csr ranks them
         rank_count = counts[by_rank]
-        groups = n_groups or 2 * default_parallelism(spark)
         bounds = rank_groups(rank_count, n_rows, groups)
-        mined = _mine_groups(lines, transaction_col, item_col, items, by_rank, rank_count, bounds, min_count, kernel_max_len)
+        mined = _mine_groups(packed, items.to_arrow().take(pa.array(by_rank)), rank_count, bounds, min_count, kernel_max_len)
     finally:
-        lines.unpersist()
+        packed.unpersist()
     # single items come from the counts; longer itemsets from the groups (as ranks)
     m_offsets, m_ranks = _list_parts(mined.column("ranks"))
     lengths = np.concatenate([np.ones(len(by_rank), np.int64), np.diff(m_offsets)])
@@ -152,29 +159,85 @@ def frequent_itemsets(
     return SparkItemsets(offsets, flat, all_counts, items, int(n_rows), min_count, len(bounds) - 1)
 
 
-def _mine_groups(lines, transaction_col, item_col, items, by_rank, rank_count, bounds, min_count, max_len) -> pa.Table:
-    """Ship baskets (as rank lists) to their groups and mine each group with the numba kernel."""
-    from pyspark.sql import functions as F
+#: a partition's baskets as packed rows: its item labels (Arrow IPC), their basket counts and its basket
+#: count in the first row; every row a block of baskets as offsets and local item codes
+PACKED_SCHEMA = "labels binary, counts binary, baskets long, offsets binary, codes binary"
+#: baskets per packed row (keeps every binary value far below Arrow's 2 GiB)
+PACKED_BASKETS = 1 << 20
+_PACKED = pa.schema([(n, pa.binary()) for n in ("labels", "counts")] + [("baskets", pa.int64())]
+                    + [(n, pa.binary()) for n in ("offsets", "codes")])  # fmt: skip
+_PROJECTED = pa.schema([("g", pa.int32()), ("offsets", pa.binary()), ("ranks", pa.binary())])
 
+
+def _to_ipc(values: pa.Array) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, pa.schema([("v", values.type)])) as writer:
+        writer.write_table(pa.table({"v": values}))
+    return sink.getvalue().to_pybytes()
+
+
+def _from_ipc(blob: bytes) -> pa.Array:
+    return pa.ipc.open_stream(blob).read_all().column(0).combine_chunks()
+
+
+def _pack_baskets(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """A partition's [transaction, item] lines (whole baskets) as packed rows (:data:`PACKED_SCHEMA`):
+    items coded by the partition's own dictionary, each basket's codes sorted, repeats once."""
+    batches = list(batches)
+    if not batches:
+        return
+    table = pa.Table.from_batches(batches).combine_chunks()
+    tx = pc.dictionary_encode(table.column(0)).combine_chunks()
+    it = pc.dictionary_encode(table.column(1)).combine_chunks()
+    n_items, n_baskets = len(it.dictionary), len(tx.dictionary)
+    key = np.sort(tx.indices.to_numpy().astype(np.int64) * n_items + it.indices.to_numpy())
+    key = key[np.concatenate([[True], key[1:] != key[:-1]])]  # np.unique is ~100x slower here (numpy 2.4)
+    basket, code = key // n_items, (key % n_items).astype(np.int32)
+    offsets = np.zeros(n_baskets + 1, np.int64)
+    np.cumsum(np.bincount(basket, minlength=n_baskets), out=offsets[1:])
+    for lo in range(0, n_baskets, PACKED_BASKETS):
+        hi = min(lo + PACKED_BASKETS, n_baskets)
+        first = lo == 0
+        row = [_to_ipc(it.dictionary) if first else b"", np.bincount(code, minlength=n_items).tobytes() if first else b"",
+               n_baskets if first else 0, (offsets[lo : hi + 1] - offsets[lo]).tobytes(), code[offsets[lo] : offsets[hi]].tobytes()]  # fmt: skip
+        yield pa.RecordBatch.from_arrays([pa.array([v]) for v in row], schema=_PACKED)
+
+
+def _mine_groups(packed, rank_labels, rank_count, bounds, min_count, max_len) -> pa.Table:
+    """Ship baskets (as rank lists) to their groups and mine each group with the numba kernel."""
     n_freq = len(rank_count)
     if n_freq < 2 or max_len == 1:
         return pa.table({"ranks": pa.array([], pa.list_(pa.int32())), "count": pa.array([], pa.int64())})
-    rank_labels = Labels(items.to_arrow().take(pa.array(by_rank)))
-    ranked = with_codes(lines, rank_labels, item_col, "rank")  # labels map to ranks; rare items drop
-    baskets = ranked.groupBy(transaction_col).agg(F.collect_list("rank").alias("ranks")).select("ranks")
 
     def project(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            offsets, ranks = _list_parts(batch.column(0))
-            g, out_offsets, flat = project_for_groups(offsets, ranks.astype(np.int64), bounds)
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(g), list_column(out_offsets, pa.array(flat, pa.int32()))], names=["g", "ranks"]
-            )
+        rank_of = np.zeros(0, np.int64)
+        for r in (row for batch in batches for row in batch.to_pylist()):
+            if r["labels"]:  # the partition's first row: its dictionary, as ranks (-1: not frequent)
+                labels = _from_ipc(r["labels"])
+                rank_of = pc.index_in(labels, value_set=rank_labels.cast(labels.type)).fill_null(-1).to_numpy()
+            offsets, codes = np.frombuffer(r["offsets"], np.int64), np.frombuffer(r["codes"], np.int32)
+            ranks = rank_of[codes]
+            keep = ranks >= 0
+            row = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+            kept = np.zeros(len(offsets), np.int64)
+            np.cumsum(np.bincount(row[keep], minlength=len(offsets) - 1), out=kept[1:])
+            g, out_offsets, flat = project_for_groups(kept, ranks[keep].astype(np.int64), bounds)
+            cuts = np.searchsorted(g, np.arange(len(bounds)))  # rows come grouped by g
+            for gi in range(len(bounds) - 1):
+                a, b = cuts[gi], cuts[gi + 1]
+                if b > a:
+                    blobs = [(out_offsets[a : b + 1] - out_offsets[a]).tobytes(), flat[out_offsets[a] : out_offsets[b]].tobytes()]
+                    yield pa.RecordBatch.from_pylist([dict(zip(_PROJECTED.names, [gi, *blobs], strict=True))], schema=_PROJECTED)
 
     def mine(key: tuple, table: pa.Table) -> pa.Table:
         _one_thread()
         g = int(key[0].as_py() if hasattr(key[0], "as_py") else key[0])
-        offsets, ranks = _list_parts(table.column("ranks"))
+        blocks = [(np.frombuffer(o, np.int64), np.frombuffer(r, np.int32))
+                  for o, r in zip(table.column("offsets").to_pylist(), table.column("ranks").to_pylist(), strict=True)]  # fmt: skip
+        lengths = np.concatenate([np.diff(o) for o, _ in blocks])
+        offsets = np.zeros(len(lengths) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        ranks = np.concatenate([r for _, r in blocks])
         roots = np.arange(bounds[g], bounds[g + 1])
         off, ids, cnt = mine_csr(offsets, ranks.astype(np.int32), n_freq, min_count, max_len, rank_count, roots)
         keep = np.diff(off) >= 2  # single items are counted on the driver
@@ -184,7 +247,7 @@ def _mine_groups(lines, transaction_col, item_col, items, by_rank, rank_count, b
         np.cumsum(lengths, out=new_off[1:])
         return pa.table({"ranks": list_column(new_off, pa.array(ids[seg], pa.int32())), "count": pa.array(cnt[keep])})
 
-    projected = baskets.mapInArrow(project, "g int, ranks array<int>")
+    projected = packed.mapInArrow(project, "g int, offsets binary, ranks binary")
     return projected.groupBy("g").applyInArrow(mine, "ranks array<int>, count long").toArrow()
 
 

@@ -143,6 +143,12 @@ def test_spark_validation_uses_the_local_messages(spark):
         fit_als(spark.createDataFrame(rated), "u", "i", "r")
     with pytest.raises(ValueError, match="transaction column 'nope' not found"):
         frequent_itemsets(spark.createDataFrame(pdf), "nope", "item")
+    # without a weight column the ALS encoder checks ids inside its one dictionary job
+    with pytest.raises(ValueError) as local:
+        ALS.from_transactions(pdf, "item", "basket")
+    with pytest.raises(ValueError) as remote:
+        fit_als(spark.createDataFrame(pdf), "item", "basket")
+    assert str(remote.value) == str(local.value) and "'item' has 2 null values" in str(local.value)
 
 
 def _interactions(seed: int = 3) -> pd.DataFrame:
