@@ -24,6 +24,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rusket_assets.holdout import is_held_out, sample_cut
 from rusket_assets.incremental import Refresh, model_name, record_changes, refresh, refresh_mode
@@ -165,9 +166,48 @@ def fit_with_holdout(
     model = result.model  # saved already: the fold-in may change it in place
     if held.num_rows:
         model.partial_fit(held)
+        if result.changed is not None:
+            info["sampled_rows_kept"] = _keep_unchanged_rows(models, context.asset_key, model, held, result.changed)
     info["fold_in_seconds"] = time.perf_counter() - start
     context.add_output_metadata(info | _record_published(context, models, warehouse, model, result, warm_iterations))
     return model
+
+
+def _keep_unchanged_rows(models: ModelStore, asset_key: dg.AssetKey, model: Any, held: pa.Table, changed: pa.Array) -> int:
+    """After an incremental update: give the sampled customers whose holdout rows and whole history
+    are as in the saved published model their saved rows back, so only the day's customers change
+    (re-solving them would move every one slightly when the day adds products, as for no other
+    customer); how many were kept."""
+    from rusket_assets.io import load_model_version
+    from rusket_core.factorization.foldin import _lookup
+
+    try:
+        previous, _ = load_model_version(models.path, model_name(asset_key))
+    except FileNotFoundError:
+        return 0
+    if type(previous) is not type(model) or previous.get_params() != model.get_params():
+        return 0
+    customers = pc.unique(held[USER])
+    values = customers.to_numpy(zero_copy_only=False)
+    changed_text = set(changed.cast(pa.string()).to_pylist())
+    new_enc, old_enc = model.user_items, previous.user_items
+    rows, old_rows = _lookup(model.users, values), _lookup(previous.users, values)
+    lines, old_lines = _lookup(new_enc.rows, values), _lookup(old_enc.rows, values)
+    kept = 0
+    for i, label in enumerate(customers.cast(pa.string()).to_pylist()):
+        if min(rows[i], old_rows[i], lines[i], old_lines[i]) < 0 or label in changed_text:
+            continue
+        if _history(new_enc, model.items, lines[i]) == _history(old_enc, previous.items, old_lines[i]):
+            model.user_factors[rows[i]] = previous.user_factors[old_rows[i]]
+            kept += 1
+    return kept
+
+
+def _history(enc: Any, items: Any, row: int) -> dict:
+    """One customer's interactions as {product label: weight} (for comparing two models' rows)."""
+    lo, hi = enc.indptr[row], enc.indptr[row + 1]
+    weights = np.ones(hi - lo) if enc.data is None else enc.data[lo:hi]
+    return dict(zip(items.values[enc.indices[lo:hi]].tolist(), np.asarray(weights, dtype=np.float64).tolist(), strict=True))
 
 
 def _record_published(
