@@ -231,13 +231,26 @@ def _record_published(
         context.log.info(f"{name}: full fit ({reason})")
         return {"refresh": "full", "full_refresh_reason": reason}
     users, new_users = _changed_rows(previous.users, previous.user_factors, model.users, model.user_factors)
+    # customers seen only in held-out lines follow today's holdout rows, so they can change index: outputs
+    # keyed by row index (LanceDB ids) must rewrite them too
+    moved = _moved_rows(previous.users, model.users)
+    users = np.union1d(users, moved)
     items, new_items = _changed_rows(previous.items, previous.item_factors, model.items, model.item_factors)
     if warm or len(items) > new_items:  # a known product moved: outputs keyed by products are rebuilt
         items = np.arange(len(model.items))
     customers, products = pa.array(model.users.values[users]), pa.array(model.items.values[items])
     record_changes(warehouse, name, context.run.run_id, customers, products, parent)
     return {"refresh": "incremental", "customers_refreshed": len(customers), "new_customers": new_users,
+            "customers_moved": len(moved),
             "new_products": new_items, "warm_iterations": warm}  # fmt: skip
+
+
+def _moved_rows(old_labels: Any, labels: Any) -> np.ndarray:
+    """Rows of ``labels`` whose label had another row index in ``old_labels``."""
+    from rusket_core.factorization.foldin import _lookup
+
+    idx = _lookup(old_labels, labels.values)
+    return np.flatnonzero((idx >= 0) & (idx != np.arange(len(idx))))
 
 
 def _changed_rows(old_labels: Any, old: np.ndarray, labels: Any, new: np.ndarray) -> tuple[np.ndarray, int]:

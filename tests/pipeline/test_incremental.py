@@ -600,6 +600,14 @@ def _check_shared_als(tmp: Path, split: dict) -> set:
     return resolved
 
 
+def _published_rows(tmp: Path) -> dict:
+    """Row index of each customer in the saved published ALS."""
+    from rusket_assets.io import load_model
+
+    users = load_model(tmp / "models", "personalization__als_model").users.values.tolist()
+    return {c: i for i, c in enumerate(users)}
+
+
 def test_one_fit_serves_the_published_and_the_holdout_models(tmp_path, monkeypatch):
     """Shared path: one fit per model kind (the holdout model, loaded by model_evaluation), the
     published model derived by fold-in; an incremental run updates each kind once and keeps the sample."""
@@ -622,6 +630,7 @@ def test_one_fit_serves_the_published_and_the_holdout_models(tmp_path, monkeypat
         assert evaluation["evaluated_customers"] == evaluation["sampled_customers"] == 100
         _check_shared_als(tmp_path, split)
         assert run(defs, instance, partition=LAST_DAY).success
+        rows_before = _published_rows(tmp_path)
         update = incremental.update_model
         calls = []
 
@@ -640,12 +649,17 @@ def test_one_fit_serves_the_published_and_the_holdout_models(tmp_path, monkeypat
     assert evaluation["holdout_als refresh"] == evaluation["holdout_bpr refresh"] == "incremental"
     assert evaluation["holdout_als fitted_by"] == "als_model"
     resolved = _check_shared_als(tmp_path, split)
-    # the published rows that changed: the day's customers only; the sampled customers without new
+    # the published rows that changed: the day's customers, and the customers seen only in held-out
+    # lines whose row index moved (LanceDB ids are row indices); the sampled customers without new
     # lines keep yesterday's rows (their history is the same) instead of moving with the day's products
     day = {c for (c,) in table(tmp_path, f"select distinct customer_id from ingest.daily_orders where ordered_at::DATE = '{LAST_DAY}'")}
     refreshed = {int(c) for (c,) in table(tmp_path, "select id from personalization.refreshed_customers "
                                           "where model = 'personalization__als_model' and side = 'customer'")}  # fmt: skip
-    assert refreshed == day
+    rows_after = _published_rows(tmp_path)
+    moved = {c for c, i in rows_after.items() if c in rows_before and rows_before[c] != i}
+    assert moved <= resolved and als["customers_moved"] == len(moved)
+    assert refreshed == day | moved
     assert 0 < als["sampled_rows_kept"] <= len(resolved - day)
+    assert metadata(result, "vectors__user_vectors")["refresh"] == "incremental"  # upserted, not rewritten
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["published_beats_popularity"]
