@@ -164,29 +164,39 @@ def fit_with_holdout(
     with table.relation(columns, where=condition) as lines:
         held = lines.to_arrow_table()
     model = result.model  # saved already: the fold-in may change it in place
+    previous, parent, reason = _saved_published(models, context.asset_key, model, result)
     if held.num_rows:
         model.partial_fit(held)
-        if result.changed is not None:
-            info["sampled_rows_kept"] = _keep_unchanged_rows(models, context.asset_key, model, held, result.changed)
+        if previous is not None:
+            info["sampled_rows_kept"] = _keep_unchanged_rows(previous, model, held, result.changed)
     info["fold_in_seconds"] = time.perf_counter() - start
-    context.add_output_metadata(info | _record_published(context, models, warehouse, model, result, warm_iterations))
+    context.add_output_metadata(info | _record_published(context, warehouse, model, previous, parent, reason, warm_iterations))
     return model
 
 
-def _keep_unchanged_rows(models: ModelStore, asset_key: dg.AssetKey, model: Any, held: pa.Table, changed: pa.Array) -> int:
+def _saved_published(models: ModelStore, asset_key: dg.AssetKey, model: Any, result: Refresh) -> tuple[Any, Any, str | None]:
+    """The saved published model this incremental update follows and its version, loaded once; or
+    (None, None, why every row counts as new)."""
+    from rusket_assets.io import load_model_version
+
+    if result.changed is None:
+        return None, None, "holdout model refitted"
+    try:
+        previous, parent = load_model_version(models.path, model_name(asset_key))
+    except FileNotFoundError:
+        return None, None, "no saved model yet"
+    if type(previous) is not type(model) or previous.get_params() != model.get_params():
+        return None, None, "parameters changed since the saved model"
+    return previous, parent, None
+
+
+def _keep_unchanged_rows(previous: Any, model: Any, held: pa.Table, changed: pa.Array) -> int:
     """After an incremental update: give the sampled customers whose holdout rows and whole history
     are as in the saved published model their saved rows back, so only the day's customers change
     (re-solving them would move every one slightly when the day adds products, as for no other
     customer); how many were kept."""
-    from rusket_assets.io import load_model_version
     from rusket_core.factorization.foldin import _lookup
 
-    try:
-        previous, _ = load_model_version(models.path, model_name(asset_key))
-    except FileNotFoundError:
-        return 0
-    if type(previous) is not type(model) or previous.get_params() != model.get_params():
-        return 0
     customers = pc.unique(held[USER])
     values = customers.to_numpy(zero_copy_only=False)
     changed_text = set(changed.cast(pa.string()).to_pylist())
@@ -211,31 +221,20 @@ def _history(enc: Any, items: Any, row: int) -> dict:
 
 
 def _record_published(
-    context: dg.AssetExecutionContext, models: ModelStore, warehouse: Warehouse, model: Any, result: Refresh, warm: int
+    context: dg.AssetExecutionContext, warehouse: Warehouse, model: Any, previous: Any, parent: Any, reason: str | None,
+    warm: int,
 ) -> dict:
-    """Record which published rows changed since the saved published model (for the outputs that
-    merge), or say why everything is new; the metadata."""
-    from rusket_assets.io import load_model_version
-
+    """Record which published rows changed since ``previous`` (the saved published model, for the
+    outputs that merge), or say why everything is new; the metadata."""
     name = model_name(context.asset_key)
-    reason = "holdout model refitted" if result.changed is None else None
-    if reason is None:
-        try:
-            previous, parent = load_model_version(models.path, name)
-        except FileNotFoundError:
-            reason = "no saved model yet"
-        else:
-            if type(previous) is not type(model) or previous.get_params() != model.get_params():
-                reason = "parameters changed since the saved model"
-    if reason is not None:
+    if previous is None:
         context.log.info(f"{name}: full fit ({reason})")
         return {"refresh": "full", "full_refresh_reason": reason}
-    users, new_users = _changed_rows(previous.users, previous.user_factors, model.users, model.user_factors)
+    users, new_users, moved = _changed_rows(previous.users, previous.user_factors, model.users, model.user_factors)
     # customers seen only in held-out lines follow today's holdout rows, so they can change index: outputs
     # keyed by row index (LanceDB ids) must rewrite them too
-    moved = _moved_rows(previous.users, model.users)
     users = np.union1d(users, moved)
-    items, new_items = _changed_rows(previous.items, previous.item_factors, model.items, model.item_factors)
+    items, new_items, _ = _changed_rows(previous.items, previous.item_factors, model.items, model.item_factors)
     if warm or len(items) > new_items:  # a known product moved: outputs keyed by products are rebuilt
         items = np.arange(len(model.items))
     customers, products = pa.array(model.users.values[users]), pa.array(model.items.values[items])
@@ -245,20 +244,14 @@ def _record_published(
             "new_products": new_items, "warm_iterations": warm}  # fmt: skip
 
 
-def _moved_rows(old_labels: Any, labels: Any) -> np.ndarray:
-    """Rows of ``labels`` whose label had another row index in ``old_labels``."""
-    from rusket_core.factorization.foldin import _lookup
-
-    idx = _lookup(old_labels, labels.values)
-    return np.flatnonzero((idx >= 0) & (idx != np.arange(len(idx))))
-
-
-def _changed_rows(old_labels: Any, old: np.ndarray, labels: Any, new: np.ndarray) -> tuple[np.ndarray, int]:
-    """Rows of ``new`` (by ``labels``) that are new or differ from ``old``'s row of the same label; how many are new."""
+def _changed_rows(old_labels: Any, old: np.ndarray, labels: Any, new: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """Rows of ``new`` (by ``labels``) that are new or differ from ``old``'s row of the same label; how
+    many are new; the known rows whose label had another row index in ``old_labels``."""
     from rusket_core.factorization.foldin import _lookup
 
     idx = _lookup(old_labels, labels.values)
     known = idx >= 0
     differs = ~known
     differs[known] = (new[known] != old[idx[known]]).any(axis=1)
-    return np.flatnonzero(differs), int((~known).sum())
+    moved = np.flatnonzero(known & (idx != np.arange(len(idx))))
+    return np.flatnonzero(differs), int((~known).sum()), moved
