@@ -102,9 +102,21 @@ def _cg_row(x, indptr, indices, data, u, Y, lam, alpha, cg_steps, r, p, ap, m):
         rz_old = rz_new
 
 
+#: entries ahead whose factor rows ``_pair`` prefetches (benchmarks/RESULTS.md, "ALS fit: session 8")
+_AHEAD = 8
+
+
 @njit(fastmath=True, cache=True)
 def _pair(indices, data, Y, alpha, e, hi):
-    """Rows and confidences - 1 of entries e and e + 1; past the row's end, entry e again with weight 0."""
+    """Rows and confidences - 1 of entries e and e + 1; past the row's end, entry e again with weight 0.
+
+    Also prefetches the rows of entries ``e + _AHEAD`` and the next, past the row's end too (the
+    next row's first entries): the rows of an item's users are scattered over a user table far
+    larger than the caches, and the hardware prefetcher cannot guess them.
+    """
+    if e + _AHEAD + 1 < indices.shape[0]:
+        prefetch_row(Y, indices[e + _AHEAD])
+        prefetch_row(Y, indices[e + _AHEAD + 1])
     y1 = Y[indices[e]]
     c1 = alpha * data[e]
     if e + 1 < hi:

@@ -326,3 +326,24 @@ def test_gram_and_rotate_by_row_blocks_on_any_thread_count():
     np.testing.assert_allclose(grams[0], Y.astype(np.float64).T @ Y, rtol=1e-5)
     np.testing.assert_array_equal(rotated[0], rotated[1])
     np.testing.assert_allclose(rotated[0], Y @ P.astype(np.float32), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("with_data", [True, False])
+def test_transpose_csr_equals_scipy_with_rows_sorted_in_each_column(with_data):
+    """The counting-sort transpose: scipy's transpose, each column's rows ascending, empty rows/columns kept."""
+    from rusket_core.factorization.base import transpose_csr
+
+    rng = np.random.default_rng(11)
+    csr = _random_csr(rng, 37, 23, 0.2)  # row 1 and column 2 empty
+    csr = sp.csr_array(sp.vstack([csr, sp.csr_array((2, 23), dtype=np.float32)]))  # trailing empty rows
+    data = csr.data.astype(np.float32) if with_data else None
+    ptr, rows, out = transpose_csr(csr.indptr, csr.indices, data, 25)  # two trailing empty columns
+    expected = sp.csc_array(csr, shape=(39, 23))
+    expected.sort_indices()
+    assert ptr.dtype == np.int64 and rows.dtype == np.int32 and len(ptr) == 26
+    np.testing.assert_array_equal(ptr, np.concatenate([expected.indptr, [csr.nnz, csr.nnz]]))
+    np.testing.assert_array_equal(rows, expected.indices)
+    if with_data:
+        np.testing.assert_array_equal(out, expected.data)
+    else:
+        assert out is None
