@@ -32,8 +32,8 @@ from rusket_core.factorization.als import (
 )
 from rusket_core.factorization.kernels import als_update
 from rusket_core.frames import list_column
-from rusket_core.spark.encoding import check_schema, encode, validate
-from rusket_core.spark.fpgrowth import _list_parts, _one_thread
+from rusket_core.spark.encoding import check_schema, encode, refused_lines, validate
+from rusket_core.spark.fpgrowth import _from_ipc, _list_parts, _one_thread, _to_ipc
 from rusket_core.spark.relay import Peer, Relay, pack, unpack
 from rusket_core.spark.session import default_parallelism, is_classic, shipped
 
@@ -137,32 +137,8 @@ def _gather(peer: Peer, ids: np.ndarray, x: np.ndarray, full: np.ndarray) -> np.
 
 
 def _ipc(values: Any) -> bytes:
-    """An Arrow array (or chunked array) as IPC stream bytes; b"" when empty."""
-    if len(values) == 0:
-        return b""
-    table = pa.table({"v": values})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def _from_ipc(raw: bytes) -> pa.ChunkedArray:
-    return pa.ipc.open_stream(raw).read_all().column(0)
-
-
-def _refused(table: pa.Table, weighted: bool) -> bool:
-    """Whether the local encoder would refuse these lines: null or NaN ids, null, non-finite or negative weights."""
-    for c, col in enumerate(table.columns):
-        if col.null_count:
-            return True
-        if c == 2 and weighted:
-            w = pc.cast(col, pa.float64()).to_numpy()
-            if not (np.isfinite(w).all() and (w >= 0).all()):
-                return True
-        elif pa.types.is_floating(col.type) and pc.any(pc.is_nan(col)).as_py():
-            return True
-    return False
+    """Arrow values as IPC bytes (:func:`~rusket_core.spark.fpgrowth._to_ipc`); b"" when empty."""
+    return _to_ipc(values) if len(values) else b""
 
 
 def _split_by_owner(owner: np.ndarray, n: int, columns: list[np.ndarray]) -> list[list[np.ndarray]]:
@@ -199,7 +175,7 @@ def _fit_barrier(df: Any, weighted: bool, model: ALS) -> tuple[Any, ...] | None:
         table = pa.Table.from_batches(got) if got else None
         peer = Peer(address, secret, me, n)
         try:
-            refused = table is not None and _refused(table, weighted)
+            refused = table is not None and refused_lines(table, weighted)
             mine = [b"", b""] if table is None or refused else [_ipc(pc.unique(table.column(c))) for c in (0, 1)]
             everyone = [unpack(m) for m in peer.all_gather(pack([bytes([refused]), *mine]))]
             if any(m[0] != b"\x00" for m in everyone) or not any(m[1] for m in everyone):
@@ -207,7 +183,7 @@ def _fit_barrier(df: Any, weighted: bool, model: ALS) -> tuple[Any, ...] | None:
             codes, labels = [], []
             for c in (0, 1):
                 own = table.column(c).chunks if table is not None else []
-                chunks = [chunk for m in everyone if m[1 + c] for chunk in _from_ipc(m[1 + c]).chunks]
+                chunks = [_from_ipc(m[1 + c]) for m in everyone if m[1 + c]]
                 code, lab = _factorize(pa.chunked_array(chunks + own, chunks[0].type), names[c])
                 codes.append(code[len(code) - sum(len(o) for o in own) :].astype(np.int32))
                 labels.append(lab)

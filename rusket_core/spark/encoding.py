@@ -49,6 +49,21 @@ def check_schema(df: Any, id_cols: list[tuple[str, str]], weight_col: str | None
             raise ValueError(f"column {weight_col!r} must be numeric, got {dtype.simpleString()}")
 
 
+def refused_lines(table: pa.Table, weighted: bool = False) -> bool:
+    """Whether the local encoder would refuse these [id, id(, weight)] lines (checked inside a Spark task):
+    null or NaN ids, null, non-finite or negative weights. The driver then runs :func:`validate` for the message."""
+    for c, col in enumerate(table.columns):
+        if col.null_count:
+            return True
+        if c == 2 and weighted:
+            w = pc.cast(col, pa.float64()).to_numpy()
+            if not (np.isfinite(w).all() and (w >= 0).all()):
+                return True
+        elif pa.types.is_floating(col.type) and pc.any(pc.is_nan(col)).as_py():
+            return True
+    return False
+
+
 def validate(
     df: Any, id_cols: list[tuple[str, str]], weight_col: str | None = None, distinct_col: str | None = None
 ) -> int:
