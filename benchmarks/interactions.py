@@ -19,6 +19,7 @@ SIZES = {
     "100k": {"n_users": 5_000, "n_items": 2_000, "n_interactions": 100_000},
     "1m": {"n_users": 50_000, "n_items": 20_000, "n_interactions": 1_000_000},
     "3m": {"n_users": 150_000, "n_items": 40_000, "n_interactions": 3_000_000},
+    "10m": {"n_users": 500_000, "n_items": 100_000, "n_interactions": 10_000_000},
     # MovieLens-100k's shape (943 users x 1,682 items, ~100 per user): small input, dense rows
     "ml100k": {"n_users": 943, "n_items": 1_682, "n_interactions": 100_000, "in_cluster": 0.6, "popularity_exponent": 1.0},
 }

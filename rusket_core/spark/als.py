@@ -1,11 +1,11 @@
 """ALS on Spark with the local numba row solver. Same seed, same initial factors and same row solves as
 :class:`~rusket_core.ALS`, so the factors equal the local fit's to float tolerance.
 
-Default (``barrier=True``): the whole fit is ONE Spark job. Every coded line goes once to the task
-holding its user and once to the task holding its item, as flat [side, key, other, w] rows (one
-shuffle, no Spark-side grouping); the task builds its user and item CSR with numpy, per
-half-iteration solves its rows against the fixed side, and the tasks exchange the new rows through a
-relay on the driver (:mod:`rusket_core.spark.relay`): no job, broadcast or collect per iteration.
+Default (``barrier=True``): the whole fit is ONE Spark job over the raw lines, with no Spark shuffle:
+the tasks agree on the label dictionaries and route every coded line to the task holding its user
+and to the one holding its item through a relay on the driver (:mod:`rusket_core.spark.relay`),
+build their CSR with numpy, per half-iteration solve their rows against the fixed side and
+exchange the new rows through the same relay: no job, broadcast or collect per iteration.
 Factors and the users' lists come back as packed bytes, not Arrow lists. A barrier stage needs
 one free slot per task, so the partitions are capped at the session's task slots. ``barrier=False``
 runs one job per half-iteration instead (the driver broadcasts the fixed side and collects the solved
@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from rusket_core.encoding import Encoded
+from rusket_core.encoding import Encoded, Labels, _factorize
 from rusket_core.factorization.als import (
     ALS,
     _balanced_bounds,
@@ -31,26 +32,14 @@ from rusket_core.factorization.als import (
 )
 from rusket_core.factorization.kernels import als_update
 from rusket_core.frames import list_column
-from rusket_core.spark.encoding import encode
-from rusket_core.spark.fpgrowth import _list_parts, _one_thread
-from rusket_core.spark.relay import Peer, Relay
+from rusket_core.spark.encoding import check_schema, encode, refused_lines, validate
+from rusket_core.spark.fpgrowth import _from_ipc, _list_parts, _one_thread, _to_ipc
+from rusket_core.spark.relay import Peer, Relay, pack, unpack
 from rusket_core.spark.session import default_parallelism, is_classic, shipped
 
 OUT_SCHEMA = "side int, ids binary, f binary, lens binary, idx binary, w binary"
 #: rows per output record of the barrier job (keeps every binary value far below Arrow's 2 GiB)
 OUT_ROWS = 1 << 20
-
-
-def side_lines(lines: Any, row_key: str = "row") -> Any:
-    """Every coded line once per side: [side, key, other, w], side 0 keyed by ``row_key``, side 1 by item."""
-    from pyspark.sql import functions as F
-
-    def entry(side: int, key: str, other: str) -> Any:
-        return F.struct(F.lit(side).alias("side"), F.col(key).alias("key"), F.col(other).alias("other"),
-                        F.col("weight").alias("w"))  # fmt: skip
-
-    both = F.array(entry(0, row_key, "item"), entry(1, "item", row_key))
-    return lines.select(F.explode(both).alias("e")).select("e.*")
 
 
 def csr_of(key: np.ndarray, other: np.ndarray, w: np.ndarray, add: bool) -> tuple[np.ndarray, ...]:
@@ -147,23 +136,32 @@ def _gather(peer: Peer, ids: np.ndarray, x: np.ndarray, full: np.ndarray) -> np.
     return out
 
 
-def _columns(batches: list[pa.RecordBatch]) -> tuple[np.ndarray, ...]:
-    """(side, key, other, w) of the task's [side, key, other, w] batches as numpy arrays."""
-    dtypes = (np.int8, np.int64, np.int32, np.float64)
-    if not batches:
-        return tuple(np.zeros(0, d) for d in dtypes)
-    return tuple(
-        np.concatenate([b.column(c).to_numpy(zero_copy_only=False) for b in batches]).astype(d, copy=False)
-        for c, d in enumerate(dtypes)
-    )
+def _ipc(values: Any) -> bytes:
+    """Arrow values as IPC bytes (:func:`~rusket_core.spark.fpgrowth._to_ipc`); b"" when empty."""
+    return _to_ipc(values) if len(values) else b""
 
 
-def _fit_barrier(lines: Any, n_users: int, n_items: int, add: bool, model: ALS) -> tuple[np.ndarray, ...]:
-    """The whole fit in one barrier job over :func:`side_lines`: ``(U, V, indptr, indices, data)``, the
-    final factors and the users' interactions (rows by user code)."""
-    iterations, k = model.iterations, model.factors
-    start = (n_users, n_items, k, model.random_state, model.init_scale)  # each task draws the same start
-    spark = lines.sparkSession
+def _split_by_owner(owner: np.ndarray, n: int, columns: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """``columns`` cut into ``n`` groups of rows by ``owner`` (row order kept within a group)."""
+    order = np.argsort(owner, kind="stable")
+    cuts = np.cumsum(np.bincount(owner, minlength=n))[:-1]
+    return [list(group) for group in zip(*(np.split(c[order], cuts) for c in columns), strict=True)]
+
+
+def _fit_barrier(df: Any, weighted: bool, model: ALS) -> tuple[Any, ...] | None:
+    """The whole fit in one barrier job over the raw [user, item(, weight)] lines, one task per partition:
+    ``(users, items, U, V, indptr, indices, data)``, or None when the input has a line the local encoder
+    refuses (or none at all; the caller re-validates for the message).
+
+    Each task checks its lines and sends its distinct labels to every task (relay all-gather); every
+    task then knows the sorted label dictionaries, codes its lines exactly as the local encoder does,
+    and sends each line to the task owning its user (code mod tasks) and to the one owning its item
+    (relay all-to-all: one pass, no Spark shuffle, dictionary job or join). Each task builds its users'
+    and items' CSR with numpy and solves its rows per half-iteration, exchanging them through the relay.
+    """
+    k, iterations = model.factors, model.iterations
+    names = df.columns[:2]
+    spark = df.sparkSession
     relay = Relay(spark.conf.get("spark.driver.host"))
     address, secret = relay.address, relay.secret
 
@@ -172,40 +170,80 @@ def _fit_barrier(lines: Any, n_users: int, n_items: int, add: bool, model: ALS) 
 
         _one_thread()
         context = BarrierTaskContext.get()
-        side, key, other, w = _columns(list(batches))
-        u_parts = csr_of(key[side == 0], other[side == 0], w[side == 0], add)
-        i_parts = csr_of(key[side == 1], other[side == 1], w[side == 1], add)
-        X, Y = init_factors(*start)
-        peer = Peer(address, secret, context.partitionId(), len(context.getTaskInfos()))
+        n, me = len(context.getTaskInfos()), context.partitionId()
+        got = list(batches)
+        table = pa.Table.from_batches(got) if got else None
+        peer = Peer(address, secret, me, n)
         try:
+            refused = table is not None and refused_lines(table, weighted)
+            mine = [b"", b""] if table is None or refused else [_ipc(pc.unique(table.column(c))) for c in (0, 1)]
+            everyone = [unpack(m) for m in peer.all_gather(pack([bytes([refused]), *mine]))]
+            if any(m[0] != b"\x00" for m in everyone) or not any(m[1] for m in everyone):
+                return  # every task sees the same: all stop, the driver re-validates
+            codes, labels = [], []
+            for c in (0, 1):
+                own = table.column(c).chunks if table is not None else []
+                chunks = [_from_ipc(m[1 + c]) for m in everyone if m[1 + c]]
+                code, lab = _factorize(pa.chunked_array(chunks + own, chunks[0].type), names[c])
+                codes.append(code[len(code) - sum(len(o) for o in own) :].astype(np.int32))
+                labels.append(lab)
+            u, i = codes
+            w = pc.cast(table.column(2), pa.float64()).to_numpy() if weighted and table is not None else None
+            w = np.ones(len(u)) if w is None else w
+            to_users = _split_by_owner(u % n, n, [u, i, w])  # side 0: lines by user, to the user's owner
+            to_items = _split_by_owner(i % n, n, [i, u, w])  # side 1: lines by item
+            sent = [pack([a.tobytes() for a in (*to_users[q], *to_items[q])]) for q in range(n)]
+            received = [unpack(m) for m in peer.all_to_all(sent)]
+
+            def cat(j: int, dtype: type) -> np.ndarray:
+                return np.concatenate([np.frombuffer(r[j], dtype) for r in received])
+
+            add = weighted
+            u_parts = csr_of(cat(0, np.int32).astype(np.int64), cat(1, np.int32), cat(2, np.float64), add)
+            i_parts = csr_of(cat(3, np.int32).astype(np.int64), cat(4, np.int32), cat(5, np.float64), add)
+            X, Y = init_factors(len(labels[0]), len(labels[1]), k, model.random_state, model.init_scale)
             for _ in range(iterations):
                 X = _gather(peer, u_parts[0], _solve(*u_parts, X, _fixed(Y, model), model), X)
                 Y = _gather(peer, i_parts[0], _solve(*i_parts, Y, _fixed(X, model), model), Y)
         finally:
             peer.close()
+        if me == 0:  # the label dictionaries, once
+            yield _out_row(2, [labels[0].to_arrow(), labels[1].to_arrow()], ipc=True)
         for s, (ids, offsets, idx, ws), F in ((0, u_parts, X), (1, i_parts, Y)):
             for lo in range(0, len(ids), OUT_ROWS):  # packed bytes, not Arrow lists: cheap on both ends
                 hi = min(lo + OUT_ROWS, len(ids))
                 a, b = (offsets[lo], offsets[hi]) if s == 0 else (0, 0)  # only the users' lists go back
                 lens = np.diff(offsets[lo : hi + 1])[: hi - lo if s == 0 else 0]
-                packed = [ids[lo:hi].astype(np.int32), F[ids[lo:hi]], lens.astype(np.int32), idx[a:b], ws[a:b]]
-                yield pa.RecordBatch.from_arrays(
-                    [pa.array([s], pa.int32()), *(pa.array([np.ascontiguousarray(v).tobytes()], pa.binary()) for v in packed)],
-                    names=["side", "ids", "f", "lens", "idx", "w"],
-                )  # fmt: skip
+                yield _out_row(s, [ids[lo:hi].astype(np.int32), F[ids[lo:hi]], lens.astype(np.int32), idx[a:b], ws[a:b]])
 
     with relay:
-        out = lines.mapInArrow(task, OUT_SCHEMA, barrier=True).toArrow().to_pylist()
-    U, V = init_factors(*start)  # every row is overwritten; rows no task held (none) would stay as started
+        out = df.mapInArrow(task, OUT_SCHEMA, barrier=True).toArrow().to_pylist()
+    dictionaries = [r for r in out if r["side"] == 2]
+    if not dictionaries:
+        return None
+    users, items = (Labels(_from_ipc(dictionaries[0][c])) for c in ("ids", "f"))
+    U, V = init_factors(len(users), len(items), k, model.random_state, model.init_scale)  # every row is overwritten
     for r in out:
-        ids = np.frombuffer(r["ids"], np.int32)
-        (U if r["side"] == 0 else V)[ids] = np.frombuffer(r["f"], np.float32).reshape(len(ids), k)
-    users = [r for r in out if r["side"] == 0]
+        if r["side"] < 2:
+            ids = np.frombuffer(r["ids"], np.int32)
+            (U if r["side"] == 0 else V)[ids] = np.frombuffer(r["f"], np.float32).reshape(len(ids), k)
+    user_rows = [r for r in out if r["side"] == 0]
 
     def cat(name: str, dtype: type) -> np.ndarray:
-        return np.concatenate([np.zeros(0, dtype), *(np.frombuffer(r[name], dtype) for r in users)])
+        return np.concatenate([np.zeros(0, dtype), *(np.frombuffer(r[name], dtype) for r in user_rows)])
 
-    return U, V, *_sorted_csr(cat("ids", np.int32), cat("lens", np.int32), cat("idx", np.int32), cat("w", np.float32))
+    csr = _sorted_csr(cat("ids", np.int32), cat("lens", np.int32), cat("idx", np.int32), cat("w", np.float32))
+    return users, items, U, V, *csr
+
+
+def _out_row(side: int, values: list, ipc: bool = False) -> pa.RecordBatch:
+    """One output record of the barrier job: ``values`` packed as raw bytes (or Arrow IPC) in OUT_SCHEMA's columns."""
+    raw = [_ipc(v) if ipc else np.ascontiguousarray(v).tobytes() for v in values]
+    raw += [b""] * (5 - len(raw))
+    return pa.RecordBatch.from_arrays(
+        [pa.array([side], pa.int32()), *(pa.array([r], pa.binary()) for r in raw)],
+        names=["side", "ids", "f", "lens", "idx", "w"],
+    )
 
 
 def solve_rows(rows: Any, X: np.ndarray, Y: np.ndarray, model: ALS) -> np.ndarray:
@@ -266,21 +304,30 @@ def fit_als(
     classic session, one per half-iteration on Spark Connect.
     """
     model = ALS(**params)
-    enc = encode(df, user_col, item_col, rating_col)
     slots = default_parallelism(df.sparkSession)
     barrier = is_classic(df.sparkSession) if barrier is None else barrier
     parts = min(num_partitions or slots, slots) if barrier else (num_partitions or slots)
     if barrier:
-        lines = side_lines(enc.lines).repartition(parts, "side", "key")
-        U, V, indptr, indices, data = _fit_barrier(lines, len(enc.rows), len(enc.items), enc.has_weights, model)
+        ids = [(user_col, "transaction column"), (item_col, "item column")]
+        check_schema(df, ids, rating_col)
+        lines = df.select(user_col, item_col, *([rating_col] if rating_col else []))
+        if lines.rdd.getNumPartitions() != parts:  # one barrier task per partition
+            lines = lines.repartition(parts)
+        fitted = _fit_barrier(lines, rating_col is not None, model)
+        if fitted is None:
+            validate(df, ids, rating_col)  # raises the local engine's message
+            raise RuntimeError("the Spark fit refused its input but validation found no bad line")
+        users, items, U, V, indptr, indices, data = fitted
     else:
-        U, V = init_factors(len(enc.rows), len(enc.items), model.factors, model.random_state, model.init_scale)
+        enc = encode(df, user_col, item_col, rating_col)
+        users, items = enc.rows, enc.items
+        U, V = init_factors(len(users), len(items), model.factors, model.random_state, model.init_scale)
         user_rows = interaction_rows(enc.pairs, "row", "item").repartition(parts)
         item_rows = interaction_rows(enc.pairs, "item", "row").repartition(parts)
         U, V, indptr, indices, data = _fit_jobs(user_rows, item_rows, U, V, model)
-    if len(indptr) != len(enc.rows) + 1:
-        raise RuntimeError(f"the Spark fit returned {len(indptr) - 1} user rows for {len(enc.rows)} users")
-    encoded = Encoded(indptr, indices, data if enc.has_weights else None, enc.rows, enc.items)
+    if len(indptr) != len(users) + 1:
+        raise RuntimeError(f"the Spark fit returned {len(indptr) - 1} user rows for {len(users)} users")
+    encoded = Encoded(indptr, indices, data if rating_col is not None else None, users, items)
     model._set_interactions(encoded)
     model.user_factors, model.item_factors = U, V
     model.user_col, model.item_col, model.rating_col = user_col, item_col, rating_col

@@ -38,6 +38,32 @@ def check_columns(df: Any, id_cols: list[tuple[str, str]], weight_col: str | Non
         column(present, name, what)
 
 
+def check_schema(df: Any, id_cols: list[tuple[str, str]], weight_col: str | None = None) -> None:
+    """:func:`check_columns`, and the weight column is numeric (no Spark job)."""
+    from pyspark.sql import types as T
+
+    check_columns(df, id_cols, weight_col)
+    if weight_col:
+        dtype = {f.name: f.dataType for f in df.schema.fields}[weight_col]
+        if not isinstance(dtype, T.NumericType):
+            raise ValueError(f"column {weight_col!r} must be numeric, got {dtype.simpleString()}")
+
+
+def refused_lines(table: pa.Table, weighted: bool = False) -> bool:
+    """Whether the local encoder would refuse these [id, id(, weight)] lines (checked inside a Spark task):
+    null or NaN ids, null, non-finite or negative weights. The driver then runs :func:`validate` for the message."""
+    for c, col in enumerate(table.columns):
+        if col.null_count:
+            return True
+        if c == 2 and weighted:
+            w = pc.cast(col, pa.float64()).to_numpy()
+            if not (np.isfinite(w).all() and (w >= 0).all()):
+                return True
+        elif pa.types.is_floating(col.type) and pc.any(pc.is_nan(col)).as_py():
+            return True
+    return False
+
+
 def validate(
     df: Any, id_cols: list[tuple[str, str]], weight_col: str | None = None, distinct_col: str | None = None
 ) -> int:
@@ -46,7 +72,7 @@ def validate(
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    check_columns(df, id_cols, weight_col)
+    check_schema(df, id_cols, weight_col)
     fields = {f.name: f.dataType for f in df.schema.fields}
     aggs = [F.count(F.lit(1)).alias("n")]
     if distinct_col:
@@ -56,8 +82,6 @@ def validate(
         is_float = isinstance(fields[name], T.FloatType | T.DoubleType)
         aggs.append(F.sum(F.isnan(F.col(name)).cast("long")).alias(f"nan{i}") if is_float else F.lit(0).alias(f"nan{i}"))
     if weight_col:
-        if not isinstance(fields[weight_col], T.NumericType):
-            raise ValueError(f"column {weight_col!r} must be numeric, got {fields[weight_col].simpleString()}")
         w = F.col(weight_col).cast("double")
         aggs += [
             F.sum(w.isNull().cast("long")).alias("w_null"),

@@ -25,7 +25,7 @@ from rusket_core.encoding import Labels, _factorize
 from rusket_core.frames import list_column, make_frame
 from rusket_core.mining.fpgrowth import _check_max_len, min_count_for, mine_csr
 from rusket_core.mining.rules import rule_arrays, rules_frame
-from rusket_core.spark.encoding import validate
+from rusket_core.spark.encoding import check_columns, refused_lines, validate
 from rusket_core.spark.session import default_parallelism
 
 
@@ -130,13 +130,17 @@ def frequent_itemsets(
 
     min_count_for(min_support, 1)
     kernel_max_len = _check_max_len(max_len)
-    validate(df, [(transaction_col, "transaction column"), (item_col, "item column")])
+    ids = [(transaction_col, "transaction column"), (item_col, "item column")]
+    check_columns(df, ids)  # the ids are checked by the packing tasks (no job of its own)
     groups = n_groups or 2 * default_parallelism(df.sparkSession)
     # one shuffle brings every basket's lines together; from then on each partition is a few packed rows
     lines = df.select(transaction_col, item_col).repartition(groups, transaction_col)
     packed = lines.mapInArrow(_pack_baskets, PACKED_SCHEMA).persist()
     try:
         heads = packed.select("labels", "counts", "baskets").toArrow().to_pylist()
+        if not heads or any(h["baskets"] < 0 for h in heads):  # no line, or a line the local encoder refuses
+            validate(df, ids)  # raises the local engine's message
+            raise RuntimeError("the Spark miner refused its input but validation found no bad line")
         labels = [_from_ipc(h["labels"]) for h in heads if h["labels"]]
         codes, items = _factorize(pa.chunked_array(labels, labels[0].type) if labels else pa.array([]), item_col)
         part_counts = np.concatenate([np.zeros(0, np.int64), *(np.frombuffer(h["counts"], np.int64) for h in heads)])
@@ -182,11 +186,15 @@ def _from_ipc(blob: bytes) -> pa.Array:
 
 def _pack_baskets(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """A partition's [transaction, item] lines (whole baskets) as packed rows (:data:`PACKED_SCHEMA`):
-    items coded by the partition's own dictionary, each basket's codes sorted, repeats once."""
+    items coded by the partition's own dictionary, each basket's codes sorted, repeats once; one row
+    with ``baskets = -1`` when a line has a null or NaN id."""
     batches = list(batches)
     if not batches:
         return
     table = pa.Table.from_batches(batches).combine_chunks()
+    if refused_lines(table):  # flagged; the driver re-validates for the message
+        yield pa.RecordBatch.from_arrays([pa.array([v]) for v in (b"", b"", -1, b"", b"")], schema=_PACKED)
+        return
     tx = pc.dictionary_encode(table.column(0)).combine_chunks()
     it = pc.dictionary_encode(table.column(1)).combine_chunks()
     n_items, n_baskets = len(it.dictionary), len(tx.dictionary)

@@ -3,7 +3,9 @@
 Spark's own ``BarrierTaskContext.allGather`` polls once a second, so every exchange costs about 1 s;
 iterative fits (ALS) exchange twice per iteration. Here each task keeps one socket to a small
 server on the driver (the pattern XGBoost's and Horovod's Spark integrations use): per round every
-task sends its bytes, the driver waits for all and sends every task the concatenation. Tasks prove
+task sends its bytes, the driver waits for all and sends every task the concatenation
+(``all_gather``), or routes each task's per-destination messages to their destinations
+(``all_to_all``: a shuffle that moves each byte through the driver once). Tasks prove
 themselves with a per-job secret. A barrier stage runs all its tasks at once (so no task waits for
 one that is not scheduled) and restarts them all on failure; the relay then starts over.
 """
@@ -17,6 +19,7 @@ import threading
 from typing import Any
 
 _LEN = struct.Struct("!Q")
+_GATHER, _ROUTE = b"G", b"R"  # the round's kind, first byte of every task's message (all tasks agree)
 
 
 def _send(sock: socket.socket, payload: bytes) -> None:
@@ -96,7 +99,13 @@ class Relay:
                         conns.pop(part).close()
                     conns[part] = sock
                 while True:
-                    blob = pack([_recv(conns[p]) for p in range(n)])
+                    got = [_recv(conns[p]) for p in range(n)]
+                    if got[0][:1] == _ROUTE:  # message q of task p goes to task q
+                        sent = [unpack(g[1:]) for g in got]
+                        for q in range(n):
+                            _send(conns[q], pack([sent[p][q] for p in range(n)]))
+                        continue
+                    blob = pack([g[1:] for g in got])
                     for p in range(n):
                         _send(conns[p], blob)
             except OSError:  # tasks finished (or failed: their restart reconnects) or the relay closed
@@ -107,7 +116,8 @@ class Relay:
 
 
 class Peer:
-    """The task side: ``all_gather(bytes)`` returns every task's bytes, in partition order."""
+    """The task side: ``all_gather(bytes)`` returns every task's bytes, in partition order; ``all_to_all``
+    exchanges one message per pair of tasks. Every task makes the same calls in the same order."""
 
     def __init__(self, address: tuple[str, int], secret: str, partition: int, n_tasks: int) -> None:
         self._sock = socket.create_connection(address)
@@ -115,7 +125,12 @@ class Peer:
         _send(self._sock, f"{secret} {partition} {n_tasks}".encode())
 
     def all_gather(self, payload: bytes) -> list[bytes]:
-        _send(self._sock, payload)
+        _send(self._sock, _GATHER + payload)
+        return unpack(_recv(self._sock))
+
+    def all_to_all(self, messages: list[bytes]) -> list[bytes]:
+        """Send ``messages[q]`` to task ``q``; returns what every task sent this one, in partition order."""
+        _send(self._sock, _ROUTE + pack(messages))
         return unpack(_recv(self._sock))
 
     def close(self) -> None:

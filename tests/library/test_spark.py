@@ -131,6 +131,51 @@ def test_relay_all_gather_returns_every_task_bytes_in_partition_order():
     assert got == {p: expected for p in range(n)}
 
 
+def test_relay_all_to_all_routes_each_message_to_its_task():
+    """The relay's shuffle used by the one-job ALS: task q receives message q of every task, in partition
+    order, and all-gather rounds still work after it."""
+    import threading
+
+    from rusket_core.spark.relay import Peer, Relay
+
+    n = 3
+    got: dict[int, list] = {}
+    with Relay("127.0.0.1") as relay:
+
+        def task(p: int) -> None:
+            peer = Peer(relay.address, relay.secret, p, n)
+            got[p] = [peer.all_to_all([bytes([p, q]) * (q + 1) for q in range(n)]), peer.all_gather(bytes([p]))]
+            peer.close()
+
+        threads = [threading.Thread(target=task, args=(p,)) for p in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    assert got == {q: [[bytes([p, q]) * (q + 1) for p in range(n)], [bytes([p]) for p in range(n)]] for q in range(n)}
+
+
+def test_spark_als_with_an_empty_task_and_repartitioned_input_equals_local(spark):
+    """The one-job fit over raw lines: a task holding no line, an input with more partitions than task
+    slots (repartitioned), repeated unweighted lines counted once: the local labels, lists and factors."""
+    pdf = pd.DataFrame({"user": ["b", "b", "b", "a", "a"], "item": [3.5, 1.0, 3.5, 1.0, 2.0]})
+    params = {"factors": 3, "iterations": 4, "regularization": 0.1, "random_state": 2}
+    local = ALS.from_transactions(pdf, "user", "item", **params).fit()
+    one_user = pdf[pdf.user == "b"]
+    for frame, want in (
+        (spark.createDataFrame(one_user).repartition(2, "user"), ALS.from_transactions(one_user, "user", "item", **params).fit()),
+        (spark.createDataFrame(pdf).repartition(5), local),
+    ):  # fmt: skip
+        remote = fit_als(frame, "user", "item", num_partitions=2, **params)
+        assert remote.users == want.users and remote.items == want.items
+        np.testing.assert_array_equal(remote.user_items.indptr, want.user_items.indptr)
+        np.testing.assert_array_equal(remote.user_items.indices, want.user_items.indices)
+        np.testing.assert_allclose(remote.user_factors, want.user_factors, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(remote.item_factors, want.item_factors, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="input is empty"):
+        fit_als(spark.createDataFrame(pdf).limit(0), "user", "item")
+
+
 def test_spark_validation_uses_the_local_messages(spark):
     pdf = pd.DataFrame({"basket": [1, 1, 2, 3], "item": ["a", None, "b", None]})
     with pytest.raises(ValueError) as local:

@@ -28,7 +28,8 @@ def test_dagster_engine_spark_tables_equal_local(spark, tmp_path):
     keys = [["ingest", "raw_transactions"], ["ingest", "products"], ["baskets", "frequent_itemsets"],
             ["personalization", "als_model"], ["personalization", "user_factors"],
             ["personalization", "similar_items"], ["personalization", "bpr_model"], ["baskets", "association_rules"],
-            ["personalization", "user_recommendations"]]  # fmt: skip
+            ["personalization", "user_recommendations"], ["vectors", "item_vectors"],
+            ["vectors", "user_vectors"]]  # fmt: skip
     tables = {}
     for name in ("local", "spark"):
         tmp = tmp_path / name
@@ -57,10 +58,22 @@ def test_dagster_engine_spark_tables_equal_local(spark, tmp_path):
                 con.sql("select product_id, rank, similar_product_id, score from personalization.similar_items"
                         " order by 1, 2").fetchall(),
             )  # fmt: skip
+        tables[name] += (_lancedb_tables(tmp / "lancedb"),)
     assert meta["frequent_itemsets"]["spark_partitions"].value >= 1
     _assert_recommendations_equal_local(tmp_path / "spark")
-    local_lines, local_sets, local_factors, local_similar = tables["local"]
-    spark_lines, spark_sets, spark_factors, spark_similar = tables["spark"]
+    local_lines, local_sets, local_factors, local_similar, local_vectors = tables["local"]
+    spark_lines, spark_sets, spark_factors, spark_similar, spark_vectors = tables["spark"]
+    # LanceDB: the same rows and columns; the vectors within the factor tolerance (unit length, cosine)
+    assert sorted(spark_vectors) == sorted(local_vectors) == ["item_vectors", "user_vectors"]
+    for name, local_table in local_vectors.items():
+        got = spark_vectors[name]
+        assert got.num_rows == local_table.num_rows > 0 and got.schema.names == local_table.schema.names
+        assert got.drop_columns(["vector"]).equals(local_table.drop_columns(["vector"]))
+        np.testing.assert_allclose(
+            np.stack(got["vector"].to_numpy(zero_copy_only=False)),
+            np.stack(local_table["vector"].to_numpy(zero_copy_only=False)),
+            atol=5e-3,
+        )
     assert len(local_lines) > 1000 and sorted(spark_lines, key=str) == sorted(local_lines, key=str)
     assert len(local_sets) > 10 and sorted(map(str, spark_sets)) == sorted(map(str, local_sets))
     assert [c for c, _ in spark_factors] == [c for c, _ in local_factors]
@@ -104,6 +117,14 @@ def test_spark_table_becomes_a_parquet_view_swapped_atomically(spark, tmp_path):
     assert rows() == [8] and sorted(p.name for p in home.iterdir()) == sorted([second.name, third.name])
     warehouse.replace_table("recs", "t", pa.table({"a": [4]}))
     assert kind() == "BASE TABLE" and rows() == [4]
+
+
+def _lancedb_tables(uri) -> dict:
+    """Every LanceDB table under ``uri`` as an arrow table sorted by ``id``."""
+    import lancedb
+
+    db = lancedb.connect(str(uri))
+    return {name: db.open_table(name).to_arrow().sort_by("id") for name in db.table_names()}
 
 
 def _assert_recommendations_equal_local(tmp) -> None:
