@@ -27,7 +27,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rusket_assets.holdout import is_held_out, sample_cut
-from rusket_assets.incremental import Refresh, model_name, record_changes, refresh, refresh_mode
+from rusket_assets.incremental import (
+    Refresh,
+    diff_lines,
+    model_name,
+    record_changes,
+    refresh,
+    refresh_mode,
+)
 from rusket_assets.interactions import WarehouseTable
 from rusket_assets.resources import ModelStore, Warehouse
 from rusket_assets.tables import quote
@@ -145,9 +152,11 @@ def fit_with_holdout(
     record = holdout_record(models, name)
     same_split = record is not None and record["split"] == split
     incremental = refresh_mode(context) == "incremental" and same_split
-    with table.relation(columns, where=f"not {condition}") as train:
-        result = refresh(incremental, models, holdout_model_name(name), lambda: build(train), lambda: build(train).fit(),
-                         warm_iterations)  # fmt: skip
+    source = f"select {', '.join(quote(c) for c in columns)} from {table.name} where not {condition}"
+    with table.relation(columns, where=f"not {condition}") as train, warehouse.connect() as con:
+        # the update compares the saved model with today's train lines in SQL; build() then only names the parameters
+        result = refresh(incremental, models, holdout_model_name(name), lambda: build(train.limit(1)), lambda: build(train).fit(),
+                         warm_iterations, lambda previous: diff_lines(con, source, previous))  # fmt: skip
     seconds = time.perf_counter() - start
     if not same_split and refresh_mode(context) == "incremental":
         result.metadata["full_refresh_reason"] = "the evaluation split changed"
@@ -194,30 +203,43 @@ def _keep_unchanged_rows(previous: Any, model: Any, held: pa.Table, changed: pa.
     """After an incremental update: give the sampled customers whose holdout rows and whole history
     are as in the saved published model their saved rows back, so only the day's customers change
     (re-solving them would move every one slightly when the day adds products, as for no other
-    customer); how many were kept."""
+    customer); how many were kept. The histories are compared as arrays (product labels matched
+    through both models' product lists), not customer by customer."""
     from rusket_core.factorization.foldin import _lookup
 
     customers = pc.unique(held[USER])
+    customers = customers.filter(pc.invert(pc.is_in(customers.cast(pa.string()), value_set=changed.cast(pa.string()))))
     values = customers.to_numpy(zero_copy_only=False)
-    changed_text = set(changed.cast(pa.string()).to_pylist())
     new_enc, old_enc = model.user_items, previous.user_items
     rows, old_rows = _lookup(model.users, values), _lookup(previous.users, values)
     lines, old_lines = _lookup(new_enc.rows, values), _lookup(old_enc.rows, values)
-    kept = 0
-    for i, label in enumerate(customers.cast(pa.string()).to_pylist()):
-        if min(rows[i], old_rows[i], lines[i], old_lines[i]) < 0 or label in changed_text:
-            continue
-        if _history(new_enc, model.items, lines[i]) == _history(old_enc, previous.items, old_lines[i]):
-            model.user_factors[rows[i]] = previous.user_factors[old_rows[i]]
-            kept += 1
-    return kept
+    ok = (rows >= 0) & (old_rows >= 0) & (lines >= 0) & (old_lines >= 0)
+    lines, old_lines = lines[ok], old_lines[ok]
+    same = _same_rows(new_enc, old_enc, _lookup(previous.items, model.items.values), lines, old_lines)
+    model.user_factors[rows[ok][same]] = previous.user_factors[old_rows[ok][same]]
+    return int(same.sum())
 
 
-def _history(enc: Any, items: Any, row: int) -> dict:
-    """One customer's interactions as {product label: weight} (for comparing two models' rows)."""
-    lo, hi = enc.indptr[row], enc.indptr[row + 1]
-    weights = np.ones(hi - lo) if enc.data is None else enc.data[lo:hi]
-    return dict(zip(items.values[enc.indices[lo:hi]].tolist(), np.asarray(weights, dtype=np.float64).tolist(), strict=True))
+def _same_rows(new_enc: Any, old_enc: Any, item_map: np.ndarray, lines: np.ndarray, old_lines: np.ndarray) -> np.ndarray:
+    """Whether row ``lines[i]`` of ``new_enc`` holds the same products (``item_map``: new product index
+    to old, -1 for a product the old model lacks) with the same weights as row ``old_lines[i]`` of ``old_enc``."""
+    length = new_enc.indptr[lines + 1] - new_enc.indptr[lines]
+    same = length == old_enc.indptr[old_lines + 1] - old_enc.indptr[old_lines]
+    idx = np.flatnonzero(same & (length > 0))
+    if not len(idx):
+        return same
+    n = length[idx]
+    seg = np.repeat(np.arange(len(idx)), n)
+    offset = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    new_pos = np.repeat(new_enc.indptr[lines[idx]], n) + offset
+    old_pos = np.repeat(old_enc.indptr[old_lines[idx]], n) + offset
+    new_items, old_items = item_map[new_enc.indices[new_pos]], old_enc.indices[old_pos].astype(np.int64)
+    new_w = np.ones(len(new_pos)) if new_enc.data is None else new_enc.data[new_pos].astype(np.float64)
+    old_w = np.ones(len(old_pos)) if old_enc.data is None else old_enc.data[old_pos].astype(np.float64)
+    a, b = np.lexsort((new_items, seg)), np.lexsort((old_items, seg))  # rows' products in one order on both sides
+    differs = (new_items[a] != old_items[b]) | (new_w[a] != old_w[b])
+    same[idx] = np.bincount(seg[a], weights=differs, minlength=len(idx)) == 0
+    return same
 
 
 def _record_published(

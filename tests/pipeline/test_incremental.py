@@ -343,8 +343,8 @@ def test_gate_blocks_a_broken_incremental_update(tmp_path, monkeypatch):
 
     update = incremental.update_model
 
-    def broken(previous, current, warm_iterations):
-        model, diff, reason = update(previous, current, warm_iterations)
+    def broken(previous, *args):
+        model, diff, reason = update(previous, *args)
         if model is not None:
             model.item_factors = np.random.default_rng(0).standard_normal(model.item_factors.shape).astype(np.float32)
         return model, diff, reason
@@ -634,9 +634,9 @@ def test_one_fit_serves_the_published_and_the_holdout_models(tmp_path, monkeypat
         update = incremental.update_model
         calls = []
 
-        def counted(previous, current, warm_iterations):
+        def counted(previous, *args):
             calls.append(type(previous).__name__)
-            return update(previous, current, warm_iterations)
+            return update(previous, *args)
 
         monkeypatch.setattr(incremental, "update_model", counted)
         result = run(defs, instance, tags={REFRESH_TAG: "incremental"}, config=config)
