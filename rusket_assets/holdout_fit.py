@@ -13,6 +13,7 @@ customers) the published model is fitted on all lines separately instead, as it 
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -175,9 +176,17 @@ def fit_with_holdout(
     model = result.model  # saved already: the fold-in may change it in place
     previous, parent, reason = _saved_published(models, context.asset_key, model, result)
     if held.num_rows:
-        model.partial_fit(held)
+        # a model whose fold-in is iterative (BPR) only adds the lines here when it can (no product
+        # new to it): the kept rows get their saved values back below, the others are re-solved then
+        lazy = previous is not None and _iterative(model) and _all_known(model, held[ITEM])
+        model.partial_fit(held, **({"epochs": 0} if lazy else {}))
         if previous is not None:
-            info["sampled_rows_kept"] = _keep_unchanged_rows(previous, model, held, result.changed)
+            kept, rest = _keep_unchanged_rows(previous, model, held, result.changed)
+            info["sampled_rows_kept"] = kept
+            if lazy:
+                if len(rest):
+                    model.partial_fit_users(_rows_table(model, rest), replace=True)
+                info["sampled_rows_solved"] = len(rest)
     info["fold_in_seconds"] = time.perf_counter() - start
     context.add_output_metadata(info | _record_published(context, warehouse, model, previous, parent, reason, warm_iterations))
     return model
@@ -199,25 +208,46 @@ def _saved_published(models: ModelStore, asset_key: dg.AssetKey, model: Any, res
     return previous, parent, None
 
 
-def _keep_unchanged_rows(previous: Any, model: Any, held: pa.Table, changed: pa.Array) -> int:
+def _keep_unchanged_rows(previous: Any, model: Any, held: pa.Table, changed: pa.Array) -> tuple[int, np.ndarray]:
     """After an incremental update: give the sampled customers whose holdout rows and whole history
     are as in the saved published model their saved rows back, so only the day's customers change
     (re-solving them would move every one slightly when the day adds products, as for no other
-    customer); how many were kept. The histories are compared as arrays (product labels matched
-    through both models' product lists), not customer by customer."""
+    customer). The histories are compared as arrays (product labels matched through both models'
+    product lists), not customer by customer. Returns how many were kept and the model's row
+    indices of the other sampled customers."""
     from rusket_core.factorization.foldin import _lookup
 
-    customers = pc.unique(held[USER])
-    customers = customers.filter(pc.invert(pc.is_in(customers.cast(pa.string()), value_set=changed.cast(pa.string()))))
-    values = customers.to_numpy(zero_copy_only=False)
+    customers = pc.unique(held[USER]).to_numpy(zero_copy_only=False)
     new_enc, old_enc = model.user_items, previous.user_items
-    rows, old_rows = _lookup(model.users, values), _lookup(previous.users, values)
-    lines, old_lines = _lookup(new_enc.rows, values), _lookup(old_enc.rows, values)
-    ok = (rows >= 0) & (old_rows >= 0) & (lines >= 0) & (old_lines >= 0)
-    lines, old_lines = lines[ok], old_lines[ok]
-    same = _same_rows(new_enc, old_enc, _lookup(previous.items, model.items.values), lines, old_lines)
-    model.user_factors[rows[ok][same]] = previous.user_factors[old_rows[ok][same]]
-    return int(same.sum())
+    rows, old_rows = _lookup(model.users, customers), _lookup(previous.users, customers)
+    lines, old_lines = _lookup(new_enc.rows, customers), _lookup(old_enc.rows, customers)
+    candidate = (rows >= 0) & (old_rows >= 0) & (lines >= 0) & (old_lines >= 0)
+    candidate &= ~pc.is_in(pa.array(customers).cast(pa.string()), value_set=changed.cast(pa.string())).to_numpy(zero_copy_only=False)
+    same = np.zeros(len(customers), dtype=bool)
+    same[candidate] = _same_rows(new_enc, old_enc, _lookup(previous.items, model.items.values), lines[candidate], old_lines[candidate])
+    model.user_factors[rows[same]] = previous.user_factors[old_rows[same]]
+    return int(same.sum()), lines[~same & (lines >= 0)]
+
+
+def _iterative(model: Any) -> bool:
+    """Whether the model's fold-in takes a number of epochs (BPR: 0 adds the lines without moving rows)."""
+    return "epochs" in inspect.signature(model._solve_rows).parameters
+
+
+def _all_known(model: Any, items: Any) -> bool:
+    """Whether every product of ``items`` has a row in the model."""
+    from rusket_core.factorization.foldin import _lookup
+
+    return bool((_lookup(model.items, items.to_numpy(zero_copy_only=False)) >= 0).all())
+
+
+def _rows_table(model: Any, rows: np.ndarray) -> pa.Table:
+    """Rows ``rows`` of the model's interactions as a frame of its user, item (and rating) columns."""
+    from rusket_assets.incremental import _pairs
+
+    user_col, item_col, rating_col = model._columns()
+    frame = _pairs(model.user_items.take_rows(rows), user_col, item_col).to_arrow()
+    return frame.rename_columns([user_col, item_col, rating_col]) if rating_col else frame.drop(["w"])
 
 
 def _same_rows(new_enc: Any, old_enc: Any, item_map: np.ndarray, lines: np.ndarray, old_lines: np.ndarray) -> np.ndarray:

@@ -608,6 +608,45 @@ def _published_rows(tmp: Path) -> dict:
     return {c: i for i, c in enumerate(users)}
 
 
+def _load(tmp: Path, name: str):
+    from rusket_assets.io import load_model
+
+    return load_model(tmp / "models", name)
+
+
+def _check_shared_bpr(tmp: Path, before, sampled: set, meta: dict) -> None:
+    """The incremental BPR update of the published model: its pairs are the holdout's plus the held-out
+    ones; customers outside the sample keep the holdout rows; sampled customers with the same whole history
+    keep yesterday's published rows; the other sampled customers are re-solved (SGD moved them off the
+    holdout rows they start from) and counted in ``sampled_rows_solved``."""
+    from rusket_assets.holdout_fit import holdout_model_name
+
+    holdout, published = _load(tmp, holdout_model_name("bpr")), _load(tmp, "personalization__bpr_model")
+
+    def rows(model) -> dict:
+        enc = model.user_items
+        return {u: frozenset(model.items.values[enc.indices[enc.indptr[i]:enc.indptr[i + 1]]].tolist())
+                for i, u in enumerate(enc.rows.values.tolist())}  # fmt: skip
+
+    hold, pub, old = rows(holdout), rows(published), rows(before)
+    at = {u: i for i, u in enumerate(holdout.users.values.tolist())}
+    was = {u: i for i, u in enumerate(before.users.values.tolist())}
+    kept = solved = 0
+    for i, user in enumerate(published.users.values.tolist()):
+        row = published.user_factors[i]
+        if user not in sampled:
+            assert pub[user] == hold[user]
+            np.testing.assert_array_equal(row, holdout.user_factors[at[user]])
+        elif user in old and old[user] == pub[user]:
+            np.testing.assert_array_equal(row, before.user_factors[was[user]])
+            kept += 1
+        else:
+            solved += 1
+            if user in at:
+                assert not np.array_equal(row, holdout.user_factors[at[user]])
+    assert meta["sampled_rows_kept"] == kept > 0 and meta["sampled_rows_solved"] == solved > 0
+
+
 def test_one_fit_serves_the_published_and_the_holdout_models(tmp_path, monkeypatch):
     """Shared path: one fit per model kind (the holdout model, loaded by model_evaluation), the
     published model derived by fold-in; an incremental run updates each kind once and keeps the sample."""
@@ -631,6 +670,7 @@ def test_one_fit_serves_the_published_and_the_holdout_models(tmp_path, monkeypat
         _check_shared_als(tmp_path, split)
         assert run(defs, instance, partition=LAST_DAY).success
         rows_before = _published_rows(tmp_path)
+        bpr_before = _load(tmp_path, "personalization__bpr_model")
         update = incremental.update_model
         calls = []
 
@@ -660,6 +700,7 @@ def test_one_fit_serves_the_published_and_the_holdout_models(tmp_path, monkeypat
     assert moved <= resolved and als["customers_moved"] == len(moved)
     assert refreshed == day | moved
     assert 0 < als["sampled_rows_kept"] <= len(resolved - day)
+    _check_shared_bpr(tmp_path, bpr_before, resolved, metadata(result, "personalization__bpr_model"))
     assert metadata(result, "vectors__user_vectors")["refresh"] == "incremental"  # upserted, not rewritten
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["published_beats_popularity"]
