@@ -71,10 +71,11 @@ def timed_run(defs: dg.Definitions, job: str, instance, **kwargs) -> tuple[float
 def refreshed(instance) -> dict:
     """What the last materialisation of the merged outputs says it recomputed (empty after a rewrite)."""
     out = {}
-    for path in (["personalization", "user_recommendations"], ["analytics", "customer_saturation"]):
+    for path in (["personalization", "user_recommendations"], ["analytics", "customer_saturation"],
+                 ["analytics", "cross_sell_potential"]):  # fmt: skip
         event = instance.get_latest_materialization_event(dg.AssetKey(path))
         meta = {} if event is None else event.asset_materialization.metadata
-        out[path[1]] = {k: v.value for k, v in meta.items() if k.startswith(("customers_", "rules_changed", "rows_replaced"))}
+        out[path[1]] = {k: v.value for k, v in meta.items() if k.startswith(("customers_", "rules_changed", "rows_replaced", "new_products"))}
     return out
 
 
