@@ -179,11 +179,13 @@ def fit_with_holdout(
         # a model whose fold-in is iterative (BPR) only adds the lines here when it can (no product
         # new to it): the kept rows get their saved values back below, the others are re-solved then
         lazy = previous is not None and _iterative(model) and _all_known(model, held[ITEM])
+        n_trained = len(model.items)
         model.partial_fit(held, **({"epochs": 0} if lazy else {}))
         if previous is not None:
             kept, rest = _keep_unchanged_rows(previous, model, held, result.changed)
             info["sampled_rows_kept"] = kept
-            if lazy:
+            products = info["held_out_products_kept"] = _keep_unchanged_products(previous, model, n_trained)
+            if lazy or (products and not _iterative(model)):  # ALS: rows exact for the item rows published
                 if len(rest):
                     model.partial_fit_users(_rows_table(model, rest), replace=True)
                 info["sampled_rows_solved"] = len(rest)
@@ -227,6 +229,33 @@ def _keep_unchanged_rows(previous: Any, model: Any, held: pa.Table, changed: pa.
     same[candidate] = _same_rows(new_enc, old_enc, _lookup(previous.items, model.items.values), lines[candidate], old_lines[candidate])
     model.user_factors[rows[same]] = previous.user_factors[old_rows[same]]
     return int(same.sum()), lines[~same & (lines >= 0)]
+
+
+def _keep_unchanged_products(previous: Any, model: Any, n_trained: int) -> int:
+    """The products bought only in held-out lines (rows ``n_trained`` on, added from their buyers) that
+    have the same buyers and weights as in the saved published model get their saved rows back: solved
+    again they would move with every changed customer (so every product would count as changed for the
+    outputs keyed by products); how many were kept."""
+    from rusket_core.encoding import Encoded, Labels
+    from rusket_core.factorization.base import transpose_csr
+    from rusket_core.factorization.foldin import _lookup
+
+    rows = np.arange(n_trained, len(model.items))
+    old_rows = _lookup(previous.items, model.items.values[rows])
+    rows, old_rows = rows[old_rows >= 0], old_rows[old_rows >= 0]
+    if not len(rows):
+        return 0
+
+    def by_product(enc: Any, items: Any) -> Any:
+        ptr, ind, dat = transpose_csr(enc.indptr, enc.indices, enc.data, enc.n_items)
+        return Encoded(ptr, ind, dat, items, enc.rows)
+
+    new_enc, old_enc = model.user_items, previous.user_items
+    user_map = _lookup(old_enc.rows, new_enc.rows.values)
+    same = _same_rows(by_product(new_enc, Labels(model.items.values)), by_product(old_enc, Labels(previous.items.values)),
+                      user_map, rows, old_rows)  # fmt: skip
+    model.item_factors[rows[same]] = previous.item_factors[old_rows[same]]
+    return int(same.sum())
 
 
 def _iterative(model: Any) -> bool:

@@ -93,3 +93,28 @@ def test_diff_in_sql_equals_the_diff_of_the_encodings(seed, rating):
     assert (got.new_customers, got.new_products, got.vanished_customers) == (
         want.new_customers, want.new_products, want.vanished_customers)  # fmt: skip
     assert want.new_customers > 0 and want.shrunk.num_rows > 0
+
+
+def test_held_out_products_with_the_same_buyers_keep_their_rows():
+    """Of the products bought only in held-out lines, the one whose buyers and weights are as in the
+    saved published model gets its saved row back; the one with a new buyer keeps its new solution."""
+    import copy
+
+    from rusket_assets.holdout_fit import _keep_unchanged_products
+    from rusket_core import ALS
+
+    rng = np.random.default_rng(0)
+    train = _model_lines(rng, 300, 30, 10)
+    held = pa.table({"customer_id": [1, 2, 3, 4], "product_id": [2000, 2000, 2001, 2001], "quantity": [1.0, 2.0, 1.0, 1.0]})
+    holdout = ALS.from_transactions(train, "customer_id", "product_id", "quantity", factors=4, iterations=3).fit()
+    n_trained = len(holdout.items)
+    previous = copy.deepcopy(holdout).partial_fit(held)
+    # the next day: one more train line (every solve moves a little), and a new buyer of product 2001
+    today = copy.deepcopy(holdout).partial_fit(pa.table({"customer_id": [7], "product_id": [1003], "quantity": [2.0]}))
+    today.partial_fit(pa.concat_tables([held, pa.table({"customer_id": [5], "product_id": [2001], "quantity": [1.0]})]))
+    at, was = today.items.indices_of(pa.array([2000, 2001])), previous.items.indices_of(pa.array([2000, 2001]))
+    assert not np.array_equal(today.item_factors[at[0]], previous.item_factors[was[0]])  # moved by the re-solve
+    before_2001 = today.item_factors[at[1]].copy()
+    assert _keep_unchanged_products(previous, today, n_trained) == 1
+    np.testing.assert_array_equal(today.item_factors[at[0]], previous.item_factors[was[0]])
+    np.testing.assert_array_equal(today.item_factors[at[1]], before_2001)

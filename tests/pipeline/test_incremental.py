@@ -647,6 +647,32 @@ def _check_shared_bpr(tmp: Path, before, sampled: set, meta: dict) -> None:
     assert meta["sampled_rows_kept"] == kept > 0 and meta["sampled_rows_solved"] == solved > 0
 
 
+def _check_held_out_products(tmp: Path, before, kept: int) -> None:
+    """Products bought only in held-out lines whose buyers and weights are as yesterday keep yesterday's
+    published rows (counted in the metadata); the others are solved again."""
+    from rusket_assets.holdout_fit import holdout_model_name
+
+    holdout, published = _load(tmp, holdout_model_name("als")), _load(tmp, "personalization__als_model")
+
+    def buyers(model) -> dict:
+        enc = model.user_items
+        users = np.repeat(enc.rows.values, np.diff(enc.indptr))
+        out: dict = {}
+        for u, i, w in zip(users.tolist(), model.items.values[enc.indices].tolist(), enc.data.tolist(), strict=True):
+            out.setdefault(i, {})[u] = w
+        return out
+
+    now, then = buyers(published), buyers(before)
+    trained = set(holdout.items.values.tolist())
+    was = {p: i for i, p in enumerate(before.items.values.tolist())}
+    same = 0
+    for i, product in enumerate(published.items.values.tolist()):
+        if product not in trained and product in was and now.get(product) == then.get(product):
+            np.testing.assert_array_equal(published.item_factors[i], before.item_factors[was[product]])
+            same += 1
+    assert kept == same
+
+
 def test_one_fit_serves_the_published_and_the_holdout_models(tmp_path, monkeypatch):
     """Shared path: one fit per model kind (the holdout model, loaded by model_evaluation), the
     published model derived by fold-in; an incremental run updates each kind once and keeps the sample."""
@@ -671,6 +697,7 @@ def test_one_fit_serves_the_published_and_the_holdout_models(tmp_path, monkeypat
         assert run(defs, instance, partition=LAST_DAY).success
         rows_before = _published_rows(tmp_path)
         bpr_before = _load(tmp_path, "personalization__bpr_model")
+        als_before = _load(tmp_path, "personalization__als_model")
         update = incremental.update_model
         calls = []
 
@@ -701,6 +728,7 @@ def test_one_fit_serves_the_published_and_the_holdout_models(tmp_path, monkeypat
     assert refreshed == day | moved
     assert 0 < als["sampled_rows_kept"] <= len(resolved - day)
     _check_shared_bpr(tmp_path, bpr_before, resolved, metadata(result, "personalization__bpr_model"))
+    _check_held_out_products(tmp_path, als_before, als["held_out_products_kept"])
     assert metadata(result, "vectors__user_vectors")["refresh"] == "incremental"  # upserted, not rewritten
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["published_beats_popularity"]
