@@ -13,6 +13,7 @@ customers) the published model is fitted on all lines separately instead, as it 
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -27,7 +28,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rusket_assets.holdout import is_held_out, sample_cut
-from rusket_assets.incremental import Refresh, model_name, record_changes, refresh, refresh_mode
+from rusket_assets.incremental import (
+    Refresh,
+    diff_lines,
+    model_name,
+    record_changes,
+    refresh,
+    refresh_mode,
+)
 from rusket_assets.interactions import WarehouseTable
 from rusket_assets.resources import ModelStore, Warehouse
 from rusket_assets.tables import quote
@@ -145,9 +153,11 @@ def fit_with_holdout(
     record = holdout_record(models, name)
     same_split = record is not None and record["split"] == split
     incremental = refresh_mode(context) == "incremental" and same_split
-    with table.relation(columns, where=f"not {condition}") as train:
-        result = refresh(incremental, models, holdout_model_name(name), lambda: build(train), lambda: build(train).fit(),
-                         warm_iterations)  # fmt: skip
+    source = f"select {', '.join(quote(c) for c in columns)} from {table.name} where not {condition}"
+    with table.relation(columns, where=f"not {condition}") as train, warehouse.connect() as con:
+        # the update compares the saved model with today's train lines in SQL; build() then only names the parameters
+        result = refresh(incremental, models, holdout_model_name(name), lambda: build(train.limit(1)), lambda: build(train).fit(),
+                         warm_iterations, lambda previous: diff_lines(con, source, previous))  # fmt: skip
     seconds = time.perf_counter() - start
     if not same_split and refresh_mode(context) == "incremental":
         result.metadata["full_refresh_reason"] = "the evaluation split changed"
@@ -166,9 +176,19 @@ def fit_with_holdout(
     model = result.model  # saved already: the fold-in may change it in place
     previous, parent, reason = _saved_published(models, context.asset_key, model, result)
     if held.num_rows:
-        model.partial_fit(held)
+        # a model whose fold-in is iterative (BPR) only adds the lines here when it can (no product
+        # new to it): the kept rows get their saved values back below, the others are re-solved then
+        lazy = previous is not None and _iterative(model) and _all_known(model, held[ITEM])
+        n_trained = len(model.items)
+        model.partial_fit(held, **({"epochs": 0} if lazy else {}))
         if previous is not None:
-            info["sampled_rows_kept"] = _keep_unchanged_rows(previous, model, held, result.changed)
+            kept, rest = _keep_unchanged_rows(previous, model, held, result.changed)
+            info["sampled_rows_kept"] = kept
+            products = info["held_out_products_kept"] = _keep_unchanged_products(previous, model, n_trained)
+            if lazy or (products and not _iterative(model)):  # ALS: rows exact for the item rows published
+                if len(rest):
+                    model.partial_fit_users(_rows_table(model, rest), replace=True)
+                info["sampled_rows_solved"] = len(rest)
     info["fold_in_seconds"] = time.perf_counter() - start
     context.add_output_metadata(info | _record_published(context, warehouse, model, previous, parent, reason, warm_iterations))
     return model
@@ -190,34 +210,95 @@ def _saved_published(models: ModelStore, asset_key: dg.AssetKey, model: Any, res
     return previous, parent, None
 
 
-def _keep_unchanged_rows(previous: Any, model: Any, held: pa.Table, changed: pa.Array) -> int:
+def _keep_unchanged_rows(previous: Any, model: Any, held: pa.Table, changed: pa.Array) -> tuple[int, np.ndarray]:
     """After an incremental update: give the sampled customers whose holdout rows and whole history
     are as in the saved published model their saved rows back, so only the day's customers change
     (re-solving them would move every one slightly when the day adds products, as for no other
-    customer); how many were kept."""
+    customer). The histories are compared as arrays (product labels matched through both models'
+    product lists), not customer by customer. Returns how many were kept and the model's row
+    indices of the other sampled customers."""
     from rusket_core.factorization.foldin import _lookup
 
-    customers = pc.unique(held[USER])
-    values = customers.to_numpy(zero_copy_only=False)
-    changed_text = set(changed.cast(pa.string()).to_pylist())
+    customers = pc.unique(held[USER]).to_numpy(zero_copy_only=False)
     new_enc, old_enc = model.user_items, previous.user_items
-    rows, old_rows = _lookup(model.users, values), _lookup(previous.users, values)
-    lines, old_lines = _lookup(new_enc.rows, values), _lookup(old_enc.rows, values)
-    kept = 0
-    for i, label in enumerate(customers.cast(pa.string()).to_pylist()):
-        if min(rows[i], old_rows[i], lines[i], old_lines[i]) < 0 or label in changed_text:
-            continue
-        if _history(new_enc, model.items, lines[i]) == _history(old_enc, previous.items, old_lines[i]):
-            model.user_factors[rows[i]] = previous.user_factors[old_rows[i]]
-            kept += 1
-    return kept
+    rows, old_rows = _lookup(model.users, customers), _lookup(previous.users, customers)
+    lines, old_lines = _lookup(new_enc.rows, customers), _lookup(old_enc.rows, customers)
+    candidate = (rows >= 0) & (old_rows >= 0) & (lines >= 0) & (old_lines >= 0)
+    candidate &= ~pc.is_in(pa.array(customers).cast(pa.string()), value_set=changed.cast(pa.string())).to_numpy(zero_copy_only=False)
+    same = np.zeros(len(customers), dtype=bool)
+    same[candidate] = _same_rows(new_enc, old_enc, _lookup(previous.items, model.items.values), lines[candidate], old_lines[candidate])
+    model.user_factors[rows[same]] = previous.user_factors[old_rows[same]]
+    return int(same.sum()), lines[~same & (lines >= 0)]
 
 
-def _history(enc: Any, items: Any, row: int) -> dict:
-    """One customer's interactions as {product label: weight} (for comparing two models' rows)."""
-    lo, hi = enc.indptr[row], enc.indptr[row + 1]
-    weights = np.ones(hi - lo) if enc.data is None else enc.data[lo:hi]
-    return dict(zip(items.values[enc.indices[lo:hi]].tolist(), np.asarray(weights, dtype=np.float64).tolist(), strict=True))
+def _keep_unchanged_products(previous: Any, model: Any, n_trained: int) -> int:
+    """The products bought only in held-out lines (rows ``n_trained`` on, added from their buyers) that
+    have the same buyers and weights as in the saved published model get their saved rows back: solved
+    again they would move with every changed customer (so every product would count as changed for the
+    outputs keyed by products); how many were kept."""
+    from rusket_core.encoding import Encoded, Labels
+    from rusket_core.factorization.base import transpose_csr
+    from rusket_core.factorization.foldin import _lookup
+
+    rows = np.arange(n_trained, len(model.items))
+    old_rows = _lookup(previous.items, model.items.values[rows])
+    rows, old_rows = rows[old_rows >= 0], old_rows[old_rows >= 0]
+    if not len(rows):
+        return 0
+
+    def by_product(enc: Any, items: Any) -> Any:
+        ptr, ind, dat = transpose_csr(enc.indptr, enc.indices, enc.data, enc.n_items)
+        return Encoded(ptr, ind, dat, items, enc.rows)
+
+    new_enc, old_enc = model.user_items, previous.user_items
+    user_map = _lookup(old_enc.rows, new_enc.rows.values)
+    same = _same_rows(by_product(new_enc, Labels(model.items.values)), by_product(old_enc, Labels(previous.items.values)),
+                      user_map, rows, old_rows)  # fmt: skip
+    model.item_factors[rows[same]] = previous.item_factors[old_rows[same]]
+    return int(same.sum())
+
+
+def _iterative(model: Any) -> bool:
+    """Whether the model's fold-in takes a number of epochs (BPR: 0 adds the lines without moving rows)."""
+    return "epochs" in inspect.signature(model._solve_rows).parameters
+
+
+def _all_known(model: Any, items: Any) -> bool:
+    """Whether every product of ``items`` has a row in the model."""
+    from rusket_core.factorization.foldin import _lookup
+
+    return bool((_lookup(model.items, items.to_numpy(zero_copy_only=False)) >= 0).all())
+
+
+def _rows_table(model: Any, rows: np.ndarray) -> pa.Table:
+    """Rows ``rows`` of the model's interactions as a frame of its user, item (and rating) columns."""
+    from rusket_assets.incremental import _pairs
+
+    user_col, item_col, rating_col = model._columns()
+    frame = _pairs(model.user_items.take_rows(rows), user_col, item_col).to_arrow()
+    return frame.rename_columns([user_col, item_col, rating_col]) if rating_col else frame.drop(["w"])
+
+
+def _same_rows(new_enc: Any, old_enc: Any, item_map: np.ndarray, lines: np.ndarray, old_lines: np.ndarray) -> np.ndarray:
+    """Whether row ``lines[i]`` of ``new_enc`` holds the same products (``item_map``: new product index
+    to old, -1 for a product the old model lacks) with the same weights as row ``old_lines[i]`` of ``old_enc``."""
+    length = new_enc.indptr[lines + 1] - new_enc.indptr[lines]
+    same = length == old_enc.indptr[old_lines + 1] - old_enc.indptr[old_lines]
+    idx = np.flatnonzero(same & (length > 0))
+    if not len(idx):
+        return same
+    n = length[idx]
+    seg = np.repeat(np.arange(len(idx)), n)
+    offset = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    new_pos = np.repeat(new_enc.indptr[lines[idx]], n) + offset
+    old_pos = np.repeat(old_enc.indptr[old_lines[idx]], n) + offset
+    new_items, old_items = item_map[new_enc.indices[new_pos]], old_enc.indices[old_pos].astype(np.int64)
+    new_w = np.ones(len(new_pos)) if new_enc.data is None else new_enc.data[new_pos].astype(np.float64)
+    old_w = np.ones(len(old_pos)) if old_enc.data is None else old_enc.data[old_pos].astype(np.float64)
+    a, b = np.lexsort((new_items, seg)), np.lexsort((old_items, seg))  # rows' products in one order on both sides
+    differs = (new_items[a] != old_items[b]) | (new_w[a] != old_w[b])
+    same[idx] = np.bincount(seg[a], weights=differs, minlength=len(idx)) == 0
+    return same
 
 
 def _record_published(

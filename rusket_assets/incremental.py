@@ -23,6 +23,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rusket_assets.resources import ModelStore, Warehouse
 from rusket_assets.tables import quote, transaction
@@ -96,6 +97,64 @@ def diff_interactions(previous: Any, current: Any) -> Diff:
     )
 
 
+def diff_lines(con: Any, source: str, previous: Any) -> Diff:
+    """:func:`diff_interactions` inside DuckDB: ``previous``'s pairs against today's lines ``source``
+    (SQL of a query over the model's user, item[, rating] columns, on connection ``con``), joined in
+    SQL so that only the differing pairs and the rows to re-solve reach Python, not today's encoded history."""
+    user_col, item_col, rating_col = previous._columns()
+    u, i = quote(user_col), quote(item_col)
+    types = con.sql(f"select {u}, {i} from ({source}) limit 0").arrow().schema
+    enc = previous.user_items
+    rows = np.repeat(np.arange(enc.n_rows), np.diff(enc.indptr))
+    old = pa.table({"u": pa.array(enc.rows.values[rows]).cast(types.field(0).type),
+                    "i": pa.array(enc.items.values[enc.indices]).cast(types.field(1).type),
+                    "w": np.ones(len(rows)) if enc.data is None else enc.data.astype(np.float64)})  # fmt: skip
+    w = f"sum(cast({quote(rating_col)} as DOUBLE))" if rating_col is not None else "1.0::DOUBLE"
+    new = f"select {u} as u, {i} as i, {w} as w from ({source}) group by all"
+    view = f"__rusket_old_pairs_{uuid.uuid4().hex}"
+    con.register(view, old)
+    try:
+        differs = con.sql(
+            f"""with new as ({new})
+            select coalesce(n.u, o.u) as u, coalesce(n.i, o.i) as i, coalesce(n.w, 0) - coalesce(o.w, 0) as gap
+            from new n full join {view} o on n.u = o.u and n.i = o.i
+            where abs(coalesce(n.w, 0) - coalesce(o.w, 0)) > {TOLERANCE} * greatest(1.0, abs(coalesce(n.w, 0)))"""
+        ).arrow().read_all()
+    finally:
+        con.unregister(view)
+    gap = differs["gap"].to_numpy()
+    grown = differs.filter(pa.array(gap > 0))
+    grown = pa.table({user_col: grown["u"], item_col: grown["i"], **({rating_col: grown["gap"]} if rating_col else {})})
+    shrunk_users = pc.unique(differs.filter(pa.array(gap < 0))["u"])
+    if len(shrunk_users):
+        keys = f"__rusket_shrunk_{uuid.uuid4().hex}"
+        con.register(keys, pa.table({"u": shrunk_users}))
+        try:
+            shrunk = con.sql(f"select * from ({new}) where u in (select u from {keys})").arrow().read_all()
+        finally:
+            con.unregister(keys)
+    else:
+        shrunk = pa.table({"u": pa.array([], types.field(0).type), "i": pa.array([], types.field(1).type), "w": pa.array([], pa.float64())})
+    shrunk = pa.table({user_col: shrunk["u"], item_col: shrunk["i"], **({rating_col: shrunk["w"]} if rating_col else {})})
+    changed = pc.unique(differs["u"])
+    changed = changed.take(pc.sort_indices(changed))
+    return Diff(
+        grown=grown,
+        shrunk=shrunk,
+        changed=changed,
+        new_customers=int((_lookup_labels(previous.users, changed) < 0).sum()),
+        new_products=int((_lookup_labels(previous.items, pc.unique(differs["i"])) < 0).sum()),
+        vanished_customers=len(shrunk_users) - len(pc.unique(shrunk[user_col])),
+    )
+
+
+def _lookup_labels(labels: Any, values: pa.Array) -> np.ndarray:
+    """Positions of ``values`` in a model's labels (-1 when absent)."""
+    from rusket_core.factorization.foldin import _lookup
+
+    return _lookup(labels, values.to_numpy(zero_copy_only=False)) if len(values) else np.empty(0, np.int64)
+
+
 def _fallback_reason(previous: Any, current: Any, diff: Diff) -> str | None:
     """Why the fold-in cannot reproduce today's training data exactly (None when it can)."""
     if diff.vanished_customers:
@@ -103,10 +162,13 @@ def _fallback_reason(previous: Any, current: Any, diff: Diff) -> str | None:
     return None
 
 
-def update_model(previous: Any, current: Any, warm_iterations: int) -> tuple[Any, Diff, str | None]:
+def update_model(
+    previous: Any, current: Any, warm_iterations: int, diff: Callable[[Any], Diff] | None = None
+) -> tuple[Any, Diff, str | None]:
     """``previous`` updated to ``current``'s interactions by fold-in (+ ``warm_iterations`` of a warm
-    pass), with the diff; or (None, diff, reason) when a full fit is needed."""
-    diff = diff_interactions(previous, current)
+    pass), with the diff (``diff(previous)`` when given, e.g. :func:`diff_lines`, else
+    :func:`diff_interactions` with ``current``); or (None, diff, reason) when a full fit is needed."""
+    diff = diff_interactions(previous, current) if diff is None else diff(previous)
     reason = _fallback_reason(previous, current, diff)
     if reason is not None:
         return None, diff, reason
@@ -141,10 +203,13 @@ class Refresh:
 
 
 def refresh(
-    incremental: bool, models: ModelStore, name: str, build: Callable[[], Any], fit: Callable[[], Any], warm_iterations: int
-) -> Refresh:
+    incremental: bool, models: ModelStore, name: str, build: Callable[[], Any], fit: Callable[[], Any], warm_iterations: int,
+    diff: Callable[[Any], Diff] | None = None,
+) -> Refresh:  # fmt: skip
     """Saved model ``name`` updated to the interactions of ``build()`` (an unfitted model over today's
-    data) when ``incremental`` and possible, else ``fit()`` (the full fit), the reason in the metadata."""
+    data) when ``incremental`` and possible, else ``fit()`` (the full fit), the reason in the metadata.
+    With ``diff`` (today's changes from the saved model, see :func:`update_model`) ``build()`` only
+    needs the parameters: it may hold any of today's lines."""
     from rusket_assets.io import load_model_version
 
     reason = None
@@ -162,7 +227,7 @@ def refresh(
                 reason = f"parameters changed since the saved model: {', '.join(changed)}"
     if reason is None:
         n_items = len(previous.items)
-        updated, diff, reason = update_model(previous, current, warm_iterations)
+        updated, diff, reason = update_model(previous, current, warm_iterations, diff)
         if updated is not None:
             customers = pa.array(updated.users.values) if warm_iterations else diff.changed
             # the fold-in leaves known products' rows as they were and appends the new ones

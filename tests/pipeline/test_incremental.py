@@ -343,8 +343,8 @@ def test_gate_blocks_a_broken_incremental_update(tmp_path, monkeypatch):
 
     update = incremental.update_model
 
-    def broken(previous, current, warm_iterations):
-        model, diff, reason = update(previous, current, warm_iterations)
+    def broken(previous, *args):
+        model, diff, reason = update(previous, *args)
         if model is not None:
             model.item_factors = np.random.default_rng(0).standard_normal(model.item_factors.shape).astype(np.float32)
         return model, diff, reason
@@ -608,6 +608,71 @@ def _published_rows(tmp: Path) -> dict:
     return {c: i for i, c in enumerate(users)}
 
 
+def _load(tmp: Path, name: str):
+    from rusket_assets.io import load_model
+
+    return load_model(tmp / "models", name)
+
+
+def _check_shared_bpr(tmp: Path, before, sampled: set, meta: dict) -> None:
+    """The incremental BPR update of the published model: its pairs are the holdout's plus the held-out
+    ones; customers outside the sample keep the holdout rows; sampled customers with the same whole history
+    keep yesterday's published rows; the other sampled customers are re-solved (SGD moved them off the
+    holdout rows they start from) and counted in ``sampled_rows_solved``."""
+    from rusket_assets.holdout_fit import holdout_model_name
+
+    holdout, published = _load(tmp, holdout_model_name("bpr")), _load(tmp, "personalization__bpr_model")
+
+    def rows(model) -> dict:
+        enc = model.user_items
+        return {u: frozenset(model.items.values[enc.indices[enc.indptr[i]:enc.indptr[i + 1]]].tolist())
+                for i, u in enumerate(enc.rows.values.tolist())}  # fmt: skip
+
+    hold, pub, old = rows(holdout), rows(published), rows(before)
+    at = {u: i for i, u in enumerate(holdout.users.values.tolist())}
+    was = {u: i for i, u in enumerate(before.users.values.tolist())}
+    kept = solved = 0
+    for i, user in enumerate(published.users.values.tolist()):
+        row = published.user_factors[i]
+        if user not in sampled:
+            assert pub[user] == hold[user]
+            np.testing.assert_array_equal(row, holdout.user_factors[at[user]])
+        elif user in old and old[user] == pub[user]:
+            np.testing.assert_array_equal(row, before.user_factors[was[user]])
+            kept += 1
+        else:
+            solved += 1
+            if user in at:
+                assert not np.array_equal(row, holdout.user_factors[at[user]])
+    assert meta["sampled_rows_kept"] == kept > 0 and meta["sampled_rows_solved"] == solved > 0
+
+
+def _check_held_out_products(tmp: Path, before, kept: int) -> None:
+    """Products bought only in held-out lines whose buyers and weights are as yesterday keep yesterday's
+    published rows (counted in the metadata); the others are solved again."""
+    from rusket_assets.holdout_fit import holdout_model_name
+
+    holdout, published = _load(tmp, holdout_model_name("als")), _load(tmp, "personalization__als_model")
+
+    def buyers(model) -> dict:
+        enc = model.user_items
+        users = np.repeat(enc.rows.values, np.diff(enc.indptr))
+        out: dict = {}
+        for u, i, w in zip(users.tolist(), model.items.values[enc.indices].tolist(), enc.data.tolist(), strict=True):
+            out.setdefault(i, {})[u] = w
+        return out
+
+    now, then = buyers(published), buyers(before)
+    trained = set(holdout.items.values.tolist())
+    was = {p: i for i, p in enumerate(before.items.values.tolist())}
+    same = 0
+    for i, product in enumerate(published.items.values.tolist()):
+        if product not in trained and product in was and now.get(product) == then.get(product):
+            np.testing.assert_array_equal(published.item_factors[i], before.item_factors[was[product]])
+            same += 1
+    assert kept == same
+
+
 def test_one_fit_serves_the_published_and_the_holdout_models(tmp_path, monkeypatch):
     """Shared path: one fit per model kind (the holdout model, loaded by model_evaluation), the
     published model derived by fold-in; an incremental run updates each kind once and keeps the sample."""
@@ -631,12 +696,14 @@ def test_one_fit_serves_the_published_and_the_holdout_models(tmp_path, monkeypat
         _check_shared_als(tmp_path, split)
         assert run(defs, instance, partition=LAST_DAY).success
         rows_before = _published_rows(tmp_path)
+        bpr_before = _load(tmp_path, "personalization__bpr_model")
+        als_before = _load(tmp_path, "personalization__als_model")
         update = incremental.update_model
         calls = []
 
-        def counted(previous, current, warm_iterations):
+        def counted(previous, *args):
             calls.append(type(previous).__name__)
-            return update(previous, current, warm_iterations)
+            return update(previous, *args)
 
         monkeypatch.setattr(incremental, "update_model", counted)
         result = run(defs, instance, tags={REFRESH_TAG: "incremental"}, config=config)
@@ -660,6 +727,8 @@ def test_one_fit_serves_the_published_and_the_holdout_models(tmp_path, monkeypat
     assert moved <= resolved and als["customers_moved"] == len(moved)
     assert refreshed == day | moved
     assert 0 < als["sampled_rows_kept"] <= len(resolved - day)
+    _check_shared_bpr(tmp_path, bpr_before, resolved, metadata(result, "personalization__bpr_model"))
+    _check_held_out_products(tmp_path, als_before, als["held_out_products_kept"])
     assert metadata(result, "vectors__user_vectors")["refresh"] == "incremental"  # upserted, not rewritten
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["published_beats_popularity"]
