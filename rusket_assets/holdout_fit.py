@@ -13,7 +13,6 @@ customers) the published model is fitted on all lines separately instead, as it 
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import time
@@ -260,7 +259,9 @@ def _keep_unchanged_products(previous: Any, model: Any, n_trained: int) -> int:
 
 def _iterative(model: Any) -> bool:
     """Whether the model's fold-in takes a number of epochs (BPR: 0 adds the lines without moving rows)."""
-    return "epochs" in inspect.signature(model._solve_rows).parameters
+    from rusket_core.factorization.bpr import BPR
+
+    return isinstance(model, BPR)
 
 
 def _all_known(model: Any, items: Any) -> bool:

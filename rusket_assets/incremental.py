@@ -126,15 +126,12 @@ def diff_lines(con: Any, source: str, previous: Any) -> Diff:
     grown = differs.filter(pa.array(gap > 0))
     grown = pa.table({user_col: grown["u"], item_col: grown["i"], **({rating_col: grown["gap"]} if rating_col else {})})
     shrunk_users = pc.unique(differs.filter(pa.array(gap < 0))["u"])
-    if len(shrunk_users):
-        keys = f"__rusket_shrunk_{uuid.uuid4().hex}"
-        con.register(keys, pa.table({"u": shrunk_users}))
-        try:
-            shrunk = con.sql(f"select * from ({new}) where u in (select u from {keys})").arrow().read_all()
-        finally:
-            con.unregister(keys)
-    else:
-        shrunk = pa.table({"u": pa.array([], types.field(0).type), "i": pa.array([], types.field(1).type), "w": pa.array([], pa.float64())})
+    keys = f"__rusket_shrunk_{uuid.uuid4().hex}"
+    con.register(keys, pa.table({"u": shrunk_users}))
+    try:  # today's whole rows of the customers who lost weight (none: an empty, typed frame)
+        shrunk = con.sql(f"select * from ({new}) where u in (select u from {keys})").arrow().read_all()
+    finally:
+        con.unregister(keys)
     shrunk = pa.table({user_col: shrunk["u"], item_col: shrunk["i"], **({rating_col: shrunk["w"]} if rating_col else {})})
     changed = pc.unique(differs["u"])
     changed = changed.take(pc.sort_indices(changed))
