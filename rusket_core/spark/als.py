@@ -7,7 +7,10 @@ and to the one holding its item through a relay on the driver (:mod:`rusket_core
 build their CSR with numpy, per half-iteration solve their rows against the fixed side and
 exchange the new rows through the same relay: no job, broadcast or collect per iteration.
 Factors and the users' lists come back as packed bytes, not Arrow lists. A barrier stage needs
-one free slot per task, so the partitions are capped at the session's task slots. ``barrier=False``
+one free slot per task, so the partitions are capped at the session's task slots (a larger input is
+shuffled into that many). An input with fewer partitions is not shuffled (a barrier stage cannot re-cut
+partitions without a shuffle, which costs more than the whole fit at a million lines): its tasks run
+their row solves on the idle slots' threads; a single task exchanges nothing. ``barrier=False``
 runs one job per half-iteration instead (the driver broadcasts the fixed side and collects the solved
 rows; about 1 s per job on local[2]): for Spark Connect clients (the driver is remote, no relay) and
 clusters where barrier stages cannot run (dynamic allocation)."""
@@ -34,8 +37,8 @@ from rusket_core.factorization.kernels import als_update
 from rusket_core.frames import list_column
 from rusket_core.spark.encoding import check_schema, encode, refused_lines, validate
 from rusket_core.spark.fpgrowth import _from_ipc, _list_parts, _one_thread, _to_ipc
-from rusket_core.spark.relay import Peer, Relay, pack, unpack
-from rusket_core.spark.session import default_parallelism, is_classic, shipped
+from rusket_core.spark.relay import Peer, Relay, Solo, pack, unpack
+from rusket_core.spark.session import default_parallelism, executor_cores, is_classic, shipped
 
 OUT_SCHEMA = "side int, ids binary, f binary, lens binary, idx binary, w binary"
 #: rows per output record of the barrier job (keeps every binary value far below Arrow's 2 GiB)
@@ -148,7 +151,7 @@ def _split_by_owner(owner: np.ndarray, n: int, columns: list[np.ndarray]) -> lis
     return [list(group) for group in zip(*(np.split(c[order], cuts) for c in columns), strict=True)]
 
 
-def _fit_barrier(df: Any, weighted: bool, model: ALS) -> tuple[Any, ...] | None:
+def _fit_barrier(df: Any, weighted: bool, model: ALS, threads: int = 1) -> tuple[Any, ...] | None:
     """The whole fit in one barrier job over the raw [user, item(, weight)] lines, one task per partition:
     ``(users, items, U, V, indptr, indices, data)``, or None when the input has a line the local encoder
     refuses (or none at all; the caller re-validates for the message).
@@ -166,14 +169,15 @@ def _fit_barrier(df: Any, weighted: bool, model: ALS) -> tuple[Any, ...] | None:
     address, secret = relay.address, relay.secret
 
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import numba
         from pyspark import BarrierTaskContext
 
-        _one_thread()
+        numba.set_num_threads(threads)
         context = BarrierTaskContext.get()
         n, me = len(context.getTaskInfos()), context.partitionId()
         got = list(batches)
         table = pa.Table.from_batches(got) if got else None
-        peer = Peer(address, secret, me, n)
+        peer = Peer(address, secret, me, n) if n > 1 else Solo()
         try:
             refused = table is not None and refused_lines(table, weighted)
             mine = [b"", b""] if table is None or refused else [_ipc(pc.unique(table.column(c))) for c in (0, 1)]
@@ -188,19 +192,22 @@ def _fit_barrier(df: Any, weighted: bool, model: ALS) -> tuple[Any, ...] | None:
                 codes.append(code[len(code) - sum(len(o) for o in own) :].astype(np.int32))
                 labels.append(lab)
             u, i = codes
-            w = pc.cast(table.column(2), pa.float64()).to_numpy() if weighted and table is not None else None
-            w = np.ones(len(u)) if w is None else w
-            to_users = _split_by_owner(u % n, n, [u, i, w])  # side 0: lines by user, to the user's owner
-            to_items = _split_by_owner(i % n, n, [i, u, w])  # side 1: lines by item
+            w = [pc.cast(table.column(2), pa.float64()).to_numpy()] if weighted and table is not None else []
+            to_users = _split_by_owner(u % n, n, [u, i, *w])  # side 0: lines by user, to the user's owner
+            to_items = _split_by_owner(i % n, n, [i, u, *w])  # side 1: lines by item (weights only when given)
             sent = [pack([a.tobytes() for a in (*to_users[q], *to_items[q])]) for q in range(n)]
             received = [unpack(m) for m in peer.all_to_all(sent)]
 
             def cat(j: int, dtype: type) -> np.ndarray:
                 return np.concatenate([np.frombuffer(r[j], dtype) for r in received])
 
-            add = weighted
-            u_parts = csr_of(cat(0, np.int32).astype(np.int64), cat(1, np.int32), cat(2, np.float64), add)
-            i_parts = csr_of(cat(3, np.int32).astype(np.int64), cat(4, np.int32), cat(5, np.float64), add)
+            def side(first: int) -> tuple[np.ndarray, ...]:
+                key, other = cat(first, np.int32), cat(first + 1, np.int32)
+                w = cat(first + 2, np.float64) if weighted else np.ones(len(key))
+                return csr_of(key.astype(np.int64), other, w, weighted)
+
+            per_side = 3 if weighted else 2
+            u_parts, i_parts = side(0), side(per_side)
             X, Y = init_factors(len(labels[0]), len(labels[1]), k, model.random_state, model.init_scale)
             for _ in range(iterations):
                 X = _gather(peer, u_parts[0], _solve(*u_parts, X, _fixed(Y, model), model), X)
@@ -299,7 +306,8 @@ def fit_als(
     ``params`` are ALS's (factors, iterations, alpha, regularization, solver, cg_steps,
     random_state, init_scale). The fitted model holds the labels and the training interactions (needed to
     exclude seen items), so every local method works on it. ``num_partitions`` (default and, with
-    ``barrier``, at most: the session's task slots) splits the row solves; ``barrier`` picks one job
+    ``barrier``, at most: the session's task slots) splits the row solves (with ``barrier``, an input in
+    fewer partitions keeps them and its tasks share the slots' threads); ``barrier`` picks one job
     for the whole fit or one per half-iteration (see the module docstring); by default one job on a
     classic session, one per half-iteration on Spark Connect.
     """
@@ -311,9 +319,18 @@ def fit_als(
         ids = [(user_col, "transaction column"), (item_col, "item column")]
         check_schema(df, ids, rating_col)
         lines = df.select(user_col, item_col, *([rating_col] if rating_col else []))
-        if lines.rdd.getNumPartitions() != parts:  # one barrier task per partition
-            lines = lines.repartition(parts)
-        fitted = _fit_barrier(lines, rating_col is not None, model)
+        tasks = lines.rdd.getNumPartitions()
+        if tasks > parts:  # one barrier task per partition, at most one per slot
+            lines, tasks = lines.repartition(parts), parts
+        # fewer partitions than slots: no shuffle (a barrier stage cannot re-cut them without one); the
+        # tasks run the row solves on the idle slots' threads instead
+        threads = max(1, min(parts // max(tasks, 1), executor_cores(df.sparkSession)))
+        try:
+            fitted = _fit_barrier(lines, rating_col is not None, model, threads)
+        except Exception as exc:  # e.g. a coalesced input: a barrier stage refuses it, the shuffle does not
+            if "BarrierJobUnsupportedRDDChain" not in str(exc):
+                raise
+            fitted = _fit_barrier(lines.repartition(parts), rating_col is not None, model)
         if fitted is None:
             validate(df, ids, rating_col)  # raises the local engine's message
             raise RuntimeError("the Spark fit refused its input but validation found no bad line")

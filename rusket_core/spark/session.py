@@ -60,6 +60,16 @@ def default_parallelism(spark: Any, fallback: int = 2) -> int:
         return int(spark.conf.get("spark.default.parallelism", str(fallback)))
 
 
+def executor_cores(spark: Any) -> int:
+    """Cores of one executor: every slot in local mode, else ``spark.executor.cores`` (default 1)."""
+    try:
+        if spark.sparkContext.master.startswith("local"):
+            return default_parallelism(spark)
+    except Exception:  # Spark Connect has no SparkContext
+        pass
+    return int(spark.conf.get("spark.executor.cores", "1"))
+
+
 def shipped(spark: Any, value: Any) -> tuple[Callable[[], Any], Callable[[], None]]:
     """``(get, release)``: ``get()`` returns ``value`` inside tasks, from a broadcast variable on a classic
     session (sent once per executor) or from the task's closure on Spark Connect; ``release()`` frees it."""
