@@ -78,6 +78,15 @@ class Engine(dg.ConfigurableResource):
 
         return batch_similar_items(model, n, spark=self.session(), num_partitions=self.n_partitions(), rank=True)
 
+    def write_vectors(self, model: Any, uri: str, table: str, extra: pa.Table | None = None, **params: Any) -> Any:
+        """Spark only: LanceDB table ``table`` replaced by the model's vectors, the rows written by the Spark
+        tasks in batches and published in one commit (:func:`rusket_core.spark.vectors.write_lancedb`);
+        (table, index facts). ``extra``: more columns, one row per model row."""
+        from rusket_core.spark.vectors import write_lancedb
+
+        spark, parts = self.session(), self.n_partitions()
+        return write_lancedb(spark, model, uri, table, extra=extra, num_partitions=parts, **params)
+
     def spark_table(self, frame: Any) -> Any:
         """An asset output written by Spark as parquet under ``lakehouse_path``, a DuckDB view over it."""
         from rusket_assets.lakehouse import SparkTable

@@ -72,6 +72,10 @@ def _rows_batch(factors: np.ndarray, labels: np.ndarray, rows: np.ndarray, norma
     from rusket_core.frames import fixed_size_list
 
     vectors = factors[rows]
+    finite = np.isfinite(vectors).all(axis=1)
+    if not finite.all():  # a NaN vector matches nothing and breaks distance search: refuse, name the row
+        bad = rows[np.flatnonzero(~finite)[0]]
+        raise ValueError(f"vector of row {bad} (label {labels[bad]!r}) is not finite; fix the model before exporting it")
     if normalize:
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     return pa.RecordBatch.from_pydict(
@@ -134,8 +138,6 @@ def write_lancedb(
     model generation. The facts: ``index_partitions``, ``index_sub_vectors`` and ``index_seconds``
     (absent without an index).
     """
-    import time
-
     import lancedb
 
     if metric not in METRICS:
@@ -146,6 +148,13 @@ def write_lancedb(
         data = _with_version(data, version)
     db = lancedb.connect(uri)
     tbl = db.create_table(table, data, mode="overwrite")
+    return tbl, _index_and_prune(tbl, dim, metric, index_min_rows, keep_versions)
+
+
+def _index_and_prune(tbl: Any, dim: int, metric: str, index_min_rows: int, keep_versions: timedelta | None) -> dict[str, Any]:
+    """After a table is replaced: its IVF-PQ index when it is large enough, old versions pruned; the index facts."""
+    import time
+
     n_rows = tbl.count_rows()
     facts: dict[str, Any] = {}
     if n_rows >= max(int(index_min_rows), 256):  # PQ codebooks need at least 256 rows
@@ -157,7 +166,7 @@ def write_lancedb(
                  "index_seconds": time.perf_counter() - start}  # fmt: skip
     if keep_versions is not None:
         tbl.optimize(cleanup_older_than=keep_versions)
-    return tbl, facts
+    return facts
 
 
 def upsert_lancedb(
@@ -240,11 +249,16 @@ def upsert_lancedb(
 
 def _with_version(data: pa.RecordBatchReader, version: str) -> pa.RecordBatchReader:
     """``data`` with ``version`` in its ``vector`` field's metadata (so it is written with the rows)."""
-    i = data.schema.get_field_index("vector")
-    field = data.schema.field(i)
-    schema = data.schema.set(i, field.with_metadata({**(field.metadata or {}), VERSION_KEY: version}))
+    schema = _versioned(data.schema, version)
     batches = (pa.RecordBatch.from_arrays(b.columns, schema=schema) for b in data)
     return pa.RecordBatchReader.from_batches(schema, batches)
+
+
+def _versioned(schema: pa.Schema, version: str) -> pa.Schema:
+    """``schema`` with ``version`` in its ``vector`` field's metadata."""
+    i = schema.get_field_index("vector")
+    field = schema.field(i)
+    return schema.set(i, field.with_metadata({**(field.metadata or {}), VERSION_KEY: version}))
 
 
 def _sub_vectors(dim: int) -> int:

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from rusket_assets.assets.common import ALS_GATES, group_asset, key, lookup, upstream
 from rusket_assets.columns import column_description
+from rusket_assets.engine import Engine
 from rusket_assets.incremental import model_name, rows_of, run_changes
 from rusket_assets.resources import ModelStore, VectorStore, Warehouse
 
@@ -120,7 +121,7 @@ def _upsert(context, config: VectorsConfig, vectors: VectorStore, warehouse: War
 )  # fmt: skip
 def item_vectors(
     context: dg.AssetExecutionContext, config: VectorsConfig, vectors: VectorStore, warehouse: Warehouse,
-    models: ModelStore, als_model, products: pa.Table,
+    models: ModelStore, als_model, products: pa.Table, engine: Engine,
 ) -> dg.MaterializeResult:  # fmt: skip
     """LanceDB table `item_vectors`: ALS product vectors with label, name and category (cosine search).
 
@@ -160,9 +161,12 @@ def item_vectors(
     if result is not None:
         return result
     _log_write(context, "item_vectors", len(als_model.items), als_model.factors, vectors.uri)
-    tbl, index = write_lancedb(items, vectors.uri, "item_vectors", kind="item", metric=METRIC,
-                               normalize=config.normalize, keep_versions=_retention(config), version=version)  # fmt: skip
-    return _written(context, tbl, vectors.uri, index | {"refresh": "full", "model_version": str(version)})
+    params = {"kind": "item", "metric": METRIC, "normalize": config.normalize, "keep_versions": _retention(config), "version": version}
+    if engine.is_spark:  # the Spark tasks write the rows in batches, one commit publishes them
+        tbl, index = engine.write_vectors(als_model, vectors.uri, "item_vectors", extra=info, **params)
+    else:
+        tbl, index = write_lancedb(items, vectors.uri, "item_vectors", **params)
+    return _written(context, tbl, vectors.uri, index | {"refresh": "full", "model_version": str(version)} | engine.metadata())
 
 
 @asset(
@@ -172,7 +176,7 @@ def item_vectors(
 )  # fmt: skip
 def user_vectors(
     context: dg.AssetExecutionContext, config: VectorsConfig, vectors: VectorStore, warehouse: Warehouse,
-    models: ModelStore, als_model,
+    models: ModelStore, als_model, engine: Engine,
 ) -> dg.MaterializeResult:  # fmt: skip
     """LanceDB table `user_vectors`: ALS customer vectors with the customer id as label.
 
@@ -195,7 +199,10 @@ def user_vectors(
     if result is not None:
         return result
     _log_write(context, "user_vectors", len(als_model.users), als_model.factors, vectors.uri)
-    tbl, index = write_lancedb(als_model, vectors.uri, "user_vectors", kind="user", metric=METRIC,
-                     normalize=config.normalize, keep_versions=_retention(config), version=version)  # fmt: skip
-    return _written(context, tbl, vectors.uri, index | {"refresh": "full", "model_version": str(version)})
+    params = {"kind": "user", "metric": METRIC, "normalize": config.normalize, "keep_versions": _retention(config), "version": version}
+    if engine.is_spark:  # the Spark tasks write the rows in batches, one commit publishes them
+        tbl, index = engine.write_vectors(als_model, vectors.uri, "user_vectors", **params)
+    else:
+        tbl, index = write_lancedb(als_model, vectors.uri, "user_vectors", **params)
+    return _written(context, tbl, vectors.uri, index | {"refresh": "full", "model_version": str(version)} | engine.metadata())
 

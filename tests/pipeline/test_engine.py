@@ -46,6 +46,7 @@ def test_dagster_engine_spark_tables_equal_local(spark, tmp_path):
         assert meta["frequent_itemsets"]["engine"].value == name
         assert meta["als_model"]["engine"].value == name
         assert meta["similar_items"]["engine"].value == name
+        assert meta["item_vectors"]["engine"].value == meta["user_vectors"]["engine"].value == name  # who wrote them
         with duckdb.connect(str(tmp / "warehouse.duckdb")) as con:  # Spark's rows: parquet files and a view
             for table in ("raw_transactions", "similar_items", "user_recommendations"):
                 kind = con.execute("select table_type from information_schema.tables where table_name = ?", [table])
