@@ -54,6 +54,7 @@ class Diff:
     new_customers: int
     new_products: int
     vanished_customers: int  # in the model, absent from today's history
+    scope: str = "every line"  # what was compared
 
 
 def _pairs(enc: Any, user_col: str, item_col: str) -> Any:
@@ -153,6 +154,7 @@ def diff_lines(con: Any, source: str, previous: Any, customers: str | None = Non
         new_customers=int((_lookup_labels(previous.users, changed) < 0).sum()),
         new_products=int((_lookup_labels(previous.items, pc.unique(differs["i"])) < 0).sum()),
         vanished_customers=len(shrunk_users) - len(pc.unique(shrunk[user_col])),
+        scope="every line" if keys is None else f"the lines of {keys.num_rows} customers of the days appended",
     )
 
 
@@ -242,6 +244,7 @@ def refresh(
                 "new_customers": changes.new_customers,
                 "new_products": changes.new_products,
                 "warm_iterations": warm_iterations,
+                "diff_scope": changes.scope,
             }
             return Refresh(updated, metadata, customers, products, parent)
     return Refresh(fit(), {"refresh": "full", "full_refresh_reason": reason}, None)

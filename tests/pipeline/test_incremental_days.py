@@ -76,3 +76,50 @@ def test_diff_of_the_added_days_customers_equals_the_full_diff(seed, rating):
     # no day added: nothing differs
     none = diff_lines(con, f"select {', '.join(columns)} from old", previous, customers_of_days("old", "true", "customer_id", []))
     assert none.grown.num_rows == none.shrunk.num_rows == len(none.changed) == 0
+
+
+def test_graph_updates_compare_the_added_days_and_every_line_after_an_older_day_changed(tmp_path):
+    """In the graph: an incremental run after one day landed compares only that day's customers, and
+    the holdout ALS then holds exactly today's train pairs and weights; after an older day is
+    edited in place, the next run compares every line and is exact again."""
+    import dagster as dg
+
+    from rusket_assets.holdout_fit import held_out, holdout_model_name
+    from rusket_assets.incremental import REFRESH_TAG
+    from rusket_assets.io import load_model
+    from tests.pipeline.test_incremental import LAST_DAY, _split, _train_lines, metadata, run, setup
+
+    def exact() -> None:
+        model = load_model(tmp_path / "models", holdout_model_name("als"))
+        enc = model.user_items
+        rows = np.repeat(np.arange(enc.n_rows), np.diff(enc.indptr))
+        got = sorted(zip(enc.rows.values[rows].tolist(), enc.items.values[enc.indices].tolist(), np.round(enc.data, 4).tolist(),
+                         strict=True))  # fmt: skip
+        lines = _train_lines(tmp_path)
+        want: dict = {}
+        for c, p, q in zip(*(lines[k].to_pylist() for k in ("customer_id", "product_id", "quantity")), strict=True):
+            want[(c, p)] = want.get((c, p), 0.0) + q
+        assert got == sorted((c, p, round(q, 4)) for (c, p), q in want.items())
+
+    defs = setup(tmp_path)
+    incremental = {REFRESH_TAG: "incremental"}
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run(defs, instance).success
+        assert run(defs, instance, partition=LAST_DAY).success
+        result = run(defs, instance, tags=incremental)
+        assert result.success
+        als = metadata(result, "personalization__als_model")
+        assert als["holdout refresh"] == "incremental"
+        assert als["holdout diff_scope"].startswith("the lines of") and als["holdout diff_scope"].endswith("days appended")
+        assert als["holdout customers_with_new_lines"] > 0
+        exact()
+        # an older day edited in place: one more unit on one of its train lines
+        with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+            con.execute("update ingest.daily_orders set quantity = quantity + 1 where rowid = (select min(rowid) from "
+                        f"ingest.daily_orders where ordered_at::DATE = '2025-10-05' and not {held_out(_split(tmp_path))})")  # fmt: skip
+        result = run(defs, instance, tags=incremental)
+        assert result.success
+        als = metadata(result, "personalization__als_model")
+        assert (als["holdout refresh"], als["holdout diff_scope"], als["holdout customers_with_new_lines"]) == (
+            "incremental", "every line", 1)  # fmt: skip
+        exact()
