@@ -63,10 +63,10 @@ def main() -> None:
         columns = ["customer_id", "product_id", "quantity"]
         model = ALS.from_transactions(con.sql("select * from before"), *columns, factors=16, iterations=args.iterations).fit()
         source = f"select {', '.join(columns)} from today"
-        recorded = day_marks(con, "before", "true", columns)
+        recorded = day_marks(con, "before", "true", columns)[0]
 
         def restricted():
-            added = added_days(recorded, day_marks(con, "today", "true", columns))
+            added = added_days(recorded, day_marks(con, "today", "true", columns)[0])
             return diff_lines(con, source, model, customers_of_days("today", "true", "customer_id", added))
 
         full_s, full = best(lambda: diff_lines(con, source, model), args.repeats)

@@ -130,16 +130,20 @@ def changed_of(record: dict) -> pa.Array | None:
     return None if record["changed"] is None else pa.array(record["changed"], pa.string())
 
 
-def holdout_diff(con: Any, table: WarehouseTable, split: dict, columns: list[str], record: dict | None) -> tuple[Callable, dict]:
+def holdout_diff(
+    con: Any, table: WarehouseTable, split: dict, columns: list[str], record: dict | None
+) -> tuple[Callable, dict, int, int]:
     """The diff of a saved holdout model (its ``record``; None: compare every line) to today's train
     lines of ``table`` (``columns``: the model's user, item[, rating]), on ``con``: restricted to the
-    customers of the days appended since when no other day changed; and today's day marks to record."""
+    customers of the days appended since when no other day changed; today's day marks to record; how
+    many lines the table has and how many are held out (counted in the same scan)."""
     train = f"not {held_out(split)}"
-    days = day_marks(con, table.name, train, columns)
+    days, lines = day_marks(con, table.name, train, columns)
     added = added_days(None if record is None else record.get("days"), days)
     customers = None if added is None else customers_of_days(table.name, train, USER, added)
     source = f"select {', '.join(quote(c) for c in columns)} from {table.name} where {train}"
-    return (lambda previous: diff_lines(con, source, previous, customers)), days
+    held = lines - sum(int(n) for n, _ in days.values())
+    return (lambda previous: diff_lines(con, source, previous, customers)), days, lines, held
 
 
 def fit_with_holdout(
@@ -164,23 +168,22 @@ def fit_with_holdout(
     start = time.perf_counter()
     split = run_split(context, models, table, config)
     condition = held_out(split)
-    counts = warehouse.query(f"select count(*) as n, count(*) filter (where {condition}) as h from {table.name}").to_pylist()[0]
-    share = counts["h"] / max(counts["n"], 1)
-    shared = share <= config.shared_fit_max_share
     record = holdout_record(models, name)
     same_split = record is not None and record["split"] == split
     incremental = refresh_mode(context) == "incremental" and same_split
     with table.relation(columns, where=f"not {condition}") as train, warehouse.connect() as con:
         # the update compares the saved model with today's train lines in SQL, only the customers of the days
         # appended since when no other day changed; build() then only names the parameters
-        diff, days = holdout_diff(con, table, split, columns, record if incremental else None)
+        diff, days, n_lines, n_held = holdout_diff(con, table, split, columns, record if incremental else None)
+        share = n_held / max(n_lines, 1)
+        shared = share <= config.shared_fit_max_share
         result = refresh(incremental, models, holdout_model_name(name), lambda: build(train.limit(1)), lambda: build(train).fit(),
                          warm_iterations, diff)  # fmt: skip
     seconds = time.perf_counter() - start
     if not same_split and refresh_mode(context) == "incremental":
         result.metadata["full_refresh_reason"] = "the evaluation split changed"
     save_holdout(models, name, result, split, context.run.run_id, result.metadata | {"seconds": seconds}, days)
-    info = {"evaluation_fit": "shared" if shared else "separate", "held_out_lines": int(counts["h"]),
+    info = {"evaluation_fit": "shared" if shared else "separate", "held_out_lines": n_held,
             "held_out_share": share, "holdout_seconds": seconds}  # fmt: skip
     info |= {f"holdout {k}": v for k, v in result.metadata.items()}
     start = time.perf_counter()

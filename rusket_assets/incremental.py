@@ -68,15 +68,16 @@ def _pairs(enc: Any, user_col: str, item_col: str) -> Any:
     )
 
 
-def day_marks(con: Any, table: str, where: str, columns: list[str]) -> dict[str, list[str]]:
+def day_marks(con: Any, table: str, where: str, columns: list[str]) -> tuple[dict[str, list[str]], int]:
     """Per day of ``ordered_at`` ("" for lines without one): how many lines of ``table`` match
-    ``where`` and the sum of a hash of their ``columns``, as text. Equal marks: the same lines that day."""
+    ``where`` and the sum of a hash of their ``columns``, as text (equal marks: the same lines that
+    day; days without such lines left out); and how many lines the table has (the same scan)."""
     digest = f"hash({', '.join(quote(c) for c in columns)})::HUGEINT"
     rows = con.sql(
-        f"select coalesce(cast(cast(ordered_at as DATE) as VARCHAR), '') as d, count(*) as n, sum({digest}) as h "
-        f"from {table} where {where} group by 1"
+        f"select coalesce(cast(cast(ordered_at as DATE) as VARCHAR), '') as d, count(*) filter (where {where}) as n, "
+        f"sum({digest}) filter (where {where}) as h, count(*) as lines from {table} group by 1"
     ).fetchall()
-    return {d: [str(n), str(h)] for d, n, h in rows}
+    return {d: [str(n), str(h)] for d, n, h, _ in rows if n}, sum(r[3] for r in rows)
 
 
 def added_days(recorded: dict | None, today: dict[str, list[str]]) -> list[str] | None:

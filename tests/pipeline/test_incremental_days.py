@@ -29,7 +29,7 @@ def test_day_marks_see_a_changed_day_and_list_the_added_ones():
 
     def marks(t: pa.Table) -> dict:
         con.register("t", t)
-        return day_marks(con, "t", "true", columns)
+        return day_marks(con, "t", "true", columns)[0]
 
     base = marks(lines)
     assert sorted(base) == ["2025-10-01", "2025-10-02", "2025-10-03", "2025-10-04", "2025-10-05"]
@@ -46,6 +46,11 @@ def test_day_marks_see_a_changed_day_and_list_the_added_ones():
     assert added_days(base, edited) is None and added_days(None, base) is None
     other_days = lines["ordered_at"].to_numpy().astype("datetime64[D]") != np.datetime64(day0)
     assert added_days(base, marks(lines.filter(pa.array(other_days)))) is None  # a day vanished
+    # only the lines matching the condition are marked; the count is of every line
+    con.register("t", lines)
+    big, total = day_marks(con, "t", "quantity > 1", columns)
+    assert total == lines.num_rows
+    assert sum(int(n) for n, _ in big.values()) == int((lines["quantity"].to_numpy() > 1).sum())
     # lines without a timestamp are a day of their own ("")
     undated = lines.set_column(3, "ordered_at", pa.nulls(lines.num_rows, pa.timestamp("us")))
     assert list(marks(undated)) == [""]
@@ -66,7 +71,7 @@ def test_diff_of_the_added_days_customers_equals_the_full_diff(seed, rating):
     con.register("old", old)
     con.register("today", today)
     columns = ["customer_id", "product_id", *([rating] if rating else [])]
-    added = added_days(day_marks(con, "old", "true", columns), day_marks(con, "today", "true", columns))
+    added = added_days(day_marks(con, "old", "true", columns)[0], day_marks(con, "today", "true", columns)[0])
     assert added == ["2025-10-11", "2025-10-12"]
     source = f"select {', '.join(columns)} from today"
     got = diff_lines(con, source, previous, customers_of_days("today", "true", "customer_id", added))
