@@ -1,0 +1,75 @@
+"""ALS CG solve with gathered factor rows: the same factors as reading them in place, and the exact solution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from rusket_core.factorization.als import eigenbasis, rotate
+from rusket_core.factorization.kernels import als_update
+
+
+def _csr(rng, n_rows, n_cols, lengths):
+    """Rows of the given lengths (distinct random columns, ratings 1..5): empty, single, long rows."""
+    rows, cols = [], []
+    for u, n in enumerate(lengths):
+        rows += [u] * n
+        cols += list(rng.choice(n_cols, n, replace=False))
+    data = rng.integers(1, 6, len(rows)).astype(np.float32)
+    m = sp.csr_array((data, (rows, cols)), shape=(n_rows, n_cols))
+    m.sort_indices()
+    return m.indptr.astype(np.int64), m.indices.astype(np.int32), m.data.astype(np.float32)
+
+
+def _cg(csr, X, Y, lam, cg_steps, bounds, gather=None):
+    X = X.copy()
+    args = (*csr, X, Y, lam, np.zeros((0, 0)), 40.0, cg_steps, False, bounds)
+    als_update(*args) if gather is None else als_update(*args, gather)
+    return X
+
+
+# rows with 0, 1, 2, an odd and an even count below, at and above the caps; bounds put them in several chunks
+LENGTHS = [0, 1, 2, 3, 4, 5, 7, 8, 9, 16, 33, 0, 60, 1]
+
+
+@pytest.mark.parametrize("k", [3, 16, 64])
+def test_gathered_rows_give_the_same_factors_as_direct_reads(k):
+    rng = np.random.default_rng(k)
+    csr = _csr(rng, len(LENGTHS), 70, LENGTHS)
+    Y = (rng.normal(size=(70, k)) / np.sqrt(k)).astype(np.float32)
+    X = (rng.normal(size=(len(LENGTHS), k)) / np.sqrt(k)).astype(np.float32)
+    lam, P = eigenbasis(Y, 0.01)
+    rotate(X, P)
+    rotate(Y, P)
+    direct = _cg(csr, X, Y, lam, 3, np.array([0, 5, 9, len(LENGTHS)], np.int64), gather=0)
+    assert np.all(direct[0] == 0) and np.all(direct[11] == 0)  # no entries: exactly zero
+    assert not np.array_equal(direct[1:], X[1:])
+    for gather in (1, 2, 4, 5, 8, 1 << 12):  # odd caps round up to even
+        for bounds in ([0, len(LENGTHS)], [0, 5, 9, len(LENGTHS)]):
+            got = _cg(csr, X, Y, lam, 3, np.array(bounds, np.int64), gather)
+            np.testing.assert_array_equal(got, direct, err_msg=f"gather={gather}, bounds={bounds}")
+    np.testing.assert_array_equal(_cg(csr, X, Y, lam, 3, np.array([0, len(LENGTHS)], np.int64)), direct)  # default
+
+
+def test_gathered_cg_converges_to_the_float64_solution():
+    k, alpha, reg = 4, 40.0, 0.1
+    rng = np.random.default_rng(7)
+    csr = _csr(rng, len(LENGTHS), 70, LENGTHS)
+    Y = rng.normal(size=(70, k)).astype(np.float32)
+    X = rng.normal(size=(len(LENGTHS), k)).astype(np.float32)
+    lam, P = eigenbasis(Y, reg)
+    Yr = Y.copy()
+    rotate(X, P)
+    rotate(Yr, P)
+    X = X.copy()
+    als_update(*csr, X, Yr, lam, np.zeros((0, 0)), alpha, 12, False, np.array([0, len(LENGTHS)], np.int64), 4)
+    rotate(X, P.T)
+    # float64 reference: (YtY + reg I + sum_i alpha r_ui y_i y_i^T) x_u = sum_i (1 + alpha r_ui) y_i
+    Y64 = Y.astype(np.float64)
+    indptr, indices, data = csr
+    for u in range(len(LENGTHS)):
+        cols, r = indices[indptr[u] : indptr[u + 1]], data[indptr[u] : indptr[u + 1]].astype(np.float64)
+        A = Y64.T @ Y64 + reg * np.eye(k) + (Y64[cols].T * (alpha * r)) @ Y64[cols]
+        b = Y64[cols].T @ (1.0 + alpha * r)
+        np.testing.assert_allclose(X[u], np.linalg.solve(A, b), rtol=2e-3, atol=2e-4, err_msg=f"row {u}")
