@@ -200,20 +200,28 @@ def _cholesky_row(x, indptr, indices, data, u, Y, G64, alpha, A, b):
         x[a] = np.float32(b[a])
 
 
-#: factor rows per thread the CG solve gathers for its steps (``_cg_row``; 4096 × 64 float32 = 1 MiB, the
-#: size of a core's L2 here; benchmarks/RESULTS.md, "ALS at scale: session 9")
-GATHER = 4096
+#: factor rows per thread the CG solve gathers for its steps (``_cg_row``; at 64 factors 16 MiB, half the
+#: last-level cache here: even the longest rows stream from it; benchmarks/RESULTS.md, "ALS at scale: session 9")
+GATHER = 1 << 16
+#: fixed-side factor tables up to this size (bytes; about the last-level cache) stay in cache: no gathering
+CACHED_BYTES = 1 << 26
+
+
+def gather_cap(Y: np.ndarray) -> int:
+    """The ``gather`` argument of ``als_update`` against fixed factors Y: copying rows pays only when
+    Y does not fit in cache (it cost 5-8 % at 1M entries, where it does)."""
+    return GATHER if Y.nbytes > CACHED_BYTES else 0
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def als_update(indptr, indices, data, X, Y, lam, G64, alpha, cg_steps, cholesky, bounds, gather=GATHER):
+def als_update(indptr, indices, data, X, Y, lam, G64, alpha, cg_steps, cholesky, bounds, gather):
     """Solve every row of X against fixed Y; rows split into cost-balanced chunks ``bounds``.
 
     ``G64`` is ``Y^T Y + reg*I`` (float64) for the Cholesky solve. The CG solve needs X and Y in
     that matrix's eigenbasis, where it is ``diag(lam)`` (float32; ``als.eigenbasis`` rotates them).
     Each row depends only on its own entries, so the result does not depend on the chunking or
     the thread count. ``gather`` caps the factor rows the CG solve copies per row (``_cg_row``;
-    rounded up to even, 0 for none); it changes no result.
+    rounded up to even, 0 for none; ``gather_cap`` chooses it); it changes no result.
     """
     k = X.shape[1]
     alpha32 = np.float32(alpha)
@@ -239,6 +247,24 @@ def als_update(indptr, indices, data, X, Y, lam, G64, alpha, cg_steps, cholesky,
                 _cholesky_row(x, indptr, indices, data, u, Y, G64, alpha, A, b)
             else:
                 _cg_row(x, indptr, indices, data, u, Y, lam, alpha32, cg_steps, r, p, ap, m, G, cg)
+
+
+@njit(parallel=True, cache=True)
+def top_ranks(indptr, indices, rank, depth):
+    """For every row, the ``depth`` smallest ``rank`` of its entries' columns, ascending (``len(rank)`` past the row's end)."""
+    n_rows = indptr.shape[0] - 1
+    out = np.full((n_rows, depth), rank.shape[0], np.int64)
+    for u in prange(n_rows):
+        top = out[u]
+        for e in range(indptr[u], indptr[u + 1]):
+            v = rank[indices[e]]
+            if v < top[depth - 1]:  # insert into the sorted top
+                at = depth - 1
+                while at > 0 and top[at - 1] > v:
+                    top[at] = top[at - 1]
+                    at -= 1
+                top[at] = v
+    return out
 
 
 @njit(parallel=True, cache=True)

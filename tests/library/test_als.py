@@ -43,7 +43,7 @@ def _solve_rows(csr, X, Y, alpha, reg, cholesky, cg_steps=3):
         rotate(Y, P)
     als_update(
         csr.indptr.astype(np.int64), csr.indices.astype(np.int32), csr.data.astype(np.float32),
-        X, Y, lam, G64, alpha, cg_steps, cholesky, bounds,
+        X, Y, lam, G64, alpha, cg_steps, cholesky, bounds, 4,
     )  # fmt: skip
     if not cholesky:
         rotate(X, P.T)
