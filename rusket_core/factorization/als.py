@@ -17,6 +17,8 @@ from rusket_core.factorization.kernels import (
     als_loss,
     als_update,
     gather_cap,
+    permute_rows,
+    take_csr_rows,
     top_ranks,
 )
 from rusket_core.factorization.topk import one_thread_if
@@ -85,12 +87,12 @@ class ALS(FoldIn, FactorModel):
         )
         self._warm_start()
         U, V = self.user_factors, self.item_factors
+        ui = _csr(interactions)
         order = None
         if U.nbytes > CACHED_BYTES:  # solve users in an order that keeps each item's buyers close in U
             order = locality_order(interactions)
-            interactions = interactions.take_rows(order)
-            U = U[order]
-        ui = _csr(interactions)
+            ui = take_csr_rows(*ui, order)
+            permute_rows(U, order)
         iu = transpose_csr(*ui, interactions.n_items)
         user_bounds = _balanced_bounds(ui[0], k)
         item_bounds = _balanced_bounds(iu[0], k)
@@ -109,7 +111,9 @@ class ALS(FoldIn, FactorModel):
             rotate(U, basis.T)
             rotate(V, basis.T)
         if order is not None:
-            self.user_factors[order] = U
+            back = np.empty_like(order)
+            back[order] = np.arange(len(order))
+            permute_rows(U, back)
 
     def _solve(self, csr, X: np.ndarray, Y: np.ndarray, bounds: np.ndarray, basis: np.ndarray | None = None):
         """Re-solve every row of X with Y fixed: exactly by Cholesky when ``basis`` is None, else by CG
@@ -190,6 +194,12 @@ def locality_order(interactions: Encoded, depth: int = 3) -> np.ndarray:
     rank[np.argsort(-counts, kind="stable")] = np.arange(len(counts))
     indptr = np.ascontiguousarray(interactions.indptr, dtype=np.int64)
     top = top_ranks(indptr, np.ascontiguousarray(interactions.indices, dtype=np.int32), rank, depth)
+    bits = int(len(counts)).bit_length()  # ranks go up to len(counts)
+    if bits * depth < 63:  # one packed key: a single stable sort instead of depth passes
+        key = np.zeros(len(top), np.int64)
+        for d in range(depth):
+            key = (key << bits) | top[:, d]
+        return np.argsort(key, kind="stable")
     return np.lexsort(top.T[::-1])
 
 

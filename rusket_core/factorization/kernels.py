@@ -268,6 +268,45 @@ def top_ranks(indptr, indices, rank, depth):
 
 
 @njit(parallel=True, cache=True)
+def take_csr_rows(indptr, indices, data, order):
+    """Rows ``order`` of a CSR as a new CSR (indptr, indices, data), copied in parallel without
+    temporaries (``Encoded.take_rows`` builds an index array as long as the entries)."""
+    n = order.shape[0]
+    ptr = np.zeros(n + 1, np.int64)
+    for r in range(n):
+        ptr[r + 1] = ptr[r] + indptr[order[r] + 1] - indptr[order[r]]
+    idx = np.empty(ptr[n], indices.dtype)
+    val = np.empty(ptr[n], data.dtype)
+    for r in prange(n):
+        shift = indptr[order[r]] - ptr[r]
+        for e in range(ptr[r], ptr[r + 1]):
+            idx[e] = indices[e + shift]
+            val[e] = data[e + shift]
+    return ptr, idx, val
+
+
+@njit(cache=True)
+def permute_rows(M, order):
+    """``M[:] = M[order]`` in place (cycle by cycle, one spare row): no second copy of a large table."""
+    n = M.shape[0]
+    done = np.zeros(n, np.bool_)
+    spare = np.empty(M.shape[1], M.dtype)
+    for start in range(n):
+        if done[start]:
+            continue
+        spare[:] = M[start]
+        i = start
+        while True:
+            done[i] = True
+            j = order[i]
+            if j == start:
+                M[i] = spare
+                break
+            M[i] = M[j]
+            i = j
+
+
+@njit(parallel=True, cache=True)
 def als_loss(indptr, indices, data, X, Y, YtY, alpha, reg):
     """Hu et al. objective: sum_all c_ui (p_ui - x_u.y_i)^2 + reg (|X|^2 + |Y|^2), in float64.
 

@@ -108,3 +108,14 @@ def test_fit_in_locality_order_gives_the_same_model(monkeypatch, caplog, solver)
     # the loss logged during the fit (on the reordered rows) is the model's loss
     logged = float(caplog.records[-1].getMessage().rsplit("loss ", 1)[1].split(",")[0])
     assert logged == pytest.approx(ordered.training_loss(), rel=1e-4)
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 0], [5, 4, 3, 2, 1, 0], [2, 0, 1, 5, 3, 4]])
+def test_permute_rows_in_place_equals_fancy_indexing(order):
+    from rusket_core.factorization.kernels import permute_rows
+
+    M = np.arange(18, dtype=np.float32).reshape(6, 3)
+    order = np.array(order, np.int64)
+    want = M[order]
+    permute_rows(M, order)
+    np.testing.assert_array_equal(M, want)
