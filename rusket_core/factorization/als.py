@@ -50,6 +50,10 @@ class ALS(FoldIn, FactorModel):
     (about 40+ training items per user) better and sparse data worse than the balanced default
     (benchmarks/RESULTS.md, "ALS vs implicit precision gap"); raising ``regularization`` helps both.
 
+    At scale (a user factor table larger than the last-level cache) users are solved in
+    :func:`locality_order` and the item solves copy their buyers' rows once (``gather_cap``): the
+    same model up to the summation order, about half the item half-iteration's time at 48M pairs.
+
     Fold-in: ``recalculate_user(s)`` / ``recalculate_item(s)`` return the exact rows for given
     interactions with the other side fixed (model unchanged); ``partial_fit_users`` /
     ``partial_fit_items`` write them into the model (new labels appended), ``partial_fit`` does
