@@ -29,6 +29,9 @@ import pyarrow.compute as pc
 from rusket_assets.holdout import is_held_out, sample_cut
 from rusket_assets.incremental import (
     Refresh,
+    added_days,
+    customers_of_days,
+    day_marks,
     diff_lines,
     model_name,
     record_changes,
@@ -106,9 +109,12 @@ def holdout_record(models: ModelStore, name: str) -> dict | None:
     return record
 
 
-def save_holdout(models: ModelStore, name: str, result: Refresh, split: dict, run_id: str, metadata: dict) -> None:
-    """Save holdout model ``name`` and its record (split, run, changed customers, metadata); the
-    record is removed first, so a failure in between leaves a model without one (refitted next time)."""
+def save_holdout(
+    models: ModelStore, name: str, result: Refresh, split: dict, run_id: str, metadata: dict, days: dict | None = None
+) -> None:
+    """Save holdout model ``name`` and its record (split, run, changed customers, metadata, the
+    :func:`~rusket_assets.incremental.day_marks` of the lines it was trained on); the record is removed
+    first, so a failure in between leaves a model without one (refitted next time)."""
     from rusket_assets.io import model_version, save_model
 
     path = _record_path(models, name)
@@ -116,12 +122,28 @@ def save_holdout(models: ModelStore, name: str, result: Refresh, split: dict, ru
     save_model(result.model, models.path, holdout_model_name(name))
     changed = None if result.changed is None else result.changed.cast(pa.string()).to_pylist()
     _write_json(path, {"split": split, "run_id": run_id, "version": model_version(models.path, holdout_model_name(name)),
-                       "changed": changed, "metadata": metadata})  # fmt: skip
+                       "changed": changed, "metadata": metadata, "days": days})  # fmt: skip
 
 
 def changed_of(record: dict) -> pa.Array | None:
     """The customers (as text) whose holdout rows a record's update changed; None after a full fit."""
     return None if record["changed"] is None else pa.array(record["changed"], pa.string())
+
+
+def holdout_diff(
+    con: Any, table: WarehouseTable, split: dict, columns: list[str], record: dict | None
+) -> tuple[Callable, dict, int, int]:
+    """The diff of a saved holdout model (its ``record``; None: compare every line) to today's train
+    lines of ``table`` (``columns``: the model's user, item[, rating]), on ``con``: restricted to the
+    customers of the days appended since when no other day changed; today's day marks to record; how
+    many lines the table has and how many are held out (counted in the same scan)."""
+    train = f"not {held_out(split)}"
+    days, lines = day_marks(con, table.name, train, columns)
+    added = added_days(None if record is None else record.get("days"), days)
+    customers = None if added is None else customers_of_days(table.name, train, USER, added)
+    source = f"select {', '.join(quote(c) for c in columns)} from {table.name} where {train}"
+    held = lines - sum(int(n) for n, _ in days.values())
+    return (lambda previous: diff_lines(con, source, previous, customers)), days, lines, held
 
 
 def fit_with_holdout(
@@ -146,22 +168,22 @@ def fit_with_holdout(
     start = time.perf_counter()
     split = run_split(context, models, table, config)
     condition = held_out(split)
-    counts = warehouse.query(f"select count(*) as n, count(*) filter (where {condition}) as h from {table.name}").to_pylist()[0]
-    share = counts["h"] / max(counts["n"], 1)
-    shared = share <= config.shared_fit_max_share
     record = holdout_record(models, name)
     same_split = record is not None and record["split"] == split
     incremental = refresh_mode(context) == "incremental" and same_split
-    source = f"select {', '.join(quote(c) for c in columns)} from {table.name} where not {condition}"
     with table.relation(columns, where=f"not {condition}") as train, warehouse.connect() as con:
-        # the update compares the saved model with today's train lines in SQL; build() then only names the parameters
+        # the update compares the saved model with today's train lines in SQL, only the customers of the days
+        # appended since when no other day changed; build() then only names the parameters
+        diff, days, n_lines, n_held = holdout_diff(con, table, split, columns, record if incremental else None)
+        share = n_held / max(n_lines, 1)
+        shared = share <= config.shared_fit_max_share
         result = refresh(incremental, models, holdout_model_name(name), lambda: build(train.limit(1)), lambda: build(train).fit(),
-                         warm_iterations, lambda previous: diff_lines(con, source, previous))  # fmt: skip
+                         warm_iterations, diff)  # fmt: skip
     seconds = time.perf_counter() - start
     if not same_split and refresh_mode(context) == "incremental":
         result.metadata["full_refresh_reason"] = "the evaluation split changed"
-    save_holdout(models, name, result, split, context.run.run_id, result.metadata | {"seconds": seconds})
-    info = {"evaluation_fit": "shared" if shared else "separate", "held_out_lines": int(counts["h"]),
+    save_holdout(models, name, result, split, context.run.run_id, result.metadata | {"seconds": seconds}, days)
+    info = {"evaluation_fit": "shared" if shared else "separate", "held_out_lines": n_held,
             "held_out_share": share, "holdout_seconds": seconds}  # fmt: skip
     info |= {f"holdout {k}": v for k, v in result.metadata.items()}
     start = time.perf_counter()

@@ -1,8 +1,9 @@
 """Incremental refresh: fold the changed customers into the previous models, merge their recommendations.
 
 A run tagged ``rusket/refresh=incremental`` (the ``refresh_incremental`` job) updates ALS and BPR from
-their last saved version instead of refitting: the interactions encoded from today's history are
-compared with the ones the saved model was trained on; customers whose rows grew are folded in with
+their last saved version instead of refitting: today's lines are compared in DuckDB with the pairs
+the saved model was trained on (only the customers of the days appended since, when the per-day
+marks of the lines it was trained on show no other day changed); customers whose rows grew are folded in with
 ``partial_fit`` of the difference (new customers and new products added), customers whose
 rows shrank are re-solved from their whole rows (``partial_fit_users(replace=True)``), and an optional
 warm pass (``fit(init=model)``) follows. The customers and products whose model rows changed, and
@@ -53,6 +54,7 @@ class Diff:
     new_customers: int
     new_products: int
     vanished_customers: int  # in the model, absent from today's history
+    scope: str = "every line"  # what was compared
 
 
 def _pairs(enc: Any, user_col: str, item_col: str) -> Any:
@@ -66,52 +68,61 @@ def _pairs(enc: Any, user_col: str, item_col: str) -> Any:
     )
 
 
-def diff_interactions(previous: Any, current: Any) -> Diff:
-    """Compare the interactions ``previous`` (a fitted model) was trained on with ``current``'s
-    (an unfitted model of the same columns over today's history)."""
-    import polars as pl
-
-    user_col, item_col, rating_col = previous._columns()
-    old = _pairs(previous.user_items, user_col, item_col).rename({"w": "w_old"})
-    new = _pairs(current.user_items, user_col, item_col)
-    old = old.with_columns(old[user_col].cast(new.schema[user_col]), old[item_col].cast(new.schema[item_col]))
-    both = new.join(old, on=[user_col, item_col], how="full", coalesce=True).with_columns(
-        pl.col("w").fill_null(0.0), pl.col("w_old").fill_null(0.0)
-    )
-    gap = pl.col("w") - pl.col("w_old")
-    tol = TOLERANCE * pl.max_horizontal(pl.lit(1.0), pl.col("w").abs())
-    grown = both.filter(gap > tol).select(user_col, item_col, gap.alias(rating_col or "w"))
-    shrunk_users = both.filter(gap < -tol)[user_col].unique()
-    shrunk = new.filter(pl.col(user_col).is_in(shrunk_users.implode())).rename({"w": rating_col or "w"})
-    changed = pl.concat([grown[user_col], shrunk_users]).unique().sort()
-    old_users, new_users = old[user_col].unique(), new[user_col].unique()
-    if rating_col is None:
-        grown, shrunk = grown.drop("w"), shrunk.drop("w")
-    return Diff(
-        grown=grown.to_arrow(),
-        shrunk=shrunk.to_arrow(),
-        changed=changed.to_arrow(),
-        new_customers=int((~new_users.is_in(old_users.implode())).sum()),
-        new_products=int((~new[item_col].unique().is_in(old[item_col].unique().implode())).sum()),
-        vanished_customers=int((~old_users.is_in(new_users.implode())).sum()),
-    )
+def day_marks(con: Any, table: str, where: str, columns: list[str]) -> tuple[dict[str, list[str]], int]:
+    """Per day of ``ordered_at`` ("" for lines without one): how many lines of ``table`` match
+    ``where`` and the sum of a hash of their ``columns``, as text (equal marks: the same lines that
+    day; days without such lines left out); and how many lines the table has (the same scan)."""
+    digest = f"hash({', '.join(quote(c) for c in columns)})::HUGEINT"
+    rows = con.sql(
+        f"select coalesce(cast(cast(ordered_at as DATE) as VARCHAR), '') as d, count(*) filter (where {where}) as n, "
+        f"sum({digest}) filter (where {where}) as h, count(*) as lines from {table} group by 1"
+    ).fetchall()
+    return {d: [str(n), str(h)] for d, n, h, _ in rows if n}, sum(r[3] for r in rows)
 
 
-def diff_lines(con: Any, source: str, previous: Any) -> Diff:
-    """:func:`diff_interactions` inside DuckDB: ``previous``'s pairs against today's lines ``source``
-    (SQL of a query over the model's user, item[, rating] columns, on connection ``con``), joined in
-    SQL so that only the differing pairs and the rows to re-solve reach Python, not today's encoded history."""
+def added_days(recorded: dict | None, today: dict[str, list[str]]) -> list[str] | None:
+    """The days of ``today``'s :func:`day_marks` that ``recorded`` (the marks of the lines a model was
+    trained on) lacks, when every recorded day is unchanged; None when a recorded day changed or
+    vanished, or nothing was recorded (the diff must then compare every line)."""
+    if recorded is None or any(today.get(day) != mark for day, mark in recorded.items()):
+        return None
+    return sorted(set(today) - set(recorded))
+
+
+def customers_of_days(table: str, where: str, user_col: str, days: list[str]) -> str:
+    """SQL: the customers with lines of ``table`` matching ``where`` on ``days`` (keys of :func:`day_marks`)."""
+    listed = ", ".join("'" + d.replace("'", "''") + "'" for d in days) or "null"
+    return (f"select distinct {quote(user_col)} from {table} where ({where}) and "
+            f"coalesce(cast(cast(ordered_at as DATE) as VARCHAR), '') in ({listed})")  # fmt: skip
+
+
+def diff_lines(con: Any, source: str, previous: Any, customers: str | None = None) -> Diff:
+    """How today's lines ``source`` (SQL of a query over the model's user, item[, rating] columns, on
+    connection ``con``) differ from the interactions ``previous`` (a fitted model) was trained on: its
+    pairs joined with them in DuckDB, so that only the differing pairs and the rows to re-solve reach
+    Python, not today's encoded history.
+    ``customers`` (SQL of a query of one column of customer ids) restricts the comparison to them: exact
+    when nobody else's lines changed (e.g. the customers of days appended since, :func:`added_days`)."""
     user_col, item_col, rating_col = previous._columns()
     u, i = quote(user_col), quote(item_col)
     types = con.sql(f"select {u}, {i} from ({source}) limit 0").arrow().schema
     enc = previous.user_items
+    keys = None
+    if customers is not None:
+        keys = pa.table({"u": con.sql(f"select distinct * from ({customers})").arrow().read_all().column(0).cast(types.field(0).type)})
+        rows = _lookup_labels(enc.rows, keys["u"].combine_chunks())
+        enc = enc.take_rows(rows[rows >= 0])
     rows = np.repeat(np.arange(enc.n_rows), np.diff(enc.indptr))
     old = pa.table({"u": pa.array(enc.rows.values[rows]).cast(types.field(0).type),
                     "i": pa.array(enc.items.values[enc.indices]).cast(types.field(1).type),
                     "w": np.ones(len(rows)) if enc.data is None else enc.data.astype(np.float64)})  # fmt: skip
     w = f"sum(cast({quote(rating_col)} as DOUBLE))" if rating_col is not None else "1.0::DOUBLE"
-    new = f"select {u} as u, {i} as i, {w} as w from ({source}) group by all"
-    view = f"__rusket_old_pairs_{uuid.uuid4().hex}"
+    only = ""
+    view, keys_view = f"__rusket_old_pairs_{uuid.uuid4().hex}", f"__rusket_keys_{uuid.uuid4().hex}"
+    if keys is not None:
+        con.register(keys_view, keys)
+        only = f" where {u} in (select u from {keys_view})"
+    new = f"select {u} as u, {i} as i, {w} as w from ({source}){only} group by all"
     con.register(view, old)
     try:
         differs = con.sql(
@@ -120,18 +131,20 @@ def diff_lines(con: Any, source: str, previous: Any) -> Diff:
             from new n full join {view} o on n.u = o.u and n.i = o.i
             where abs(coalesce(n.w, 0) - coalesce(o.w, 0)) > {TOLERANCE} * greatest(1.0, abs(coalesce(n.w, 0)))"""
         ).arrow().read_all()
+        gap = differs["gap"].to_numpy()
+        grown = differs.filter(pa.array(gap > 0))
+        grown = pa.table({user_col: grown["u"], item_col: grown["i"], **({rating_col: grown["gap"]} if rating_col else {})})
+        shrunk_users = pc.unique(differs.filter(pa.array(gap < 0))["u"])
+        shrunk_keys = f"__rusket_shrunk_{uuid.uuid4().hex}"
+        con.register(shrunk_keys, pa.table({"u": shrunk_users}))
+        try:  # today's whole rows of the customers who lost weight (none: an empty, typed frame)
+            shrunk = con.sql(f"select * from ({new}) where u in (select u from {shrunk_keys})").arrow().read_all()
+        finally:
+            con.unregister(shrunk_keys)
     finally:
         con.unregister(view)
-    gap = differs["gap"].to_numpy()
-    grown = differs.filter(pa.array(gap > 0))
-    grown = pa.table({user_col: grown["u"], item_col: grown["i"], **({rating_col: grown["gap"]} if rating_col else {})})
-    shrunk_users = pc.unique(differs.filter(pa.array(gap < 0))["u"])
-    keys = f"__rusket_shrunk_{uuid.uuid4().hex}"
-    con.register(keys, pa.table({"u": shrunk_users}))
-    try:  # today's whole rows of the customers who lost weight (none: an empty, typed frame)
-        shrunk = con.sql(f"select * from ({new}) where u in (select u from {keys})").arrow().read_all()
-    finally:
-        con.unregister(keys)
+        if keys is not None:
+            con.unregister(keys_view)
     shrunk = pa.table({user_col: shrunk["u"], item_col: shrunk["i"], **({rating_col: shrunk["w"]} if rating_col else {})})
     changed = pc.unique(differs["u"])
     changed = changed.take(pc.sort_indices(changed))
@@ -142,6 +155,7 @@ def diff_lines(con: Any, source: str, previous: Any) -> Diff:
         new_customers=int((_lookup_labels(previous.users, changed) < 0).sum()),
         new_products=int((_lookup_labels(previous.items, pc.unique(differs["i"])) < 0).sum()),
         vanished_customers=len(shrunk_users) - len(pc.unique(shrunk[user_col])),
+        scope="every line" if keys is None else f"the lines of {keys.num_rows} customers of the days appended",
     )
 
 
@@ -152,21 +166,17 @@ def _lookup_labels(labels: Any, values: pa.Array) -> np.ndarray:
     return _lookup(labels, values.to_numpy(zero_copy_only=False)) if len(values) else np.empty(0, np.int64)
 
 
-def _fallback_reason(previous: Any, current: Any, diff: Diff) -> str | None:
+def _fallback_reason(diff: Diff) -> str | None:
     """Why the fold-in cannot reproduce today's training data exactly (None when it can)."""
     if diff.vanished_customers:
         return f"{diff.vanished_customers} customers of the saved model are no longer in the history"
     return None
 
 
-def update_model(
-    previous: Any, current: Any, warm_iterations: int, diff: Callable[[Any], Diff] | None = None
-) -> tuple[Any, Diff, str | None]:
-    """``previous`` updated to ``current``'s interactions by fold-in (+ ``warm_iterations`` of a warm
-    pass), with the diff (``diff(previous)`` when given, e.g. :func:`diff_lines`, else
-    :func:`diff_interactions` with ``current``); or (None, diff, reason) when a full fit is needed."""
-    diff = diff_interactions(previous, current) if diff is None else diff(previous)
-    reason = _fallback_reason(previous, current, diff)
+def update_model(previous: Any, diff: Diff, warm_iterations: int) -> tuple[Any, Diff, str | None]:
+    """``previous`` updated by fold-in of ``diff`` (its :func:`diff_lines` to today's lines) plus
+    ``warm_iterations`` of a warm pass; or (None, diff, reason) when a full fit is needed."""
+    reason = _fallback_reason(diff)
     if reason is not None:
         return None, diff, reason
     if diff.grown.num_rows:
@@ -201,12 +211,11 @@ class Refresh:
 
 def refresh(
     incremental: bool, models: ModelStore, name: str, build: Callable[[], Any], fit: Callable[[], Any], warm_iterations: int,
-    diff: Callable[[Any], Diff] | None = None,
+    diff: Callable[[Any], Diff],
 ) -> Refresh:  # fmt: skip
-    """Saved model ``name`` updated to the interactions of ``build()`` (an unfitted model over today's
-    data) when ``incremental`` and possible, else ``fit()`` (the full fit), the reason in the metadata.
-    With ``diff`` (today's changes from the saved model, see :func:`update_model`) ``build()`` only
-    needs the parameters: it may hold any of today's lines."""
+    """Saved model ``name`` updated by ``diff(saved model)`` (today's changes from it, e.g.
+    :func:`diff_lines`) when ``incremental`` and possible, else ``fit()`` (the full fit), the reason in
+    the metadata. ``build()``: an unfitted model with today's parameters (over any of today's lines)."""
     from rusket_assets.io import load_model_version
 
     reason = None
@@ -224,18 +233,19 @@ def refresh(
                 reason = f"parameters changed since the saved model: {', '.join(changed)}"
     if reason is None:
         n_items = len(previous.items)
-        updated, diff, reason = update_model(previous, current, warm_iterations, diff)
+        updated, changes, reason = update_model(previous, diff(previous), warm_iterations)
         if updated is not None:
-            customers = pa.array(updated.users.values) if warm_iterations else diff.changed
+            customers = pa.array(updated.users.values) if warm_iterations else changes.changed
             # the fold-in leaves known products' rows as they were and appends the new ones
             products = pa.array(updated.items.values[0 if warm_iterations else n_items :])
             metadata = {
                 "refresh": "incremental",
                 "customers_refreshed": len(customers),
-                "customers_with_new_lines": len(diff.changed),
-                "new_customers": diff.new_customers,
-                "new_products": diff.new_products,
+                "customers_with_new_lines": len(changes.changed),
+                "new_customers": changes.new_customers,
+                "new_products": changes.new_products,
                 "warm_iterations": warm_iterations,
+                "diff_scope": changes.scope,
             }
             return Refresh(updated, metadata, customers, products, parent)
     return Refresh(fit(), {"refresh": "full", "full_refresh_reason": reason}, None)
@@ -248,12 +258,13 @@ def refresh_model(
     models: ModelStore,
     warehouse: Warehouse,
     warm_iterations: int,
+    diff: Callable[[Any], Diff],
 ) -> Any:
-    """The model to publish: in an incremental run, the saved model updated to the interactions of
-    ``build()`` (an unfitted model over today's history); otherwise, or when that is not possible,
-    ``fit()`` (the full fit). Records the customers whose rows changed and what changed in the metadata."""
+    """The model to publish: in an incremental run, the saved model updated by ``diff`` (see
+    :func:`refresh`); otherwise, or when that is not possible, ``fit()`` (the full fit). Records the
+    customers whose rows changed and what changed in the metadata."""
     name = model_name(context.asset_key)
-    result = refresh(refresh_mode(context) == "incremental", models, name, build, fit, warm_iterations)
+    result = refresh(refresh_mode(context) == "incremental", models, name, build, fit, warm_iterations, diff)
     if result.changed is not None:
         record_changes(warehouse, name, context.run.run_id, result.changed, result.products, result.parent)
     else:

@@ -23,6 +23,7 @@ from rusket_assets.holdout_fit import fit_with_holdout, holdout_model_name
 from rusket_assets.incremental import (
     built_from,
     changed_customers,
+    diff_lines,
     in_transaction,
     merge_rows,
     mergeable,
@@ -151,6 +152,13 @@ def _interaction_lines(raw_transactions: WarehouseTable, weight_col: str | None)
     return raw_transactions.relation(["customer_id", "product_id", *([weight_col] if weight_col else [])])
 
 
+def _lines_diff(con, raw_transactions: WarehouseTable, weight_col: str | None, where: str = "true"):
+    """The diff of a saved model to today's lines of ``raw_transactions`` matching ``where`` (in DuckDB on ``con``)."""
+    columns = ", ".join(["customer_id", "product_id", *([weight_col] if weight_col else [])])
+    source = f"select {columns} from {raw_transactions.name} where {where}"
+    return lambda previous: diff_lines(con, source, previous)
+
+
 def _weight_column(weight: str) -> str | None:
     if weight not in WEIGHTS:
         raise ValueError(f"weight must be one of {sorted(WEIGHTS)}, got {weight!r}")
@@ -183,11 +191,11 @@ def als_model(
     }  # fmt: skip
 
     def separate():
-        with _interaction_lines(raw_transactions, params["rating_col"]) as lines:  # encoded in SQL locally
+        with _interaction_lines(raw_transactions, params["rating_col"]) as lines, warehouse.connect() as con:
             return refresh_model(
-                context, lambda: ALS.from_transactions(lines, **params),
+                context, lambda: ALS.from_transactions(lines.limit(1), **params),
                 lambda: engine.fit_als(engine_input(raw_transactions, lines, engine), **params), models, warehouse,
-                config.warm_iterations,
+                config.warm_iterations, _lines_diff(con, raw_transactions, params["rating_col"]),
             )  # fmt: skip
 
     if engine.is_spark:  # the holdout twin is fitted locally by model_evaluation
@@ -248,9 +256,9 @@ def bpr_model(
         )
 
     def separate():
-        with _interaction_lines(raw_transactions, None) as lines:  # encoded in SQL
-            return refresh_model(context, lambda: build(lines), lambda: build(lines).fit(), models, warehouse,
-                                 config.warm_iterations)  # fmt: skip
+        with _interaction_lines(raw_transactions, None) as lines, warehouse.connect() as con:  # encoded in SQL
+            return refresh_model(context, lambda: build(lines.limit(1)), lambda: build(lines).fit(), models, warehouse,
+                                 config.warm_iterations, _lines_diff(con, raw_transactions, None))  # fmt: skip
 
     model = fit_with_holdout(
         context, "bpr", build, separate, models, warehouse, raw_transactions,
@@ -429,7 +437,13 @@ def model_evaluation(
     With `compare_bpr_losses` a row `bpr_<loss>` scores BPR refitted with the other pair loss.
     """
     from rusket_assets.holdout import holdout_split
-    from rusket_assets.holdout_fit import changed_of, holdout_record, run_split, save_holdout
+    from rusket_assets.holdout_fit import (
+        changed_of,
+        holdout_diff,
+        holdout_record,
+        run_split,
+        save_holdout,
+    )
     from rusket_assets.io import load_model
     from rusket_core.encoding import encode_transactions
     from rusket_core.evaluation import evaluate
@@ -472,10 +486,14 @@ def model_evaluation(
             # incremental only when the published model was updated (not refitted) in this run
             incremental = same_split and changed_customers(context, warehouse, [key(GROUP, asset_name)]) is not None
             warm = _run_config(context, asset_name, config_cls).warm_iterations
-            result = refresh(incremental, models, holdout_model_name(name), build, lambda b=build: b().fit(), warm)
+            with warehouse.connect() as con:  # the update's diff: the saved holdout model against today's train lines
+                model_columns = ["customer_id", "product_id", *([model.rating_col] if model.rating_col else [])]
+                diff, days, _, _ = holdout_diff(con, raw_transactions, split, model_columns, record if incremental else None)
+                result = refresh(incremental, models, holdout_model_name(name), lambda m=model: type(m)(**m.get_params()),
+                                 lambda b=build: b().fit(), warm, diff)  # fmt: skip
             fitted[name], seconds[name] = result.model, time.perf_counter() - start
             updates[name] = result.changed
-            save_holdout(models, name, result, split, context.run.run_id, result.metadata | {"seconds": seconds[name]})
+            save_holdout(models, name, result, split, context.run.run_id, result.metadata | {"seconds": seconds[name]}, days)
             info |= {f"holdout_{name} {k}": v for k, v in result.metadata.items()}
             info[f"holdout_{name} fitted_by"] = "model_evaluation"
         start = time.perf_counter()

@@ -12,7 +12,15 @@ import numpy as np
 from rusket_core.encoding import Encoded
 from rusket_core.factorization.base import FactorModel, check_int, check_real, transpose_csr
 from rusket_core.factorization.foldin import FoldIn
-from rusket_core.factorization.kernels import als_loss, als_update
+from rusket_core.factorization.kernels import (
+    CACHED_BYTES,
+    als_loss,
+    als_update,
+    gather_cap,
+    permute_rows,
+    take_csr_rows,
+    top_ranks,
+)
 from rusket_core.factorization.topk import one_thread_if
 from rusket_core.progress import Progress
 
@@ -41,6 +49,10 @@ class ALS(FoldIn, FactorModel):
     unbalanced, which penalises like a larger ``regularization``. That start fits dense data
     (about 40+ training items per user) better and sparse data worse than the balanced default
     (benchmarks/RESULTS.md, "ALS vs implicit precision gap"); raising ``regularization`` helps both.
+
+    At scale (a user factor table larger than the last-level cache) users are solved in
+    :func:`locality_order` and the item solves copy their buyers' rows once (``gather_cap``): the
+    same model up to the summation order, about half the item half-iteration's time at 48M pairs.
 
     Fold-in: ``recalculate_user(s)`` / ``recalculate_item(s)`` return the exact rows for given
     interactions with the other side fixed (model unchanged); ``partial_fit_users`` /
@@ -73,18 +85,23 @@ class ALS(FoldIn, FactorModel):
         self.init_scale = check_real("init_scale", init_scale, strict=True)
 
     def _fit(self, interactions: Encoded) -> None:
-        ui = _csr(interactions)
-        iu = transpose_csr(*ui, interactions.n_items)
         k = self.factors
         self.user_factors, self.item_factors = init_factors(
             interactions.n_rows, interactions.n_items, k, self.random_state, self.init_scale
         )
         self._warm_start()
+        U, V = self.user_factors, self.item_factors
+        ui = _csr(interactions)
+        order = None
+        if U.nbytes > CACHED_BYTES:  # solve users in an order that keeps each item's buyers close in U
+            order = locality_order(interactions)
+            ui = take_csr_rows(*ui, order)
+            permute_rows(U, order)
+        iu = transpose_csr(*ui, interactions.n_items)
         user_bounds = _balanced_bounds(ui[0], k)
         item_bounds = _balanced_bounds(iu[0], k)
         progress = Progress(logger, f"ALS fit ({interactions.n_rows} users × {interactions.n_items} items, {k} factors)",
                             self.iterations, "iterations")  # fmt: skip
-        U, V = self.user_factors, self.item_factors
         cg = self.solver == "cg"
         basis = np.eye(k)  # U and V are held as (original factors) @ basis during a CG fit
         small = len(ui[1]) * k * (self.cg_steps + 1 if cg else k) < SMALL_FIT
@@ -93,10 +110,14 @@ class ALS(FoldIn, FactorModel):
                 basis = self._solve(ui, U, V, user_bounds, basis if cg else None)
                 basis = self._solve(iu, V, U, item_bounds, basis if cg else None)
                 if progress.due(it + 1):  # the loss is computed only when logged (rotation-invariant)
-                    progress.update(it + 1, loss=self.training_loss())
+                    progress.update(it + 1, loss=self._loss(ui, U, V))
         if cg:
             rotate(U, basis.T)
             rotate(V, basis.T)
+        if order is not None:
+            back = np.empty_like(order)
+            back[order] = np.arange(len(order))
+            permute_rows(U, back)
 
     def _solve(self, csr, X: np.ndarray, Y: np.ndarray, bounds: np.ndarray, basis: np.ndarray | None = None):
         """Re-solve every row of X with Y fixed: exactly by Cholesky when ``basis`` is None, else by CG
@@ -104,12 +125,12 @@ class ALS(FoldIn, FactorModel):
         if basis is None:
             G64 = gram(Y) + self.regularization * np.eye(Y.shape[1])
             als_update(csr[0], csr[1], csr[2], X, Y, np.zeros(0, np.float32), G64,
-                       self.alpha, self.cg_steps, True, bounds)  # fmt: skip
+                       self.alpha, self.cg_steps, True, bounds, 0)  # fmt: skip
             return None
         lam, P = eigenbasis(Y, self.regularization)
         rotate(X, P)
         rotate(Y, P)
-        als_update(csr[0], csr[1], csr[2], X, Y, lam, _NO_G64, self.alpha, self.cg_steps, False, bounds)
+        als_update(csr[0], csr[1], csr[2], X, Y, lam, _NO_G64, self.alpha, self.cg_steps, False, bounds, gather_cap(Y))
         return basis @ P
 
     def _solve_rows(self, side: str, indptr, indices, data, X: np.ndarray, new: np.ndarray) -> None:
@@ -143,11 +164,10 @@ class ALS(FoldIn, FactorModel):
     def training_loss(self) -> float:
         """The Hu et al. objective on the training interactions at the current factors."""
         self._check_fitted()
-        ui = _csr(self.user_items)
-        return float(
-            als_loss(ui[0], ui[1], ui[2], self.user_factors, self.item_factors,
-                     gram(self.item_factors), self.alpha, self.regularization)
-        )  # fmt: skip
+        return self._loss(_csr(self.user_items), self.user_factors, self.item_factors)
+
+    def _loss(self, ui, U: np.ndarray, V: np.ndarray) -> float:
+        return float(als_loss(ui[0], ui[1], ui[2], U, V, gram(V), self.alpha, self.regularization))
 
 
 def init_factors(
@@ -161,6 +181,30 @@ def init_factors(
     scale = np.float32(scale / np.sqrt(k))
     users = rng.standard_normal((n_users, k), dtype=np.float32) * scale
     return users, rng.standard_normal((n_items, k), dtype=np.float32) * scale
+
+
+def locality_order(interactions: Encoded, depth: int = 3) -> np.ndarray:
+    """Users sorted by their ``depth`` most popular items (by popularity rank, lexicographically).
+
+    An item's buyers are scattered over the user factor table, which at scale is far larger than
+    the caches, and the item half-iteration reads each buyer's row. In this order the buyers of a
+    popular item come in long runs of neighbouring rows (all of the most popular item's buyers in
+    one run), which the cache and the hardware prefetcher serve (benchmarks/RESULTS.md, "ALS at
+    scale: session 9"). Rows are solved independently, so the order changes only the summation
+    order of each item's entries.
+    """
+    counts = interactions.item_counts()
+    rank = np.empty(len(counts), np.int64)
+    rank[np.argsort(-counts, kind="stable")] = np.arange(len(counts))
+    indptr = np.ascontiguousarray(interactions.indptr, dtype=np.int64)
+    top = top_ranks(indptr, np.ascontiguousarray(interactions.indices, dtype=np.int32), rank, depth)
+    bits = int(len(counts)).bit_length()  # ranks go up to len(counts)
+    if bits * depth < 63:  # one packed key: a single stable sort instead of depth passes
+        key = np.zeros(len(top), np.int64)
+        for d in range(depth):
+            key = (key << bits) | top[:, d]
+        return np.argsort(key, kind="stable")
+    return np.lexsort(top.T[::-1])
 
 
 #: rows per BLAS block of ``gram`` and ``rotate``: bounded temporaries, and blocks to share between threads

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rusket_core.encoding import Encoded, Labels, _build_csr, encode_transactions
+from rusket_core.encoding import Encoded, Labels, _build_csr, encode_transactions, merge_into_csr
 from rusket_core.factorization.base import FactorModel, transpose_csr
 from rusket_core.frames import to_arrow_table
 
@@ -91,19 +91,20 @@ class FoldIn:
         rows, cols, weights, targets, new_labels = self._fold_entries(side, data)
         n_new = len(new_labels)
         enc = self.user_items
-        old_rows = np.repeat(np.arange(enc.n_rows, dtype=np.int64), np.diff(enc.indptr))
-        old_cols = enc.indices.astype(np.int64)
         if side == "items":  # the training matrix is users × items: new entries to its axes
             rows, cols = cols, rows
-        keep = slice(None)
-        if replace:
-            keep = ~np.isin(old_rows if side == "users" else old_cols, targets)
+        drop = None
+        if replace:  # the targets' old entries go
+            flagged = np.zeros(enc.n_rows if side == "users" else enc.n_items, dtype=bool)
+            flagged[targets[targets < len(flagged)]] = True
+            if side == "users":
+                drop = np.repeat(flagged, np.diff(enc.indptr))
+            else:
+                drop = flagged[enc.indices]
         n_users = enc.n_rows + (n_new if side == "users" else 0)
-        w = None
-        if enc.data is not None:
-            w = np.concatenate([enc.data[keep].astype(np.float64), weights])
-        indptr, indices, data_out = _build_csr(
-            np.concatenate([old_rows[keep], rows]), np.concatenate([old_cols[keep], cols]), w, n_users
+        # only the rows gaining or losing entries are rebuilt (as _build_csr over all entries would)
+        indptr, indices, data_out = merge_into_csr(
+            enc.indptr, enc.indices, enc.data, rows, cols, None if enc.data is None else weights, n_users, drop
         )
         users, items = self.users, self.items
         if side == "users":

@@ -30,7 +30,7 @@ def _wdot(v, m):
 
 
 @njit(fastmath=True, cache=True)
-def _cg_row(x, indptr, indices, data, u, Y, lam, alpha, cg_steps, r, p, ap, m):
+def _cg_row(x, indptr, indices, data, u, Y, lam, alpha, cg_steps, r, p, ap, m, G, cg):
     """A few Jacobi-preconditioned conjugate-gradient steps on row u's normal equations, warm-started from x.
 
     The factors are expressed in the eigenbasis of ``Y^T Y + reg*I`` (see ``als_update``), so that
@@ -38,6 +38,11 @@ def _cg_row(x, indptr, indices, data, u, Y, lam, alpha, cg_steps, r, p, ap, m):
     basis the row's matrix ``diag(lam) + sum_i c_i y_i y_i^T`` is dominated by its diagonal, which
     the preconditioner divides out (``m`` holds its inverse): 2 steps reach a lower loss than 3 plain
     CG steps (benchmarks/RESULTS.md, "Factor models").
+    The first pass (residual and diagonal) copies the row's first ``len(G)`` (even) factor rows and
+    confidences - 1 into the scratch ``G``, ``cg``; the CG steps read them there, contiguous and in
+    cache, instead of gathering them again from a ``Y`` far larger than the caches (the item side;
+    benchmarks/RESULTS.md, "ALS at scale: session 9"). The same numbers in the same order: the
+    result does not depend on ``len(G)``.
     Every reduction runs in a loop that stores nothing, and the scratch rows r, p, ap, m come from one
     block: a loop that both stores and reduces is vectorized behind a run-time alias check (e.g.
     ``p - r < 256`` bytes), so its summation order, hence the result, would depend on where the
@@ -45,6 +50,7 @@ def _cg_row(x, indptr, indices, data, u, Y, lam, alpha, cg_steps, r, p, ap, m):
     """
     k = x.shape[0]
     lo, hi = indptr[u], indptr[u + 1]
+    held = min(hi - lo, G.shape[0])  # entries whose rows the first pass copies into G
     # r = b - A x, m = diag(A); entries go in pairs (the second of an odd tail weighs 0): one store
     # of r and m per pair halves the store traffic that bounds these loops, and the pair's two dot
     # products are independent
@@ -63,6 +69,15 @@ def _cg_row(x, indptr, indices, data, u, Y, lam, alpha, cg_steps, r, p, ap, m):
         for a in range(k):
             r[a] += w1 * y1[a] + w2 * y2[a]
             m[a] += c1 * y1[a] * y1[a] + c2 * y2[a] * y2[a]
+        j = e - lo
+        if j < held:  # G holds an even number of rows, so the pair's second row fits too
+            g1 = G[j]
+            g2 = G[j + 1]
+            for a in range(k):
+                g1[a] = y1[a]
+                g2[a] = y2[a]
+            cg[j] = c1
+            cg[j + 1] = c2
     for a in range(k):
         m[a] = np.float32(1.0) / m[a]
     rz_old = _wdot(r, m)
@@ -73,7 +88,21 @@ def _cg_row(x, indptr, indices, data, u, Y, lam, alpha, cg_steps, r, p, ap, m):
     for _ in range(cg_steps):
         for a in range(k):
             ap[a] = lam[a] * p[a]
-        for e in range(lo, hi, 2):
+        for j in range(0, held, 2):  # the gathered rows, then the rest from Y
+            y1 = G[j]
+            y2 = G[j + 1]
+            c1 = cg[j]
+            c2 = cg[j + 1]
+            s1 = np.float32(0.0)
+            s2 = np.float32(0.0)
+            for a in range(k):
+                s1 += y1[a] * p[a]
+                s2 += y2[a] * p[a]
+            w1 = c1 * s1
+            w2 = c2 * s2
+            for a in range(k):
+                ap[a] += w1 * y1[a] + w2 * y2[a]
+        for e in range(lo + (held + 1) // 2 * 2, hi, 2):
             y1, y2, c1, c2 = _pair(indices, data, Y, alpha, e, hi)
             s1 = np.float32(0.0)
             s2 = np.float32(0.0)
@@ -171,20 +200,41 @@ def _cholesky_row(x, indptr, indices, data, u, Y, G64, alpha, A, b):
         x[a] = np.float32(b[a])
 
 
+#: factor rows per thread the CG solve gathers for its steps (``_cg_row``; at 64 factors 16 MiB, half the
+#: last-level cache here: even the longest rows stream from it; benchmarks/RESULTS.md, "ALS at scale: session 9")
+GATHER = 1 << 16
+#: fixed-side factor tables up to this size (bytes; about the last-level cache) stay in cache: no gathering
+CACHED_BYTES = 1 << 26
+
+
+def gather_cap(Y: np.ndarray) -> int:
+    """The ``gather`` argument of ``als_update`` against fixed factors Y: copying rows pays only when
+    Y does not fit in cache (it cost 5-8 % at 1M entries, where it does)."""
+    return GATHER if Y.nbytes > CACHED_BYTES else 0
+
+
 @njit(parallel=True, fastmath=True, cache=True)
-def als_update(indptr, indices, data, X, Y, lam, G64, alpha, cg_steps, cholesky, bounds):
+def als_update(indptr, indices, data, X, Y, lam, G64, alpha, cg_steps, cholesky, bounds, gather):
     """Solve every row of X against fixed Y; rows split into cost-balanced chunks ``bounds``.
 
     ``G64`` is ``Y^T Y + reg*I`` (float64) for the Cholesky solve. The CG solve needs X and Y in
     that matrix's eigenbasis, where it is ``diag(lam)`` (float32; ``als.eigenbasis`` rotates them).
     Each row depends only on its own entries, so the result does not depend on the chunking or
-    the thread count.
+    the thread count. ``gather`` caps the factor rows the CG solve copies per row (``_cg_row``;
+    rounded up to even, 0 for none; ``gather_cap`` chooses it); it changes no result.
     """
     k = X.shape[1]
     alpha32 = np.float32(alpha)
     for c in prange(bounds.shape[0] - 1):
         scratch = np.empty((4, k), np.float32)  # one block: fixed distances between r, p, ap, m
         r, p, ap, m = scratch[0], scratch[1], scratch[2], scratch[3]
+        longest = 0
+        if not cholesky:
+            for u in range(bounds[c], bounds[c + 1]):
+                longest = max(longest, indptr[u + 1] - indptr[u])
+        held = min(longest + 1, gather + 1) // 2 * 2  # even, at most the chunk's longest row rounded up
+        G = np.empty((held, k), np.float32)
+        cg = np.empty(held, np.float32)
         A = np.empty((k, k), np.float64)
         b = np.empty(k, np.float64)
         for u in range(bounds[c], bounds[c + 1]):
@@ -196,7 +246,64 @@ def als_update(indptr, indices, data, X, Y, lam, G64, alpha, cg_steps, cholesky,
             elif cholesky:
                 _cholesky_row(x, indptr, indices, data, u, Y, G64, alpha, A, b)
             else:
-                _cg_row(x, indptr, indices, data, u, Y, lam, alpha32, cg_steps, r, p, ap, m)
+                _cg_row(x, indptr, indices, data, u, Y, lam, alpha32, cg_steps, r, p, ap, m, G, cg)
+
+
+@njit(parallel=True, cache=True)
+def top_ranks(indptr, indices, rank, depth):
+    """For every row, the ``depth`` smallest ``rank`` of its entries' columns, ascending (``len(rank)`` past the row's end)."""
+    n_rows = indptr.shape[0] - 1
+    out = np.full((n_rows, depth), rank.shape[0], np.int64)
+    for u in prange(n_rows):
+        top = out[u]
+        for e in range(indptr[u], indptr[u + 1]):
+            v = rank[indices[e]]
+            if v < top[depth - 1]:  # insert into the sorted top
+                at = depth - 1
+                while at > 0 and top[at - 1] > v:
+                    top[at] = top[at - 1]
+                    at -= 1
+                top[at] = v
+    return out
+
+
+@njit(parallel=True, cache=True)
+def take_csr_rows(indptr, indices, data, order):
+    """Rows ``order`` of a CSR as a new CSR (indptr, indices, data), copied in parallel without
+    temporaries (``Encoded.take_rows`` builds an index array as long as the entries)."""
+    n = order.shape[0]
+    ptr = np.zeros(n + 1, np.int64)
+    for r in range(n):
+        ptr[r + 1] = ptr[r] + indptr[order[r] + 1] - indptr[order[r]]
+    idx = np.empty(ptr[n], indices.dtype)
+    val = np.empty(ptr[n], data.dtype)
+    for r in prange(n):
+        shift = indptr[order[r]] - ptr[r]
+        for e in range(ptr[r], ptr[r + 1]):
+            idx[e] = indices[e + shift]
+            val[e] = data[e + shift]
+    return ptr, idx, val
+
+
+@njit(cache=True)
+def permute_rows(M, order):
+    """``M[:] = M[order]`` in place (cycle by cycle, one spare row): no second copy of a large table."""
+    n = M.shape[0]
+    done = np.zeros(n, np.bool_)
+    spare = np.empty(M.shape[1], M.dtype)
+    for start in range(n):
+        if done[start]:
+            continue
+        spare[:] = M[start]
+        i = start
+        while True:
+            done[i] = True
+            j = order[i]
+            if j == start:
+                M[i] = spare
+                break
+            M[i] = M[j]
+            i = j
 
 
 @njit(parallel=True, cache=True)

@@ -108,7 +108,7 @@ def _solve(ids: np.ndarray, offsets, idx, w, X: np.ndarray, fixed: tuple, model:
         rotate(x, P)
     als_update(
         offsets, idx, w, x, Y, lam, G64, model.alpha, model.cg_steps, model.solver == "cholesky",
-        _balanced_bounds(offsets, X.shape[1]),
+        _balanced_bounds(offsets, X.shape[1]), 0,
     )  # fmt: skip
     if P is not None:
         rotate(x, P.T)

@@ -43,7 +43,7 @@ def _solve_rows(csr, X, Y, alpha, reg, cholesky, cg_steps=3):
         rotate(Y, P)
     als_update(
         csr.indptr.astype(np.int64), csr.indices.astype(np.int32), csr.data.astype(np.float32),
-        X, Y, lam, G64, alpha, cg_steps, cholesky, bounds,
+        X, Y, lam, G64, alpha, cg_steps, cholesky, bounds, 4,
     )  # fmt: skip
     if not cholesky:
         rotate(X, P.T)
@@ -228,13 +228,14 @@ def test_cg_row_does_not_depend_on_where_its_scratch_lies(k):
     lam = np.linalg.eigvalsh(Y.astype(np.float64).T @ Y + 0.01 * np.eye(k)).astype(np.float32)
     X0 = rng.normal(size=(40, k)).astype(np.float32)
     buf = np.zeros(4096, np.float32)
+    G, cg = np.empty((8, k), np.float32), np.empty(8, np.float32)  # rows gathered for the CG steps
 
     def solve(gap):  # r, p, ap placed ``gap`` floats apart in one buffer
         X = X0.copy()
         r, p, ap, m = (buf[j * gap : j * gap + k] for j in range(1, 5))
         for u in range(40):
             if indptr[u + 1] > indptr[u]:
-                _cg_row(X[u], indptr, indices, data, u, Y, lam, np.float32(40.0), 3, r, p, ap, m)
+                _cg_row(X[u], indptr, indices, data, u, Y, lam, np.float32(40.0), 3, r, p, ap, m, G, cg)
         return X
 
     far = solve(1024)
