@@ -41,37 +41,36 @@ BLOCK_SCORES = 1 << 24
 MIN_BLOCK_ROWS = 64
 
 
-@njit(cache=True)
+@njit(cache=True, forceinline=True)
 def _worse(v1, i1, v2, i2):
     """Ranking order: lower score is worse; on equal scores the higher index is worse."""
     return v1 < v2 or (v1 == v2 and i1 > i2)
 
 
-@njit(cache=True)
-def _swap(hv, hi, a, b):
-    """Exchange heap entries a and b (score and index together)."""
-    hv[a], hv[b] = hv[b], hv[a]
-    hi[a], hi[b] = hi[b], hi[a]
-
-
-@njit(cache=True)
-def _sift_down(hv, hi, size, pos):
+@njit(cache=True, forceinline=True)
+def _sift_down(hv, hi, size, pos, s, j):
+    """Put (s, j) into the heap's hole at ``pos``, moving worse children up (a hole, not swaps)."""
     while True:
-        left = 2 * pos + 1
-        if left >= size:
-            return
-        w = left
-        right = left + 1
-        if right < size and _worse(hv[right], hi[right], hv[left], hi[left]):
+        w = 2 * pos + 1
+        if w >= size:
+            break
+        wv = hv[w]
+        wi = hi[w]
+        right = w + 1
+        if right < size and _worse(hv[right], hi[right], wv, wi):
             w = right
-        if _worse(hv[w], hi[w], hv[pos], hi[pos]):
-            _swap(hv, hi, w, pos)
-            pos = w
-        else:
-            return
+            wv = hv[right]
+            wi = hi[right]
+        if not _worse(wv, wi, s, j):
+            break
+        hv[pos] = wv
+        hi[pos] = wi
+        pos = w
+    hv[pos] = s
+    hi[pos] = j
 
 
-@njit(cache=True)
+@njit(cache=True, forceinline=True)
 def _offer(hv, hi, size, n, s, j):
     """Candidate (s, j) into the heap of the best ``n`` so far; returns (size, entry threshold).
 
@@ -80,19 +79,17 @@ def _offer(hv, hi, size, n, s, j):
     if size < n:
         pos = size
         size += 1
-        hv[pos] = s
-        hi[pos] = j
         while pos > 0:  # sift up (min-heap on the ranking order: worst at the root)
             parent = (pos - 1) >> 1
-            if _worse(hv[pos], hi[pos], hv[parent], hi[parent]):
-                _swap(hv, hi, pos, parent)
-                pos = parent
-            else:
+            if not _worse(s, j, hv[parent], hi[parent]):
                 break
+            hv[pos] = hv[parent]
+            hi[pos] = hi[parent]
+            pos = parent
+        hv[pos] = s
+        hi[pos] = j
         return size, (hv[0] if size == n else np.float32(-np.inf))
-    hv[0] = s
-    hi[0] = j
-    _sift_down(hv, hi, size, 0)
+    _sift_down(hv, hi, size, 0, s, j)
     return size, hv[0]
 
 
@@ -108,9 +105,7 @@ def _emit(hv, hi, size, out_idx, out_val):
         size -= 1
         out_idx[size] = hi[0]
         out_val[size] = hv[0]
-        hv[0] = hv[size]
-        hi[0] = hi[size]
-        _sift_down(hv, hi, size, 0)
+        _sift_down(hv, hi, size, 0, hv[size], hi[size])
 
 
 @njit(cache=True)
