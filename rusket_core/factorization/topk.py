@@ -207,6 +207,13 @@ def parallel_kernel(state, excl_indptr, excl_indices, out_idx, out_val, plan):
         run_chunk(state, c, excl_indptr, excl_indices, out_idx, out_val, plan)
 
 
+@njit(cache=True, nogil=True)
+def serial_kernel(state, excl_indptr, excl_indices, out_idx, out_val, plan):
+    """All blocks of ``plan`` on the calling thread, without the GIL: one part of a mid-size call
+    run on a Python thread (see :func:`blocked_topk`), for this module's scorers."""
+    run_chunk(state, 0, excl_indptr, excl_indices, out_idx, out_val, plan)
+
+
 def blocked_topk(
     kernel: Any,
     state: Any,
@@ -221,13 +228,16 @@ def blocked_topk(
     label: str = "top-k scoring",
     unit: str = "rows",
     scored_cols: int | None = None,
+    serial: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best ``n`` of ``select_cols`` columns for each of ``m`` query rows scored by ``state``'s scorer.
 
     ``kernel`` is the parallel kernel of the scorer's module (see :func:`parallel_kernel`). Rows are scored ``block_rows`` at a time (at most ``BLOCK_SCORES`` values in ``buf`` and
     ``scratch`` per thread), blocks shared among the numba threads; BLAS runs single-threaded
     meanwhile (``blas``); fewer than ``SMALL_SCORES`` scores in all (``scored_cols`` per row, by
-    default the wider of ``select_cols`` and ``buf_cols``) run on one thread. The
+    default the wider of ``select_cols`` and ``buf_cols``) run on one numba thread; from
+    ``SPLIT_SCORES`` on, such a call is cut into one contiguous part of rows per numba thread, run
+    by ``serial`` (the scorer's module's :func:`serial_kernel`, when given) on Python threads. The
     exclusion CSR has one row per query (see :func:`select_topk`).
     ``n=None`` runs the scorer alone (it stores its own output). Returns ``(idx int32, scores
     float32)`` of shape (m, min(n, select_cols)), padded with -1 / -inf.
@@ -238,7 +248,13 @@ def blocked_topk(
     out_val = np.empty((m, width), dtype=np.float32)
     if not m or (n is not None and not width):
         return out_idx, out_val
-    small = m * (max(select_cols, buf_cols) if scored_cols is None else scored_cols) < SMALL_SCORES
+    scores = m * (max(select_cols, buf_cols) if scored_cols is None else scored_cols)
+    small = scores < SMALL_SCORES
+    if small and serial is not None and scores >= SPLIT_SCORES and numba.get_num_threads() > 1:
+        plans = _split_plans(m, buf_cols, scratch_cols, select_cols, numba.get_num_threads())
+        with _single_threaded_blas(blas):
+            _run_parts(serial, state, indptr, indices, out_idx, out_val, plans)
+        return out_idx, out_val
     threads = 1 if small else numba.get_num_threads()
     block_rows = BLOCK_SCORES // max(buf_cols + scratch_cols, select_cols, 1)
     block_rows = int(max(1, min(m, block_rows, max(MIN_BLOCK_ROWS, -(-m // (2 * threads))))))
@@ -253,6 +269,40 @@ def blocked_topk(
             kernel(state, indptr, indices, out_idx, out_val, tuple(np.int64(v) for v in plan))
             progress.update(end)
     return out_idx, out_val
+
+
+def _split_plans(m: int, buf_cols: int, scratch_cols: int, select_cols: int, parts: int) -> list[tuple]:
+    """Driver plans of up to ``parts`` contiguous row ranges, one chunk each, made of the blocks the
+    one-thread path uses (so every BLAS product, hence every score, is the one it computes)."""
+    cap = BLOCK_SCORES // max(buf_cols + scratch_cols, select_cols, 1)
+    block_rows = int(max(1, min(m, cap, max(MIN_BLOCK_ROWS, -(-m // 2)))))
+    n_blocks = -(-m // block_rows)
+    per = -(-n_blocks // min(parts, n_blocks)) * block_rows
+    return [
+        tuple(np.int64(v) for v in (r0, min(m, r0 + per), buf_cols, scratch_cols, select_cols, block_rows, 1))
+        for r0 in range(0, m, per)
+    ]
+
+
+_pool: list = []
+
+
+def _run_parts(serial: Any, state: Any, indptr, indices, out_idx, out_val, plans: list[tuple]) -> None:
+    """The first plan on this thread, the others on pool threads (the kernel drops the GIL).
+
+    Python threads wait on a lock, where numba's OpenMP threads would spin at the region's end:
+    on a busy machine the spinning took the core the late part needed (mid-size calls ran slower
+    on two numba threads than on one; benchmarks/RESULTS.md, "Small inputs: session 9")."""
+    if not _pool:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool.append(ThreadPoolExecutor(max(1, numba.config.NUMBA_NUM_THREADS - 1), "rusket-topk"))
+    futures = [_pool[0].submit(serial, state, indptr, indices, out_idx, out_val, plan) for plan in plans[1:]]
+    try:
+        serial(state, indptr, indices, out_idx, out_val, plans[0])
+    finally:
+        for future in futures:
+            future.result()
 
 
 def _exclusion(m: int, exclude_indptr, exclude_indices) -> tuple[np.ndarray, np.ndarray]:
@@ -313,7 +363,10 @@ def select_topk(
     if scores.ndim != 2:
         raise ValueError(f"scores must be 2-D (rows × items), got shape {scores.shape}")
     m, n_items = scores.shape
-    return blocked_topk(parallel_kernel, GivenScores(scores), m, n, n_items, 0, 0, exclude_indptr, exclude_indices, blas=False)
+    return blocked_topk(
+        parallel_kernel, GivenScores(scores), m, n, n_items, 0, 0, exclude_indptr, exclude_indices, blas=False,
+        serial=serial_kernel,
+    )  # fmt: skip
 
 
 def topk(
@@ -335,7 +388,9 @@ def topk(
         raise ValueError(f"factor shapes do not match: query {query.shape}, items {items.shape}")
     n_items = items.shape[0]
     state = DotScores(query, np.ascontiguousarray(items.T))
-    return blocked_topk(parallel_kernel, state, query.shape[0], n, n_items, n_items, 0, exclude_indptr, exclude_indices)
+    return blocked_topk(
+        parallel_kernel, state, query.shape[0], n, n_items, n_items, 0, exclude_indptr, exclude_indices, serial=serial_kernel
+    )
 
 
 def csr_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -381,6 +436,8 @@ def _single_threaded_blas(active: bool = True):
 
 #: top-k over fewer scores than this (query rows × columns) runs on one numba thread
 SMALL_SCORES = 1 << 24
+#: ... but from this many on, a call given a serial kernel runs in parts on Python threads
+SPLIT_SCORES = 1 << 19
 
 
 @contextmanager

@@ -3,6 +3,7 @@ of the one-thread switch (``SMALL_SCORES``) and with many blocks."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -69,16 +70,37 @@ def tied_model() -> FactorModel:
     return FactorModel.from_factors(users, items, user_items=seen)
 
 
-@pytest.mark.parametrize("small_delta", [0, 1])  # SMALL_SCORES == m * width: parallel; one above: one thread
+def _set_path(monkeypatch, path: str, scores: int) -> None:
+    """Send a call over ``scores`` scores down ``path``, each threshold at its boundary."""
+    small, split = {"parallel": (scores, scores), "one thread": (scores + 1, scores + 1), "split": (scores + 1, scores)}[path]
+    monkeypatch.setattr(topk_module, "SMALL_SCORES", small)
+    monkeypatch.setattr(topk_module, "SPLIT_SCORES", split)
+
+
+@pytest.fixture
+def parts_calls(monkeypatch) -> list:
+    """Records the plans of every call split into parts on Python threads."""
+    calls: list = []
+    run_parts = topk_module._run_parts
+
+    def spy(serial, state, indptr, indices, out_idx, out_val, plans):
+        calls.append(plans)
+        run_parts(serial, state, indptr, indices, out_idx, out_val, plans)
+
+    monkeypatch.setattr(topk_module, "_run_parts", spy)
+    return calls
+
+
+@pytest.mark.parametrize("path", ["parallel", "one thread", "split"])
 @pytest.mark.parametrize("block_scores", [1 << 24, 3 * 17])  # one block / three rows per block
 @pytest.mark.parametrize("n", [1, 4, 16, 40])  # 40: more than the catalogue
-def test_batch_calls_equal_brute_force_at_the_thread_switch(monkeypatch, tied_model, small_delta, block_scores, n):
+def test_batch_calls_equal_brute_force_on_every_thread_path(monkeypatch, parts_calls, tied_model, path, block_scores, n):
     model = tied_model
     n_users, n_items = len(model.user_factors), len(model.item_factors)
     monkeypatch.setattr(topk_module, "BLOCK_SCORES", block_scores)
     monkeypatch.setattr(topk_module, "MIN_BLOCK_ROWS", 1)
 
-    monkeypatch.setattr(topk_module, "SMALL_SCORES", n_users * n_items + small_delta)
+    _set_path(monkeypatch, path, n_users * n_items)
     recs = model.batch_recommend(n=n, format="pandas")
     scores = model.user_factors @ model.item_factors.T
     enc = model.user_items
@@ -89,8 +111,10 @@ def test_batch_calls_equal_brute_force_at_the_thread_switch(monkeypatch, tied_mo
     assert list(zip(recs.user_id, recs.item_id, recs.score, strict=True)) == expected_rows
     assert (recs.user_id == 3).sum() == min(n, n_items)  # nothing seen: a full list
 
-    monkeypatch.setattr(topk_module, "SMALL_SCORES", n_items * n_items + small_delta)
+    _set_path(monkeypatch, path, n_items * n_items)
     similar = model.batch_similar_items(n=n, format="pandas")
+    if path == "split" and numba.get_num_threads() > 1:
+        assert len(parts_calls) == 2  # both batch calls ran in parts
     unit = model.item_factors / np.maximum(np.linalg.norm(model.item_factors, axis=1, keepdims=True), 1e-12)
     cos = (unit @ unit.T).astype(np.float32)
     expected_rows = [(i, j, cos[i, j]) for i in range(n_items) for j in _expected(cos[i], {i}, n)]
@@ -99,3 +123,20 @@ def test_batch_calls_equal_brute_force_at_the_thread_switch(monkeypatch, tied_mo
     for i in (0, 5, 9):  # the single-item call agrees with the batch row
         got, got_scores = model.similar_items(i, n=n)
         assert [(i, j, s) for j, s in zip(got, got_scores, strict=True)] == [row for row in expected_rows if row[0] == i]
+
+
+@pytest.mark.parametrize("m", [1, 2, 5, 64, 129, 1000])
+@pytest.mark.parametrize("parts", [1, 2, 3, 8])
+@pytest.mark.parametrize("block_scores", [1 << 24, 7 * 10])
+def test_split_parts_cover_every_row_once_in_the_one_thread_blocks(monkeypatch, m, parts, block_scores):
+    monkeypatch.setattr(topk_module, "BLOCK_SCORES", block_scores)
+    width = 10
+    plans = topk_module._split_plans(m, width, 0, width, parts)
+    one_thread_rows = int(min(m, block_scores // width, max(topk_module.MIN_BLOCK_ROWS, -(-m // 2))))
+    assert 1 <= len(plans) <= parts
+    assert [int(p[0]) for p in plans][0] == 0 and int(plans[-1][1]) == m
+    for prev, nxt in zip(plans, plans[1:], strict=False):
+        assert int(prev[1]) == int(nxt[0])  # contiguous, no overlap
+    for first, end, buf_cols, _, select_cols, block_rows, chunks in plans:
+        assert (int(buf_cols), int(select_cols), int(block_rows), int(chunks)) == (width, width, one_thread_rows, 1)
+        assert first % one_thread_rows == 0 and end > first  # starts on a block boundary of the one-thread path
