@@ -16,7 +16,9 @@ cannot cache a kernel that takes the scorer as an argument or closes over it). F
 reason ``run_chunk`` and ``score_block`` are not cached on their own: a cache index here would
 name the scorers' state classes, and numba fails to read an index naming a class that moved.
 The row selection and its heap helpers are plain ``@njit`` functions, not ``inline="always"``
-(numba-IR inlining re-typed and re-optimised them inside every kernel that used them).
+(numba-IR inlining re-typed and re-optimised them inside every kernel that used them); the heap
+helpers are ``forceinline`` (inlined by LLVM instead). Mid-size calls of this module's scorers run
+in parts on Python threads through :func:`serial_kernel` (see :func:`blocked_topk`).
 """
 
 from __future__ import annotations
