@@ -16,7 +16,9 @@ cannot cache a kernel that takes the scorer as an argument or closes over it). F
 reason ``run_chunk`` and ``score_block`` are not cached on their own: a cache index here would
 name the scorers' state classes, and numba fails to read an index naming a class that moved.
 The row selection and its heap helpers are plain ``@njit`` functions, not ``inline="always"``
-(numba-IR inlining re-typed and re-optimised them inside every kernel that used them).
+(numba-IR inlining re-typed and re-optimised them inside every kernel that used them); the heap
+helpers are ``forceinline`` (inlined by LLVM instead). Mid-size calls of this module's scorers run
+in parts on Python threads through :func:`serial_kernel` (see :func:`blocked_topk`).
 """
 
 from __future__ import annotations
@@ -41,37 +43,36 @@ BLOCK_SCORES = 1 << 24
 MIN_BLOCK_ROWS = 64
 
 
-@njit(cache=True)
+@njit(cache=True, forceinline=True)
 def _worse(v1, i1, v2, i2):
     """Ranking order: lower score is worse; on equal scores the higher index is worse."""
     return v1 < v2 or (v1 == v2 and i1 > i2)
 
 
-@njit(cache=True)
-def _swap(hv, hi, a, b):
-    """Exchange heap entries a and b (score and index together)."""
-    hv[a], hv[b] = hv[b], hv[a]
-    hi[a], hi[b] = hi[b], hi[a]
-
-
-@njit(cache=True)
-def _sift_down(hv, hi, size, pos):
+@njit(cache=True, forceinline=True)
+def _sift_down(hv, hi, size, pos, s, j):
+    """Put (s, j) into the heap's hole at ``pos``, moving worse children up (a hole, not swaps)."""
     while True:
-        left = 2 * pos + 1
-        if left >= size:
-            return
-        w = left
-        right = left + 1
-        if right < size and _worse(hv[right], hi[right], hv[left], hi[left]):
+        w = 2 * pos + 1
+        if w >= size:
+            break
+        wv = hv[w]
+        wi = hi[w]
+        right = w + 1
+        if right < size and _worse(hv[right], hi[right], wv, wi):
             w = right
-        if _worse(hv[w], hi[w], hv[pos], hi[pos]):
-            _swap(hv, hi, w, pos)
-            pos = w
-        else:
-            return
+            wv = hv[right]
+            wi = hi[right]
+        if not _worse(wv, wi, s, j):
+            break
+        hv[pos] = wv
+        hi[pos] = wi
+        pos = w
+    hv[pos] = s
+    hi[pos] = j
 
 
-@njit(cache=True)
+@njit(cache=True, forceinline=True)
 def _offer(hv, hi, size, n, s, j):
     """Candidate (s, j) into the heap of the best ``n`` so far; returns (size, entry threshold).
 
@@ -80,19 +81,17 @@ def _offer(hv, hi, size, n, s, j):
     if size < n:
         pos = size
         size += 1
-        hv[pos] = s
-        hi[pos] = j
         while pos > 0:  # sift up (min-heap on the ranking order: worst at the root)
             parent = (pos - 1) >> 1
-            if _worse(hv[pos], hi[pos], hv[parent], hi[parent]):
-                _swap(hv, hi, pos, parent)
-                pos = parent
-            else:
+            if not _worse(s, j, hv[parent], hi[parent]):
                 break
+            hv[pos] = hv[parent]
+            hi[pos] = hi[parent]
+            pos = parent
+        hv[pos] = s
+        hi[pos] = j
         return size, (hv[0] if size == n else np.float32(-np.inf))
-    hv[0] = s
-    hi[0] = j
-    _sift_down(hv, hi, size, 0)
+    _sift_down(hv, hi, size, 0, s, j)
     return size, hv[0]
 
 
@@ -108,9 +107,7 @@ def _emit(hv, hi, size, out_idx, out_val):
         size -= 1
         out_idx[size] = hi[0]
         out_val[size] = hv[0]
-        hv[0] = hv[size]
-        hi[0] = hi[size]
-        _sift_down(hv, hi, size, 0)
+        _sift_down(hv, hi, size, 0, hv[size], hi[size])
 
 
 @njit(cache=True)
@@ -212,6 +209,13 @@ def parallel_kernel(state, excl_indptr, excl_indices, out_idx, out_val, plan):
         run_chunk(state, c, excl_indptr, excl_indices, out_idx, out_val, plan)
 
 
+@njit(cache=True, nogil=True)
+def serial_kernel(state, excl_indptr, excl_indices, out_idx, out_val, plan):
+    """All blocks of ``plan`` on the calling thread, without the GIL: one part of a mid-size call
+    run on a Python thread (see :func:`blocked_topk`), for this module's scorers."""
+    run_chunk(state, 0, excl_indptr, excl_indices, out_idx, out_val, plan)
+
+
 def blocked_topk(
     kernel: Any,
     state: Any,
@@ -226,13 +230,16 @@ def blocked_topk(
     label: str = "top-k scoring",
     unit: str = "rows",
     scored_cols: int | None = None,
+    serial: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best ``n`` of ``select_cols`` columns for each of ``m`` query rows scored by ``state``'s scorer.
 
     ``kernel`` is the parallel kernel of the scorer's module (see :func:`parallel_kernel`). Rows are scored ``block_rows`` at a time (at most ``BLOCK_SCORES`` values in ``buf`` and
     ``scratch`` per thread), blocks shared among the numba threads; BLAS runs single-threaded
     meanwhile (``blas``); fewer than ``SMALL_SCORES`` scores in all (``scored_cols`` per row, by
-    default the wider of ``select_cols`` and ``buf_cols``) run on one thread. The
+    default the wider of ``select_cols`` and ``buf_cols``) run on one numba thread; from
+    ``SPLIT_SCORES`` on, such a call is cut into one contiguous part of rows per numba thread, run
+    by ``serial`` (the scorer's module's :func:`serial_kernel`, when given) on Python threads. The
     exclusion CSR has one row per query (see :func:`select_topk`).
     ``n=None`` runs the scorer alone (it stores its own output). Returns ``(idx int32, scores
     float32)`` of shape (m, min(n, select_cols)), padded with -1 / -inf.
@@ -243,7 +250,13 @@ def blocked_topk(
     out_val = np.empty((m, width), dtype=np.float32)
     if not m or (n is not None and not width):
         return out_idx, out_val
-    small = m * (max(select_cols, buf_cols) if scored_cols is None else scored_cols) < SMALL_SCORES
+    scores = m * (max(select_cols, buf_cols) if scored_cols is None else scored_cols)
+    small = scores < SMALL_SCORES
+    if small and serial is not None and scores >= SPLIT_SCORES and numba.get_num_threads() > 1:
+        plans = _split_plans(m, buf_cols, scratch_cols, select_cols, numba.get_num_threads())
+        with _single_threaded_blas(blas):
+            _run_parts(serial, state, indptr, indices, out_idx, out_val, plans)
+        return out_idx, out_val
     threads = 1 if small else numba.get_num_threads()
     block_rows = BLOCK_SCORES // max(buf_cols + scratch_cols, select_cols, 1)
     block_rows = int(max(1, min(m, block_rows, max(MIN_BLOCK_ROWS, -(-m // (2 * threads))))))
@@ -258,6 +271,40 @@ def blocked_topk(
             kernel(state, indptr, indices, out_idx, out_val, tuple(np.int64(v) for v in plan))
             progress.update(end)
     return out_idx, out_val
+
+
+def _split_plans(m: int, buf_cols: int, scratch_cols: int, select_cols: int, parts: int) -> list[tuple]:
+    """Driver plans of up to ``parts`` contiguous row ranges, one chunk each, made of the blocks the
+    one-thread path uses (so every BLAS product, hence every score, is the one it computes)."""
+    cap = BLOCK_SCORES // max(buf_cols + scratch_cols, select_cols, 1)
+    block_rows = int(max(1, min(m, cap, max(MIN_BLOCK_ROWS, -(-m // 2)))))
+    n_blocks = -(-m // block_rows)
+    per = -(-n_blocks // min(parts, n_blocks)) * block_rows
+    return [
+        tuple(np.int64(v) for v in (r0, min(m, r0 + per), buf_cols, scratch_cols, select_cols, block_rows, 1))
+        for r0 in range(0, m, per)
+    ]
+
+
+_pool: list = []
+
+
+def _run_parts(serial: Any, state: Any, indptr, indices, out_idx, out_val, plans: list[tuple]) -> None:
+    """The first plan on this thread, the others on pool threads (the kernel drops the GIL).
+
+    Python threads wait on a lock, where numba's OpenMP threads would spin at the region's end:
+    on a busy machine the spinning took the core the late part needed (mid-size calls ran slower
+    on two numba threads than on one; benchmarks/RESULTS.md, "Small inputs: session 9")."""
+    if not _pool:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool.append(ThreadPoolExecutor(max(1, numba.config.NUMBA_NUM_THREADS - 1), "rusket-topk"))
+    futures = [_pool[0].submit(serial, state, indptr, indices, out_idx, out_val, plan) for plan in plans[1:]]
+    try:
+        serial(state, indptr, indices, out_idx, out_val, plans[0])
+    finally:
+        for future in futures:
+            future.result()
 
 
 def _exclusion(m: int, exclude_indptr, exclude_indices) -> tuple[np.ndarray, np.ndarray]:
@@ -318,7 +365,10 @@ def select_topk(
     if scores.ndim != 2:
         raise ValueError(f"scores must be 2-D (rows × items), got shape {scores.shape}")
     m, n_items = scores.shape
-    return blocked_topk(parallel_kernel, GivenScores(scores), m, n, n_items, 0, 0, exclude_indptr, exclude_indices, blas=False)
+    return blocked_topk(
+        parallel_kernel, GivenScores(scores), m, n, n_items, 0, 0, exclude_indptr, exclude_indices, blas=False,
+        serial=serial_kernel,
+    )  # fmt: skip
 
 
 def topk(
@@ -340,7 +390,9 @@ def topk(
         raise ValueError(f"factor shapes do not match: query {query.shape}, items {items.shape}")
     n_items = items.shape[0]
     state = DotScores(query, np.ascontiguousarray(items.T))
-    return blocked_topk(parallel_kernel, state, query.shape[0], n, n_items, n_items, 0, exclude_indptr, exclude_indices)
+    return blocked_topk(
+        parallel_kernel, state, query.shape[0], n, n_items, n_items, 0, exclude_indptr, exclude_indices, serial=serial_kernel
+    )
 
 
 def csr_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -386,6 +438,8 @@ def _single_threaded_blas(active: bool = True):
 
 #: top-k over fewer scores than this (query rows × columns) runs on one numba thread
 SMALL_SCORES = 1 << 24
+#: ... but from this many on, a call given a serial kernel runs in parts on Python threads
+SPLIT_SCORES = 1 << 19
 
 
 @contextmanager
