@@ -33,7 +33,7 @@ from rusket_core.factorization.als import (
     init_factors,
     rotate,
 )
-from rusket_core.factorization.kernels import als_update
+from rusket_core.factorization.kernels import als_update, gather_cap
 from rusket_core.frames import list_column
 from rusket_core.spark.encoding import check_schema, encode, refused_lines, validate
 from rusket_core.spark.fpgrowth import _from_ipc, _list_parts, _one_thread, _to_ipc
@@ -108,7 +108,7 @@ def _solve(ids: np.ndarray, offsets, idx, w, X: np.ndarray, fixed: tuple, model:
         rotate(x, P)
     als_update(
         offsets, idx, w, x, Y, lam, G64, model.alpha, model.cg_steps, model.solver == "cholesky",
-        _balanced_bounds(offsets, X.shape[1]), 0,
+        _balanced_bounds(offsets, X.shape[1]), gather_cap(Y),
     )  # fmt: skip
     if P is not None:
         rotate(x, P.T)
