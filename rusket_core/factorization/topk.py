@@ -38,6 +38,13 @@ logger = logging.getLogger(__name__)
 
 #: scores held per thread at once by ``topk`` (rows per block = this / n_items)
 BLOCK_SCORES = 1 << 24
+#: scores per BLAS product inside a block (L2-sized: they are selected from while in cache)
+SUB_SCORES = 1 << 18
+#: products inside a block start at multiples of this many rows from the block's start: a multiple of
+#: the row tiles of OpenBLAS's sgemm kernels (48 rows here), so each row's scores are bit for bit
+#: those of one product over the whole block (a product of rows not so aligned rounds some scores
+#: differently: benchmarks/RESULTS.md, "Small inputs: session 10")
+ROW_TILE = 96
 #: rows per block when few rows are scored: at least this many (BLAS efficiency), and otherwise
 #: small enough that every thread gets two blocks (a small input must not run on one thread)
 MIN_BLOCK_ROWS = 64
@@ -181,25 +188,27 @@ def _score_block(state, r0, r1, buf, scratch, mask):
 
 @njit  # not cached itself: compiled into each cached kernel that calls it (see the module docstring)
 def run_chunk(state, c, excl_indptr, excl_indices, out_idx, out_val, plan):
-    """Chunk ``c`` of the row blocks: score each block with ``state``'s scorer, then select the best
-    per row. ``plan`` = (first row, end row, buf_cols, scratch_cols, select_cols, block_rows, n_chunks)."""
-    first, m, buf_cols, scratch_cols, select_cols, block_rows, n_chunks = plan
+    """Chunk ``c`` of the row blocks: score each block with ``state``'s scorer, ``sub_rows`` rows at
+    a time, then select the best per row. ``plan`` = (first row, end row, buf_cols, scratch_cols,
+    select_cols, block_rows, n_chunks, sub_rows)."""
+    first, m, buf_cols, scratch_cols, select_cols, block_rows, n_chunks, sub_rows = plan
     n = out_idx.shape[1]
     n_blocks = (m - first + block_rows - 1) // block_rows
     per = (n_blocks + n_chunks - 1) // n_chunks
-    buf = np.empty((block_rows, buf_cols), np.float32)
-    scratch = np.empty((block_rows, scratch_cols), np.float32)
+    buf = np.empty((sub_rows, buf_cols), np.float32)
+    scratch = np.empty((sub_rows, scratch_cols), np.float32)
     mask = np.zeros(select_cols, np.bool_)
     hv = np.empty(n, np.float32)
     hi = np.empty(n, np.int32)
     for b in range(c * per, min(n_blocks, (c + 1) * per)):
-        r0 = first + b * block_rows
-        r1 = min(m, r0 + block_rows)
-        rows = score_block(state, r0, r1, buf, scratch, mask)
-        if n > 0:
-            for r in range(r0, r1):
-                e0, e1 = excl_indptr[r], excl_indptr[r + 1]
-                _select_row(rows[r - r0], mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
+        end = min(m, first + (b + 1) * block_rows)
+        for r0 in range(first + b * block_rows, end, sub_rows):
+            r1 = min(end, r0 + sub_rows)
+            rows = score_block(state, r0, r1, buf, scratch, mask)
+            if n > 0:
+                for r in range(r0, r1):
+                    e0, e1 = excl_indptr[r], excl_indptr[r + 1]
+                    _select_row(rows[r - r0], mask, excl_indices, e0, e1, hv, hi, out_idx[r], out_val[r])
 
 
 @njit(parallel=True, cache=True)
@@ -231,6 +240,7 @@ def blocked_topk(
     unit: str = "rows",
     scored_cols: int | None = None,
     serial: Any = None,
+    sub_rows: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best ``n`` of ``select_cols`` columns for each of ``m`` query rows scored by ``state``'s scorer.
 
@@ -239,7 +249,8 @@ def blocked_topk(
     meanwhile (``blas``); fewer than ``SMALL_SCORES`` scores in all (``scored_cols`` per row, by
     default the wider of ``select_cols`` and ``buf_cols``) run on one numba thread; from
     ``SPLIT_SCORES`` on, such a call is cut into one contiguous part of rows per numba thread, run
-    by ``serial`` (the scorer's module's :func:`serial_kernel`, when given) on Python threads. The
+    by ``serial`` (the scorer's module's :func:`serial_kernel`, when given) on Python threads. Each
+    block is scored ``sub_rows`` rows at a time when given (buffers of that many rows). The
     exclusion CSR has one row per query (see :func:`select_topk`).
     ``n=None`` runs the scorer alone (it stores its own output). Returns ``(idx int32, scores
     float32)`` of shape (m, min(n, select_cols)), padded with -1 / -inf.
@@ -253,7 +264,7 @@ def blocked_topk(
     scores = m * (max(select_cols, buf_cols) if scored_cols is None else scored_cols)
     small = scores < SMALL_SCORES
     if small and serial is not None and scores >= SPLIT_SCORES and numba.get_num_threads() > 1:
-        plans = _split_plans(m, buf_cols, scratch_cols, select_cols, numba.get_num_threads())
+        plans = _split_plans(m, buf_cols, scratch_cols, select_cols, numba.get_num_threads(), sub_rows)
         with _single_threaded_blas(blas):
             _run_parts(serial, state, indptr, indices, out_idx, out_val, plans)
         return out_idx, out_val
@@ -261,27 +272,31 @@ def blocked_topk(
     block_rows = BLOCK_SCORES // max(buf_cols + scratch_cols, select_cols, 1)
     block_rows = int(max(1, min(m, block_rows, max(MIN_BLOCK_ROWS, -(-m // (2 * threads))))))
     n_chunks = int(max(1, min((m + block_rows - 1) // block_rows, threads)))
+    sub = block_rows if sub_rows is None else int(max(1, min(block_rows, sub_rows)))
     # slices of rows (each still many blocks per thread) so progress can be logged between them
     step = max(block_rows * n_chunks * 8, -(-m // 20))
     progress = Progress(logger, label, m, unit)
     with one_thread_if(small), _single_threaded_blas(blas and n_chunks > 1):
         for first in range(0, m, step):
             end = min(m, first + step)
-            plan = (first, end, buf_cols, scratch_cols, select_cols, block_rows, n_chunks)
+            plan = (first, end, buf_cols, scratch_cols, select_cols, block_rows, n_chunks, sub)
             kernel(state, indptr, indices, out_idx, out_val, tuple(np.int64(v) for v in plan))
             progress.update(end)
     return out_idx, out_val
 
 
-def _split_plans(m: int, buf_cols: int, scratch_cols: int, select_cols: int, parts: int) -> list[tuple]:
+def _split_plans(
+    m: int, buf_cols: int, scratch_cols: int, select_cols: int, parts: int, sub_rows: int | None = None
+) -> list[tuple]:
     """Driver plans of up to ``parts`` contiguous row ranges, one chunk each, made of the blocks the
     one-thread path uses (so every BLAS product, hence every score, is the one it computes)."""
     cap = BLOCK_SCORES // max(buf_cols + scratch_cols, select_cols, 1)
     block_rows = int(max(1, min(m, cap, max(MIN_BLOCK_ROWS, -(-m // 2)))))
     n_blocks = -(-m // block_rows)
     per = -(-n_blocks // min(parts, n_blocks)) * block_rows
+    sub = block_rows if sub_rows is None else int(max(1, min(block_rows, sub_rows)))
     return [
-        tuple(np.int64(v) for v in (r0, min(m, r0 + per), buf_cols, scratch_cols, select_cols, block_rows, 1))
+        tuple(np.int64(v) for v in (r0, min(m, r0 + per), buf_cols, scratch_cols, select_cols, block_rows, 1, sub))
         for r0 in range(0, m, per)
     ]
 
@@ -391,8 +406,15 @@ def topk(
     n_items = items.shape[0]
     state = DotScores(query, np.ascontiguousarray(items.T))
     return blocked_topk(
-        parallel_kernel, state, query.shape[0], n, n_items, n_items, 0, exclude_indptr, exclude_indices, serial=serial_kernel
-    )
+        parallel_kernel, state, query.shape[0], n, n_items, n_items, 0, exclude_indptr, exclude_indices,
+        serial=serial_kernel, sub_rows=dot_sub_rows(n_items),
+    )  # fmt: skip
+
+
+def dot_sub_rows(width: int) -> int:
+    """Rows per BLAS product of a block (scores kept in cache until selected): a multiple of
+    ``ROW_TILE`` rows near ``SUB_SCORES`` scores."""
+    return int(max(1, SUB_SCORES // max(width, 1) // ROW_TILE) * ROW_TILE)
 
 
 def csr_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

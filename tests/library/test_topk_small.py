@@ -137,6 +137,6 @@ def test_split_parts_cover_every_row_once_in_the_one_thread_blocks(monkeypatch, 
     assert [int(p[0]) for p in plans][0] == 0 and int(plans[-1][1]) == m
     for prev, nxt in zip(plans, plans[1:], strict=False):
         assert int(prev[1]) == int(nxt[0])  # contiguous, no overlap
-    for first, end, buf_cols, _, select_cols, block_rows, chunks in plans:
+    for first, end, buf_cols, _, select_cols, block_rows, chunks, _ in plans:
         assert (int(buf_cols), int(select_cols), int(block_rows), int(chunks)) == (width, width, one_thread_rows, 1)
         assert first % one_thread_rows == 0 and end > first  # starts on a block boundary of the one-thread path
