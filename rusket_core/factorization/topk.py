@@ -18,8 +18,9 @@ name the scorers' state classes, and numba fails to read an index naming a class
 The row selection and its heap helpers are plain ``@njit`` functions, not ``inline="always"``
 (numba-IR inlining re-typed and re-optimised them inside every kernel that used them); the heap
 helpers are ``forceinline`` (inlined by LLVM instead). Mid-size calls of this module's scorers run
-in parts on Python threads through :func:`serial_kernel` (see :func:`blocked_topk`).
-"""
+in parts on Python threads through :func:`serial_kernel` (see :func:`blocked_topk`). ``topk`` scores
+each block in products of about ``SUB_SCORES`` scores, selected from while they are in cache: no
+block-sized buffer (whose first touch cost more than the product at 100k users)."""
 
 from __future__ import annotations
 
@@ -41,9 +42,9 @@ BLOCK_SCORES = 1 << 24
 #: scores per BLAS product inside a block (L2-sized: they are selected from while in cache)
 SUB_SCORES = 1 << 18
 #: products inside a block start at multiples of this many rows from the block's start: a multiple of
-#: the row tiles of OpenBLAS's sgemm kernels (48 rows here), so each row's scores are bit for bit
-#: those of one product over the whole block (a product of rows not so aligned rounds some scores
-#: differently: benchmarks/RESULTS.md, "Small inputs: session 10")
+#: the row tiles of OpenBLAS's sgemm kernels (48 rows here), so with BLAS on one thread each row's
+#: scores are bit for bit those of one product over the whole block (rows not so aligned round some
+#: scores differently: benchmarks/RESULTS.md, "Small inputs: session 10")
 ROW_TILE = 96
 #: rows per block when few rows are scored: at least this many (BLAS efficiency), and otherwise
 #: small enough that every thread gets two blocks (a small input must not run on one thread)
