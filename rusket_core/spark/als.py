@@ -1,10 +1,13 @@
 """ALS on Spark with the local numba row solver. Same seed, same initial factors and same row solves as
 :class:`~rusket_core.ALS`, so the factors equal the local fit's to float tolerance.
 
-Default (``barrier=True``): the whole fit is ONE Spark job over the raw lines, with no Spark shuffle:
-the tasks agree on the label dictionaries and route every coded line to the task holding its user
-and to the one holding its item through a relay on the driver (:mod:`rusket_core.spark.relay`),
-build their CSR with numpy, per half-iteration solve their rows against the fixed side and
+Default (``barrier=True``): the whole fit is ONE Spark job over the raw lines, with no Spark shuffle.
+When one executor holds every task slot (local mode; ``gather``), the other tasks send their lines to
+task 0 through a relay on the driver (:mod:`rusket_core.spark.relay`), and task 0 encodes and fits
+them with the local encoder and ALS on all the executor's cores, then hands the result to the relay:
+the local engine's code and factors inside one Spark task, no per-half-iteration exchange. Otherwise
+(``gather=False``, a cluster's executors) the tasks agree on the label dictionaries, route every
+coded line to the task holding its user and to the one holding its item through the relay, build their CSR with numpy, per half-iteration solve their rows against the fixed side and
 exchange the new rows through the same relay: no job, broadcast or collect per iteration.
 Factors and the users' lists come back as packed bytes, not Arrow lists. A barrier stage needs
 one free slot per task, so the partitions are capped at the session's task slots (a larger input is
