@@ -1,10 +1,13 @@
 """ALS on Spark with the local numba row solver. Same seed, same initial factors and same row solves as
 :class:`~rusket_core.ALS`, so the factors equal the local fit's to float tolerance.
 
-Default (``barrier=True``): the whole fit is ONE Spark job over the raw lines, with no Spark shuffle:
-the tasks agree on the label dictionaries and route every coded line to the task holding its user
-and to the one holding its item through a relay on the driver (:mod:`rusket_core.spark.relay`),
-build their CSR with numpy, per half-iteration solve their rows against the fixed side and
+Default (``barrier=True``): the whole fit is ONE Spark job over the raw lines, with no Spark shuffle.
+When one executor holds every task slot (local mode; ``gather``), the other tasks send their lines to
+task 0 through a relay on the driver (:mod:`rusket_core.spark.relay`), and task 0 encodes and fits
+them with the local encoder and ALS on all the executor's cores, then hands the result to the relay:
+the local engine's code and factors inside one Spark task, no per-half-iteration exchange. Otherwise
+(``gather=False``, a cluster's executors) the tasks agree on the label dictionaries, route every
+coded line to the task holding its user and to the one holding its item through the relay, build their CSR with numpy, per half-iteration solve their rows against the fixed side and
 exchange the new rows through the same relay: no job, broadcast or collect per iteration.
 Factors and the users' lists come back as packed bytes, not Arrow lists. A barrier stage needs
 one free slot per task, so the partitions are capped at the session's task slots (a larger input is
@@ -24,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rusket_core.encoding import Encoded, Labels, _factorize
+from rusket_core.encoding import Encoded, Labels, _factorize, encode_transactions
 from rusket_core.factorization.als import (
     ALS,
     _balanced_bounds,
@@ -67,6 +70,8 @@ def _sorted_csr(ids: np.ndarray, lens: np.ndarray, idx: np.ndarray, w: np.ndarra
     """``(indptr, indices, data)`` of rows given in any order (``ids``, row lengths ``lens``), rows by id."""
     offsets = np.zeros(len(lens) + 1, np.int64)
     np.cumsum(lens, out=offsets[1:])
+    if np.all(ids[1:] > ids[:-1]):  # already in order (one task sent every row): no copy
+        return offsets, idx, w
     order = np.argsort(ids, kind="stable")
     new_len = lens[order].astype(np.int64)
     indptr = np.zeros(len(lens) + 1, np.int64)
@@ -216,20 +221,95 @@ def _fit_barrier(df: Any, weighted: bool, model: ALS, threads: int = 1) -> tuple
             peer.close()
         if me == 0:  # the label dictionaries, once
             yield _out_row(2, [labels[0].to_arrow(), labels[1].to_arrow()], ipc=True)
-        for s, (ids, offsets, idx, ws), F in ((0, u_parts, X), (1, i_parts, Y)):
-            for lo in range(0, len(ids), OUT_ROWS):  # packed bytes, not Arrow lists: cheap on both ends
-                hi = min(lo + OUT_ROWS, len(ids))
-                a, b = (offsets[lo], offsets[hi]) if s == 0 else (0, 0)  # only the users' lists go back
-                lens = np.diff(offsets[lo : hi + 1])[: hi - lo if s == 0 else 0]
-                yield _out_row(s, [ids[lo:hi].astype(np.int32), F[ids[lo:hi]], lens.astype(np.int32), idx[a:b], ws[a:b]])
+        yield from _result_rows(0, u_parts[0], X, u_parts[1:])
+        yield from _result_rows(1, i_parts[0], Y)
 
     with relay:
         out = df.mapInArrow(task, OUT_SCHEMA, barrier=True).toArrow().to_pylist()
+    return _assemble(out, k)
+
+
+def _fit_gathered(df: Any, weighted: bool, model: ALS, threads: int) -> tuple[Any, ...] | None:
+    """The whole fit in one barrier job whose tasks all run on one executor (local mode): every other task
+    sends its lines to task 0 (one relay all-to-all; none with a single task), which encodes them with the
+    local encoder and fits with the local ALS on ``threads`` numba threads (the executor's cores), so the
+    labels, lists and factors are the local engine's. The result goes to the driver through the relay
+    (:meth:`~rusket_core.spark.relay.Peer.deliver`). As :func:`_fit_barrier` (None when the local encoder
+    refuses the lines), without single-thread tasks exchanging rows every half-iteration."""
+    names = df.columns
+    relay = Relay(df.sparkSession.conf.get("spark.driver.host"))
+    address, secret = relay.address, relay.secret
+
+    def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import numba
+        from pyspark import BarrierTaskContext
+
+        context = BarrierTaskContext.get()
+        n, me = len(context.getTaskInfos()), context.partitionId()
+        tables = [pa.Table.from_batches(got)] if (got := list(batches)) else []
+        peer = Peer(address, secret, me, n)
+        try:
+            if n > 1:  # everything to task 0, which keeps its own lines
+                sent = peer.all_to_all([b"" if me == 0 or not tables else _table_ipc(tables[0])] + [b""] * (n - 1))
+                if me != 0:
+                    return
+                tables += [pa.ipc.open_stream(m).read_all() for m in sent if m]
+            if not tables:
+                return  # no line at all: the driver validates (the local message)
+            try:
+                enc = encode_transactions(pa.concat_tables(tables), *names[:2], names[2] if weighted else None)
+            except ValueError:  # the driver re-validates for the message
+                return
+            numba.set_num_threads(threads)
+            fitted = model.fit(enc)  # this task's copy of the unfitted model
+            arrays = [(fitted.user_factors, np.float32), (fitted.item_factors, np.float32), (enc.indptr, np.int64),
+                      (enc.indices, np.int32), (enc.weights(), np.float32)]  # fmt: skip
+            labels = [_to_ipc(lab.to_arrow()) for lab in (enc.rows, enc.items)]
+            peer.deliver(pack([*labels, *(np.ascontiguousarray(a, t).tobytes() for a, t in arrays)]))
+        finally:
+            peer.close()
+        yield from ()
+
+    with relay:
+        df.mapInArrow(task, "unused int", barrier=True).collect()
+    if 0 not in relay.outputs:
+        return None
+    users, items, U, V, indptr, indices, data = unpack(relay.outputs[0])
+    k = model.factors
+    return (
+        Labels(_from_ipc(users)), Labels(_from_ipc(items)),
+        *(np.frombuffer(b, np.float32).reshape(-1, k) for b in (U, V)),
+        np.frombuffer(indptr, np.int64), np.frombuffer(indices, np.int32), np.frombuffer(data, np.float32),
+    )  # fmt: skip
+
+
+def _table_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _result_rows(side: int, ids: np.ndarray, F: np.ndarray, csr: tuple | None = None) -> Iterator[pa.RecordBatch]:
+    """Output records of the rows ``ids`` of factors ``F`` (and of the users' lists ``csr`` = (offsets, idx,
+    w), one entry per id): packed bytes, not Arrow lists (cheap on both ends), OUT_ROWS rows each."""
+    for lo in range(0, len(ids), OUT_ROWS):
+        hi = min(lo + OUT_ROWS, len(ids))
+        values = [ids[lo:hi].astype(np.int32), F[ids[lo:hi]]]
+        if csr is not None:
+            offsets, idx, w = csr
+            a, b = offsets[lo], offsets[hi]
+            values += [np.diff(offsets[lo : hi + 1]).astype(np.int32), idx[a:b], w[a:b]]
+        yield _out_row(side, values)
+
+
+def _assemble(out: list[dict], k: int) -> tuple[Any, ...] | None:
+    """``(users, items, U, V, indptr, indices, data)`` from the barrier job's output records (None: no dictionaries)."""
     dictionaries = [r for r in out if r["side"] == 2]
     if not dictionaries:
         return None
     users, items = (Labels(_from_ipc(dictionaries[0][c])) for c in ("ids", "f"))
-    U, V = init_factors(len(users), len(items), k, model.random_state, model.init_scale)  # every row is overwritten
+    U, V = np.empty((len(users), k), np.float32), np.empty((len(items), k), np.float32)  # every row is overwritten
     for r in out:
         if r["side"] < 2:
             ids = np.frombuffer(r["ids"], np.int32)
@@ -299,6 +379,7 @@ def fit_als(
     rating_col: str | None = None,
     num_partitions: int | None = None,
     barrier: bool | None = None,
+    gather: bool | None = None,
     **params: Any,
 ) -> ALS:
     """Train :class:`~rusket_core.ALS` on a Spark DataFrame of interactions; returns a fitted local model.
@@ -309,7 +390,10 @@ def fit_als(
     ``barrier``, at most: the session's task slots) splits the row solves (with ``barrier``, an input in
     fewer partitions keeps them and its tasks share the slots' threads); ``barrier`` picks one job
     for the whole fit or one per half-iteration (see the module docstring); by default one job on a
-    classic session, one per half-iteration on Spark Connect.
+    classic session, one per half-iteration on Spark Connect. ``gather`` (barrier only; default: when one
+    executor holds every slot, as in local mode) fits in ONE task on all that executor's cores with the
+    local encoder and ALS (:func:`_fit_gathered`) instead of one single-thread task per slot exchanging
+    rows every half-iteration.
     """
     model = ALS(**params)
     slots = default_parallelism(df.sparkSession)
@@ -324,13 +408,16 @@ def fit_als(
             lines, tasks = lines.repartition(parts), parts
         # fewer partitions than slots: no shuffle (a barrier stage cannot re-cut them without one); the
         # tasks run the row solves on the idle slots' threads instead
-        threads = max(1, min(parts // max(tasks, 1), executor_cores(df.sparkSession)))
+        cores = executor_cores(df.sparkSession)
+        gather = cores >= slots if gather is None else gather
+        threads = min(slots, cores) if gather else max(1, min(parts // max(tasks, 1), cores))
+        fit = _fit_gathered if gather else _fit_barrier
         try:
-            fitted = _fit_barrier(lines, rating_col is not None, model, threads)
+            fitted = fit(lines, rating_col is not None, model, threads)
         except Exception as exc:  # e.g. a coalesced input: a barrier stage refuses it, the shuffle does not
             if "BarrierJobUnsupportedRDDChain" not in str(exc):
                 raise
-            fitted = _fit_barrier(lines.repartition(parts), rating_col is not None, model)
+            fitted = fit(lines.repartition(parts), rating_col is not None, model, threads if gather else 1)
         if fitted is None:
             validate(df, ids, rating_col)  # raises the local engine's message
             raise RuntimeError("the Spark fit refused its input but validation found no bad line")

@@ -20,6 +20,7 @@ from typing import Any
 
 _LEN = struct.Struct("!Q")
 _GATHER, _ROUTE = b"G", b"R"  # the round's kind, first byte of every task's message (all tasks agree)
+_OUTPUT = b"O"  # a task's result for the driver (outside the rounds): kept in Relay.outputs, acknowledged
 
 
 def _send(sock: socket.socket, payload: bytes) -> None:
@@ -65,6 +66,8 @@ class Relay:
         self._server.settimeout(0.2)  # accept() wakes up to notice close
         self.address = (host, self._server.getsockname()[1])
         self._closed = False
+        #: what each task sent with :meth:`Peer.deliver`, by partition (a restarted attempt overwrites)
+        self.outputs: dict[int, bytes] = {}
         self._thread = threading.Thread(target=self._serve, name="rusket-relay", daemon=True)
 
     def __enter__(self) -> Relay:
@@ -99,7 +102,7 @@ class Relay:
                         conns.pop(part).close()
                     conns[part] = sock
                 while True:
-                    got = [_recv(conns[p]) for p in range(n)]
+                    got = [self._next(conns[p], p) for p in range(n)]
                     if got[0][:1] == _ROUTE:  # message q of task p goes to task q
                         sent = [unpack(g[1:]) for g in got]
                         for q in range(n):
@@ -113,6 +116,14 @@ class Relay:
             finally:
                 for sock in conns.values():
                     sock.close()
+
+
+    def _next(self, sock: socket.socket, part: int) -> bytes:
+        """The task's next round message; a result it delivers first is kept and acknowledged."""
+        while (message := _recv(sock))[:1] == _OUTPUT:
+            self.outputs[part] = message[1:]
+            _send(sock, b"")
+        return message
 
 
 class Peer:
@@ -132,6 +143,12 @@ class Peer:
         """Send ``messages[q]`` to task ``q``; returns what every task sent this one, in partition order."""
         _send(self._sock, _ROUTE + pack(messages))
         return unpack(_recv(self._sock))
+
+    def deliver(self, payload: bytes) -> None:
+        """Hand ``payload`` to the driver (``Relay.outputs[partition]``), bypassing Spark's result path (no
+        Arrow-to-row conversions); returns once the relay holds it, so the driver has it when the job ends."""
+        _send(self._sock, _OUTPUT + payload)
+        _recv(self._sock)
 
     def close(self) -> None:
         self._sock.close()
