@@ -488,7 +488,7 @@ def model_evaluation(
             warm = _run_config(context, asset_name, config_cls).warm_iterations
             with warehouse.connect() as con:  # the update's diff: the saved holdout model against today's train lines
                 model_columns = ["customer_id", "product_id", *([model.rating_col] if model.rating_col else [])]
-                diff, days, _, _ = holdout_diff(con, raw_transactions, split, model_columns, record if incremental else None)
+                diff, days, _, _, _ = holdout_diff(con, raw_transactions, split, model_columns, record if incremental else None)
                 result = refresh(incremental, models, holdout_model_name(name), lambda m=model: type(m)(**m.get_params()),
                                  lambda b=build: b().fit(), warm, diff)  # fmt: skip
             fitted[name], seconds[name] = result.model, time.perf_counter() - start
