@@ -353,21 +353,22 @@ class FactorModel(RecommenderBase):
 
     @classmethod
     def load(cls, path: str | Path) -> FactorModel:
-        """Read a model written by :meth:`save`."""
-        with np.load(Path(path), allow_pickle=False) as npz:
-            meta = json.loads(str(npz["meta"]))
-            model_cls = FactorModel._registry.get(meta["model"])
-            if model_cls is None:
-                raise ValueError(f"{path}: unknown model type {meta['model']!r}")
-            if cls is not FactorModel and not issubclass(model_cls, cls):
-                raise ValueError(f"{path} holds a {meta['model']}, not a {cls.__name__}")
-            model = model_cls(**meta["params"])
-            users = Labels(_labels_from_numpy(npz["user_labels"], meta["user_labels"]))
-            items = Labels(_labels_from_numpy(npz["item_labels"], meta["item_labels"]))
-            data = npz["data"] if meta["has_data"] else None
-            model._set_interactions(Encoded(npz["indptr"], npz["indices"], data, users, items))
-            model.user_factors = np.ascontiguousarray(npz["user_factors"], dtype=np.float32)
-            model.item_factors = np.ascontiguousarray(npz["item_factors"], dtype=np.float32)
+        """Read a model written by :meth:`save`. The large arrays are mapped copy-on-write from the file
+        (:func:`read_npz`): pages are read when first used and changes stay in this process."""
+        npz = read_npz(Path(path))
+        meta = json.loads(str(npz["meta"]))
+        model_cls = FactorModel._registry.get(meta["model"])
+        if model_cls is None:
+            raise ValueError(f"{path}: unknown model type {meta['model']!r}")
+        if cls is not FactorModel and not issubclass(model_cls, cls):
+            raise ValueError(f"{path} holds a {meta['model']}, not a {cls.__name__}")
+        model = model_cls(**meta["params"])
+        users = Labels(_labels_from_numpy(npz["user_labels"], meta["user_labels"]))
+        items = Labels(_labels_from_numpy(npz["item_labels"], meta["item_labels"]))
+        data = npz["data"] if meta["has_data"] else None
+        model._set_interactions(Encoded(npz["indptr"], npz["indices"], data, users, items))
+        model.user_factors = np.ascontiguousarray(npz["user_factors"], dtype=np.float32)
+        model.item_factors = np.ascontiguousarray(npz["item_factors"], dtype=np.float32)
         model.user_col, model.item_col = meta["user_col"], meta["item_col"]
         model.rating_col, model._format = meta["rating_col"], meta["format"]
         return model
@@ -510,3 +511,49 @@ def _labels_to_numpy(labels: Labels, what: str) -> np.ndarray:
 
 def _labels_from_numpy(values: np.ndarray, kind: str) -> np.ndarray:
     return values.astype(object) if kind == "str" else values
+
+
+#: arrays smaller than this are read into memory; larger ones are mapped from the file
+MAP_BYTES = 1 << 20
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file (``np.savez``): members stored uncompressed and at least
+    ``MAP_BYTES`` long are mapped copy-on-write (``np.memmap`` mode "c": no copy at load, pages read on
+    first use, writes private to this process), the others read; the values are those ``np.load`` gives."""
+    import struct
+    import zipfile
+
+    arrays: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as archive, path.open("rb") as fh:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            if info.compress_type != zipfile.ZIP_STORED:
+                with archive.open(info) as member:
+                    arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+                continue
+            fh.seek(info.header_offset)
+            local = fh.read(30)  # the local file header: its name and extra field lengths end it
+            if local[:4] != b"PK\x03\x04":
+                raise ValueError(f"{path}: member {info.filename} has no local header")
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            fh.seek(info.header_offset + 30 + name_len + extra_len)
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:  # a header this reader does not parse: the member read in full
+                with archive.open(info) as member:
+                    arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+                continue
+            if dtype.hasobject:
+                raise ValueError(f"{path}: member {info.filename} holds Python objects (not loaded without pickle)")
+            offset = fh.tell()
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            order = "F" if fortran else "C"
+            if nbytes < MAP_BYTES:
+                arrays[name] = np.frombuffer(bytearray(fh.read(nbytes)), dtype=dtype).reshape(shape, order=order)
+            else:
+                arrays[name] = np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape, order=order).view(np.ndarray)
+    return arrays
