@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import io
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -322,7 +323,8 @@ class FactorModel(RecommenderBase):
     # saving
 
     def save(self, path: str | Path) -> Path:
-        """Write factors, labels, training interactions and parameters to one ``.npz`` (no pickle)."""
+        """Write factors, labels, training interactions and parameters to one ``.npz`` (no pickle; each
+        array's data 64-byte aligned in the file, so :meth:`load` can map it)."""
         self._check_fitted()
         enc = self.user_items
         meta = {
@@ -347,8 +349,7 @@ class FactorModel(RecommenderBase):
             "data": enc.data if enc.data is not None else np.zeros(0, np.float32),
         }
         path = Path(path)
-        with path.open("wb") as fh:
-            np.savez(fh, **arrays)
+        write_npz(path, arrays)
         return path
 
     @classmethod
@@ -515,12 +516,38 @@ def _labels_from_numpy(values: np.ndarray, kind: str) -> np.ndarray:
 
 #: arrays smaller than this are read into memory; larger ones are mapped from the file
 MAP_BYTES = 1 << 20
+#: alignment of array data in the files :func:`write_npz` writes (what read_npz needs to map a member)
+ALIGN = 64
+_PADDING_ID = 0xD935  # a zip extra field that only pads (the id Android's zipalign uses)
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An ``.npz`` as ``np.savez`` writes it (members stored uncompressed, zip64 headers) with each
+    member's array data starting at a multiple of ``ALIGN`` bytes in the file: a padding extra field
+    in the local header moves it there (``np.load`` and zip readers skip it)."""
+    import struct
+    import zipfile
+
+    with path.open("wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, value in arrays.items():
+            value = np.asanyarray(value)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(value))
+            # local header: 30 bytes, the name, the padding field (4 + n bytes), the zip64 field (20 bytes)
+            start = fh.tell() + 30 + len(info.filename.encode()) + 4 + 20
+            n = (-(start + len(header.getvalue()))) % ALIGN
+            info.extra = struct.pack("<HH", _PADDING_ID, n) + bytes(n)
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, value, allow_pickle=False)
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` file (``np.savez``): members stored uncompressed and at least
-    ``MAP_BYTES`` long are mapped copy-on-write (``np.memmap`` mode "c": no copy at load, pages read on
-    first use, writes private to this process), the others read; the values are those ``np.load`` gives."""
+    """The arrays of an ``.npz`` file (``np.savez``, :func:`write_npz`): members stored uncompressed,
+    at least ``MAP_BYTES`` long and ``ALIGN``-aligned in the file are mapped copy-on-write
+    (``np.memmap`` mode "c": no copy at load, pages read on first use, writes private to this
+    process), the others read; the values are those ``np.load`` gives."""
     import struct
     import zipfile
 
@@ -552,7 +579,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
             offset = fh.tell()
             nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
             order = "F" if fortran else "C"
-            if nbytes < MAP_BYTES:
+            if nbytes < MAP_BYTES or offset % ALIGN:  # small, or unaligned (an older file): read
                 arrays[name] = np.frombuffer(bytearray(fh.read(nbytes)), dtype=dtype).reshape(shape, order=order)
             else:
                 arrays[name] = np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape, order=order).view(np.ndarray)

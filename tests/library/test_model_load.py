@@ -37,7 +37,9 @@ def test_mapped_arrays_equal_np_load(tmp_path, monkeypatch, cls, string_ids):
         for name in want.files:
             assert got[name].dtype == want[name].dtype and got[name].shape == want[name].shape, name
             np.testing.assert_array_equal(got[name], want[name])
-    assert any(isinstance(a.base, np.memmap) for a in got.values())  # mapped, not read
+    # saved 64-byte aligned, so every array of the threshold's size is mapped, not read
+    assert all(isinstance(got[n].base, np.memmap) == (got[n].nbytes >= 64) for n in got)
+    assert all(a.ctypes.data % base.ALIGN == 0 for a in got.values() if isinstance(a.base, np.memmap))
     loaded = FactorModel.load(path)
     assert type(loaded) is cls and loaded.get_params() == model.get_params()
     np.testing.assert_array_equal(loaded.user_factors, model.user_factors)
@@ -63,16 +65,24 @@ def test_changes_to_a_loaded_model_stay_in_the_process(tmp_path, monkeypatch):
     np.testing.assert_array_equal(ALS.load(path).user_factors, model.user_factors)
 
 
-def test_compressed_members_are_read(tmp_path):
-    """A file written with np.savez_compressed (not what save writes) loads the same."""
-    model = ALS.from_transactions(_lines(2, False), "u", "i", "w", factors=4, iterations=1).fit()
+@pytest.mark.parametrize("writer", [np.savez, np.savez_compressed])
+def test_files_np_savez_wrote_load_the_same(tmp_path, monkeypatch, writer):
+    """Older files (np.savez: members not aligned, read instead of mapped) and compressed ones load the same."""
+    monkeypatch.setattr(base, "MAP_BYTES", 64)
+    model = ALS.from_transactions(_lines(2, True), "u", "i", "w", factors=4, iterations=1).fit()
     path = model.save(tmp_path / "m.npz")
     with np.load(path, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
-    packed = tmp_path / "packed.npz"
-    np.savez_compressed(packed, **arrays)
-    with zipfile.ZipFile(packed) as archive:
-        assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in archive.infolist())
-    loaded = ALS.load(packed)
+    other = tmp_path / "other.npz"
+    writer(other, **arrays)
+    with zipfile.ZipFile(other) as archive:
+        stored = {i.compress_type for i in archive.infolist()}
+    assert stored == ({zipfile.ZIP_STORED} if writer is np.savez else {zipfile.ZIP_DEFLATED})
+    got = read_npz(other)
+    for name, want in arrays.items():
+        assert got[name].dtype == want.dtype and got[name].flags.aligned
+        np.testing.assert_array_equal(got[name], want)
+    loaded = ALS.load(other)
     np.testing.assert_array_equal(loaded.user_factors, model.user_factors)
     np.testing.assert_array_equal(loaded.user_items.indptr, model.user_items.indptr)
+    assert loaded.items.values.tolist() == model.items.values.tolist()
