@@ -552,6 +552,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     import zipfile
 
     arrays: dict[str, np.ndarray] = {}
+    whole = None  # the file mapped once (one descriptor per loaded model), members are views of it
     with zipfile.ZipFile(path) as archive, path.open("rb") as fh:
         for info in archive.infolist():
             name = info.filename.removesuffix(".npy")
@@ -582,5 +583,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
             if nbytes < MAP_BYTES or offset % ALIGN:  # small, or unaligned (an older file): read
                 arrays[name] = np.frombuffer(bytearray(fh.read(nbytes)), dtype=dtype).reshape(shape, order=order)
             else:
-                arrays[name] = np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape, order=order).view(np.ndarray)
+                if whole is None:
+                    whole = np.memmap(path, dtype=np.uint8, mode="c").view(np.ndarray)
+                arrays[name] = whole[offset : offset + nbytes].view(dtype).reshape(shape, order=order)
     return arrays
