@@ -2,13 +2,18 @@
 
 The holdout model is trained on the train lines (every line but the sampled customers' test pairs,
 :mod:`rusket_assets.holdout`) and saved under :func:`holdout_model_name` with a record (the split,
-the run, the customers whose rows changed) that ``model_evaluation`` checks before scoring it
-instead of fitting its own. The published model is that model with the held-out lines folded in
-(``partial_fit``: the sampled customers' rows re-solved from their whole history with the item
-factors fixed, the exact least-squares rows for ALS, seeded SGD passes for BPR; products bought only
-in held-out pairs added from their buyers), so its item factors miss only those pairs. When they are
-more than ``shared_fit_max_share`` of all lines (a small store, where the sample covers most
-customers) the published model is fitted on all lines separately instead, as it would lose too much.
+the run, the customers whose rows changed, the day marks of its lines) that ``model_evaluation``
+checks before scoring it instead of fitting its own. In a full rebuild the published model is that
+model with the held-out lines folded in (``partial_fit``: the sampled customers' rows re-solved from
+their whole history with the item factors fixed, the exact least-squares rows for ALS, seeded SGD
+passes for BPR; products bought only in held-out pairs added from their buyers), so its item factors
+miss only those pairs. In an incremental run both models take the same update
+(:func:`rusket_assets.incremental.refresh`) from their own saved versions: the holdout model the
+day's train lines, the published model the day's lines (held-out ones included), each comparing
+only the customers of the days appended since it was saved when no older day changed. When the
+held-out lines are more than ``shared_fit_max_share`` of all lines (a small store, where the
+sample covers most customers) the published model is fitted on all lines separately instead, as
+it would lose too much.
 """
 
 from __future__ import annotations
@@ -22,16 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from rusket_assets.holdout import is_held_out, sample_cut
 from rusket_assets.incremental import (
     Refresh,
     added_days,
+    apply_update,
     customers_of_days,
-    day_marks,
+    days_marks,
     diff_lines,
     model_name,
     record_changes,
@@ -110,11 +114,14 @@ def holdout_record(models: ModelStore, name: str) -> dict | None:
 
 
 def save_holdout(
-    models: ModelStore, name: str, result: Refresh, split: dict, run_id: str, metadata: dict, days: dict | None = None
-) -> None:
+    models: ModelStore, name: str, result: Refresh, split: dict, run_id: str, metadata: dict, days: dict | None = None,
+    published: dict | None = None,
+) -> None:  # fmt: skip
     """Save holdout model ``name`` and its record (split, run, changed customers, metadata, the
-    :func:`~rusket_assets.incremental.day_marks` of the lines it was trained on); the record is removed
-    first, so a failure in between leaves a model without one (refitted next time)."""
+    :func:`~rusket_assets.incremental.day_marks` of the lines it was trained on and, from the model
+    asset, ``published``: the run and the day marks of every line, which the published model this run
+    saves is trained on); the record is removed first, so a failure in between leaves a model without
+    one (refitted next time)."""
     from rusket_assets.io import model_version, save_model
 
     path = _record_path(models, name)
@@ -122,7 +129,7 @@ def save_holdout(
     save_model(result.model, models.path, holdout_model_name(name))
     changed = None if result.changed is None else result.changed.cast(pa.string()).to_pylist()
     _write_json(path, {"split": split, "run_id": run_id, "version": model_version(models.path, holdout_model_name(name)),
-                       "changed": changed, "metadata": metadata, "days": days})  # fmt: skip
+                       "changed": changed, "metadata": metadata, "days": days, "published": published})  # fmt: skip
 
 
 def changed_of(record: dict) -> pa.Array | None:
@@ -132,18 +139,19 @@ def changed_of(record: dict) -> pa.Array | None:
 
 def holdout_diff(
     con: Any, table: WarehouseTable, split: dict, columns: list[str], record: dict | None
-) -> tuple[Callable, dict, int, int]:
+) -> tuple[Callable, dict, int, int, dict]:
     """The diff of a saved holdout model (its ``record``; None: compare every line) to today's train
     lines of ``table`` (``columns``: the model's user, item[, rating]), on ``con``: restricted to the
     customers of the days appended since when no other day changed; today's day marks to record; how
-    many lines the table has and how many are held out (counted in the same scan)."""
+    many lines the table has and how many are held out; and the day marks of every line (what the
+    published model is trained on). One scan counts them all."""
     train = f"not {held_out(split)}"
-    days, lines = day_marks(con, table.name, train, columns)
+    (days, every), lines = days_marks(con, table.name, [train, "true"], columns)
     added = added_days(None if record is None else record.get("days"), days)
     customers = None if added is None else customers_of_days(table.name, train, USER, added)
     source = f"select {', '.join(quote(c) for c in columns)} from {table.name} where {train}"
     held = lines - sum(int(n) for n, _ in days.values())
-    return (lambda previous: diff_lines(con, source, previous, customers)), days, lines, held
+    return (lambda previous: diff_lines(con, source, previous, customers)), days, lines, held, every
 
 
 def fit_with_holdout(
@@ -163,8 +171,9 @@ def fit_with_holdout(
     ``build(lines)``: an unfitted model over a DuckDB relation of ``columns``; ``separate()``: the
     published model fitted (or refreshed) on all lines, used when the held-out lines are more than
     ``config.shared_fit_max_share`` of them. In an incremental run the holdout model is updated
-    (:func:`rusket_assets.incremental.refresh`) when it was trained on this split, and the
-    published model is derived from it again."""
+    (:func:`rusket_assets.incremental.refresh`) when it was trained on this split, and so is the
+    saved published model (the day's lines of all its customers, sampled or not); when either cannot
+    be, the published model is derived from the holdout model as in a full rebuild."""
     start = time.perf_counter()
     split = run_split(context, models, table, config)
     condition = held_out(split)
@@ -174,7 +183,7 @@ def fit_with_holdout(
     with table.relation(columns, where=f"not {condition}") as train, warehouse.connect() as con:
         # the update compares the saved model with today's train lines in SQL, only the customers of the days
         # appended since when no other day changed; build() then only names the parameters
-        diff, days, n_lines, n_held = holdout_diff(con, table, split, columns, record if incremental else None)
+        diff, days, n_lines, n_held, every = holdout_diff(con, table, split, columns, record if incremental else None)
         share = n_held / max(n_lines, 1)
         shared = share <= config.shared_fit_max_share
         result = refresh(incremental, models, holdout_model_name(name), lambda: build(train.limit(1)), lambda: build(train).fit(),
@@ -182,7 +191,9 @@ def fit_with_holdout(
     seconds = time.perf_counter() - start
     if not same_split and refresh_mode(context) == "incremental":
         result.metadata["full_refresh_reason"] = "the evaluation split changed"
-    save_holdout(models, name, result, split, context.run.run_id, result.metadata | {"seconds": seconds}, days)
+    published_days = _published_days(context, models, record) if incremental else None
+    save_holdout(models, name, result, split, context.run.run_id, result.metadata | {"seconds": seconds}, days,
+                 {"run_id": context.run.run_id, "days": every})  # fmt: skip
     info = {"evaluation_fit": "shared" if shared else "separate", "held_out_lines": n_held,
             "held_out_share": share, "holdout_seconds": seconds}  # fmt: skip
     info |= {f"holdout {k}": v for k, v in result.metadata.items()}
@@ -192,27 +203,56 @@ def fit_with_holdout(
         info["published_seconds"] = time.perf_counter() - start
         context.add_output_metadata(info)
         return model
-    with table.relation(columns, where=condition) as lines:
-        held = lines.to_arrow_table()
     model = result.model  # saved already: the fold-in may change it in place
     previous, parent, reason = _saved_published(models, context.asset_key, model, result)
+    if previous is not None:
+        # the saved published model takes the same update as the holdout model: the day's lines folded in
+        with warehouse.connect() as con:
+            updated = apply_update(previous, _published_diff(con, table, columns, published_days, every)(previous),
+                                   warm_iterations, parent)  # fmt: skip
+        if isinstance(updated, Refresh):
+            record_changes(warehouse, model_name(context.asset_key), context.run.run_id, updated.changed, updated.products, parent)
+            info["fold_in_seconds"] = time.perf_counter() - start
+            context.add_output_metadata(info | updated.metadata | {"published_from": "saved published model"})
+            return updated.model
+        reason = f"the saved published model cannot be updated: {updated}"
+    # a full rebuild (or no usable saved published model): the holdout model with the held-out lines folded in
+    with table.relation(columns, where=condition) as lines:
+        held = lines.to_arrow_table()
     if held.num_rows:
-        # a model whose fold-in is iterative (BPR) only adds the lines here when it can (no product
-        # new to it): the kept rows get their saved values back below, the others are re-solved then
-        lazy = previous is not None and _iterative(model) and _all_known(model, held[ITEM])
-        n_trained = len(model.items)
-        model.partial_fit(held, **({"epochs": 0} if lazy else {}))
-        if previous is not None:
-            kept, rest = _keep_unchanged_rows(previous, model, held, result.changed)
-            info["sampled_rows_kept"] = kept
-            products = info["held_out_products_kept"] = _keep_unchanged_products(previous, model, n_trained)
-            if lazy or (products and not _iterative(model)):  # ALS: rows exact for the item rows published
-                if len(rest):
-                    model.partial_fit_users(_rows_table(model, rest), replace=True)
-                info["sampled_rows_solved"] = len(rest)
+        model.partial_fit(held)
     info["fold_in_seconds"] = time.perf_counter() - start
-    context.add_output_metadata(info | _record_published(context, warehouse, model, previous, parent, reason, warm_iterations))
+    context.log.info(f"{model_name(context.asset_key)}: full fit ({reason})")
+    context.add_output_metadata(info | {"refresh": "full", "full_refresh_reason": reason, "published_from": "holdout model"})
     return model
+
+
+def _published_days(context: dg.AssetExecutionContext, models: ModelStore, record: dict | None) -> dict | None:
+    """The day marks of the lines the current saved published model was trained on, from the holdout
+    ``record`` written by the run that saved it; None when that is not known (e.g. its save failed after
+    the record was written, or another path such as Spark saved it since): the update then compares every line."""
+    from rusket_assets.io import model_version
+
+    published = (record or {}).get("published")
+    if not published:
+        return None
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    if event is None or event.run_id != published["run_id"] or event.asset_materialization is None:
+        return None
+    path = event.asset_materialization.metadata.get("path")
+    if path is None or Path(str(path.value)).name != model_version(models.path, model_name(context.asset_key)):
+        return None
+    return published["days"]
+
+
+def _published_diff(con: Any, table: WarehouseTable, columns: list[str], recorded: dict | None, today: dict) -> Callable:
+    """The diff of the saved published model to today's lines (all of them: train and held out), only
+    the customers of the days appended since ``recorded`` (its training lines' day marks) when no
+    other day changed (``today``: today's marks)."""
+    added = added_days(recorded, today)
+    customers = None if added is None else customers_of_days(table.name, "true", USER, added)
+    source = f"select {', '.join(quote(c) for c in columns)} from {table.name}"
+    return lambda previous: diff_lines(con, source, previous, customers)
 
 
 def _saved_published(models: ModelStore, asset_key: dg.AssetKey, model: Any, result: Refresh) -> tuple[Any, Any, str | None]:
@@ -229,133 +269,3 @@ def _saved_published(models: ModelStore, asset_key: dg.AssetKey, model: Any, res
     if type(previous) is not type(model) or previous.get_params() != model.get_params():
         return None, None, "parameters changed since the saved model"
     return previous, parent, None
-
-
-def _keep_unchanged_rows(previous: Any, model: Any, held: pa.Table, changed: pa.Array) -> tuple[int, np.ndarray]:
-    """After an incremental update: give the sampled customers whose holdout rows and whole history
-    are as in the saved published model their saved rows back, so only the day's customers change
-    (re-solving them would move every one slightly when the day adds products, as for no other
-    customer). The histories are compared as arrays (product labels matched through both models'
-    product lists), not customer by customer. Returns how many were kept and the model's row
-    indices of the other sampled customers."""
-    from rusket_core.factorization.foldin import _lookup
-
-    customers = pc.unique(held[USER]).to_numpy(zero_copy_only=False)
-    new_enc, old_enc = model.user_items, previous.user_items
-    rows, old_rows = _lookup(model.users, customers), _lookup(previous.users, customers)
-    lines, old_lines = _lookup(new_enc.rows, customers), _lookup(old_enc.rows, customers)
-    candidate = (rows >= 0) & (old_rows >= 0) & (lines >= 0) & (old_lines >= 0)
-    candidate &= ~pc.is_in(pa.array(customers).cast(pa.string()), value_set=changed.cast(pa.string())).to_numpy(zero_copy_only=False)
-    same = np.zeros(len(customers), dtype=bool)
-    same[candidate] = _same_rows(new_enc, old_enc, _lookup(previous.items, model.items.values), lines[candidate], old_lines[candidate])
-    model.user_factors[rows[same]] = previous.user_factors[old_rows[same]]
-    return int(same.sum()), lines[~same & (lines >= 0)]
-
-
-def _keep_unchanged_products(previous: Any, model: Any, n_trained: int) -> int:
-    """The products bought only in held-out lines (rows ``n_trained`` on, added from their buyers) that
-    have the same buyers and weights as in the saved published model get their saved rows back: solved
-    again they would move with every changed customer (so every product would count as changed for the
-    outputs keyed by products); how many were kept."""
-    from rusket_core.encoding import Encoded, Labels
-    from rusket_core.factorization.base import transpose_csr
-    from rusket_core.factorization.foldin import _lookup
-
-    rows = np.arange(n_trained, len(model.items))
-    old_rows = _lookup(previous.items, model.items.values[rows])
-    rows, old_rows = rows[old_rows >= 0], old_rows[old_rows >= 0]
-    if not len(rows):
-        return 0
-
-    def by_product(enc: Any, items: Any) -> Any:
-        ptr, ind, dat = transpose_csr(enc.indptr, enc.indices, enc.data, enc.n_items)
-        return Encoded(ptr, ind, dat, items, enc.rows)
-
-    new_enc, old_enc = model.user_items, previous.user_items
-    user_map = _lookup(old_enc.rows, new_enc.rows.values)
-    same = _same_rows(by_product(new_enc, Labels(model.items.values)), by_product(old_enc, Labels(previous.items.values)),
-                      user_map, rows, old_rows)  # fmt: skip
-    model.item_factors[rows[same]] = previous.item_factors[old_rows[same]]
-    return int(same.sum())
-
-
-def _iterative(model: Any) -> bool:
-    """Whether the model's fold-in takes a number of epochs (BPR: 0 adds the lines without moving rows)."""
-    from rusket_core.factorization.bpr import BPR
-
-    return isinstance(model, BPR)
-
-
-def _all_known(model: Any, items: Any) -> bool:
-    """Whether every product of ``items`` has a row in the model."""
-    from rusket_core.factorization.foldin import _lookup
-
-    return bool((_lookup(model.items, items.to_numpy(zero_copy_only=False)) >= 0).all())
-
-
-def _rows_table(model: Any, rows: np.ndarray) -> pa.Table:
-    """Rows ``rows`` of the model's interactions as a frame of its user, item (and rating) columns."""
-    from rusket_assets.incremental import _pairs
-
-    user_col, item_col, rating_col = model._columns()
-    frame = _pairs(model.user_items.take_rows(rows), user_col, item_col).to_arrow()
-    return frame.rename_columns([user_col, item_col, rating_col]) if rating_col else frame.drop(["w"])
-
-
-def _same_rows(new_enc: Any, old_enc: Any, item_map: np.ndarray, lines: np.ndarray, old_lines: np.ndarray) -> np.ndarray:
-    """Whether row ``lines[i]`` of ``new_enc`` holds the same products (``item_map``: new product index
-    to old, -1 for a product the old model lacks) with the same weights as row ``old_lines[i]`` of ``old_enc``."""
-    length = new_enc.indptr[lines + 1] - new_enc.indptr[lines]
-    same = length == old_enc.indptr[old_lines + 1] - old_enc.indptr[old_lines]
-    idx = np.flatnonzero(same & (length > 0))
-    if not len(idx):
-        return same
-    n = length[idx]
-    seg = np.repeat(np.arange(len(idx)), n)
-    offset = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
-    new_pos = np.repeat(new_enc.indptr[lines[idx]], n) + offset
-    old_pos = np.repeat(old_enc.indptr[old_lines[idx]], n) + offset
-    new_items, old_items = item_map[new_enc.indices[new_pos]], old_enc.indices[old_pos].astype(np.int64)
-    new_w = np.ones(len(new_pos)) if new_enc.data is None else new_enc.data[new_pos].astype(np.float64)
-    old_w = np.ones(len(old_pos)) if old_enc.data is None else old_enc.data[old_pos].astype(np.float64)
-    a, b = np.lexsort((new_items, seg)), np.lexsort((old_items, seg))  # rows' products in one order on both sides
-    differs = (new_items[a] != old_items[b]) | (new_w[a] != old_w[b])
-    same[idx] = np.bincount(seg[a], weights=differs, minlength=len(idx)) == 0
-    return same
-
-
-def _record_published(
-    context: dg.AssetExecutionContext, warehouse: Warehouse, model: Any, previous: Any, parent: Any, reason: str | None,
-    warm: int,
-) -> dict:
-    """Record which published rows changed since ``previous`` (the saved published model, for the
-    outputs that merge), or say why everything is new; the metadata."""
-    name = model_name(context.asset_key)
-    if previous is None:
-        context.log.info(f"{name}: full fit ({reason})")
-        return {"refresh": "full", "full_refresh_reason": reason}
-    users, new_users, moved = _changed_rows(previous.users, previous.user_factors, model.users, model.user_factors)
-    # customers seen only in held-out lines follow today's holdout rows, so they can change index: outputs
-    # keyed by row index (LanceDB ids) must rewrite them too
-    users = np.union1d(users, moved)
-    items, new_items, _ = _changed_rows(previous.items, previous.item_factors, model.items, model.item_factors)
-    if warm or len(items) > new_items:  # a known product moved: outputs keyed by products are rebuilt
-        items = np.arange(len(model.items))
-    customers, products = pa.array(model.users.values[users]), pa.array(model.items.values[items])
-    record_changes(warehouse, name, context.run.run_id, customers, products, parent)
-    return {"refresh": "incremental", "customers_refreshed": len(customers), "new_customers": new_users,
-            "customers_moved": len(moved),
-            "new_products": new_items, "warm_iterations": warm}  # fmt: skip
-
-
-def _changed_rows(old_labels: Any, old: np.ndarray, labels: Any, new: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
-    """Rows of ``new`` (by ``labels``) that are new or differ from ``old``'s row of the same label; how
-    many are new; the known rows whose label had another row index in ``old_labels``."""
-    from rusket_core.factorization.foldin import _lookup
-
-    idx = _lookup(old_labels, labels.values)
-    known = idx >= 0
-    differs = ~known
-    differs[known] = (new[known] != old[idx[known]]).any(axis=1)
-    moved = np.flatnonzero(known & (idx != np.arange(len(idx))))
-    return np.flatnonzero(differs), int((~known).sum()), moved

@@ -72,12 +72,19 @@ def day_marks(con: Any, table: str, where: str, columns: list[str]) -> tuple[dic
     """Per day of ``ordered_at`` ("" for lines without one): how many lines of ``table`` match
     ``where`` and the sum of a hash of their ``columns``, as text (equal marks: the same lines that
     day; days without such lines left out); and how many lines the table has (the same scan)."""
+    marks, lines = days_marks(con, table, [where], columns)
+    return marks[0], lines
+
+
+def days_marks(con: Any, table: str, wheres: list[str], columns: list[str]) -> tuple[list[dict[str, list[str]]], int]:
+    """:func:`day_marks` of each condition of ``wheres``, all in one scan of ``table``."""
     digest = f"hash({', '.join(quote(c) for c in columns)})::HUGEINT"
+    parts = ", ".join(f"count(*) filter (where {w}) as n{k}, sum({digest}) filter (where {w}) as h{k}" for k, w in enumerate(wheres))
     rows = con.sql(
-        f"select coalesce(cast(cast(ordered_at as DATE) as VARCHAR), '') as d, count(*) filter (where {where}) as n, "
-        f"sum({digest}) filter (where {where}) as h, count(*) as lines from {table} group by 1"
+        f"select coalesce(cast(cast(ordered_at as DATE) as VARCHAR), '') as d, {parts}, count(*) as lines from {table} group by 1"
     ).fetchall()
-    return {d: [str(n), str(h)] for d, n, h, _ in rows if n}, sum(r[3] for r in rows)
+    marks = [{r[0]: [str(r[1 + 2 * k]), str(r[2 + 2 * k])] for r in rows if r[1 + 2 * k]} for k in range(len(wheres))]
+    return marks, sum(r[-1] for r in rows)
 
 
 def added_days(recorded: dict | None, today: dict[str, list[str]]) -> list[str] | None:
@@ -232,23 +239,33 @@ def refresh(
                 changed = sorted(k for k, v in current.get_params().items() if previous.get_params().get(k) != v)
                 reason = f"parameters changed since the saved model: {', '.join(changed)}"
     if reason is None:
-        n_items = len(previous.items)
-        updated, changes, reason = update_model(previous, diff(previous), warm_iterations)
-        if updated is not None:
-            customers = pa.array(updated.users.values) if warm_iterations else changes.changed
-            # the fold-in leaves known products' rows as they were and appends the new ones
-            products = pa.array(updated.items.values[0 if warm_iterations else n_items :])
-            metadata = {
-                "refresh": "incremental",
-                "customers_refreshed": len(customers),
-                "customers_with_new_lines": len(changes.changed),
-                "new_customers": changes.new_customers,
-                "new_products": changes.new_products,
-                "warm_iterations": warm_iterations,
-                "diff_scope": changes.scope,
-            }
-            return Refresh(updated, metadata, customers, products, parent)
+        updated = apply_update(previous, diff(previous), warm_iterations, parent)
+        if isinstance(updated, Refresh):
+            return updated
+        reason = updated
     return Refresh(fit(), {"refresh": "full", "full_refresh_reason": reason}, None)
+
+
+def apply_update(previous: Any, diff: Diff, warm_iterations: int, parent: str | None) -> Refresh | str:
+    """``previous`` (saved as version ``parent``) updated by :func:`update_model`, with what changed;
+    or why a full fit is needed instead (``previous`` then left as it was)."""
+    n_items = len(previous.items)
+    updated, changes, reason = update_model(previous, diff, warm_iterations)
+    if updated is None:
+        return reason
+    customers = pa.array(updated.users.values) if warm_iterations else changes.changed
+    # the fold-in leaves known products' rows as they were and appends the new ones
+    products = pa.array(updated.items.values[0 if warm_iterations else n_items :])
+    metadata = {
+        "refresh": "incremental",
+        "customers_refreshed": len(customers),
+        "customers_with_new_lines": len(changes.changed),
+        "new_customers": changes.new_customers,
+        "new_products": changes.new_products,
+        "warm_iterations": warm_iterations,
+        "diff_scope": changes.scope,
+    }
+    return Refresh(updated, metadata, customers, products, parent)
 
 
 def refresh_model(

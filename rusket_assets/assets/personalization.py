@@ -30,6 +30,7 @@ from rusket_assets.incremental import (
     model_name,
     reached,
     refresh,
+    refresh_mode,
     refresh_model,
     rows_of,
 )
@@ -179,7 +180,8 @@ def als_model(
     published model is fitted on all lines separately; metadata `evaluation_fit` says which ran.
     With engine=spark the published model is fitted on Spark and model_evaluation fits the holdout twin.
     In an incremental run (tag `rusket/refresh=incremental`) the saved model is updated instead:
-    changed customers folded in, new products added, then `warm_iterations` sweeps (rusket_assets.incremental).
+    changed customers folded in, new products added, then `warm_iterations` sweeps (rusket_assets.incremental);
+    metadata `training_loss` (a sum over every interaction) is reported by full runs only.
     """
     from rusket_core import ALS
 
@@ -212,7 +214,8 @@ def als_model(
             "customers": len(model.users),
             "products": len(model.items),
             "factors": model.factors,
-            "training_loss": model.training_loss(),
+            # a sum over every interaction: reported by full runs only, not by the day's update
+            **({"training_loss": model.training_loss()} if refresh_mode(context) == "full" else {}),
             **engine.metadata(),
         }
     )
@@ -488,7 +491,7 @@ def model_evaluation(
             warm = _run_config(context, asset_name, config_cls).warm_iterations
             with warehouse.connect() as con:  # the update's diff: the saved holdout model against today's train lines
                 model_columns = ["customer_id", "product_id", *([model.rating_col] if model.rating_col else [])]
-                diff, days, _, _ = holdout_diff(con, raw_transactions, split, model_columns, record if incremental else None)
+                diff, days, _, _, _ = holdout_diff(con, raw_transactions, split, model_columns, record if incremental else None)
                 result = refresh(incremental, models, holdout_model_name(name), lambda m=model: type(m)(**m.get_params()),
                                  lambda b=build: b().fit(), warm, diff)  # fmt: skip
             fitted[name], seconds[name] = result.model, time.perf_counter() - start
@@ -656,8 +659,6 @@ def user_recommendations(
     """
     from rusket_core.chunks import iter_recommend_for_users
 
-    with raw_transactions.relation(CART_COLUMNS) as lines:  # the last baskets, found in SQL
-        carts = last_baskets(lines)
     model_keys = [key(GROUP, "als_model"), key(GROUP, "bpr_model")]
     rules_from = context.run.run_id  # the version of the rules this table is built from (recommendation_rules)
     context.add_output_metadata(built_from(models, model_keys) | {"rules_from": rules_from})
@@ -665,10 +666,14 @@ def user_recommendations(
     same = {"rules_from": _rules_used(warehouse), "rule_changes": config.rule_changes}  # switching it rewrites the table
     changes = mergeable(context, warehouse, model_keys, same=same)
     merge = changes is not None and not engine.is_spark and warehouse.has_table(GROUP, "user_recommendations")
+    by_model = None if not merge else pa.array(sorted({c for ch in changes.values() for c in ch.customers.to_pylist()}), pa.string())
+    # the last baskets, found in SQL: only the changed customers' when only they are scored
+    only = by_model if merge and not config.rule_changes else None
+    with raw_transactions.relation(CART_COLUMNS, where=None if only is None else _customers_in(only)) as lines:
+        carts = last_baskets(lines)
     if merge:  # incremental run: the customers whose model rows or whose matching rules changed
         by_rules, rules_changed = _rule_changed_customers(warehouse, carts) if config.rule_changes else (pa.array([], pa.string()), 0)
-        changed = pa.array(sorted({c for ch in changes.values() for c in ch.customers.to_pylist()}
-                                  | set(by_rules.to_pylist())), pa.string())  # fmt: skip
+        changed = pa.array(sorted(set(by_model.to_pylist()) | set(by_rules.to_pylist())), pa.string())
     recommender = published_recommender(als_model, bpr_model, association_rules, carts, config)
     del carts
     users = None
@@ -720,6 +725,12 @@ def user_recommendations(
         | {"rows_replaced": replaced, "rows_inserted": len(ranked), "dagster/row_count": dg.MetadataValue.int(int(total))}
     )  # fmt: skip
     return None
+
+
+def _customers_in(ids: pa.Array) -> str:
+    """SQL condition: ``customer_id`` (compared as text) is one of ``ids``."""
+    listed = ", ".join("'" + str(v).replace("'", "''") + "'" for v in ids.to_pylist()) or "null"
+    return f"cast(customer_id as VARCHAR) in ({listed})"
 
 
 RULES_USED = f"{GROUP}.recommendation_rules"  # the rules user_recommendations was last built from

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import io
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -322,7 +323,8 @@ class FactorModel(RecommenderBase):
     # saving
 
     def save(self, path: str | Path) -> Path:
-        """Write factors, labels, training interactions and parameters to one ``.npz`` (no pickle)."""
+        """Write factors, labels, training interactions and parameters to one ``.npz`` (no pickle; each
+        array's data 64-byte aligned in the file, so :meth:`load` can map it)."""
         self._check_fitted()
         enc = self.user_items
         meta = {
@@ -347,27 +349,27 @@ class FactorModel(RecommenderBase):
             "data": enc.data if enc.data is not None else np.zeros(0, np.float32),
         }
         path = Path(path)
-        with path.open("wb") as fh:
-            np.savez(fh, **arrays)
+        write_npz(path, arrays)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> FactorModel:
-        """Read a model written by :meth:`save`."""
-        with np.load(Path(path), allow_pickle=False) as npz:
-            meta = json.loads(str(npz["meta"]))
-            model_cls = FactorModel._registry.get(meta["model"])
-            if model_cls is None:
-                raise ValueError(f"{path}: unknown model type {meta['model']!r}")
-            if cls is not FactorModel and not issubclass(model_cls, cls):
-                raise ValueError(f"{path} holds a {meta['model']}, not a {cls.__name__}")
-            model = model_cls(**meta["params"])
-            users = Labels(_labels_from_numpy(npz["user_labels"], meta["user_labels"]))
-            items = Labels(_labels_from_numpy(npz["item_labels"], meta["item_labels"]))
-            data = npz["data"] if meta["has_data"] else None
-            model._set_interactions(Encoded(npz["indptr"], npz["indices"], data, users, items))
-            model.user_factors = np.ascontiguousarray(npz["user_factors"], dtype=np.float32)
-            model.item_factors = np.ascontiguousarray(npz["item_factors"], dtype=np.float32)
+        """Read a model written by :meth:`save`. The large arrays are mapped copy-on-write from the file
+        (:func:`read_npz`): pages are read when first used and changes stay in this process."""
+        npz = read_npz(Path(path))
+        meta = json.loads(str(npz["meta"]))
+        model_cls = FactorModel._registry.get(meta["model"])
+        if model_cls is None:
+            raise ValueError(f"{path}: unknown model type {meta['model']!r}")
+        if cls is not FactorModel and not issubclass(model_cls, cls):
+            raise ValueError(f"{path} holds a {meta['model']}, not a {cls.__name__}")
+        model = model_cls(**meta["params"])
+        users = Labels(_labels_from_numpy(npz["user_labels"], meta["user_labels"]))
+        items = Labels(_labels_from_numpy(npz["item_labels"], meta["item_labels"]))
+        data = npz["data"] if meta["has_data"] else None
+        model._set_interactions(Encoded(npz["indptr"], npz["indices"], data, users, items))
+        model.user_factors = np.ascontiguousarray(npz["user_factors"], dtype=np.float32)
+        model.item_factors = np.ascontiguousarray(npz["item_factors"], dtype=np.float32)
         model.user_col, model.item_col = meta["user_col"], meta["item_col"]
         model.rating_col, model._format = meta["rating_col"], meta["format"]
         return model
@@ -510,3 +512,78 @@ def _labels_to_numpy(labels: Labels, what: str) -> np.ndarray:
 
 def _labels_from_numpy(values: np.ndarray, kind: str) -> np.ndarray:
     return values.astype(object) if kind == "str" else values
+
+
+#: arrays smaller than this are read into memory; larger ones are mapped from the file
+MAP_BYTES = 1 << 20
+#: alignment of array data in the files :func:`write_npz` writes (what read_npz needs to map a member)
+ALIGN = 64
+_PADDING_ID = 0xD935  # a zip extra field that only pads (the id Android's zipalign uses)
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An ``.npz`` as ``np.savez`` writes it (members stored uncompressed, zip64 headers) with each
+    member's array data starting at a multiple of ``ALIGN`` bytes in the file: a padding extra field
+    in the local header moves it there (``np.load`` and zip readers skip it)."""
+    import struct
+    import zipfile
+
+    with path.open("wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, value in arrays.items():
+            value = np.asanyarray(value)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(value))
+            # local header: 30 bytes, the name, the padding field (4 + n bytes), the zip64 field (20 bytes)
+            start = fh.tell() + 30 + len(info.filename.encode()) + 4 + 20
+            n = (-(start + len(header.getvalue()))) % ALIGN
+            info.extra = struct.pack("<HH", _PADDING_ID, n) + bytes(n)
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, value, allow_pickle=False)
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file (``np.savez``, :func:`write_npz`): members stored uncompressed,
+    at least ``MAP_BYTES`` long and ``ALIGN``-aligned in the file are mapped copy-on-write
+    (``np.memmap`` mode "c": no copy at load, pages read on first use, writes private to this
+    process), the others read; the values are those ``np.load`` gives."""
+    import struct
+    import zipfile
+
+    arrays: dict[str, np.ndarray] = {}
+    whole = None  # the file mapped once (one descriptor per loaded model), members are views of it
+    with zipfile.ZipFile(path) as archive, path.open("rb") as fh:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            if info.compress_type != zipfile.ZIP_STORED:
+                with archive.open(info) as member:
+                    arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+                continue
+            fh.seek(info.header_offset)
+            local = fh.read(30)  # the local file header: its name and extra field lengths end it
+            if local[:4] != b"PK\x03\x04":
+                raise ValueError(f"{path}: member {info.filename} has no local header")
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            fh.seek(info.header_offset + 30 + name_len + extra_len)
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:  # a header this reader does not parse: the member read in full
+                with archive.open(info) as member:
+                    arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+                continue
+            if dtype.hasobject:
+                raise ValueError(f"{path}: member {info.filename} holds Python objects (not loaded without pickle)")
+            offset = fh.tell()
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            order = "F" if fortran else "C"
+            if nbytes < MAP_BYTES or offset % ALIGN:  # small, or unaligned (an older file): read
+                arrays[name] = np.frombuffer(bytearray(fh.read(nbytes)), dtype=dtype).reshape(shape, order=order)
+            else:
+                if whole is None:
+                    whole = np.memmap(path, dtype=np.uint8, mode="c").view(np.ndarray)
+                arrays[name] = whole[offset : offset + nbytes].view(dtype).reshape(shape, order=order)
+    return arrays

@@ -614,68 +614,40 @@ def _load(tmp: Path, name: str):
     return load_model(tmp / "models", name)
 
 
-def _check_shared_bpr(tmp: Path, before, sampled: set, meta: dict) -> None:
-    """The incremental BPR update of the published model: its pairs are the holdout's plus the held-out
-    ones; customers outside the sample keep the holdout rows; sampled customers with the same whole history
-    keep yesterday's published rows; the other sampled customers are re-solved (SGD moved them off the
-    holdout rows they start from) and counted in ``sampled_rows_solved``."""
-    from rusket_assets.holdout_fit import holdout_model_name
-
-    holdout, published = _load(tmp, holdout_model_name("bpr")), _load(tmp, "personalization__bpr_model")
-
-    def rows(model) -> dict:
-        enc = model.user_items
-        return {u: frozenset(model.items.values[enc.indices[enc.indptr[i]:enc.indptr[i + 1]]].tolist())
-                for i, u in enumerate(enc.rows.values.tolist())}  # fmt: skip
-
-    hold, pub, old = rows(holdout), rows(published), rows(before)
-    at = {u: i for i, u in enumerate(holdout.users.values.tolist())}
-    was = {u: i for i, u in enumerate(before.users.values.tolist())}
-    kept = solved = 0
-    for i, user in enumerate(published.users.values.tolist()):
-        row = published.user_factors[i]
-        if user not in sampled:
-            assert pub[user] == hold[user]
-            np.testing.assert_array_equal(row, holdout.user_factors[at[user]])
-        elif user in old and old[user] == pub[user]:
-            np.testing.assert_array_equal(row, before.user_factors[was[user]])
-            kept += 1
-        else:
-            solved += 1
-            if user in at:
-                assert not np.array_equal(row, holdout.user_factors[at[user]])
-    assert meta["sampled_rows_kept"] == kept > 0 and meta["sampled_rows_solved"] == solved > 0
+def _pairs_of(model) -> set:
+    enc = model.user_items
+    users = np.repeat(np.arange(enc.n_rows), np.diff(enc.indptr))
+    return set(zip(model.users.values[users].tolist(), model.items.values[enc.indices].tolist(), strict=True))
 
 
-def _check_held_out_products(tmp: Path, before, kept: int) -> None:
-    """Products bought only in held-out lines whose buyers and weights are as yesterday keep yesterday's
-    published rows (counted in the metadata); the others are solved again."""
-    from rusket_assets.holdout_fit import holdout_model_name
-
-    holdout, published = _load(tmp, holdout_model_name("als")), _load(tmp, "personalization__als_model")
-
-    def buyers(model) -> dict:
-        enc = model.user_items
-        users = np.repeat(enc.rows.values, np.diff(enc.indptr))
-        out: dict = {}
-        for u, i, w in zip(users.tolist(), model.items.values[enc.indices].tolist(), enc.data.tolist(), strict=True):
-            out.setdefault(i, {})[u] = w
-        return out
-
-    now, then = buyers(published), buyers(before)
-    trained = set(holdout.items.values.tolist())
-    was = {p: i for i, p in enumerate(before.items.values.tolist())}
-    same = 0
-    for i, product in enumerate(published.items.values.tolist()):
-        if product not in trained and product in was and now.get(product) == then.get(product):
-            np.testing.assert_array_equal(published.item_factors[i], before.item_factors[was[product]])
-            same += 1
-    assert kept == same
+def _check_published_update(tmp: Path, name: str, before, day_lines: pa.Table, changed: set) -> None:
+    """After an incremental run on the shared path: the published model is yesterday's with the day's lines
+    folded in. Its pairs are every line's, its labels yesterday's with the new ones appended, and the rows of
+    the known products and of the customers whose lines did not change (``changed``) are yesterday's, bit for
+    bit, the others moved; for ALS the whole
+    model equals the library's ``partial_fit`` of the day's lines into yesterday's model."""
+    published, holdout = _load(tmp, f"personalization__{name}_model"), _load(tmp, f"personalization__model_evaluation__{name}")
+    every = {(c, p) for c, p in table(tmp, "select customer_id, product_id from ingest.daily_orders")}
+    assert _pairs_of(published) == every and _pairs_of(holdout) < every
+    n_users, n_items = len(before.users), len(before.items)
+    assert published.users.values[:n_users].tolist() == before.users.values.tolist()
+    assert published.items.values[:n_items].tolist() == before.items.values.tolist()
+    np.testing.assert_array_equal(published.item_factors[:n_items], before.item_factors)
+    others = np.array([u not in changed for u in before.users.values.tolist()])
+    assert others.any() and not others.all()
+    np.testing.assert_array_equal(published.user_factors[:n_users][others], before.user_factors[others])
+    assert not np.array_equal(published.user_factors[:n_users][~others], before.user_factors[~others])
+    if name == "als":
+        before.partial_fit(day_lines)
+        assert published.users.values.tolist() == before.users.values.tolist()
+        np.testing.assert_allclose(published.user_factors, before.user_factors, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(published.item_factors, before.item_factors, rtol=1e-4, atol=1e-5)
 
 
 def test_one_fit_serves_the_published_and_the_holdout_models(tmp_path, monkeypatch):
     """Shared path: one fit per model kind (the holdout model, loaded by model_evaluation), the
-    published model derived by fold-in; an incremental run updates each kind once and keeps the sample."""
+    published model derived by fold-in; an incremental run updates the holdout and the published model
+    of each kind from their saved versions (the day's lines folded in) and keeps the sample."""
     import json
 
     import rusket_assets.incremental as incremental
@@ -696,8 +668,7 @@ def test_one_fit_serves_the_published_and_the_holdout_models(tmp_path, monkeypat
         _check_shared_als(tmp_path, split)
         assert run(defs, instance, partition=LAST_DAY).success
         rows_before = _published_rows(tmp_path)
-        bpr_before = _load(tmp_path, "personalization__bpr_model")
-        als_before = _load(tmp_path, "personalization__als_model")
+        before = {name: _load(tmp_path, f"personalization__{name}_model") for name in ("als", "bpr")}
         update = incremental.update_model
         calls = []
 
@@ -708,27 +679,33 @@ def test_one_fit_serves_the_published_and_the_holdout_models(tmp_path, monkeypat
         monkeypatch.setattr(incremental, "update_model", counted)
         result = run(defs, instance, tags={REFRESH_TAG: "incremental"}, config=config)
         assert result.success
-    assert sorted(calls) == ["ALS", "BPR"]  # one update per model kind: the holdout model's
+    # one update of each model: the holdout model's and the published model's, no fit
+    assert sorted(calls) == ["ALS", "ALS", "BPR", "BPR"]
     assert json.loads((tmp_path / "models" / SPLIT_FILE).read_text())["split"] == split  # the sample is kept
-    als = metadata(result, "personalization__als_model")
-    assert als["evaluation_fit"] == "shared" and als["holdout refresh"] == als["refresh"] == "incremental"
+    day_lines = Warehouse(path=str(tmp_path / "warehouse.duckdb")).query(
+        f"select customer_id, product_id, quantity from ingest.daily_orders where ordered_at::DATE = '{LAST_DAY}'"
+    )
+    day = set(pc.unique(day_lines["customer_id"]).to_pylist())
+    for name in ("als", "bpr"):
+        meta = metadata(result, f"personalization__{name}_model")
+        assert meta["evaluation_fit"] == "shared" and meta["holdout refresh"] == meta["refresh"] == "incremental"
+        assert meta["published_from"] == "saved published model"
+        # both updates compared only the day's customers (no older day changed)
+        assert "days appended" in meta["diff_scope"] and "days appended" in meta["holdout diff_scope"]
+        # ALS (quantity weights): every buyer's row grew; BPR (pairs): the buyers of a product new to them
+        new_pairs = {(c, p) for c, p in zip(day_lines["customer_id"].to_pylist(), day_lines["product_id"].to_pylist(), strict=True)}
+        changed = day if name == "als" else {c for c, p in new_pairs - _pairs_of(before[name])}
+        assert meta["customers_refreshed"] == len(changed) > 0
+        _check_published_update(tmp_path, name, before[name], day_lines, changed)
     evaluation = metadata(result, "personalization__model_evaluation")
     assert evaluation["holdout_als refresh"] == evaluation["holdout_bpr refresh"] == "incremental"
     assert evaluation["holdout_als fitted_by"] == "als_model"
-    resolved = _check_shared_als(tmp_path, split)
-    # the published rows that changed: the day's customers, and the customers seen only in held-out
-    # lines whose row index moved (LanceDB ids are row indices); the sampled customers without new
-    # lines keep yesterday's rows (their history is the same) instead of moving with the day's products
-    day = {c for (c,) in table(tmp_path, f"select distinct customer_id from ingest.daily_orders where ordered_at::DATE = '{LAST_DAY}'")}
+    # the published rows that changed are the day's customers' (rows only appended: no index moved)
     refreshed = {int(c) for (c,) in table(tmp_path, "select id from personalization.refreshed_customers "
                                           "where model = 'personalization__als_model' and side = 'customer'")}  # fmt: skip
+    assert refreshed == day
     rows_after = _published_rows(tmp_path)
-    moved = {c for c, i in rows_after.items() if c in rows_before and rows_before[c] != i}
-    assert moved <= resolved and als["customers_moved"] == len(moved)
-    assert refreshed == day | moved
-    assert 0 < als["sampled_rows_kept"] <= len(resolved - day)
-    _check_shared_bpr(tmp_path, bpr_before, resolved, metadata(result, "personalization__bpr_model"))
-    _check_held_out_products(tmp_path, als_before, als["held_out_products_kept"])
+    assert all(rows_after[c] == i for c, i in rows_before.items())
     assert metadata(result, "vectors__user_vectors")["refresh"] == "incremental"  # upserted, not rewritten
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["published_beats_popularity"]
