@@ -14,7 +14,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from rusket_assets.tables import STAGING_SUFFIX, drop_relation, quote, transaction
+from rusket_assets.tables import (
+    STAGING_SUFFIX,
+    drop_relation,
+    quote,
+    replace_table_query,
+    transaction,
+)
 
 
 class TableStream:
@@ -46,6 +52,28 @@ class TableStream:
             elif not table.schema.equals(self.schema):
                 table = table.cast(self.schema)
             yield table
+
+
+class QueryOutput:
+    """An output that is a query on an open connection to the warehouse itself: the IO manager
+    writes it with ``create table ... as <query>`` on that connection (the rows never reach Python),
+    then calls ``close``. ``metadata`` as for :class:`TableStream`."""
+
+    def __init__(
+        self,
+        con: Any,
+        query: str,
+        close: Callable[[], None],
+        metadata: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.con, self.query, self.close, self.metadata = con, query, close, metadata
+
+    def write(self, schema: str, table: str) -> None:
+        """Replace ``schema.table`` with the query's rows (one transaction), then close the query's connection."""
+        try:
+            replace_table_query(self.con, schema, table, self.query)
+        finally:
+            self.close()
 
 
 def is_stream(obj: Any) -> bool:

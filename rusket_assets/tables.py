@@ -51,23 +51,28 @@ def drop_relation(con: Any, schema: str, table: str) -> None:
 
 
 def replace_table(con: Any, schema: str, table: str, data: pa.Table) -> None:
-    """Replace ``schema.table`` with ``data`` in one transaction.
+    """Replace ``schema.table`` with ``data`` in one transaction (see :func:`replace_table_query`)."""
+    if not isinstance(data, pa.Table):
+        raise TypeError(f"expected a pyarrow Table for {schema}.{table}, got {type(data).__name__}")
+    view = f"__rusket_new_{uuid.uuid4().hex}"
+    con.register(view, data)
+    try:
+        replace_table_query(con, schema, table, f"select * from {quote(view)}")
+    finally:
+        with contextlib.suppress(Exception):
+            con.unregister(view)
+
+
+def replace_table_query(con: Any, schema: str, table: str, query: str) -> None:
+    """Replace ``schema.table`` with the rows of ``query`` (run on ``con``) in one transaction.
 
     The new rows go to a staging table, then the old table is dropped and the staging table renamed,
     all before COMMIT: readers see the old table or the new one, never an empty or partial one; a
     failure rolls back and leaves the old table; the column set may change between writes.
     """
-    if not isinstance(data, pa.Table):
-        raise TypeError(f"expected a pyarrow Table for {schema}.{table}, got {type(data).__name__}")
     staging = f"{quote(schema)}.{quote(table + STAGING_SUFFIX)}"
-    view = f"__rusket_new_{uuid.uuid4().hex}"
     con.execute(f"create schema if not exists {quote(schema)}")
-    con.register(view, data)
-    try:
-        with transaction(con):
-            con.execute(f"create or replace table {staging} as select * from {quote(view)}")
-            drop_relation(con, schema, table)  # a table, or the parquet view a Spark run left
-            con.execute(f"alter table {staging} rename to {quote(table)}")
-    finally:
-        with contextlib.suppress(Exception):
-            con.unregister(view)
+    with transaction(con):
+        con.execute(f"create or replace table {staging} as {query}")
+        drop_relation(con, schema, table)  # a table, or the parquet view a Spark run left
+        con.execute(f"alter table {staging} rename to {quote(table)}")
