@@ -197,7 +197,7 @@ class Warehouse(dg.ConfigurableResource):
                 if waited >= next_warning:
                     dg.get_dagster_logger().warning(
                         f"warehouse {self.path} is locked by {holder}; retrying for up to "
-                        f"{self.lock_timeout_seconds:.0f} s (readers should use short-lived connections)"
+                        f"{self.lock_timeout_seconds:.0f} s (readers should use the snapshot or short-lived connections between runs)"
                     )
                     next_warning = waited + 30.0
                 time.sleep(delay)
