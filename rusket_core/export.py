@@ -6,6 +6,7 @@ time and costs seconds to build (figures in benchmarks/RESULTS.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -56,7 +57,10 @@ def factor_batches(
     factors = getattr(model, f"{kind}_factors", None)
     labels = getattr(model, "items" if kind == "item" else "users", None)
     if not isinstance(factors, np.ndarray) or labels is None:
-        return lancedb_table(model, kind, normalize).to_reader(max_chunksize=int(chunk_rows))
+        table = lancedb_table(model, kind, normalize)
+        vectors = table.column("vector").combine_chunks()
+        _refuse_non_finite(vectors.flatten().to_numpy(), vectors.type.list_size, lambda at: table.column("label")[at].as_py())
+        return table.to_reader(max_chunksize=int(chunk_rows))
     from rusket_core.chunks import chunk_bounds
 
     def batch(start: int, stop: int) -> pa.RecordBatch:
@@ -67,15 +71,25 @@ def factor_batches(
     return pa.RecordBatchReader.from_batches(first.schema, iter([first, *(batch(a, b) for a, b in bounds[1:])]))
 
 
+def _refuse_non_finite(vectors: np.ndarray, dim: int, label_of: Callable[[int], Any], rows: np.ndarray | None = None) -> None:
+    """Raise naming the first row (and its label) whose vector has a NaN or infinity.
+
+    A NaN vector matches nothing and breaks distance search, so no export writes one. ``vectors`` are
+    the batch's values (flat or one row per vector), ``rows`` their row ids (default 0..n-1).
+    """
+    finite = np.isfinite(vectors).reshape(-1, dim).all(axis=1) if dim else np.ones(0, dtype=bool)
+    if not finite.all():
+        at = int(np.flatnonzero(~finite)[0])
+        bad = at if rows is None else int(rows[at])
+        raise ValueError(f"vector of row {bad} (label {label_of(bad)!r}) is not finite; fix the model before exporting it")
+
+
 def _rows_batch(factors: np.ndarray, labels: np.ndarray, rows: np.ndarray, normalize: bool) -> pa.RecordBatch:
     """Rows ``rows`` of ``factors`` as a record batch [id (the row index), label, vector]."""
     from rusket_core.frames import fixed_size_list
 
     vectors = factors[rows]
-    finite = np.isfinite(vectors).all(axis=1)
-    if not finite.all():  # a NaN vector matches nothing and breaks distance search: refuse, name the row
-        bad = rows[np.flatnonzero(~finite)[0]]
-        raise ValueError(f"vector of row {bad} (label {labels[bad]!r}) is not finite; fix the model before exporting it")
+    _refuse_non_finite(vectors, factors.shape[1], labels.__getitem__, rows)
     if normalize:
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     return pa.RecordBatch.from_pydict(

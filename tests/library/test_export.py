@@ -162,3 +162,29 @@ def test_upsert_refuses_a_table_of_another_model_version(tmp_path):
     assert rows["name"].to_pylist() == [None, None, "n2", *[None] * 17]
     np.testing.assert_array_equal(np.array(rows["vector"][2].as_py(), np.float32), model.user_factors[2])
     assert table_version(write_lancedb(model, str(tmp_path), "users", kind="user")[0]) is None  # a rewrite without one
+
+
+class _WithExtraColumn:
+    """An export wrapper (like the pipeline's product-info one): no factor arrays, only an export."""
+
+    def __init__(self, model: ALS) -> None:
+        self.model = model
+
+    def export_item_factors(self, **kwargs) -> pa.Table:
+        table = self.model.export_item_factors(**{**kwargs, "format": "arrow"})
+        return table.append_column("category", pa.array(["c"] * table.num_rows))
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_a_nan_vector_is_refused_with_its_row_and_label_and_the_table_is_kept(tmp_path, wrapped):
+    uri = str(tmp_path / "lance")
+    good = _model(4, 12, 3, seed=3)
+    kept = to_lancedb(good, uri, "vectors", kind="item")
+    bad = _model(4, 12, 3, seed=4)
+    bad.item_factors[7, 1] = np.nan
+    with pytest.raises(ValueError, match=r"row 7 \(label 'sku0007'\) is not finite"):
+        to_lancedb(_WithExtraColumn(bad) if wrapped else bad, uri, "vectors", kind="item")
+    import lancedb
+
+    table = lancedb.connect(uri).open_table("vectors")
+    assert table.version == kept.version and table.count_rows() == 12
