@@ -104,7 +104,7 @@ class DuckDBTableIOManager(dg.ConfigurableIOManager):
         if isinstance(obj, QueryOutput):  # computed inside the warehouse by one query (rusket_assets.streaming)
             obj.write(schema, table)
             with self.warehouse.connect() as con:
-                context.add_output_metadata(describe_table(con, schema, table))
+                context.add_output_metadata(describe_table(con, schema, table) | obj.written)
             if obj.metadata is not None:
                 context.add_output_metadata(obj.metadata())
             return

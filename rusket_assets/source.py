@@ -454,4 +454,7 @@ def query_transactions(source: TransactionSource, warehouse: Warehouse) -> tuple
         raise ValueError("query_transactions needs a source table inside the warehouse (kind duckdb, no other database)")
     opened = transaction_query(source, warehouse)
     con, query, counts = opened.__enter__()
-    return QueryOutput(con, query, lambda: opened.__exit__(None, None, None)), counts
+    # each line maps to one output line unless returns were netted (against other days' lines, in a set
+    # order): then only the days that changed need replacing
+    by_day = None if "purchase_lines_reduced" in counts else "ordered_at"
+    return QueryOutput(con, query, lambda: opened.__exit__(None, None, None), by_day=by_day), counts
