@@ -4,8 +4,10 @@
   done ``--ops`` times with a connection opened and closed per operation (each close checkpoints) vs
   while the run keeps the database open (``Warehouse._keep_open``, as a run does).
 - ``raw_transactions``: the history table ``ingest.daily_orders`` (kind duckdb inside the warehouse)
-  validated and written to ``ingest.raw_transactions`` by streaming Arrow batches through Python vs one
-  ``CREATE TABLE AS`` query (:func:`rusket_assets.source.query_transactions`).
+  validated and written to ``ingest.raw_transactions``, which lacks the last day (yesterday's table),
+  by streaming Arrow batches through Python (``raw_stream``, the old way) vs one ``CREATE TABLE AS``
+  query (``raw_sql_whole``) vs replacing the changed days only (``raw_sql_days``,
+  :func:`rusket_assets.source.query_transactions`); the three tables are checked equal.
 - ``publish``: the read-only snapshot copy (checkpoint + file copy + swap), for the record.
 
 The warehouse is a copy of ``--warehouse`` (e.g. a 3M-line graph state) or, without it, a new file
@@ -59,13 +61,25 @@ def connect_once(warehouse: Warehouse, ops: int, keep_open: bool) -> float:
     return time.perf_counter() - start
 
 
-def raw_once(warehouse: Warehouse, in_sql: bool) -> float:
+def yesterday(warehouse: Warehouse) -> None:
+    """raw_transactions as the previous run left it: every line but the last day's (not timed)."""
+    with warehouse.connect() as con:
+        con.execute("create schema if not exists ingest")
+        con.execute("create or replace table ingest.raw_transactions as select * from ingest.daily_orders "
+                    "where ordered_at::DATE < (select max(ordered_at::DATE) from ingest.daily_orders)")  # fmt: skip
+        con.execute("checkpoint")
+
+
+def raw_once(warehouse: Warehouse, how: str) -> float:
+    yesterday(warehouse)
     source = TransactionSource(**HISTORY)
     start = time.perf_counter()
     warehouse._keep_open(True)  # as in a run
     try:
-        if in_sql:
+        if how != "stream":
             output, _ = query_transactions(source, warehouse)
+            if how == "whole":
+                output.by_day = None
             output.write("ingest", "raw_transactions")
         else:
             reader, _ = stream_transactions(source, warehouse)
@@ -100,14 +114,16 @@ def main() -> None:
             warehouse.replace_table("ingest", "daily_orders", lines)
         out: dict = {"warehouse_mib": round(os.path.getsize(path) / 2**20, 1), "ops": args.ops,
                      "lines": warehouse.scalar("select count(*) from ingest.daily_orders")}  # fmt: skip
-        timings: dict[str, list[float]] = {k: [] for k in ("connect_per_op", "connect_kept_open", "raw_stream", "raw_sql", "publish")}
+        names = ("connect_per_op", "connect_kept_open", "raw_stream", "raw_sql_whole", "raw_sql_days", "publish")
+        timings: dict[str, list[float]] = {k: [] for k in names}
         for _ in range(args.repeats):
             timings["connect_per_op"].append(connect_once(warehouse, args.ops, keep_open=False))
             timings["connect_kept_open"].append(connect_once(warehouse, args.ops, keep_open=True))
-            timings["raw_stream"].append(raw_once(warehouse, in_sql=False))
+            timings["raw_stream"].append(raw_once(warehouse, "stream"))
             stream = warehouse.query("select * from ingest.raw_transactions")
-            timings["raw_sql"].append(raw_once(warehouse, in_sql=True))
-            assert warehouse.query("select * from ingest.raw_transactions").equals(stream), "the two writes differ"
+            for how in ("whole", "days"):
+                timings[f"raw_sql_{how}"].append(raw_once(warehouse, how))
+                assert warehouse.query("select * from ingest.raw_transactions").equals(stream), f"{how} differs from the stream"
             start = time.perf_counter()
             warehouse.publish()
             timings["publish"].append(time.perf_counter() - start)
