@@ -28,7 +28,8 @@ def raw_transactions(
     here, naming the column and the number of rows, and nothing downstream is written; return lines
     follow `source.returns` (the counts it touched are in the metadata). Checked and counted in
     DuckDB, then streamed batch by batch into the warehouse: the lines are never all in Python
-    (a source table inside the warehouse file is copied by one query that never leaves DuckDB).
+    (a source table inside the warehouse file is written by queries that never leave DuckDB, and
+    only the days whose lines changed are replaced unless returns were netted: metadata `write`).
     With engine=spark a parquet, CSV or catalog source is read, checked (same messages) and netted by
     Spark and written as parquet under the lakehouse, a DuckDB view over it (rusket_assets.spark_source).
     """
