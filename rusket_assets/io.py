@@ -21,7 +21,7 @@ from rusket_assets.columns import column_description
 from rusket_assets.interactions import WarehouseTable
 from rusket_assets.lakehouse import SparkTable, write_parquet_view
 from rusket_assets.resources import ModelStore, Warehouse
-from rusket_assets.streaming import is_stream, replace_table_stream
+from rusket_assets.streaming import QueryOutput, is_stream, replace_table_stream
 from rusket_assets.tables import quote, replace_table
 
 PREVIEW_ROWS = 10
@@ -98,6 +98,13 @@ class DuckDBTableIOManager(dg.ConfigurableIOManager):
             path = write_parquet_view(self.warehouse, schema, table, obj)
             with self.warehouse.connect() as con:
                 context.add_output_metadata(describe_table(con, schema, table) | {"parquet": dg.MetadataValue.path(str(path))})
+            if obj.metadata is not None:
+                context.add_output_metadata(obj.metadata())
+            return
+        if isinstance(obj, QueryOutput):  # computed inside the warehouse by one query (rusket_assets.streaming)
+            obj.write(schema, table)
+            with self.warehouse.connect() as con:
+                context.add_output_metadata(describe_table(con, schema, table) | obj.written)
             if obj.metadata is not None:
                 context.add_output_metadata(obj.metadata())
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,13 @@ DEFAULT_LANCEDB = str(DATA_DIR / "lancedb")
 DEFAULT_MODELS = str(DATA_DIR / "models")
 
 
+# Warehouse path -> [its open connection or None, holds]: during a run the database stays open in the
+# run's process, so each connect() is a new connection to the open database, not a file open and a
+# checkpoint on close (Warehouse.setup_for_execution / teardown_after_execution).
+_run_connections: dict[str, list[Any]] = {}
+_run_guard = threading.Lock()
+
+
 def lock_holder(message: str) -> str:
     """The process named in DuckDB's lock error ("... (PID 123) ..."), with its command line when visible."""
     import re
@@ -40,11 +48,13 @@ def lock_holder(message: str) -> str:
 
 
 class Warehouse(dg.ConfigurableResource):
-    """One DuckDB database file, opened briefly per operation (the file lock blocks other processes).
+    """One DuckDB database file (DuckDB's file lock keeps other processes out while it is open).
 
     A run using it holds the warehouse's run lock from start to end (see :mod:`rusket_assets.runs`):
     runs writing the same warehouse never interleave, and a run whose process died is failed and its
-    pool slots freed when the next run starts. ``lock_timeout_seconds`` bounds the wait for a reader's
+    pool slots freed when the next run starts. From its first use in a run to the run's end the
+    database stays open in the run's process (:meth:`connect` opens connections to it); outside runs
+    each :meth:`connect` opens the file briefly. ``lock_timeout_seconds`` bounds the wait for a reader's
     DuckDB file lock, ``run_wait_seconds`` the wait for another run to finish. With
     ``publish_snapshot`` each run ends by publishing a read-only copy (:attr:`snapshot_path`) that
     readers can keep open without ever blocking a run. ``memory_limit``, ``threads`` and
@@ -82,6 +92,7 @@ class Warehouse(dg.ConfigurableResource):
             return
         context.instance.add_run_tags(run.run_id, runs.process_tags())
         runs.wait_for_lock(self.path, run.run_id, context.log.warning, self.run_wait_seconds)
+        self._keep_open(True)
         context.instance.add_run_tags(run.run_id, {runs.WAREHOUSE_TAG: str(Path(self.path).resolve())})
         for run_id in runs.release_dead_runs(context.instance, self.path, run.run_id):
             context.log.warning(f"marked run {run_id} failed: its process ended without finishing it; pool slots freed")
@@ -93,6 +104,7 @@ class Warehouse(dg.ConfigurableResource):
         if context.run is None or context.instance is None:
             return
         try:
+            self._keep_open(False)  # the last hold closes the database: checkpointed, then copied
             if self.publish_snapshot and runs.holds(self.path) == 1:
                 self.publish()
         except Exception as exc:  # the run's tables are written; only the readers' copy is stale
@@ -127,10 +139,42 @@ class Warehouse(dg.ConfigurableResource):
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def _keep_open(self, hold: bool) -> None:
+        """Take (``hold``) or release one run's hold on keeping the database open; the database is
+        opened by the first :meth:`connect` while held and closed when the last hold is released."""
+        key = str(Path(self.path).resolve())
+        with _run_guard:
+            entry = _run_connections.setdefault(key, [None, 0])
+            entry[1] += 1 if hold else -1
+            if entry[1] > 0:
+                return
+            del _run_connections[key]
+        if entry[0] is not None:
+            entry[0].close()
+
+    def _run_connection(self) -> None:
+        """Open the database for the run when a run holds it open and it is not open yet."""
+        key = str(Path(self.path).resolve())
+        with _run_guard:
+            entry = _run_connections.get(key)
+            if entry is None or entry[0] is not None:
+                return
+            entry[0] = self._open()
+
     @contextmanager
     def connect(self) -> Iterator[Any]:
         """Open a read-write connection, waiting (with backoff, at most ``lock_timeout_seconds``) while
         another process holds the file lock; the wait is logged at WARNING naming that process."""
+        if _run_connections:
+            self._run_connection()
+        con = self._open()
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _open(self) -> Any:
+        """A new DuckDB connection to the warehouse (see :meth:`connect`)."""
         import duckdb
 
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -153,15 +197,12 @@ class Warehouse(dg.ConfigurableResource):
                 if waited >= next_warning:
                     dg.get_dagster_logger().warning(
                         f"warehouse {self.path} is locked by {holder}; retrying for up to "
-                        f"{self.lock_timeout_seconds:.0f} s (readers should use short-lived connections)"
+                        f"{self.lock_timeout_seconds:.0f} s (readers should use the snapshot or short-lived connections between runs)"
                     )
                     next_warning = waited + 30.0
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        try:
-            yield con
-        finally:
-            con.close()
+        return con
 
     @contextmanager
     def held(self) -> Iterator[None]:

@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from rusket_assets.resources import SOURCE_PARTS, TransactionSource, Warehouse
+from rusket_assets.streaming import QueryOutput
 from rusket_assets.tables import quote
 
 ID_ROLES = ("basket_id", "customer_id", "product_id")
@@ -441,3 +442,19 @@ def stream_transactions(
             opened.__exit__(None, None, None)
 
     return pa.RecordBatchReader.from_batches(reader.schema, batches()), counts
+
+
+def query_transactions(source: TransactionSource, warehouse: Warehouse) -> tuple[QueryOutput, dict[str, int]]:
+    """For a source table inside the warehouse file: the standard lines as a query on a warehouse
+    connection, which the table IO manager writes without the lines leaving DuckDB, and the returns counts.
+
+    Validation runs before this returns (errors raise here); the connection closes once the output is written.
+    """
+    if not reads_warehouse(source, warehouse):
+        raise ValueError("query_transactions needs a source table inside the warehouse (kind duckdb, no other database)")
+    opened = transaction_query(source, warehouse)
+    con, query, counts = opened.__enter__()
+    # each line maps to one output line unless returns were netted (against other days' lines, in a set
+    # order): then only the days that changed need replacing
+    by_day = None if "purchase_lines_reduced" in counts else "ordered_at"
+    return QueryOutput(con, query, lambda: opened.__exit__(None, None, None), by_day=by_day), counts

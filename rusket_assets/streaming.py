@@ -14,7 +14,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from rusket_assets.tables import STAGING_SUFFIX, drop_relation, quote, transaction
+from rusket_assets.tables import (
+    STAGING_SUFFIX,
+    drop_relation,
+    quote,
+    replace_changed_days,
+    replace_table_query,
+    transaction,
+)
 
 
 class TableStream:
@@ -46,6 +53,39 @@ class TableStream:
             elif not table.schema.equals(self.schema):
                 table = table.cast(self.schema)
             yield table
+
+
+class QueryOutput:
+    """An output that is a query on an open connection to the warehouse itself: the IO manager
+    writes it with ``create table ... as <query>`` on that connection (the rows never reach Python),
+    then calls ``close``. With ``by_day`` (a date or timestamp column) only the days whose rows
+    changed are replaced when that is cheaper (:func:`rusket_assets.tables.replace_changed_days`);
+    ``written`` then says what was replaced. ``metadata`` as for :class:`TableStream`."""
+
+    def __init__(
+        self,
+        con: Any,
+        query: str,
+        close: Callable[[], None],
+        metadata: Callable[[], dict[str, Any]] | None = None,
+        by_day: str | None = None,
+    ) -> None:
+        self.con, self.query, self.close, self.metadata, self.by_day = con, query, close, metadata, by_day
+        self.written: dict[str, Any] = {}
+
+    def write(self, schema: str, table: str) -> None:
+        """Replace ``schema.table`` with the query's rows (one transaction), then close the query's connection."""
+        try:
+            days = None
+            if self.by_day is not None:
+                days = replace_changed_days(self.con, schema, table, self.query, self.by_day)
+            if days is None:
+                replace_table_query(self.con, schema, table, self.query)
+                self.written = {"write": "whole table"}
+            else:
+                self.written = {"write": "changed days", **days}
+        finally:
+            self.close()
 
 
 def is_stream(obj: Any) -> bool:

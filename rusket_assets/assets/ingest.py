@@ -10,7 +10,7 @@ from rusket_assets.assets.common import group_asset, key
 from rusket_assets.engine import Engine
 from rusket_assets.io import table_location
 from rusket_assets.resources import TransactionSource, Warehouse
-from rusket_assets.source import stream_transactions
+from rusket_assets.source import query_transactions, reads_warehouse, stream_transactions
 from rusket_assets.streaming import TableStream
 from rusket_assets.tables import quote
 
@@ -28,7 +28,8 @@ def raw_transactions(
     here, naming the column and the number of rows, and nothing downstream is written; return lines
     follow `source.returns` (the counts it touched are in the metadata). Checked and counted in
     DuckDB, then streamed batch by batch into the warehouse: the lines are never all in Python
-    (a source table inside the warehouse file too: read over the warehouse's own connection).
+    (a source table inside the warehouse file is written by queries that never leave DuckDB, and
+    only the days whose lines changed are replaced unless returns were netted: metadata `write`).
     With engine=spark a parquet, CSV or catalog source is read, checked (same messages) and netted by
     Spark and written as parquet under the lakehouse, a DuckDB view over it (rusket_assets.spark_source).
     """
@@ -40,6 +41,8 @@ def raw_transactions(
         from rusket_assets.spark_source import spark_transactions
 
         frame, returns = spark_transactions(engine.session(), source)
+    elif reads_warehouse(source, warehouse):
+        in_warehouse, returns = query_transactions(source, warehouse)
     else:
         reader, returns = stream_transactions(source, warehouse)
 
@@ -64,6 +67,9 @@ def raw_transactions(
 
     if on_spark:
         return SparkTable(frame, engine.lakehouse_path, metadata)
+    if reads_warehouse(source, warehouse):
+        in_warehouse.metadata = metadata
+        return in_warehouse
     return TableStream(reader, reader.schema, metadata=metadata)
 
 
