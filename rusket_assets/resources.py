@@ -181,7 +181,7 @@ class Warehouse(dg.ConfigurableResource):
         """Hand the memory the closed connection's queries used back to the OS while a run holds the
         database open: a memory limit set again makes DuckDB evict unpinned blocks down to it and
         release its allocator's free memory, which a database closed after each step used to do
-        (without it the 50M-line run's peak RSS rose by ~0.9 GiB, benchmarks/RESULTS.md)."""
+        (without it the 50M-line run peaked at 7,899 MiB instead of 6,330; benchmarks/RESULTS.md)."""
         import duckdb
 
         entry = _run_connections.get(str(Path(self.path).resolve()))
