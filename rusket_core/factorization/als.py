@@ -21,14 +21,14 @@ from rusket_core.factorization.kernels import (
     take_csr_rows,
     top_ranks,
 )
-from rusket_core.factorization.topk import one_thread_if
 from rusket_core.progress import Progress
+from rusket_core.threads import one_thread_if, single_threaded_blas
 
 logger = logging.getLogger(__name__)
 
 SOLVERS = ("cg", "cholesky")
 #: fits with fewer multiply-adds per half-iteration than this (entries × factors × solver steps)
-#: run on one numba thread (see ``topk.one_thread_if``)
+#: run on one numba thread (see ``threads.one_thread_if``)
 SMALL_FIT = 1 << 24
 
 
@@ -105,7 +105,7 @@ class ALS(FoldIn, FactorModel):
         cg = self.solver == "cg"
         basis = np.eye(k)  # U and V are held as (original factors) @ basis during a CG fit
         small = len(ui[1]) * k * (self.cg_steps + 1 if cg else k) < SMALL_FIT
-        with one_thread_if(small):
+        with one_thread_if(small), single_threaded_blas():  # BLAS products alternate with numba regions
             for it in range(self.iterations):
                 basis = self._solve(ui, U, V, user_bounds, basis if cg else None)
                 basis = self._solve(iu, V, U, item_bounds, basis if cg else None)
@@ -213,7 +213,7 @@ BLOCK = 1 << 12
 
 def _map_blocks(fn, n_rows: int, block: int) -> list:
     """``fn(start, stop)`` for every row block, in block order, on up to ``numba.get_num_threads()``
-    threads (numpy's BLAS calls release the GIL; the benchmarks pin BLAS itself to one thread)."""
+    threads (numpy's BLAS calls release the GIL; the fit pins BLAS itself to one thread)."""
     spans = [(start, min(start + block, n_rows)) for start in range(0, n_rows, block)]
     threads = min(numba.get_num_threads(), len(spans))
     if threads <= 1:

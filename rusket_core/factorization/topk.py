@@ -25,7 +25,6 @@ block-sized buffer (whose first touch cost more than the product at 100k users).
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import numba
@@ -34,6 +33,7 @@ from numba import njit, prange
 from numba.extending import overload
 
 from rusket_core.progress import Progress
+from rusket_core.threads import one_thread_if, single_threaded_blas
 
 logger = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ def blocked_topk(
     small = scores < SMALL_SCORES
     if small and serial is not None and scores >= SPLIT_SCORES and numba.get_num_threads() > 1:
         plans = _split_plans(m, buf_cols, scratch_cols, select_cols, numba.get_num_threads(), sub_rows)
-        with _single_threaded_blas(blas):
+        with single_threaded_blas(blas):
             _run_parts(serial, state, indptr, indices, out_idx, out_val, plans)
         return out_idx, out_val
     threads = 1 if small else numba.get_num_threads()
@@ -277,7 +277,7 @@ def blocked_topk(
     # slices of rows (each still many blocks per thread) so progress can be logged between them
     step = max(block_rows * n_chunks * 8, -(-m // 20))
     progress = Progress(logger, label, m, unit)
-    with one_thread_if(small), _single_threaded_blas(blas and n_chunks > 1):
+    with one_thread_if(small), single_threaded_blas(blas and n_chunks > 1):
         for first in range(0, m, step):
             end = min(m, first + step)
             plan = (first, end, buf_cols, scratch_cols, select_cols, block_rows, n_chunks, sub)
@@ -430,55 +430,10 @@ def csr_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple
     return out_ptr, np.ascontiguousarray(indices[pos], dtype=np.int32)
 
 
-_blas_controller: list = []
-
-
-@contextmanager
-def _single_threaded_blas(active: bool = True):
-    """Limit BLAS to one thread while numba threads each run their own products.
-
-    Without it the BLAS and numba thread pools oversubscribe the cores. Needs threadpoolctl
-    (optional: without it products run with the BLAS default).
-    """
-    if active and not _blas_controller:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:  # pragma: no cover - optional
-            _blas_controller.append(None)
-        else:
-            # the BLAS numba's np.dot calls (scipy's), loaded now: the controller only sees the
-            # libraries loaded when it is made, and numba loads it at a kernel's first call, later
-            import scipy.linalg.cython_blas  # noqa: F401
-
-            _blas_controller.append(ThreadpoolController())
-    controller = _blas_controller[0] if active else None
-    if controller is None:
-        yield
-        return
-    with controller.limit(limits=1, user_api="blas"):
-        yield
-
-
 #: top-k over fewer scores than this (query rows × columns) runs on one numba thread
 SMALL_SCORES = 1 << 24
 #: ... but from this many on, a call given a serial kernel runs in parts on Python threads
 SPLIT_SCORES = 1 << 19
-
-
-@contextmanager
-def one_thread_if(small: bool):
-    """One numba thread while ``small``: starting a parallel region wakes the other threads, which
-    on a busy machine costs more than a small kernel's whole computation (the kernels that use
-    this give the same result at any thread count)."""
-    previous = numba.get_num_threads()
-    if not small or previous == 1:
-        yield
-        return
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
 
 
 def n_chunks(m: int) -> int:
