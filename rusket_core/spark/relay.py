@@ -8,19 +8,33 @@ task sends its bytes, the driver waits for all and sends every task the concaten
 (``all_to_all``: a shuffle that moves each byte through the driver once). Tasks prove
 themselves with a per-job secret. A barrier stage runs all its tasks at once (so no task waits for
 one that is not scheduled) and restarts them all on failure; the relay then starts over.
+
+Bulk data (a task's lines, a fitted model) can skip the sockets: a relay made with ``spill=True`` makes a
+directory holding a file with its secret; a task that can read that file (it runs where the driver
+runs, as in local mode, or shares its file system) writes its parts there and sends only their paths
+(:meth:`Peer.put`; :func:`take` reads them back, memory-mapped). Any other task sends them inline,
+through the relay, as before.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 import socket
 import struct
+import tempfile
 import threading
 from typing import Any
+
+import numpy as np
+import pyarrow as pa
 
 _LEN = struct.Struct("!Q")
 _GATHER, _ROUTE = b"G", b"R"  # the round's kind, first byte of every task's message (all tasks agree)
 _OUTPUT = b"O"  # a task's result for the driver (outside the rounds): kept in Relay.outputs, acknowledged
+_INLINE, _FILES = b"I", b"F"  # first byte of a :meth:`Peer.put` message: its parts, or their files' paths
+_TOKEN = "token"  # the file in a spill directory that holds the relay's secret
 
 
 def _send(sock: socket.socket, payload: bytes) -> None:
@@ -60,8 +74,14 @@ def unpack(blob: bytes) -> list[bytes]:
 class Relay:
     """The driver side: ``address`` and ``secret`` go to the tasks (see :class:`Peer`); use as a context."""
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, spill: bool = False) -> None:
         self.secret = secrets.token_hex(16)
+        #: a directory for the tasks' bulk data (see the module docstring), removed on exit; None without ``spill``
+        self.spill_dir: str | None = None
+        if spill:
+            self.spill_dir = tempfile.mkdtemp(prefix="rusket-relay-")
+            with open(os.path.join(self.spill_dir, _TOKEN), "w") as f:
+                f.write(self.secret)
         self._server = socket.create_server((host, 0))
         self._server.settimeout(0.2)  # accept() wakes up to notice close
         self.address = (host, self._server.getsockname()[1])
@@ -78,6 +98,8 @@ class Relay:
         self._closed = True
         self._server.close()
         self._thread.join(timeout=5)
+        if self.spill_dir is not None:
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
 
     def _serve(self) -> None:
         while not self._closed:
@@ -130,10 +152,26 @@ class Peer:
     """The task side: ``all_gather(bytes)`` returns every task's bytes, in partition order; ``all_to_all``
     exchanges one message per pair of tasks. Every task makes the same calls in the same order."""
 
-    def __init__(self, address: tuple[str, int], secret: str, partition: int, n_tasks: int) -> None:
+    def __init__(
+        self, address: tuple[str, int], secret: str, partition: int, n_tasks: int, spill_dir: str | None = None
+    ) -> None:
         self._sock = socket.create_connection(address)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         _send(self._sock, f"{secret} {partition} {n_tasks}".encode())
+        self._partition = partition
+        #: the relay's spill directory when this task can read its secret there (same host or file system)
+        self.spill_dir = spill_dir if spill_dir is not None and _holds(spill_dir, secret) else None
+
+    def put(self, name: str, parts: list[Any]) -> bytes:
+        """A message carrying ``parts`` (numpy arrays, Arrow tables or bytes) for :func:`take`: as files in the
+        spill directory when this task sees it (named ``name``, unique per task), else inline."""
+        if self.spill_dir is None:
+            return _INLINE + pack([_raw(p) for p in parts])
+        paths = []
+        for j, part in enumerate(parts):
+            paths.append(os.path.join(self.spill_dir, f"{name}-{self._partition}-{j}"))
+            _write(part, paths[-1])
+        return _FILES + pack([p.encode() for p in paths])
 
     def all_gather(self, payload: bytes) -> list[bytes]:
         _send(self._sock, _GATHER + payload)
@@ -154,6 +192,44 @@ class Peer:
         self._sock.close()
 
 
+def _holds(directory: str, secret: str) -> bool:
+    try:
+        with open(os.path.join(directory, _TOKEN)) as f:
+            return secrets.compare_digest(f.read(), secret)
+    except OSError:
+        return False
+
+
+def _raw(part: Any) -> bytes:
+    if isinstance(part, pa.Table):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, part.schema) as writer:
+            writer.write_table(part)
+        return sink.getvalue().to_pybytes()
+    return part if isinstance(part, bytes) else np.ascontiguousarray(part).tobytes()
+
+
+def _write(part: Any, path: str) -> None:
+    if isinstance(part, pa.Table):
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_stream(sink, part.schema) as writer:
+            writer.write_table(part)
+    elif isinstance(part, bytes):
+        with open(path, "wb") as f:
+            f.write(part)
+    else:
+        np.ascontiguousarray(part).tofile(path)
+
+
+def take(message: bytes) -> list[Any]:
+    """The parts of a :meth:`Peer.put` message as buffers (``bytes``, or read-only memory maps of the spill
+    files, which stay valid after the relay removes its directory); an Arrow table part reads back with
+    ``pa.ipc.open_stream``, an array part with ``np.frombuffer``."""
+    parts = unpack(message[1:])
+    if message[:1] == _INLINE:
+        return parts
+    return [pa.memory_map(p.decode()).read_buffer() if os.path.getsize(p.decode()) else b"" for p in parts]
+
+
 class Solo:
     """A :class:`Peer` for a job of one task: every exchange returns what it sent, no socket."""
 
@@ -162,6 +238,9 @@ class Solo:
 
     def all_to_all(self, messages: list[bytes]) -> list[bytes]:
         return messages
+
+    def put(self, name: str, parts: list[Any]) -> bytes:
+        return _INLINE + pack([_raw(p) for p in parts])
 
     def close(self) -> None:
         pass
