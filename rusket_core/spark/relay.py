@@ -18,6 +18,7 @@ through the relay, as before.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -96,6 +97,10 @@ class Relay:
 
     def __exit__(self, *exc: Any) -> None:
         self._closed = True
+        # wake the accept() the serving thread is blocked in now, not at its next timeout (0.15 s a fit);
+        # where shutdown is refused, the timeout still ends the wait
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
         self._server.close()
         self._thread.join(timeout=5)
         if self.spill_dir is not None:

@@ -77,3 +77,61 @@ def test_relay_keeps_what_a_task_delivers_outside_the_rounds():
             t.join(timeout=30)
         assert got == {0: [b"\x00", b"\x01"], 1: [b"\x00", b"\x01"]}
         assert relay.outputs == {0: b"result of 0" * 1000, 1: b"result of 1"}
+
+
+def test_put_goes_through_spill_files_only_for_a_task_that_holds_the_relays_secret(tmp_path):
+    """A task that reads the relay's secret in its spill directory sends paths, and ``take`` gives back the same
+    parts; a task with another directory (another host) or none sends them inline. The directory goes on exit."""
+    import os
+
+    import pyarrow as pa
+
+    from rusket_core.spark.relay import take
+
+    table = pa.table({"u": pa.array(["a", "b", None]), "i": pa.array([3, 1, 2], pa.int64())})
+    values = np.arange(7, dtype=np.float32).reshape(7, 1) * 0.5
+    with Relay("127.0.0.1", spill=True) as relay:
+        spill = relay.spill_dir
+        assert os.path.isdir(spill)
+        (tmp_path / "token").write_text("not-the-secret")
+        for directory, kind in ((spill, b"F"), (str(tmp_path), b"I"), (None, b"I"), (str(tmp_path / "gone"), b"I")):
+            peer = Peer(relay.address, relay.secret, 3, 4, directory)
+            message = peer.put("lines", [table, values, b"raw", np.zeros(0, np.int64)])
+            peer.close()
+            assert message[:1] == kind
+            got_table, got_values, raw, empty = take(message)
+            assert pa.ipc.open_stream(got_table).read_all().equals(table)
+            np.testing.assert_array_equal(np.frombuffer(got_values, np.float32).reshape(7, 1), values)
+            assert bytes(raw) == b"raw" and len(empty) == 0
+            if kind == b"F":
+                mapped = got_values
+        assert sorted(os.listdir(spill)) == ["lines-3-0", "lines-3-1", "lines-3-2", "lines-3-3", "token"]
+    assert not os.path.exists(spill)
+    np.testing.assert_array_equal(np.frombuffer(mapped, np.float32), values.ravel())  # mapped files outlive it
+
+
+def test_gathered_fit_leaves_no_spill_directory(spark, monkeypatch, tmp_path):
+    """The fit's lines and result pass through files in a directory of its own, removed when the fit ends."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    pdf = _lines(13)
+    remote = fit_als(spark.createDataFrame(pdf).repartition(2, "user"), "user", "item", factors=3, iterations=2, random_state=1)
+    local = ALS.from_transactions(pdf, "user", "item", factors=3, iterations=2, random_state=1).fit()
+    np.testing.assert_allclose(remote.item_factors, local.item_factors, rtol=1e-4, atol=1e-6)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_closing_the_relay_wakes_its_serving_thread_at_once():
+    """The serving thread waits in accept(); closing the relay must end that wait itself, not leave it to
+    the accept timeout (here longer than the 5 s the close waits for the thread)."""
+    import time
+
+    relay = Relay("127.0.0.1")
+    with relay:
+        relay._server.settimeout(60)
+        peer = Peer(relay.address, relay.secret, 0, 1)  # one round, so the thread is back in accept() after
+        assert peer.all_gather(b"x") == [b"x"]
+        peer.close()
+        time.sleep(0.5)  # the thread notices the closed connection and goes back to accept()
+    assert not relay._thread.is_alive()
