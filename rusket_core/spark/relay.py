@@ -169,14 +169,19 @@ class Peer:
 
     def put(self, name: str, parts: list[Any]) -> bytes:
         """A message carrying ``parts`` (numpy arrays, Arrow tables or bytes) for :func:`take`: as files in the
-        spill directory when this task sees it (named ``name``, unique per task), else inline."""
-        if self.spill_dir is None:
-            return _INLINE + pack([_raw(p) for p in parts])
-        paths = []
-        for j, part in enumerate(parts):
-            paths.append(os.path.join(self.spill_dir, f"{name}-{self._partition}-{j}"))
-            _write(part, paths[-1])
-        return _FILES + pack([p.encode() for p in paths])
+        spill directory when this task sees it (named ``name``, unique per task), else (or when a file cannot
+        be written) inline."""
+        if self.spill_dir is not None:
+            paths = [os.path.join(self.spill_dir, f"{name}-{self._partition}-{j}") for j in range(len(parts))]
+            try:
+                for part, path in zip(parts, paths, strict=True):
+                    _write(part, path)
+                return _FILES + pack([p.encode() for p in paths])
+            except OSError:  # e.g. the temp disk is full: the sockets still work
+                for path in paths:
+                    with contextlib.suppress(OSError):
+                        os.remove(path)
+        return _INLINE + pack([_raw(p) for p in parts])
 
     def all_gather(self, payload: bytes) -> list[bytes]:
         _send(self._sock, _GATHER + payload)

@@ -135,3 +135,29 @@ def test_closing_the_relay_wakes_its_serving_thread_at_once():
         peer.close()
         time.sleep(0.5)  # the thread notices the closed connection and goes back to accept()
     assert not relay._thread.is_alive()
+
+
+def test_put_sends_inline_when_a_spill_file_cannot_be_written(monkeypatch):
+    """A full temp disk must not fail the fit: the parts go through the socket, and no partial file stays."""
+    import os
+
+    import rusket_core.spark.relay as relay_module
+    from rusket_core.spark.relay import take
+
+    real_write = relay_module._write
+
+    def fails_on_second(part, path):
+        if path.endswith("-1"):
+            raise OSError(28, "No space left on device")
+        real_write(part, path)
+
+    monkeypatch.setattr(relay_module, "_write", fails_on_second)
+    values = np.arange(5, dtype=np.int64)
+    with Relay("127.0.0.1", spill=True) as relay:
+        peer = Peer(relay.address, relay.secret, 0, 1, relay.spill_dir)
+        message = peer.put("result", [values, b"abc"])
+        peer.close()
+        assert message[:1] == b"I" and os.listdir(relay.spill_dir) == ["token"]
+        got, raw = take(message)
+    np.testing.assert_array_equal(np.frombuffer(got, np.int64), values)
+    assert raw == b"abc"
