@@ -4,23 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numba
 
-_blas_controller: list = []
+_blas_controller: list = []  # the threadpoolctl controller, made at first use (None: no threadpoolctl)
 
 
-@contextmanager
-def single_threaded_blas(active: bool = True) -> Iterator[None]:
-    """Limit BLAS to one thread while numba threads each run their own products, or while BLAS calls
-    alternate with numba parallel regions (the ALS fit).
-
-    Without it the two pools oversubscribe the cores: OpenBLAS's threads keep spinning for a while after
-    each call, on the cores numba's next region needs (the ALS fit at 7.4M entries measured 5.5 s with
-    the BLAS default and 3.9 s limited; benchmarks/RESULTS.md). Needs threadpoolctl (a dependency;
-    without it BLAS keeps its default).
-    """
-    if active and not _blas_controller:
+def _controller() -> Any:
+    if not _blas_controller:
         try:
             from threadpoolctl import ThreadpoolController
         except ImportError:  # pragma: no cover - optional
@@ -31,7 +23,23 @@ def single_threaded_blas(active: bool = True) -> Iterator[None]:
             import scipy.linalg.cython_blas  # noqa: F401
 
             _blas_controller.append(ThreadpoolController())
-    controller = _blas_controller[0] if active else None
+    return _blas_controller[0]
+
+
+@contextmanager
+def single_threaded_blas(active: bool = True) -> Iterator[None]:
+    """Limit BLAS to one thread while numba threads each run their own products, or while BLAS calls
+    alternate with numba parallel regions (the ALS fit).
+
+    Without it the two pools oversubscribe the cores: OpenBLAS's threads keep spinning for a while after
+    each call, on the cores numba needs next (the ALS fit at 7.4M entries measured 5.5 s with the BLAS
+    default and 4.0 s limited; benchmarks/RESULTS.md, "The ALS fit with BLAS pinned to one thread").
+    The limit is the library's, for the whole process, and each exit restores the counts its entry
+    found: entries overlapping from several threads can leave the wrong count behind (and OpenBLAS 0.3.30
+    did not apply a count set from another thread in every case here). Needs threadpoolctl (a dependency;
+    without it BLAS keeps its default).
+    """
+    controller = _controller() if active else None
     if controller is None:
         yield
         return

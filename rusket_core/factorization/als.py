@@ -111,9 +111,9 @@ class ALS(FoldIn, FactorModel):
                 basis = self._solve(iu, V, U, item_bounds, basis if cg else None)
                 if progress.due(it + 1):  # the loss is computed only when logged (rotation-invariant)
                     progress.update(it + 1, loss=self._loss(ui, U, V))
-        if cg:
-            rotate(U, basis.T)
-            rotate(V, basis.T)
+            if cg:
+                rotate(U, basis.T)
+                rotate(V, basis.T)
         if order is not None:
             back = np.empty_like(order)
             back[order] = np.arange(len(order))
@@ -136,7 +136,8 @@ class ALS(FoldIn, FactorModel):
     def _solve_rows(self, side: str, indptr, indices, data, X: np.ndarray, new: np.ndarray) -> None:
         """Fold-in rows: the exact least-squares solution whatever ``solver`` is."""
         Y = self.item_factors if side == "users" else self.user_factors
-        self._solve((indptr, indices, data), X, Y, _balanced_bounds(indptr, self.factors))
+        with single_threaded_blas():  # as in the fit: the same products, the same rounding
+            self._solve((indptr, indices, data), X, Y, _balanced_bounds(indptr, self.factors))
 
     def recalculate_user(self, user_id: Any, interactions: Any) -> np.ndarray:
         """The exact factor row of a user (known or new) with exactly ``interactions``, item factors fixed.

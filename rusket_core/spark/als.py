@@ -237,7 +237,7 @@ def _fit_gathered(df: Any, weighted: bool, model: ALS, threads: int) -> tuple[An
     (:meth:`~rusket_core.spark.relay.Peer.deliver`). As :func:`_fit_barrier` (None when the local encoder
     refuses the lines), without single-thread tasks exchanging rows every half-iteration. Where the tasks
     run on the driver's host (local mode) the lines and the result go through the relay's spill files,
-    memory-mapped, instead of its sockets (at 7.4M lines: 1.5 s less of 7)."""
+    memory-mapped, instead of its sockets (at 7.4M lines: 6.8–7.4 s → 5.1–5.5 s; benchmarks/RESULTS.md)."""
     names = df.columns
     relay = Relay(df.sparkSession.conf.get("spark.driver.host"), spill=True)
     address, secret, spill_dir = relay.address, relay.secret, relay.spill_dir
@@ -247,12 +247,14 @@ def _fit_gathered(df: Any, weighted: bool, model: ALS, threads: int) -> tuple[An
         from pyspark import BarrierTaskContext
 
         context = BarrierTaskContext.get()
-        n, me = len(context.getTaskInfos()), context.partitionId()
+        infos = context.getTaskInfos()
+        n, me = len(infos), context.partitionId()
         tables = [pa.Table.from_batches(got)] if (got := list(batches)) else []
         peer = Peer(address, secret, me, n, spill_dir)
+        one_executor = len({info.address for info in infos}) == 1  # then task 0 sees the spill files too
         try:
             if n > 1:  # everything to task 0, which keeps its own lines
-                mine = peer.put("lines", tables) if me != 0 and tables else b""
+                mine = peer.put("lines", tables, spill=one_executor) if me != 0 and tables else b""
                 sent = peer.all_to_all([mine] + [b""] * (n - 1))
                 if me != 0:
                     return

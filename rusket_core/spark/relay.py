@@ -10,10 +10,12 @@ themselves with a per-job secret. A barrier stage runs all its tasks at once (so
 one that is not scheduled) and restarts them all on failure; the relay then starts over.
 
 Bulk data (a task's lines, a fitted model) can skip the sockets: a relay made with ``spill=True`` makes a
-directory holding a file with its secret; a task that can read that file (it runs where the driver
-runs, as in local mode, or shares its file system) writes its parts there and sends only their paths
-(:meth:`Peer.put`; :func:`take` reads them back, memory-mapped). Any other task sends them inline,
-through the relay, as before.
+directory holding a file with its secret (POSIX only); a task that can read that file (it runs where
+the driver runs, as in local mode, or shares its file system) writes its parts there and sends only
+their paths (:meth:`Peer.put`; :func:`take` reads them back, memory-mapped). Any other task sends them
+inline, through the relay, as before. A part meant for another task may go through the files only when
+that task sees them too (:func:`~rusket_core.spark.als._fit_gathered` spills lines only when every task
+runs on one executor).
 """
 
 from __future__ import annotations
@@ -77,15 +79,16 @@ class Relay:
 
     def __init__(self, host: str, spill: bool = False) -> None:
         self.secret = secrets.token_hex(16)
-        #: a directory for the tasks' bulk data (see the module docstring), removed on exit; None without ``spill``
-        self.spill_dir: str | None = None
-        if spill:
-            self.spill_dir = tempfile.mkdtemp(prefix="rusket-relay-")
-            with open(os.path.join(self.spill_dir, _TOKEN), "w") as f:
-                f.write(self.secret)
         self._server = socket.create_server((host, 0))
         self._server.settimeout(0.2)  # accept() wakes up to notice close
         self.address = (host, self._server.getsockname()[1])
+        #: a directory for the tasks' bulk data (see the module docstring), removed on exit; None without
+        #: ``spill`` and off POSIX (there a file still mapped cannot be removed)
+        self.spill_dir: str | None = None
+        if spill and os.name == "posix":
+            self.spill_dir = tempfile.mkdtemp(prefix="rusket-relay-")
+            with open(os.path.join(self.spill_dir, _TOKEN), "w") as f:
+                f.write(self.secret)
         self._closed = False
         #: what each task sent with :meth:`Peer.deliver`, by partition (a restarted attempt overwrites)
         self.outputs: dict[int, bytes] = {}
@@ -167,16 +170,16 @@ class Peer:
         #: the relay's spill directory when this task can read its secret there (same host or file system)
         self.spill_dir = spill_dir if spill_dir is not None and _holds(spill_dir, secret) else None
 
-    def put(self, name: str, parts: list[Any]) -> bytes:
+    def put(self, name: str, parts: list[Any], spill: bool = True) -> bytes:
         """A message carrying ``parts`` (numpy arrays, Arrow tables or bytes) for :func:`take`: as files in the
-        spill directory when this task sees it (named ``name``, unique per task), else (or when a file cannot
-        be written) inline."""
-        if self.spill_dir is not None:
-            paths = [os.path.join(self.spill_dir, f"{name}-{self._partition}-{j}") for j in range(len(parts))]
+        spill directory when this task sees it and ``spill`` (the reader sees it too; files named ``name``,
+        unique per task and attempt), else (or when a file cannot be written) inline."""
+        if spill and self.spill_dir is not None:
+            attempt = secrets.token_hex(4)  # a restarted attempt never rewrites a file another one has mapped
+            paths = [os.path.join(self.spill_dir, f"{name}-{self._partition}-{attempt}-{j}") for j in range(len(parts))]
             try:
-                for part, path in zip(parts, paths, strict=True):
-                    _write(part, path)
-                return _FILES + pack([p.encode() for p in paths])
+                sizes = [_write(part, path) for part, path in zip(parts, paths, strict=True)]
+                return _FILES + pack([f"{size} {path}".encode() for size, path in zip(sizes, paths, strict=True)])
             except OSError:  # e.g. the temp disk is full: the sockets still work
                 for path in paths:
                     with contextlib.suppress(OSError):
@@ -204,8 +207,8 @@ class Peer:
 
 def _holds(directory: str, secret: str) -> bool:
     try:
-        with open(os.path.join(directory, _TOKEN)) as f:
-            return secrets.compare_digest(f.read(), secret)
+        with open(os.path.join(directory, _TOKEN), "rb") as f:
+            return secrets.compare_digest(f.read(), secret.encode())
     except OSError:
         return False
 
@@ -219,25 +222,34 @@ def _raw(part: Any) -> bytes:
     return part if isinstance(part, bytes) else np.ascontiguousarray(part).tobytes()
 
 
-def _write(part: Any, path: str) -> None:
+def _write(part: Any, path: str) -> int:
+    """``part`` written to ``path``; its size in bytes. Every write error raises (``ndarray.tofile`` would
+    not report one at close, e.g. a full disk)."""
     if isinstance(part, pa.Table):
         with pa.OSFile(path, "wb") as sink, pa.ipc.new_stream(sink, part.schema) as writer:
             writer.write_table(part)
-    elif isinstance(part, bytes):
-        with open(path, "wb") as f:
-            f.write(part)
-    else:
-        np.ascontiguousarray(part).tofile(path)
+        return os.path.getsize(path)
+    raw = part if isinstance(part, bytes) else memoryview(np.ascontiguousarray(part)).cast("B")
+    with open(path, "wb") as f:
+        f.write(raw)
+    return len(raw)
 
 
 def take(message: bytes) -> list[Any]:
     """The parts of a :meth:`Peer.put` message as buffers (``bytes``, or read-only memory maps of the spill
-    files, which stay valid after the relay removes its directory); an Arrow table part reads back with
-    ``pa.ipc.open_stream``, an array part with ``np.frombuffer``."""
+    files, which stay valid after the relay removes its directory: POSIX); an Arrow table part reads back
+    with ``pa.ipc.open_stream``, an array part with ``np.frombuffer``. A spill file of another size than
+    written raises."""
     parts = unpack(message[1:])
     if message[:1] == _INLINE:
         return parts
-    return [pa.memory_map(p.decode()).read_buffer() if os.path.getsize(p.decode()) else b"" for p in parts]
+    out = []
+    for part in parts:
+        size, path = part.decode().split(" ", 1)
+        if os.path.getsize(path) != int(size):
+            raise OSError(f"spill file {path} holds {os.path.getsize(path)} bytes, {size} were written")
+        out.append(pa.memory_map(path).read_buffer() if int(size) else b"")
+    return out
 
 
 class Solo:
@@ -249,7 +261,7 @@ class Solo:
     def all_to_all(self, messages: list[bytes]) -> list[bytes]:
         return messages
 
-    def put(self, name: str, parts: list[Any]) -> bytes:
+    def put(self, name: str, parts: list[Any], spill: bool = True) -> bytes:
         return _INLINE + pack([_raw(p) for p in parts])
 
     def close(self) -> None:

@@ -105,7 +105,9 @@ def test_put_goes_through_spill_files_only_for_a_task_that_holds_the_relays_secr
             assert bytes(raw) == b"raw" and len(empty) == 0
             if kind == b"F":
                 mapped = got_values
-        assert sorted(os.listdir(spill)) == ["lines-3-0", "lines-3-1", "lines-3-2", "lines-3-3", "token"]
+        names = sorted(os.listdir(spill))  # lines-<partition>-<attempt>-<part>
+        assert len(names) == 5 and names[-1] == "token" and len({n.rsplit("-", 1)[0] for n in names[:4]}) == 1
+        assert [n.split("-")[:2] + n.split("-")[3:] for n in names[:4]] == [["lines", "3", str(j)] for j in range(4)]
     assert not os.path.exists(spill)
     np.testing.assert_array_equal(np.frombuffer(mapped, np.float32), values.ravel())  # mapped files outlive it
 
@@ -114,11 +116,21 @@ def test_gathered_fit_leaves_no_spill_directory(spark, monkeypatch, tmp_path):
     """The fit's lines and result pass through files in a directory of its own, removed when the fit ends."""
     import tempfile
 
+    import rusket_core.spark.als as als_module
+
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    kinds, real_take = [], als_module.take
+
+    def recording_take(message):  # the driver's side: the fitted model it is handed
+        kinds.append(message[:1])
+        return real_take(message)
+
+    monkeypatch.setattr(als_module, "take", recording_take)
     pdf = _lines(13)
     remote = fit_als(spark.createDataFrame(pdf).repartition(2, "user"), "user", "item", factors=3, iterations=2, random_state=1)
     local = ALS.from_transactions(pdf, "user", "item", factors=3, iterations=2, random_state=1).fit()
     np.testing.assert_allclose(remote.item_factors, local.item_factors, rtol=1e-4, atol=1e-6)
+    assert kinds == [b"F"]  # through the files (the tasks run on this host)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -161,3 +173,23 @@ def test_put_sends_inline_when_a_spill_file_cannot_be_written(monkeypatch):
         got, raw = take(message)
     np.testing.assert_array_equal(np.frombuffer(got, np.int64), values)
     assert raw == b"abc"
+
+
+def test_a_spill_file_that_is_short_is_refused_and_a_failed_write_raises(tmp_path):
+    """Bytes lost on the way (a file cut short) raise instead of reaching the kernels as a shorter array;
+    writing an array reports the disk's error (``ndarray.tofile`` does not when it closes the file)."""
+    import os
+
+    from rusket_core.spark.relay import _write, take
+
+    with Relay("127.0.0.1", spill=True) as relay:
+        peer = Peer(relay.address, relay.secret, 0, 1, relay.spill_dir)
+        message = peer.put("result", [np.arange(100, dtype=np.int32)])
+        peer.close()
+        (path,) = [f for f in os.listdir(relay.spill_dir) if f.startswith("result-")]
+        os.truncate(os.path.join(relay.spill_dir, path), 396)
+        with pytest.raises(OSError, match="holds 396 bytes, 400 were written"):
+            take(message)
+    if os.path.exists("/dev/full"):
+        with pytest.raises(OSError):
+            _write(np.arange(10), "/dev/full")
