@@ -31,9 +31,9 @@ def single_threaded_blas(active: bool = True) -> Iterator[None]:
     """Limit BLAS to one thread while numba threads each run their own products, or while BLAS calls
     alternate with numba parallel regions (the ALS fit).
 
-    Without it the two pools oversubscribe the cores: OpenBLAS's threads keep spinning for a while after
-    each call, on the cores numba needs next (the ALS fit at 7.4M entries measured 5.5 s with the BLAS
-    default and 4.0 s limited; benchmarks/RESULTS.md, "The ALS fit with BLAS pinned to one thread").
+    Without it the two pools oversubscribe the cores (likely: OpenBLAS's threads keep spinning for a while
+    after each call, on the cores numba needs next); the ALS fit at 7.4M entries measured 5.5–5.9 s with the
+    BLAS default and 4.0–4.2 s limited (benchmarks/RESULTS.md, "The ALS fit with BLAS pinned to one thread").
     The limit is the library's, for the whole process, and each exit restores the counts its entry
     found: entries overlapping from several threads can leave the wrong count behind (and OpenBLAS 0.3.30
     did not apply a count set from another thread in every case here). Needs threadpoolctl (a dependency;
