@@ -26,6 +26,7 @@ from rusket_core.frames import list_column, make_frame
 from rusket_core.mining.fpgrowth import _check_max_len, min_count_for, mine_csr
 from rusket_core.mining.rules import rule_arrays, rules_frame
 from rusket_core.spark.encoding import check_columns, refused_lines, validate
+from rusket_core.spark.relay import table_bytes
 from rusket_core.spark.session import default_parallelism
 
 
@@ -174,10 +175,7 @@ _PROJECTED = pa.schema([("g", pa.int32()), ("offsets", pa.binary()), ("ranks", p
 
 
 def _to_ipc(values: pa.Array) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, pa.schema([("v", values.type)])) as writer:
-        writer.write_table(pa.table({"v": values}))
-    return sink.getvalue().to_pybytes()
+    return table_bytes(pa.table({"v": values}))
 
 
 def _from_ipc(blob: bytes) -> pa.Array:

@@ -213,12 +213,17 @@ def _holds(directory: str, secret: str) -> bool:
         return False
 
 
+def table_bytes(table: pa.Table) -> bytes:
+    """``table`` as Arrow IPC stream bytes (``pa.ipc.open_stream`` reads it back)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
 def _raw(part: Any) -> bytes:
     if isinstance(part, pa.Table):
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, part.schema) as writer:
-            writer.write_table(part)
-        return sink.getvalue().to_pybytes()
+        return table_bytes(part)
     return part if isinstance(part, bytes) else np.ascontiguousarray(part).tobytes()
 
 
@@ -260,9 +265,6 @@ class Solo:
 
     def all_to_all(self, messages: list[bytes]) -> list[bytes]:
         return messages
-
-    def put(self, name: str, parts: list[Any], spill: bool = True) -> bytes:
-        return _INLINE + pack([_raw(p) for p in parts])
 
     def close(self) -> None:
         pass

@@ -193,3 +193,22 @@ def test_a_spill_file_that_is_short_is_refused_and_a_failed_write_raises(tmp_pat
     if os.path.exists("/dev/full"):
         with pytest.raises(OSError):
             _write(np.arange(10), "/dev/full")
+
+
+@pytest.mark.parametrize("lines", [1, 3])
+def test_gathered_fit_of_one_customer_equals_the_local_fit(spark, lines):
+    """The smallest input through the spill files: one customer (one line in one partition, or three lines
+    in two partitions so one task sends its lines to task 0)."""
+    pdf = pd.DataFrame({"user": ["c1"] * lines, "item": [f"p{j}" for j in range(lines)]})
+    params = {"factors": 2, "iterations": 2, "random_state": 3}
+    local = ALS.from_transactions(pdf, "user", "item", **params).fit()
+    frame = spark.createDataFrame(pdf).repartition(min(lines, 2))
+    remote = fit_als(frame, "user", "item", **params)
+    assert remote.users == local.users and remote.items == local.items
+    np.testing.assert_array_equal(remote.user_items.indices, local.user_items.indices)
+    np.testing.assert_allclose(remote.user_factors, local.user_factors, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(remote.item_factors, local.item_factors, rtol=1e-4, atol=1e-6)
+    items, _ = remote.recommend_items("c1", n=5)  # every item is the customer's own: nothing to recommend
+    assert len(items) == 0
+    items, _ = remote.recommend_items("c1", n=5, exclude_seen=False)
+    assert sorted(items) == sorted(pdf["item"])
